@@ -1,0 +1,27 @@
+//! The Microkit system description (`system.xml`) as a typed, validated model.
+//!
+//! One source of truth for three users: the PD crates' build scripts generate their channel,
+//! IRQ, child and region constants from it ([`codegen`]); host tests take each PD's exact
+//! resources from it ([`scope::PdScope`]), so a test cannot grant a component more than the
+//! system does; and isolation tests check who maps what. A malformed file gives an [`SdfError`]
+//! naming the line, element and attribute, never a panic.
+
+pub mod codegen;
+pub mod model;
+pub mod parse;
+pub mod scope;
+
+pub use model::*;
+pub use parse::{SdfError, parse};
+pub use scope::PdScope;
+
+/// Reads and parses a system description file.
+pub fn load(path: &std::path::Path) -> Result<System, SdfError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SdfError {
+        line: 0,
+        element: String::new(),
+        attribute: None,
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    parse(&text)
+}

@@ -1,0 +1,135 @@
+//! [`SharedRegion`]: bounds-checked access to a memory region system.xml maps into this PD
+//! (shared with another PD, or guest RAM). All accesses are volatile-or-copy operations on raw
+//! memory another PD may change concurrently, so no Rust reference into it is ever handed out.
+
+/// Why a region access failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionError {
+    /// The access would reach outside the region.
+    OutOfBounds {
+        /// Offset of the access.
+        offset: usize,
+        /// Length of the access.
+        len: usize,
+        /// Size of the region.
+        size: usize,
+    },
+    /// The region's address was never patched (0): system.xml maps nothing there.
+    Unmapped,
+}
+
+/// A mapped memory region `[base, base + size)`.
+#[derive(Debug)]
+pub struct SharedRegion {
+    base: *mut u8,
+    size: usize,
+}
+
+impl SharedRegion {
+    /// A region over raw memory.
+    ///
+    /// # Safety
+    /// `[base, base + size)` must be mapped read-write in this address space for as long as the
+    /// region is used, and must not be accessed through Rust references elsewhere.
+    pub const unsafe fn from_raw(base: *mut u8, size: usize) -> Self {
+        Self { base, size }
+    }
+
+    /// The region mapped at the address the tool patched into a `setvar_vaddr` symbol, of the
+    /// size system.xml gives it. The runtime trusts the system description here: the generated
+    /// code passes the size and the symbol of the same `<map>` element.
+    pub fn from_setvar(
+        vaddr: &'static crate::patched::Patched<u64>,
+        size: usize,
+    ) -> Result<Self, RegionError> {
+        match vaddr.get() {
+            0 => Err(RegionError::Unmapped),
+            // SAFETY: the Microkit tool mapped `size` bytes read-write at this address for this
+            // PD (the same <map> element gave the setvar symbol and the size), for its lifetime.
+            v => Ok(unsafe { Self::from_raw(v as usize as *mut u8, size) }),
+        }
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The region's base address in this PD.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), RegionError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(RegionError::OutOfBounds {
+                offset,
+                len,
+                size: self.size,
+            }),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), RegionError> {
+        self.check(offset, buf.len())?;
+        // SAFETY: the range was checked to lie inside the mapped region (see `from_raw`); `buf`
+        // is ordinary memory that cannot overlap a region no Rust reference points into.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.base.add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `buf` to `offset`.
+    pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), RegionError> {
+        self.check(offset, buf.len())?;
+        // SAFETY: as in `read`, with the roles of source and destination swapped.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(offset), buf.len()) };
+        Ok(())
+    }
+
+    /// Volatile load of the naturally aligned `u64` at `offset`.
+    pub fn read_u64(&self, offset: usize) -> Result<u64, RegionError> {
+        self.check_aligned::<u64>(offset)?;
+        // SAFETY: in bounds and 8-byte aligned (checked), inside a mapped region.
+        Ok(unsafe { (self.base.add(offset) as *const u64).read_volatile() })
+    }
+
+    /// Volatile store of the naturally aligned `u64` at `offset`.
+    pub fn write_u64(&self, offset: usize, v: u64) -> Result<(), RegionError> {
+        self.check_aligned::<u64>(offset)?;
+        // SAFETY: in bounds and 8-byte aligned (checked), inside a mapped read-write region.
+        unsafe { (self.base.add(offset) as *mut u64).write_volatile(v) };
+        Ok(())
+    }
+
+    /// Volatile load of the naturally aligned `u32` at `offset`.
+    pub fn read_u32(&self, offset: usize) -> Result<u32, RegionError> {
+        self.check_aligned::<u32>(offset)?;
+        // SAFETY: in bounds and 4-byte aligned (checked), inside a mapped region.
+        Ok(unsafe { (self.base.add(offset) as *const u32).read_volatile() })
+    }
+
+    /// Volatile store of the naturally aligned `u32` at `offset`.
+    pub fn write_u32(&self, offset: usize, v: u32) -> Result<(), RegionError> {
+        self.check_aligned::<u32>(offset)?;
+        // SAFETY: in bounds and 4-byte aligned (checked), inside a mapped read-write region.
+        unsafe { (self.base.add(offset) as *mut u32).write_volatile(v) };
+        Ok(())
+    }
+
+    fn check_aligned<T>(&self, offset: usize) -> Result<(), RegionError> {
+        let len = core::mem::size_of::<T>();
+        self.check(offset, len)?;
+        if (self.base as usize + offset) % len != 0 {
+            return Err(RegionError::OutOfBounds {
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,544 @@
+//! A simulated kernel for formally-scoped component tests.
+//!
+//! A [`Sim`] is built from one PD's [`sdf::PdScope`]: exactly the channels, IRQs, memory regions,
+//! children and vCPUs system.xml grants it. The PD's handler owns a [`SimKernel`] and runs in the
+//! real [`microkit_rt::event_loop::EventLoop`] over a [`SimTransport`]; the test delivers
+//! notifications, IRQs, protected calls and faults, and reads back every kernel invocation the PD
+//! made. Anything outside the scope — notifying a channel it may not, calling a vCPU it does not
+//! have, a peer notifying over a channel whose far end has `notify="false"` — is refused: the
+//! kernel side returns the error the real kernel would and records a [`Violation`], and the
+//! delivery side fails the test.
+
+use microkit_rt::abi::{MSG_MAX_LENGTH, MessageInfo, badge, error, user_context, vcpu_reg};
+use microkit_rt::event_loop::{EventLoop, Grants, Transport};
+use microkit_rt::{Channel, Child, Kernel, KernelError, SharedRegion};
+use sdf::PdScope;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// One kernel operation the PD performed, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// seL4_Signal to a channel's peer.
+    Notify(u8),
+    /// IRQHandler Ack.
+    IrqAck(u8),
+    /// seL4_Call to a channel's peer with these message registers.
+    PpCall { ch: u8, label: u64, mrs: Vec<u64> },
+    /// TCB ReadRegisters of a VM thread.
+    VmReadRegisters { vcpu: u8, count: usize },
+    /// TCB WriteRegisters of a VM thread.
+    VmWriteRegisters {
+        vcpu: u8,
+        resume: bool,
+        regs: Vec<u64>,
+    },
+    /// TCB Resume of a VM thread.
+    VmResume(u8),
+    /// TCB Suspend of a VM thread.
+    VmSuspend(u8),
+    /// ARM VCPU ReadReg.
+    VcpuReadReg { vcpu: u8, field: u64 },
+    /// ARM VCPU WriteReg.
+    VcpuWriteReg { vcpu: u8, field: u64, value: u64 },
+    /// ARM VCPU InjectIRQ.
+    VcpuInjectIrq {
+        vcpu: u8,
+        virq: u16,
+        priority: u8,
+        group: u8,
+        index: u8,
+    },
+    /// ARM VCPU AckVPPI.
+    VcpuAckVppi { vcpu: u8, irq: u64 },
+    /// The event loop replied (to a protected call or a fault) with this label and registers.
+    Reply { label: u64, mrs: Vec<u64> },
+    /// The event loop sent a signal to a capability slot (deferred action, passive start-up).
+    Signal { slot: u64, label: u64 },
+}
+
+/// Something the PD tried that system.xml does not grant it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+/// State of one simulated vCPU: its thread's user context and its vCPU registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimVcpu {
+    /// User context in `abi::user_context` order.
+    pub context: [u64; user_context::LEN],
+    /// vCPU registers by `abi::vcpu_reg` field.
+    pub regs: [u64; vcpu_reg::NUM as usize],
+    /// Whether the thread runs.
+    pub running: bool,
+}
+
+type Responder = Box<dyn FnMut(u8, MessageInfo, &mut [u64; MSG_MAX_LENGTH]) -> MessageInfo>;
+
+struct State {
+    scope: PdScope,
+    mrs: [u64; MSG_MAX_LENGTH],
+    log: Vec<Invocation>,
+    violations: Vec<Violation>,
+    console: String,
+    events: VecDeque<(u64, MessageInfo, Vec<u64>)>,
+    vcpus: BTreeMap<u8, SimVcpu>,
+    responder: Option<Responder>,
+}
+
+impl State {
+    fn channel(&self, ch: Channel) -> Option<&sdf::scope::ChannelScope> {
+        self.scope
+            .channels
+            .iter()
+            .find(|c| c.id == ch.index() as u64)
+    }
+    fn violate(&mut self, what: String) {
+        self.violations.push(Violation(what));
+    }
+    fn vcpu(&mut self, v: Child, op: &str) -> Result<&mut SimVcpu, KernelError> {
+        if !self.vcpus.contains_key(&v.index()) {
+            let name = self.scope.name.clone();
+            self.violate(format!(
+                "{name}: {op} on vCPU {} it does not have",
+                v.index()
+            ));
+            return Err(KernelError::Sel4(error::INVALID_CAPABILITY));
+        }
+        Ok(self.vcpus.get_mut(&v.index()).expect("checked"))
+    }
+}
+
+/// The test's handle on a simulated kernel for one PD.
+#[derive(Clone)]
+pub struct Sim(Rc<RefCell<State>>);
+
+/// The kernel handed to the PD's handler.
+#[derive(Clone)]
+pub struct SimKernel(Rc<RefCell<State>>);
+
+/// The event loop's syscalls, served from the events the test queued.
+pub struct SimTransport(Rc<RefCell<State>>);
+
+impl Sim {
+    /// A simulated kernel with exactly the scope system.xml gives PD `pd`.
+    pub fn new(sys: &sdf::System, pd: &str) -> Result<Sim, String> {
+        let scope =
+            PdScope::of(sys, pd).ok_or_else(|| format!("no PD named '{pd}' in system.xml"))?;
+        let vcpus = scope
+            .vm
+            .iter()
+            .flat_map(|vm| vm.vcpus.iter())
+            .map(|&v| {
+                let v = v as u8;
+                (
+                    v,
+                    SimVcpu {
+                        context: [0; user_context::LEN],
+                        regs: [0; vcpu_reg::NUM as usize],
+                        running: false,
+                    },
+                )
+            })
+            .collect();
+        Ok(Sim(Rc::new(RefCell::new(State {
+            scope,
+            mrs: [0; MSG_MAX_LENGTH],
+            log: vec![],
+            violations: vec![],
+            console: String::new(),
+            events: VecDeque::new(),
+            vcpus,
+            responder: None,
+        }))))
+    }
+
+    /// Loads the repository's system.xml and builds the simulation for `pd`.
+    pub fn from_repo_system(pd: &str) -> Sim {
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = sdf::codegen::find_system_xml(here).expect("system.xml above the workspace");
+        let sys = sdf::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        Sim::new(&sys, pd).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The PD's scope.
+    pub fn scope(&self) -> PdScope {
+        self.0.borrow().scope.clone()
+    }
+
+    /// The kernel to give the PD's handler.
+    pub fn kernel(&self) -> SimKernel {
+        SimKernel(self.0.clone())
+    }
+
+    /// An event loop over this simulation, with the grants the tool would patch in.
+    pub fn event_loop(&self) -> EventLoop<SimTransport> {
+        let s = &self.0.borrow().scope;
+        let grants = Grants {
+            irqs: s.irq_mask(),
+            notifications: s.notification_mask(),
+            pps: s.pp_mask(),
+            passive: s.passive,
+        };
+        EventLoop::new(SimTransport(self.0.clone()), grants)
+    }
+
+    /// A buffer standing in for the mapping of region `mr`, if the PD maps it (leaked: a test
+    /// process is short-lived, and the region must outlive every handler that holds it).
+    pub fn region(&self, mr: &str) -> Option<SharedRegion> {
+        let size = self.0.borrow().scope.map(mr)?.size as usize;
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; size].into_boxed_slice());
+        // SAFETY: the buffer is leaked, so it lives for the rest of the process, and no Rust
+        // reference to it survives this function.
+        Some(unsafe { SharedRegion::from_raw(buf.as_mut_ptr(), size) })
+    }
+
+    /// A second region sharing the same memory as `region` (the peer PD's view of it).
+    pub fn alias(region: &SharedRegion) -> SharedRegion {
+        // SAFETY: same memory as an existing region, which is leaked memory (see `region`).
+        unsafe { SharedRegion::from_raw(region.base(), region.size()) }
+    }
+
+    fn queue(&self, badge: u64, info: MessageInfo, mrs: &[u64]) {
+        self.0
+            .borrow_mut()
+            .events
+            .push_back((badge, info, mrs.to_vec()));
+    }
+
+    /// The peer of `ch` notifies this PD. Fails the test if system.xml does not let it.
+    pub fn notify_from_peer(&self, ch: Channel) {
+        let ok = self
+            .0
+            .borrow()
+            .channel(ch)
+            .is_some_and(|c| c.notified_by_peer);
+        assert!(
+            ok,
+            "system.xml does not let the peer notify {} on channel {}",
+            self.0.borrow().scope.name,
+            ch.index()
+        );
+        self.queue(1 << ch.index(), MessageInfo::new(0, 0), &[]);
+    }
+
+    /// The hardware IRQ on channel `ch` fires. Fails the test if it is not this PD's IRQ.
+    pub fn irq(&self, ch: Channel) {
+        let ok = self
+            .0
+            .borrow()
+            .scope
+            .irqs
+            .iter()
+            .any(|i| i.id == ch.index() as u64);
+        assert!(
+            ok,
+            "channel {} is not an IRQ of {}",
+            ch.index(),
+            self.0.borrow().scope.name
+        );
+        self.queue(1 << ch.index(), MessageInfo::new(0, 0), &[]);
+    }
+
+    /// The peer of `ch` calls this PD with `label` and message registers `mrs`.
+    pub fn ppcall_from_peer(&self, ch: Channel, label: u64, mrs: &[u64]) {
+        let ok = self
+            .0
+            .borrow()
+            .channel(ch)
+            .is_some_and(|c| c.called_by_peer);
+        assert!(
+            ok,
+            "system.xml does not let the peer call {} on channel {}",
+            self.0.borrow().scope.name,
+            ch.index()
+        );
+        self.queue(
+            1 << badge::ENDPOINT_BIT | ch.index() as u64,
+            MessageInfo::new(label, mrs.len()),
+            mrs,
+        );
+    }
+
+    /// vCPU (or child) `child` faults with `label` and message registers `mrs`.
+    pub fn fault(&self, child: Child, label: u64, mrs: &[u64]) {
+        let s = self.0.borrow();
+        let ok = s.vcpus.contains_key(&child.index())
+            || s.scope
+                .children
+                .iter()
+                .any(|c| c.id == child.index() as u64);
+        assert!(
+            ok,
+            "{} has no child or vCPU {}",
+            s.scope.name,
+            child.index()
+        );
+        drop(s);
+        self.queue(
+            1 << badge::FAULT_BIT | child.index() as u64,
+            MessageInfo::new(label, mrs.len()),
+            mrs,
+        );
+    }
+
+    /// Queues a raw badge, bypassing the scope checks (to test the loop against a bad kernel).
+    pub fn raw_event(&self, badge: u64, info: MessageInfo, mrs: &[u64]) {
+        self.queue(badge, info, mrs);
+    }
+
+    /// How the peer answers this PD's protected calls: `(channel, info, mrs) -> reply info`.
+    pub fn on_ppcall(
+        &self,
+        f: impl FnMut(u8, MessageInfo, &mut [u64; MSG_MAX_LENGTH]) -> MessageInfo + 'static,
+    ) {
+        self.0.borrow_mut().responder = Some(Box::new(f));
+    }
+
+    /// Takes the invocations recorded so far.
+    pub fn take_log(&self) -> Vec<Invocation> {
+        std::mem::take(&mut self.0.borrow_mut().log)
+    }
+
+    /// Everything the PD printed on the debug console.
+    pub fn console(&self) -> String {
+        self.0.borrow().console.clone()
+    }
+
+    /// Scope violations so far.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.0.borrow().violations.clone()
+    }
+
+    /// Events queued and not yet received.
+    pub fn pending_events(&self) -> usize {
+        self.0.borrow().events.len()
+    }
+
+    /// Reads or changes a simulated vCPU.
+    pub fn with_vcpu<R>(&self, v: u8, f: impl FnOnce(&mut SimVcpu) -> R) -> R {
+        let mut s = self.0.borrow_mut();
+        f(s.vcpus
+            .get_mut(&v)
+            .unwrap_or_else(|| panic!("no vCPU {v} in scope")))
+    }
+}
+
+impl Kernel for SimKernel {
+    fn mr(&self, i: usize) -> u64 {
+        self.0.borrow().mrs.get(i).copied().unwrap_or(0)
+    }
+    fn set_mr(&mut self, i: usize, value: u64) {
+        if let Some(m) = self.0.borrow_mut().mrs.get_mut(i) {
+            *m = value;
+        }
+    }
+    fn notify(&mut self, ch: Channel) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        if !s.channel(ch).is_some_and(|c| c.may_notify) {
+            let name = s.scope.name.clone();
+            s.violate(format!(
+                "{name}: notify on channel {} not granted",
+                ch.index()
+            ));
+            return Err(KernelError::ChannelNotGranted(ch));
+        }
+        s.log.push(Invocation::Notify(ch.index()));
+        Ok(())
+    }
+    fn irq_ack(&mut self, ch: Channel) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        if !s.scope.irqs.iter().any(|i| i.id == ch.index() as u64) {
+            let name = s.scope.name.clone();
+            s.violate(format!(
+                "{name}: irq_ack on channel {} that is not an IRQ",
+                ch.index()
+            ));
+            return Err(KernelError::ChannelNotGranted(ch));
+        }
+        s.log.push(Invocation::IrqAck(ch.index()));
+        Ok(())
+    }
+    fn ppcall(&mut self, ch: Channel, msg: MessageInfo) -> Result<MessageInfo, KernelError> {
+        let mut s = self.0.borrow_mut();
+        if !s.channel(ch).is_some_and(|c| c.may_call) {
+            let name = s.scope.name.clone();
+            s.violate(format!(
+                "{name}: ppcall on channel {} not granted",
+                ch.index()
+            ));
+            return Err(KernelError::ChannelNotGranted(ch));
+        }
+        let mrs = s.mrs[..msg.length()].to_vec();
+        s.log.push(Invocation::PpCall {
+            ch: ch.index(),
+            label: msg.label(),
+            mrs,
+        });
+        let mut responder = s.responder.take();
+        let mut regs = s.mrs;
+        drop(s);
+        let reply = match responder.as_mut() {
+            Some(f) => f(ch.index(), msg, &mut regs),
+            None => MessageInfo::new(error::ILLEGAL_OPERATION, 0),
+        };
+        let mut s = self.0.borrow_mut();
+        s.mrs = regs;
+        s.responder = responder;
+        Ok(reply)
+    }
+    fn vm_read_registers(&mut self, vcpu: Child, out: &mut [u64]) -> Result<(), KernelError> {
+        if out.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(out.len()));
+        }
+        let mut s = self.0.borrow_mut();
+        let ctx = s.vcpu(vcpu, "ReadRegisters")?.context;
+        out.copy_from_slice(&ctx[..out.len()]);
+        s.log.push(Invocation::VmReadRegisters {
+            vcpu: vcpu.index(),
+            count: out.len(),
+        });
+        Ok(())
+    }
+    fn vm_write_registers(
+        &mut self,
+        vcpu: Child,
+        resume: bool,
+        regs: &[u64],
+    ) -> Result<(), KernelError> {
+        if regs.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(regs.len()));
+        }
+        let mut s = self.0.borrow_mut();
+        let v = s.vcpu(vcpu, "WriteRegisters")?;
+        v.context[..regs.len()].copy_from_slice(regs);
+        v.running |= resume;
+        s.log.push(Invocation::VmWriteRegisters {
+            vcpu: vcpu.index(),
+            resume,
+            regs: regs.to_vec(),
+        });
+        Ok(())
+    }
+    fn vm_resume(&mut self, vcpu: Child) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        s.vcpu(vcpu, "Resume")?.running = true;
+        s.log.push(Invocation::VmResume(vcpu.index()));
+        Ok(())
+    }
+    fn vm_suspend(&mut self, vcpu: Child) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        s.vcpu(vcpu, "Suspend")?.running = false;
+        s.log.push(Invocation::VmSuspend(vcpu.index()));
+        Ok(())
+    }
+    fn vcpu_read_reg(&mut self, vcpu: Child, field: u64) -> Result<u64, KernelError> {
+        let mut s = self.0.borrow_mut();
+        let v = s.vcpu(vcpu, "VCPU ReadReg")?;
+        let value = *v
+            .regs
+            .get(field as usize)
+            .ok_or(KernelError::Sel4(error::INVALID_ARGUMENT))?;
+        s.log.push(Invocation::VcpuReadReg {
+            vcpu: vcpu.index(),
+            field,
+        });
+        Ok(value)
+    }
+    fn vcpu_write_reg(&mut self, vcpu: Child, field: u64, value: u64) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        let v = s.vcpu(vcpu, "VCPU WriteReg")?;
+        *v.regs
+            .get_mut(field as usize)
+            .ok_or(KernelError::Sel4(error::INVALID_ARGUMENT))? = value;
+        s.log.push(Invocation::VcpuWriteReg {
+            vcpu: vcpu.index(),
+            field,
+            value,
+        });
+        Ok(())
+    }
+    fn vcpu_inject_irq(
+        &mut self,
+        vcpu: Child,
+        virq: u16,
+        priority: u8,
+        group: u8,
+        index: u8,
+    ) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        s.vcpu(vcpu, "VCPU InjectIRQ")?;
+        s.log.push(Invocation::VcpuInjectIrq {
+            vcpu: vcpu.index(),
+            virq,
+            priority,
+            group,
+            index,
+        });
+        Ok(())
+    }
+    fn vcpu_ack_vppi(&mut self, vcpu: Child, irq: u64) -> Result<(), KernelError> {
+        let mut s = self.0.borrow_mut();
+        s.vcpu(vcpu, "VCPU AckVPPI")?;
+        s.log.push(Invocation::VcpuAckVppi {
+            vcpu: vcpu.index(),
+            irq,
+        });
+        Ok(())
+    }
+    fn debug_write(&mut self, bytes: &[u8]) {
+        self.0
+            .borrow_mut()
+            .console
+            .push_str(&String::from_utf8_lossy(bytes));
+    }
+}
+
+impl SimTransport {
+    fn next(&mut self) -> (u64, MessageInfo) {
+        let mut s = self.0.borrow_mut();
+        let (badge, info, mrs) = s
+            .events
+            .pop_front()
+            .expect("the PD waits for an event but the test queued none");
+        s.mrs[..mrs.len()].copy_from_slice(&mrs);
+        (badge, info)
+    }
+    fn record_reply(&mut self, reply: MessageInfo) {
+        let mut s = self.0.borrow_mut();
+        let mrs = s.mrs[..reply.length()].to_vec();
+        s.log.push(Invocation::Reply {
+            label: reply.label(),
+            mrs,
+        });
+    }
+}
+
+impl Transport for SimTransport {
+    fn recv(&mut self) -> (u64, MessageInfo) {
+        self.next()
+    }
+    fn reply_recv(&mut self, reply: MessageInfo) -> (u64, MessageInfo) {
+        self.record_reply(reply);
+        self.next()
+    }
+    fn nb_send_recv(&mut self, dest: u64, msg: MessageInfo) -> (u64, MessageInfo) {
+        self.send(dest, msg);
+        self.next()
+    }
+    fn send(&mut self, dest: u64, msg: MessageInfo) {
+        self.0.borrow_mut().log.push(Invocation::Signal {
+            slot: dest,
+            label: msg.label(),
+        });
+    }
+    fn irq_ack(&mut self, irq_slot: u64) {
+        let ch = (irq_slot - microkit_rt::abi::slot::BASE_IRQ) as u8;
+        self.0.borrow_mut().log.push(Invocation::IrqAck(ch));
+    }
+    fn report(&mut self, what: &str, detail: &dyn std::fmt::Display) {
+        let mut s = self.0.borrow_mut();
+        let line = format!("{}: {what}: {detail}\n", s.scope.name);
+        s.console.push_str(&line);
+    }
+}
