@@ -1,0 +1,83 @@
+# Build, image and boot the system. Everything but `image`, `qemu` and `test-qemu` works without
+# a Microkit SDK; those three take it as MICROKIT_SDK=<path> (a Microkit 2.3 SDK for the board).
+#
+#   make                 cross-compile every PD ELF (no SDK needed)
+#   make image           system image with the SDK's microkit tool
+#   make qemu            boot it in QEMU (Ctrl-A x to quit)
+#   make test-qemu       boot with a timeout and assert the console (skips without an SDK)
+#   make test            everything CI runs: fmt, clippy, host tests, cross-build, test-qemu
+
+MICROKIT_BOARD  ?= qemu_virt_aarch64
+MICROKIT_CONFIG ?= debug
+BUILD_DIR       ?= build/out
+QEMU            ?= qemu-system-aarch64
+QEMU_TIMEOUT    ?= 60
+CARGO           ?= cargo
+TARGET          := aarch64-unknown-none
+
+# Protection domains: crate name = ELF name in system.xml's <program_image>.
+PDS := selftest-ping selftest-pong
+
+OUT      := $(BUILD_DIR)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+ELF_DIR  := $(OUT)/elf
+IMAGE    := $(OUT)/loader.img
+REPORT   := $(OUT)/report.txt
+QEMU_LOG := $(OUT)/qemu.log
+PD_TARGET_DIR := target/pd-$(MICROKIT_CONFIG)
+
+QEMU_ARGS := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
+             -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
+
+SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 SDK> (built from \
+github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
+a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
+
+.PHONY: all build image qemu test-qemu test host-test lint fmt-check clippy check-sdk clean
+
+all: build
+
+build:
+	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
+		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(PDS))
+	@mkdir -p $(ELF_DIR)
+	@for pd in $(PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
+	@echo "built $(words $(PDS)) PD ELFs for $(MICROKIT_CONFIG) in $(ELF_DIR)"
+
+check-sdk:
+	@if [ -z "$(MICROKIT_SDK)" ]; then echo "$(SDK_HELP)"; exit 1; fi
+	@if [ ! -x "$(MICROKIT_SDK)/bin/microkit" ]; then \
+		echo "MICROKIT_SDK=$(MICROKIT_SDK) has no bin/microkit: point it at an unpacked Microkit 2.3 SDK"; exit 1; fi
+	@if [ ! -d "$(MICROKIT_SDK)/board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)" ]; then \
+		echo "MICROKIT_SDK=$(MICROKIT_SDK) has no board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)"; exit 1; fi
+
+image: check-sdk build
+	$(MICROKIT_SDK)/bin/microkit system.xml --search-path $(ELF_DIR) \
+		--board $(MICROKIT_BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)
+	@echo "image: $(IMAGE) (report: $(REPORT))"
+
+qemu: image
+	$(QEMU) $(QEMU_ARGS) -serial mon:stdio
+
+test-qemu:
+	@if [ -z "$(MICROKIT_SDK)" ]; then echo "skipped: MICROKIT_SDK not set"; exit 0; fi; \
+	if [ ! -f build/expect/$(MICROKIT_CONFIG).txt ]; then \
+		echo "skipped: no console expectations for MICROKIT_CONFIG=$(MICROKIT_CONFIG) (the release kernel prints nothing)"; exit 0; fi; \
+	$(MAKE) --no-print-directory image && \
+	$(CARGO) run -q -p qemu-expect -- --expect build/expect/$(MICROKIT_CONFIG).txt --log $(QEMU_LOG) \
+		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
+		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -- -D warnings
+
+host-test:
+	$(CARGO) test --workspace
+
+test: fmt-check clippy host-test build test-qemu
+
+clean:
+	rm -rf $(BUILD_DIR) target
