@@ -32,9 +32,19 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all build image qemu test-qemu test host-test lint fmt-check clippy check-sdk clean
+.PHONY: all setup build image qemu test-qemu test host-test fmt-check clippy check-sdk clean
+
+TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 
 all: build
+
+# Installs what a fresh machine lacks: the pinned toolchain with its target and components (a
+# pinned toolchain is not always installed on demand), and QEMU when an SDK means a boot will run.
+setup:
+	rustup toolchain install $(TOOLCHAIN) --profile minimal --component rustfmt,clippy --target $(TARGET)
+	@if [ -n "$(MICROKIT_SDK)" ] && ! command -v $(QEMU) >/dev/null; then \
+		echo "installing Debian's qemu-system-arm for the boot test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm; fi
 
 build:
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
