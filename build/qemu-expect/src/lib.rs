@@ -62,16 +62,28 @@ impl Matcher {
     /// Consumes one console line.
     pub fn feed(&mut self, line: &str) -> Verdict {
         if let Some(p) = self.e.forbidden.iter().find(|p| line.contains(p.as_str())) {
-            return Verdict::Forbidden { pattern: p.clone(), line: line.to_string() };
+            return Verdict::Forbidden {
+                pattern: p.clone(),
+                line: line.to_string(),
+            };
         }
-        if self.e.expected.get(self.next).is_some_and(|p| line.contains(p.as_str())) {
+        if self
+            .e
+            .expected
+            .get(self.next)
+            .is_some_and(|p| line.contains(p.as_str()))
+        {
             self.next += 1;
         }
         self.verdict()
     }
     /// The verdict so far.
     pub fn verdict(&self) -> Verdict {
-        if self.next >= self.e.expected.len() { Verdict::Passed } else { Verdict::Waiting }
+        if self.next >= self.e.expected.len() {
+            Verdict::Passed
+        } else {
+            Verdict::Waiting
+        }
     }
     /// The first expected line not seen yet.
     pub fn missing(&self) -> Option<&str> {
@@ -91,7 +103,11 @@ mod tests {
     fn in_order_only() {
         let e = Expectations::parse("# c\nfirst\nsecond\n!PANIC\n");
         let mut m = Matcher::new(e);
-        assert_eq!(m.feed("second"), Verdict::Waiting, "second before first does not count");
+        assert_eq!(
+            m.feed("second"),
+            Verdict::Waiting,
+            "second before first does not count"
+        );
         assert_eq!(m.feed("x first y"), Verdict::Waiting);
         assert_eq!(m.missing(), Some("second"));
         assert_eq!(m.feed("second"), Verdict::Passed);
@@ -100,6 +116,9 @@ mod tests {
     #[test]
     fn forbidden_wins() {
         let mut m = Matcher::new(Expectations::parse("a\n!PANIC"));
-        assert!(matches!(m.feed("pd: PANIC: boom"), Verdict::Forbidden { .. }));
+        assert!(matches!(
+            m.feed("pd: PANIC: boom"),
+            Verdict::Forbidden { .. }
+        ));
     }
 }

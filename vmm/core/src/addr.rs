@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn range_rejects_empty_and_wrapping() {
         assert_eq!(GpaRange::new(GuestPhysAddr(0), 0), Err(RangeError::Empty));
-        assert_eq!(GpaRange::new(GuestPhysAddr(u64::MAX), 2), Err(RangeError::Wraps));
+        assert_eq!(
+            GpaRange::new(GuestPhysAddr(u64::MAX), 2),
+            Err(RangeError::Wraps)
+        );
         let r = GpaRange::new(GuestPhysAddr(u64::MAX), 1).unwrap();
         assert_eq!(r.last(), GuestPhysAddr(u64::MAX));
     }

@@ -26,17 +26,17 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
-pub mod memory;
-pub mod vcpu;
-pub mod fault;
-pub mod syndrome;
-pub mod insn;
-pub mod stage1;
-pub mod handlers;
-pub mod mmio;
-pub mod inject;
-pub mod vgic;
-pub mod psci;
-pub mod loader;
 pub mod classify;
+pub mod fault;
+pub mod handlers;
+pub mod inject;
+pub mod insn;
+pub mod loader;
+pub mod memory;
+pub mod mmio;
+pub mod psci;
+pub mod stage1;
 pub mod stats;
+pub mod syndrome;
+pub mod vcpu;
+pub mod vgic;

@@ -112,8 +112,12 @@ mod tests {
     fn accesses_stay_inside() {
         let mut buf = [0u8; 64];
         let mut ram = GuestRam::new(GuestPhysAddr(0x4000_0000), &mut buf);
-        ram.write_u64(GuestPhysAddr(0x4000_0038), 0x1122_3344_5566_7788).unwrap();
-        assert_eq!(ram.read_u64(GuestPhysAddr(0x4000_0038)), Ok(0x1122_3344_5566_7788));
+        ram.write_u64(GuestPhysAddr(0x4000_0038), 0x1122_3344_5566_7788)
+            .unwrap();
+        assert_eq!(
+            ram.read_u64(GuestPhysAddr(0x4000_0038)),
+            Ok(0x1122_3344_5566_7788)
+        );
         assert!(ram.read_u64(GuestPhysAddr(0x4000_0039)).is_err());
         assert!(ram.read_u32(GuestPhysAddr(0x3fff_fffe)).is_err());
         assert!(ram.read_u64(GuestPhysAddr(u64::MAX - 3)).is_err());

@@ -89,7 +89,11 @@ pub struct VcpuState {
 
 impl VcpuState {
     fn check(n: u8) -> Result<usize, VcpuError> {
-        if n <= 30 { Ok(n as usize) } else { Err(VcpuError::BadRegister(n)) }
+        if n <= 30 {
+            Ok(n as usize)
+        } else {
+            Err(VcpuError::BadRegister(n))
+        }
     }
 }
 
