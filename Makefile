@@ -16,7 +16,16 @@ CARGO           ?= cargo
 TARGET          := aarch64-unknown-none
 
 # Protection domains: crate name = ELF name in system.xml's <program_image>.
-PDS := selftest-ping selftest-pong
+PDS := selftest-ping selftest-pong vmm
+
+# The guest the VMM boots: by default the bare-metal test guest and the platform's own DTB;
+# GUEST_IMAGE=<any arm64 Image> (and GUEST_DTB, GUEST_INITRD) boot something else in its place.
+GUEST_DIR    := $(BUILD_DIR)/guests
+GUEST_IMAGE  ?= $(GUEST_DIR)/testguest.Image
+GUEST_DTB    ?= $(GUEST_DIR)/virt.dtb
+GUEST_INITRD ?=
+# Extra cargo features of the VMM (e.g. VMM_FEATURES=broken-handler).
+VMM_FEATURES ?=
 
 OUT      := $(BUILD_DIR)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
 ELF_DIR  := $(OUT)/elf
@@ -32,7 +41,8 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all setup build image qemu test-qemu test host-test fmt-check clippy check-sdk clean
+.PHONY: all setup guest build image qemu test-qemu test host-test fuzz-short fmt-check clippy check-sdk clean
+SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 
@@ -42,13 +52,24 @@ all: build
 # pinned toolchain is not always installed on demand), and QEMU when an SDK means a boot will run.
 setup:
 	rustup toolchain install $(TOOLCHAIN) --profile minimal --component rustfmt,clippy --target $(TARGET)
+	@if ! command -v dtc >/dev/null; then \
+		echo "installing Debian's device-tree-compiler (dtc) for the guest's DTB"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq device-tree-compiler; fi
 	@if [ -n "$(MICROKIT_SDK)" ] && ! command -v $(QEMU) >/dev/null; then \
 		echo "installing Debian's qemu-system-arm for the boot test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm; fi
 
-build:
+guest:
+	guests/testguest/build-image.sh $(GUEST_DIR)
+	@mkdir -p $(GUEST_DIR)
+	dtc -q -I dts -O dtb -o $(GUEST_DIR)/virt.dtb guests/platform/virt.dts
+
+build: guest
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
-		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(PDS))
+	GUEST_IMAGE=$(abspath $(GUEST_IMAGE)) GUEST_DTB=$(abspath $(GUEST_DTB)) \
+	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) \
+		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(PDS)) \
+		$(if $(VMM_FEATURES),--features vmm/$(VMM_FEATURES))
 	@mkdir -p $(ELF_DIR)
 	@for pd in $(PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
 	@echo "built $(words $(PDS)) PD ELFs for $(MICROKIT_CONFIG) in $(ELF_DIR)"
@@ -82,12 +103,25 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
-		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -- -D warnings
+		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p testguest -- -D warnings
 
 host-test:
 	$(CARGO) test --workspace
 
-test: fmt-check clippy host-test build test-qemu
+# A short run of every cargo-fuzz target of vmm-core (FUZZ_SECONDS each), when a nightly toolchain
+# with cargo-fuzz is installed; otherwise it says it is skipped.
+FUZZ_SECONDS ?= 10
+FUZZ_DIR     := vmm/core/fuzz
+fuzz-short:
+	@if ! cargo +nightly fuzz --version >/dev/null 2>&1; then \
+		echo "skipped: fuzz run needs a nightly toolchain with cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)"; exit 0; fi; \
+	cd $(FUZZ_DIR) && for t in $$(cargo +nightly fuzz list); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 2>&1 | grep -E "^(Done|==|SUMMARY)|panicked|crash-" ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
+
+test: fmt-check clippy host-test build fuzz-short test-qemu
 
 clean:
 	rm -rf $(BUILD_DIR) target

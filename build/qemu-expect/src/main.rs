@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         }
     };
     let expectations = Expectations::parse(&text);
-    let total = expectations.expected.len();
+    let total = expectations.total();
     let mut matcher = Matcher::new(expectations);
     let mut logfile = match std::fs::File::create(&log) {
         Ok(f) => f,
@@ -113,15 +113,13 @@ fn main() -> ExitCode {
     let mut closed = 0;
     let outcome: Result<(), String> = loop {
         let now = Instant::now();
-        if let Some(t) = passed_at {
-            if now >= t + Duration::from_secs(linger) {
-                break Ok(());
-            }
+        if passed_at.is_some_and(|t| now >= t + Duration::from_secs(linger)) {
+            break Ok(());
         }
         if now >= deadline {
             break Err(format!(
                 "timeout after {timeout}s; missing line: {:?}",
-                matcher.missing().unwrap_or("")
+                matcher.missing().unwrap_or_default()
             ));
         }
         let wait = passed_at.map_or(deadline, |t| {
@@ -146,7 +144,7 @@ fn main() -> ExitCode {
                         Verdict::Passed => Ok(()),
                         _ => Err(format!(
                             "QEMU exited; missing line: {:?}",
-                            matcher.missing().unwrap_or("")
+                            matcher.missing().unwrap_or_default()
                         )),
                     };
                 }
@@ -155,7 +153,7 @@ fn main() -> ExitCode {
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(format!(
                     "QEMU output closed; missing line: {:?}",
-                    matcher.missing().unwrap_or("")
+                    matcher.missing().unwrap_or_default()
                 ));
             }
         }

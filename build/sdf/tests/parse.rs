@@ -294,12 +294,10 @@ proptest! {
         let mut doc = VALID.as_bytes().to_vec();
         let end = (pos + len).min(doc.len());
         doc.splice(pos..end, insert.bytes());
-        if let Ok(text) = String::from_utf8(doc) {
-            if let Ok(sys) = parse(&text) {
-                for pd in &sys.pds {
-                    let _ = sdf::codegen::generate(&sys, &pd.name);
-                    let _ = PdScope::of(&sys, &pd.name);
-                }
+        if let Some(sys) = String::from_utf8(doc).ok().and_then(|t| parse(&t).ok()) {
+            for pd in &sys.pds {
+                let _ = sdf::codegen::generate(&sys, &pd.name);
+                let _ = PdScope::of(&sys, &pd.name);
             }
         }
     }

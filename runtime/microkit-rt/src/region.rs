@@ -120,10 +120,35 @@ impl SharedRegion {
         Ok(())
     }
 
+    /// Cleans and invalidates the data cache over `[offset, offset + len)` to the point of
+    /// coherency, so a reader with caches off (a guest before it enables its MMU) sees what this
+    /// PD wrote through its cached mapping. A no-op on the host.
+    pub fn clean_invalidate(&self, offset: usize, len: usize) -> Result<(), RegionError> {
+        self.check(offset, len)?;
+        #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+        {
+            let line = crate::sel4::cache::dcache_line_size();
+            let start = (self.base as usize + offset) & !(line - 1);
+            let end = self.base as usize + offset + len;
+            let mut va = start;
+            while va < end {
+                // SAFETY: `va` lies in a line overlapping the checked, mapped range; DC CIVAC only
+                // writes back and invalidates cache lines, it changes no memory contents.
+                unsafe {
+                    core::arch::asm!("dc civac, {0}", in(reg) va, options(nostack, preserves_flags))
+                };
+                va += line;
+            }
+            // SAFETY: a barrier instruction with no operands.
+            unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+        }
+        Ok(())
+    }
+
     fn check_aligned<T>(&self, offset: usize) -> Result<(), RegionError> {
         let len = core::mem::size_of::<T>();
         self.check(offset, len)?;
-        if (self.base as usize + offset) % len != 0 {
+        if !(self.base as usize + offset).is_multiple_of(len) {
             return Err(RegionError::OutOfBounds {
                 offset,
                 len,

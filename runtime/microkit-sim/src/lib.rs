@@ -17,6 +17,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
+/// List registers of the simulated GIC virtual CPU interface (GIC-400 in QEMU virt has 4).
+pub const SIM_LIST_REGISTERS: u8 = 4;
+
 /// One kernel operation the PD performed, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {

@@ -61,7 +61,7 @@ fn pong_answer_leads_to_protected_call_and_check() {
     sim.take_log();
     write_text(&shared, PONG_TEXT_OFFSET, b"hello from pong").unwrap();
     sim.on_ppcall(|_, _, mrs| {
-        mrs[0] = mrs[0] + mrs[1];
+        mrs[0] += mrs[1];
         MessageInfo::new(0, 1)
     });
     let mut el = sim.event_loop();

@@ -93,6 +93,8 @@ pub enum HypervisorReason {
     BadSyndrome,
     /// A device model or the vGIC reported an internal error.
     Platform(PlatformError),
+    /// A device model failed internally during an MMIO access.
+    DeviceInternal,
 }
 
 /// Everything known about a hypervisor fault, for the diagnostic the VMM prints.
@@ -567,9 +569,17 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
                     guest_trap: None,
                 })
             }
-            Err(e @ (MmioError::Vcpu(_) | MmioError::BadSyndrome)) => Err(Diagnostic {
+            Err(
+                e @ (MmioError::Vcpu(_)
+                | MmioError::BadSyndrome
+                | MmioError::Bus {
+                    error: BusError::Internal,
+                    ..
+                }),
+            ) => Err(Diagnostic {
                 reason: match e {
                     MmioError::Vcpu(v) => HypervisorReason::Vcpu(v),
+                    MmioError::Bus { .. } => HypervisorReason::DeviceInternal,
                     _ => HypervisorReason::BadSyndrome,
                 },
                 fault: Some(*fault),

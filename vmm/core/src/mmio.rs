@@ -29,6 +29,9 @@ pub enum BusError {
     Unmapped,
     /// A device is there but refuses the access (size, alignment, direction).
     Refused,
+    /// The device model failed internally (a VMM bug, not the guest's doing): the exit path turns
+    /// it into a hypervisor fault.
+    Internal,
 }
 
 /// The emulated devices, addressed by guest-physical address. `size` is 1, 2, 4 or 8; values are

@@ -3,6 +3,7 @@
 //! the entry point and the panic handler. Every `unsafe` of the runtime lives under this module
 //! or in [`crate::region`], each with a `// SAFETY:` line.
 
+pub mod cache;
 pub mod entry;
 pub mod ipc_buffer;
 pub mod kernel;

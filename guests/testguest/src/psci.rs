@@ -1,0 +1,52 @@
+//! SMCCC calls through both conduits (`hvc #0`, `smc #0`: function id in w0, arguments in
+//! x1..x3, result in x0) and the PSCI function ids the guest uses, including SYSTEM_OFF.
+
+use core::arch::asm;
+
+/// PSCI_VERSION.
+pub const PSCI_VERSION: u64 = 0x8400_0000;
+/// SYSTEM_OFF.
+pub const SYSTEM_OFF: u64 = 0x8400_0008;
+/// PSCI_FEATURES.
+pub const PSCI_FEATURES: u64 = 0x8400_000A;
+/// An SMC32 id in the PSCI range that no PSCI version defines.
+pub const UNKNOWN_32: u64 = 0x8400_00FF;
+/// An SMC64 id in the PSCI range that no PSCI version defines.
+pub const UNKNOWN_64: u64 = 0xC400_00FF;
+/// The version the VMM implements: 1.1.
+pub const VERSION_1_1: u64 = 0x0001_0001;
+/// NOT_SUPPORTED (-1) in the full x0.
+pub const NOT_SUPPORTED: u64 = u64::MAX;
+
+/// A call through HVC #0; returns x0.
+pub fn hvc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let mut x0 = fid;
+    // SAFETY: an SMCCC call: it may clobber x0..x17 (declared through clobber_abi) and touches no
+    // memory of ours.
+    unsafe {
+        asm!("hvc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3,
+             clobber_abi("C"), options(nostack))
+    };
+    x0
+}
+
+/// A call through SMC #0; returns x0.
+pub fn smc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let mut x0 = fid;
+    // SAFETY: as for `hvc`.
+    unsafe {
+        asm!("smc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3,
+             clobber_abi("C"), options(nostack))
+    };
+    x0
+}
+
+/// Powers the machine off through PSCI SYSTEM_OFF over HVC. Should that ever return, says so and
+/// waits for interrupts forever (there is nothing left to run).
+pub fn system_off() -> ! {
+    let r = hvc(SYSTEM_OFF, 0, 0, 0);
+    println!("testguest: PSCI SYSTEM_OFF returned {r:#x}");
+    loop {
+        crate::arch::wfi();
+    }
+}

@@ -1,0 +1,230 @@
+//! [`LazyVcpu`]: the guest vCPU's registers as the exit path sees them, read from the kernel only
+//! when asked for and written back only when changed.
+//!
+//! TCB ReadRegisters and WriteRegisters move a *prefix* of `seL4_UserContext` (pc, sp, spsr, x0..
+//! in the kernel's order), so an exit costs at most one read of the prefix it needs and one
+//! write of the prefix up to the highest changed register. Values the fault message already
+//! carries (the IP of a VMFault; x0..x7, IP, SP and SPSR of an HVC) are seeded and never read.
+//! vCPU system registers are read and written one by one (ARM VCPU ReadReg/WriteReg).
+
+use microkit_rt::abi::{user_context, vcpu_reg};
+use microkit_rt::{Child, Kernel, KernelError};
+use vmm_core::vcpu::{SysReg, Vcpu, VcpuError};
+
+const SYSREGS: usize = 13;
+
+/// The seL4 `seL4_VCPUReg` field of each [`SysReg`].
+pub const fn vcpu_field(r: SysReg) -> u64 {
+    match r {
+        SysReg::SctlrEl1 => vcpu_reg::SCTLR,
+        SysReg::Ttbr0El1 => vcpu_reg::TTBR0,
+        SysReg::Ttbr1El1 => vcpu_reg::TTBR1,
+        SysReg::TcrEl1 => vcpu_reg::TCR,
+        SysReg::MairEl1 => vcpu_reg::MAIR,
+        SysReg::EsrEl1 => vcpu_reg::ESR,
+        SysReg::FarEl1 => vcpu_reg::FAR,
+        SysReg::ElrEl1 => vcpu_reg::ELR_EL1,
+        SysReg::SpsrEl1 => vcpu_reg::SPSR_EL1,
+        SysReg::VbarEl1 => vcpu_reg::VBAR,
+        SysReg::SpEl1 => vcpu_reg::SP_EL1,
+        SysReg::CntvCtlEl0 => vcpu_reg::CNTV_CTL,
+        SysReg::CntvCvalEl0 => vcpu_reg::CNTV_CVAL,
+    }
+}
+
+/// The register cache of one exit.
+pub struct LazyVcpu<K: Kernel> {
+    k: K,
+    vcpu: Child,
+    ctx: [u64; user_context::LEN],
+    valid: u64,
+    dirty: u64,
+    sys: [u64; SYSREGS],
+    sys_valid: u16,
+    sys_dirty: u16,
+    calls: u32,
+}
+
+fn kerr(e: KernelError) -> VcpuError {
+    match e {
+        KernelError::Sel4(code) => VcpuError::Kernel(code),
+        _ => VcpuError::Kernel(u64::MAX),
+    }
+}
+
+impl<K: Kernel> LazyVcpu<K> {
+    /// An empty cache for `vcpu`.
+    pub fn new(k: K, vcpu: Child) -> Self {
+        LazyVcpu {
+            k,
+            vcpu,
+            ctx: [0; user_context::LEN],
+            valid: 0,
+            dirty: 0,
+            sys: [0; SYSREGS],
+            sys_valid: 0,
+            sys_dirty: 0,
+            calls: 0,
+        }
+    }
+
+    /// Records a value the fault message carried (index in `abi::user_context` order).
+    pub fn seed(&mut self, index: usize, value: u64) {
+        if index < user_context::LEN {
+            self.ctx[index] = value;
+            self.valid |= 1 << index;
+        }
+    }
+
+    /// Kernel invocations made so far.
+    pub fn calls(&self) -> u32 {
+        self.calls
+    }
+
+    /// Makes registers `0..=index` valid with one ReadRegisters, keeping the ones already known.
+    fn load_prefix(&mut self, index: usize) -> Result<(), VcpuError> {
+        let want = (1u64 << (index + 1)) - 1;
+        if self.valid & want == want {
+            return Ok(());
+        }
+        let mut tmp = [0u64; user_context::LEN];
+        self.calls += 1;
+        self.k
+            .vm_read_registers(self.vcpu, &mut tmp[..=index])
+            .map_err(kerr)?;
+        for (i, v) in tmp.iter().enumerate().take(index + 1) {
+            if self.valid & (1 << i) == 0 {
+                self.ctx[i] = *v;
+            }
+        }
+        self.valid |= want;
+        Ok(())
+    }
+
+    fn get(&mut self, index: usize) -> Result<u64, VcpuError> {
+        if self.valid & (1 << index) == 0 {
+            self.load_prefix(index)?;
+        }
+        Ok(self.ctx[index])
+    }
+
+    fn set(&mut self, index: usize, value: u64) {
+        self.ctx[index] = value;
+        self.valid |= 1 << index;
+        self.dirty |= 1 << index;
+    }
+
+    /// Writes every changed register back: the changed vCPU registers one by one, then one
+    /// WriteRegisters of the user-context prefix up to the highest changed register (reading the
+    /// unknown ones below it first). Returns the kernel invocations of the whole exit.
+    pub fn flush(&mut self) -> Result<u32, VcpuError> {
+        for (i, reg) in SYSREG_ORDER.iter().enumerate() {
+            if self.sys_dirty & (1 << i) != 0 {
+                self.calls += 1;
+                self.k
+                    .vcpu_write_reg(self.vcpu, vcpu_field(*reg), self.sys[i])
+                    .map_err(kerr)?;
+            }
+        }
+        self.sys_dirty = 0;
+        if self.dirty != 0 {
+            let top = 63 - self.dirty.leading_zeros() as usize;
+            self.load_prefix(top)?;
+            self.calls += 1;
+            self.k
+                .vm_write_registers(self.vcpu, false, &self.ctx[..=top])
+                .map_err(kerr)?;
+            self.dirty = 0;
+        }
+        Ok(self.calls)
+    }
+
+    /// Every user-context register, for a diagnostic (one ReadRegisters of the whole context).
+    pub fn dump(&mut self) -> Result<[u64; user_context::LEN], VcpuError> {
+        self.load_prefix(user_context::LEN - 1)?;
+        Ok(self.ctx)
+    }
+
+    fn sys_index(r: SysReg) -> usize {
+        r as usize
+    }
+}
+
+/// [`SysReg`] values in declaration order (their index in the cache).
+const SYSREG_ORDER: [SysReg; SYSREGS] = [
+    SysReg::SctlrEl1,
+    SysReg::Ttbr0El1,
+    SysReg::Ttbr1El1,
+    SysReg::TcrEl1,
+    SysReg::MairEl1,
+    SysReg::EsrEl1,
+    SysReg::FarEl1,
+    SysReg::ElrEl1,
+    SysReg::SpsrEl1,
+    SysReg::VbarEl1,
+    SysReg::SpEl1,
+    SysReg::CntvCtlEl0,
+    SysReg::CntvCvalEl0,
+];
+
+impl<K: Kernel> Vcpu for LazyVcpu<K> {
+    fn gpr(&mut self, n: u8) -> Result<u64, VcpuError> {
+        let i = user_context::gpr_index(n).ok_or(VcpuError::BadRegister(n))?;
+        self.get(i)
+    }
+    fn set_gpr(&mut self, n: u8, value: u64) -> Result<(), VcpuError> {
+        let i = user_context::gpr_index(n).ok_or(VcpuError::BadRegister(n))?;
+        self.set(i, value);
+        Ok(())
+    }
+    fn pc(&mut self) -> Result<u64, VcpuError> {
+        self.get(user_context::PC)
+    }
+    fn set_pc(&mut self, value: u64) -> Result<(), VcpuError> {
+        self.set(user_context::PC, value);
+        Ok(())
+    }
+    fn sp(&mut self) -> Result<u64, VcpuError> {
+        // At EL1 with SPSel = 1 the guest's current stack pointer is SP_EL1, a vCPU register;
+        // otherwise it is SP_EL0, which the TCB context holds.
+        if self.pstate()? & 0xf == 0b0101 {
+            self.sysreg(SysReg::SpEl1)
+        } else {
+            self.get(user_context::SP)
+        }
+    }
+    fn set_sp(&mut self, value: u64) -> Result<(), VcpuError> {
+        if self.pstate()? & 0xf == 0b0101 {
+            self.set_sysreg(SysReg::SpEl1, value)
+        } else {
+            self.set(user_context::SP, value);
+            Ok(())
+        }
+    }
+    fn pstate(&mut self) -> Result<u64, VcpuError> {
+        self.get(user_context::SPSR)
+    }
+    fn set_pstate(&mut self, value: u64) -> Result<(), VcpuError> {
+        self.set(user_context::SPSR, value);
+        Ok(())
+    }
+    fn sysreg(&mut self, reg: SysReg) -> Result<u64, VcpuError> {
+        let i = Self::sys_index(reg);
+        if self.sys_valid & (1 << i) == 0 {
+            self.calls += 1;
+            self.sys[i] = self
+                .k
+                .vcpu_read_reg(self.vcpu, vcpu_field(reg))
+                .map_err(kerr)?;
+            self.sys_valid |= 1 << i;
+        }
+        Ok(self.sys[i])
+    }
+    fn set_sysreg(&mut self, reg: SysReg, value: u64) -> Result<(), VcpuError> {
+        let i = Self::sys_index(reg);
+        self.sys[i] = value;
+        self.sys_valid |= 1 << i;
+        self.sys_dirty |= 1 << i;
+        Ok(())
+    }
+}

@@ -1,0 +1,440 @@
+//! The VMM protection domain: one guest VM with one vCPU on the QEMU virt layout.
+//!
+//! Wiring only: at start it registers the virtual platform's devices in the access-handler tree,
+//! loads the embedded guest (Linux arm64 Image + DTB) through the core's loader and starts the
+//! vCPU; on each fault it decodes, classifies and handles the exit with `vmm-core`, writes back
+//! only the registers the exit changed, replies, and counts the exit with its kernel
+//! invocations. A hypervisor fault stops the VM with a diagnostic; the PD itself keeps serving.
+#![cfg_attr(not(test), no_std)]
+
+pub mod devices;
+pub mod guest_memory;
+pub mod lazy_vcpu;
+
+use devices::{DeviceId, Devices, KernelInjector, PlatformCtx, layout};
+use guest_memory::{RegionMemory, Window};
+use lazy_vcpu::LazyVcpu;
+use microkit_rt::abi::{MSG_MAX_LENGTH, user_context};
+use microkit_rt::{
+    ChannelSet, Child, FaultReply, Handler, Kernel, MessageInfo, RegionError, SharedRegion,
+    debug_println,
+};
+use vmm_core::addr::{GpaRange, GuestPhysAddr};
+use vmm_core::classify::{Exit, ExitAction, ExitReport};
+use vmm_core::fault::label;
+use vmm_core::handlers::{HandlerKind, HandlerTree};
+use vmm_core::loader::{self, LayoutRequest, Place};
+use vmm_core::psci::Psci;
+use vmm_core::stats::Stats;
+use vmm_core::vgic::{self, Vgic};
+
+/// Constants generated from system.xml.
+#[allow(non_upper_case_globals, dead_code)]
+pub mod system {
+    include!(concat!(env!("OUT_DIR"), "/system.rs"));
+}
+
+/// The guest embedded at build time.
+pub mod guest {
+    include!(concat!(env!("OUT_DIR"), "/guest.rs"));
+}
+
+/// Handler-tree capacity.
+pub const HANDLERS: usize = 256;
+/// Handlers counted individually in the statistics.
+pub const STAT_HANDLERS: usize = 16;
+
+/// Where the VM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// Not started (no guest, or loading failed).
+    NotStarted,
+    /// Running.
+    Running,
+    /// Powered off by the guest.
+    Off,
+    /// Stopped by a hypervisor fault.
+    Stopped,
+}
+
+/// The guest blobs to boot.
+#[derive(Clone, Copy)]
+pub struct GuestBlobs {
+    /// arm64 Image.
+    pub image: Option<&'static [u8]>,
+    /// Flattened device tree.
+    pub dtb: Option<&'static [u8]>,
+    /// Initial ramdisk.
+    pub initrd: Option<&'static [u8]>,
+}
+
+impl GuestBlobs {
+    /// The blobs embedded at build time.
+    pub fn embedded() -> Self {
+        GuestBlobs {
+            image: guest::IMAGE,
+            dtb: guest::DTB,
+            initrd: guest::INITRD,
+        }
+    }
+}
+
+/// What can go wrong in the VMM PD (never the guest's doing).
+#[derive(Debug)]
+pub enum VmmError {
+    /// A fault from a child that is not this VM's vCPU.
+    UnknownChild(u8),
+}
+
+impl core::fmt::Display for VmmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmmError::UnknownChild(c) => write!(f, "fault from unknown child {c}"),
+        }
+    }
+}
+
+/// The VMM.
+pub struct Vmm<K: Kernel + Clone> {
+    k: K,
+    vcpu: Child,
+    mem: Option<RegionMemory>,
+    tree: HandlerTree<DeviceId, HANDLERS>,
+    psci: Psci<1>,
+    vgic: Vgic,
+    devices: Devices,
+    stats: Stats<STAT_HANDLERS>,
+    state: VmState,
+}
+
+/// Initial content of the write-protected page: the u64 at offset 8*i is this | i.
+pub const WP_PATTERN: u64 = 0x5757_0000_0000_0000;
+
+impl<K: Kernel + Clone> Vmm<K> {
+    /// Sets up the VM and starts it. `ram` and `wp` are the VMM's mappings of guest RAM and of
+    /// the write-protected page.
+    pub fn new(
+        k: K,
+        ram: Result<SharedRegion, RegionError>,
+        wp: Result<SharedRegion, RegionError>,
+        blobs: GuestBlobs,
+    ) -> Self {
+        let mut vmm = Vmm {
+            k,
+            vcpu: system::GUEST_VCPU_0,
+            mem: None,
+            tree: HandlerTree::new(),
+            psci: Psci::new(1).expect("one vCPU is within PSCI's capacity"),
+            vgic: Vgic::new(1).expect("one vCPU is within the vGIC's capacity"),
+            devices: Devices::default(),
+            stats: Stats::new(),
+            state: VmState::NotStarted,
+        };
+        match (ram, wp) {
+            (Ok(ram), Ok(wp)) => {
+                vmm.mem = Some(RegionMemory {
+                    ram: Window {
+                        gpa: system::guest::guest_ram::GPA,
+                        region: ram,
+                    },
+                    wp: Window {
+                        gpa: system::guest::guest_wp_page::GPA,
+                        region: wp,
+                    },
+                });
+            }
+            (ram, wp) => {
+                debug_println!(
+                    vmm.k,
+                    "vmm: guest memory not mapped (ram: {:?}, wp: {:?})",
+                    ram.err(),
+                    wp.err()
+                );
+                return vmm;
+            }
+        }
+        vmm.register_devices();
+        vmm.fill_write_protected_page();
+        vmm.boot(blobs);
+        vmm
+    }
+
+    fn register_devices(&mut self) {
+        let ranges = [
+            (
+                layout::PL011_BASE,
+                layout::PL011_SIZE,
+                HandlerKind::All,
+                DeviceId::Console,
+            ),
+            (
+                layout::TESTDEV_BASE,
+                layout::TESTDEV_SIZE,
+                HandlerKind::All,
+                DeviceId::TestDev,
+            ),
+            (
+                vgic::GICD_BASE.raw(),
+                vgic::GICD_SIZE,
+                HandlerKind::All,
+                DeviceId::Gicd,
+            ),
+            (
+                layout::WP_PAGE,
+                0x1000,
+                HandlerKind::Write,
+                DeviceId::WriteProtected,
+            ),
+        ];
+        for (base, size, kind, id) in ranges {
+            if let Err(e) = self.tree.register_raw(GuestPhysAddr(base), size, kind, id) {
+                debug_println!(
+                    self.k,
+                    "vmm: cannot register {:?} at {:#x}: {:?}",
+                    id,
+                    base,
+                    e
+                );
+            }
+        }
+    }
+
+    fn fill_write_protected_page(&mut self) {
+        if let Some(mem) = self.mem.as_mut() {
+            use vmm_core::memory::GuestMemory;
+            for i in 0..512u64 {
+                let _ = mem.write_u64(GuestPhysAddr(layout::WP_PAGE + 8 * i), WP_PATTERN | i);
+            }
+        }
+    }
+
+    fn boot(&mut self, blobs: GuestBlobs) {
+        let (Some(image), Some(dtb)) = (blobs.image, blobs.dtb) else {
+            debug_println!(
+                self.k,
+                "vmm: no guest image embedded (build with GUEST_IMAGE and GUEST_DTB)"
+            );
+            return;
+        };
+        let Some(mem) = self.mem.as_mut() else { return };
+        let Ok(ram) = GpaRange::new(
+            GuestPhysAddr(system::guest::guest_ram::GPA),
+            system::guest::guest_ram::SIZE as u64,
+        ) else {
+            return;
+        };
+        let req = LayoutRequest {
+            dtb: Place::Auto,
+            initrd: Place::Auto,
+        };
+        let (layout, boot) = match loader::load(mem, ram, image, dtb, blobs.initrd, req) {
+            Ok(r) => r,
+            Err(e) => {
+                debug_println!(self.k, "vmm: cannot load the guest: {:?}", e);
+                return;
+            }
+        };
+        debug_println!(
+            self.k,
+            "vmm: guest loaded: kernel {:?}, dtb {:?}, initrd {:?}, entry {:#x}",
+            layout.kernel,
+            layout.dtb,
+            layout.initrd,
+            boot.pc
+        );
+        // pc, sp, spsr, x0..x3: entry, no stack, EL1h with DAIF masked, x0 = DTB, x1..x3 = 0.
+        let regs = [boot.pc, 0, boot.pstate, boot.x0, 0, 0, 0];
+        let started = self
+            .k
+            .vcpu_write_reg(
+                self.vcpu,
+                lazy_vcpu::vcpu_field(vmm_core::vcpu::SysReg::SctlrEl1),
+                boot.sctlr_el1,
+            )
+            .and_then(|()| self.k.vm_write_registers(self.vcpu, false, &regs))
+            .and_then(|()| self.k.vm_resume(self.vcpu));
+        match started {
+            Ok(()) => {
+                self.state = VmState::Running;
+                debug_println!(self.k, "vmm: guest started");
+            }
+            Err(e) => debug_println!(self.k, "vmm: cannot start the guest vCPU: {}", e),
+        }
+    }
+
+    /// The VM's state.
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    /// The exit statistics.
+    pub fn stats(&self) -> &Stats<STAT_HANDLERS> {
+        &self.stats
+    }
+
+    /// The kernel (tests inspect it).
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.k
+    }
+
+    fn handle_vcpu_fault(&mut self, msg: MessageInfo) -> FaultReply {
+        let mut words = [0u64; 16];
+        let n = msg.length().min(words.len()).min(MSG_MAX_LENGTH);
+        for (i, w) in words.iter_mut().enumerate().take(n) {
+            *w = self.k.mr(i);
+        }
+        let words = &words[..n];
+        let Some(mem) = self.mem.as_mut() else {
+            debug_println!(self.k, "vmm: fault while no guest memory is mapped");
+            return None;
+        };
+        let mut vcpu = LazyVcpu::new(self.k.clone(), self.vcpu);
+        seed(&mut vcpu, msg.label(), words);
+        let mut platform = PlatformCtx {
+            devices: &mut self.devices,
+            vgic: &mut self.vgic,
+            inj: KernelInjector {
+                k: self.k.clone(),
+                calls: 0,
+            },
+            vcpu: 0,
+        };
+        let mut exit = Exit {
+            tree: &self.tree,
+            psci: &mut self.psci,
+        };
+        let report = exit.handle(0, msg.label(), words, &mut vcpu, mem, &mut platform);
+        let device_calls = platform.inj.calls;
+        let handler = report.handler.map(|h| h.slot() as u16);
+        if let Some(why) = report.guest_trap {
+            debug_println!(self.k, "vmm: guest trap reflected: {:?}", why);
+        }
+        let reply = match report.action {
+            ExitAction::Resume | ExitAction::WaitForInterrupt => match vcpu.flush() {
+                Ok(_) => Some(MessageInfo::new(0, 0)),
+                Err(e) => {
+                    self.stop_with(&mut vcpu, &report, Some(e));
+                    None
+                }
+            },
+            ExitAction::PowerOff => {
+                let _ = vcpu.flush();
+                self.power_off();
+                None
+            }
+            ExitAction::Reset | ExitAction::CpuOn { .. } | ExitAction::CpuOff => {
+                debug_println!(
+                    self.k,
+                    "vmm: {:?} is not supported with one vCPU; stopping the VM",
+                    report.action
+                );
+                let _ = self.k.vm_suspend(self.vcpu);
+                self.state = VmState::Off;
+                None
+            }
+            ExitAction::Stop(_) => {
+                self.stop_with(&mut vcpu, &report, None);
+                None
+            }
+        };
+        let calls = vcpu.calls() + device_calls + u32::from(reply.is_some());
+        self.stats.record_exit(report.class, handler, calls);
+        if self.state == VmState::Off {
+            self.print_stats();
+        }
+        reply
+    }
+
+    fn power_off(&mut self) {
+        let _ = self.k.vm_suspend(self.vcpu);
+        self.state = VmState::Off;
+        debug_println!(self.k, "vmm: guest powered off (PSCI SYSTEM_OFF)");
+    }
+
+    fn print_stats(&mut self) {
+        let mut w = microkit_rt::kernel::DebugWriter(&mut self.k);
+        let _ = self.stats.write_report(&mut w);
+    }
+
+    fn stop_with(
+        &mut self,
+        vcpu: &mut LazyVcpu<K>,
+        report: &ExitReport,
+        flush_error: Option<vmm_core::vcpu::VcpuError>,
+    ) {
+        self.state = VmState::Stopped;
+        match report.action {
+            ExitAction::Stop(d) => debug_println!(self.k, "vmm: VM stopped: {}", d),
+            _ => debug_println!(
+                self.k,
+                "vmm: VM stopped: register write-back failed: {:?}",
+                flush_error
+            ),
+        }
+        match vcpu.dump() {
+            Ok(regs) => {
+                for (i, name) in user_context::NAMES.iter().enumerate().take(17) {
+                    debug_println!(self.k, "vmm:   {:>5} = {:#018x}", name, regs[i]);
+                }
+            }
+            Err(e) => debug_println!(self.k, "vmm:   registers unavailable: {:?}", e),
+        }
+        let _ = self.k.vm_suspend(self.vcpu);
+        self.print_stats();
+        debug_println!(
+            self.k,
+            "vmm: the VMM keeps running; other PDs are unaffected"
+        );
+    }
+}
+
+/// Seeds the register cache with what the fault message carries.
+fn seed<K: Kernel>(vcpu: &mut LazyVcpu<K>, fault_label: u64, words: &[u64]) {
+    match fault_label {
+        label::VM_FAULT => {
+            if let Some(&ip) = words.first() {
+                vcpu.seed(user_context::PC, ip);
+            }
+        }
+        label::UNKNOWN_SYSCALL if words.len() >= 13 => {
+            for n in 0..8u8 {
+                if let Some(i) = user_context::gpr_index(n) {
+                    vcpu.seed(i, words[n as usize]);
+                }
+            }
+            vcpu.seed(user_context::PC, words[8]);
+            vcpu.seed(user_context::SP, words[9]);
+            vcpu.seed(user_context::SPSR, words[11]);
+        }
+        _ => {}
+    }
+}
+
+impl<K: Kernel + Clone> Handler for Vmm<K> {
+    type Error = VmmError;
+
+    fn notified(&mut self, channels: ChannelSet) -> Result<(), VmmError> {
+        debug_println!(
+            self.k,
+            "vmm: notified on {:?} (VM state {:?})",
+            channels,
+            self.state
+        );
+        Ok(())
+    }
+
+    fn fault(&mut self, child: Child, msg: MessageInfo) -> Result<FaultReply, VmmError> {
+        if child != self.vcpu {
+            return Err(VmmError::UnknownChild(child.index()));
+        }
+        if self.state != VmState::Running {
+            debug_println!(
+                self.k,
+                "vmm: fault from a VM that is {:?}: ignored",
+                self.state
+            );
+            return Ok(None);
+        }
+        Ok(self.handle_vcpu_fault(msg))
+    }
+}
