@@ -41,7 +41,7 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all setup guest build image qemu test-qemu test host-test fuzz-short fmt-check clippy check-sdk clean
+.PHONY: all setup guest build image qemu test-qemu bench-qemu test host-test fuzz-short fmt-check clippy check-sdk clean
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -94,8 +94,29 @@ test-qemu:
 	if [ ! -f build/expect/$(MICROKIT_CONFIG).txt ]; then \
 		echo "skipped: no console expectations for MICROKIT_CONFIG=$(MICROKIT_CONFIG) (the release kernel prints nothing)"; exit 0; fi; \
 	$(MAKE) --no-print-directory image && \
-	$(CARGO) run -q -p qemu-expect -- --expect build/expect/$(MICROKIT_CONFIG).txt --log $(QEMU_LOG) \
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(MICROKIT_CONFIG).txt --log $(QEMU_LOG) \
 		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none
+
+# Exit-cost benchmark: the bench build of the test guest measures round trips with the virtual
+# counter, under -icount (virtual time counts instructions, so the figures are deterministic),
+# once with the full VMM and once with the null VMM (the floor); the table goes to
+# $(BENCH_DIR)/exit-costs.md.
+BENCH_DIR     := $(BUILD_DIR)/bench
+BENCH_TIMEOUT ?= 600
+bench-qemu: check-sdk
+	guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest
+	@for v in full null; do \
+		$(MAKE) --no-print-directory image BUILD_DIR=$(BENCH_DIR)/$$v \
+			GUEST_IMAGE=$(abspath $(BENCH_DIR))/guest/testguest-bench.Image \
+			VMM_FEATURES=$$( [ $$v = null ] && echo null-vmm ) || exit 1; \
+		echo "bench-qemu: booting the $$v VMM under -icount"; \
+		$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/bench.txt \
+			--log $(BENCH_DIR)/$$v.log --timeout $(BENCH_TIMEOUT) --linger 3 -- \
+			$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
+			-device loader,file=$(BENCH_DIR)/$$v/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img,addr=0x70000000,cpu-num=0 \
+			-icount shift=0,sleep=off -serial stdio -monitor none > /dev/null || exit 1; \
+	done
+	$(CARGO) run -q -p qemu-expect --bin bench-table -- $(BENCH_DIR)/full.log $(BENCH_DIR)/null.log $(BENCH_DIR)/exit-costs.md
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -7,6 +7,8 @@
 //! a line starting with `!` is forbidden anywhere (a panic, a fault, a FAIL); `#` starts a
 //! comment; blank lines are ignored.
 
+pub mod bench;
+
 /// Parsed expectations.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expectations {

@@ -2,9 +2,10 @@
 //! when asked for and written back only when changed.
 //!
 //! TCB ReadRegisters and WriteRegisters move a *prefix* of `seL4_UserContext` (pc, sp, spsr, x0..
-//! in the kernel's order), so an exit costs at most one read of the prefix it needs and one
-//! write of the prefix up to the highest changed register. Values the fault message already
-//! carries (the IP of a VMFault; x0..x7, IP, SP and SPSR of an HVC) are seeded and never read.
+//! in the kernel's order), so an exit costs at most one read (of the whole context, at the first
+//! register it needs that it does not know) and one write of the prefix up to the highest
+//! changed register. Values the fault message already carries (the IP of a VMFault; x0..x7, IP,
+//! SP and SPSR of an HVC) are seeded and never read.
 //! vCPU system registers are read and written one by one (ARM VCPU ReadReg/WriteReg).
 
 use microkit_rt::abi::{user_context, vcpu_reg};
@@ -81,7 +82,13 @@ impl<K: Kernel> LazyVcpu<K> {
         self.calls
     }
 
-    /// Makes registers `0..=index` valid with one ReadRegisters, keeping the ones already known.
+    /// Makes registers `0..=index` valid, keeping the ones already known. On a miss the whole
+    /// user context is read with one ReadRegisters.
+    //
+    // Fix (component tests, vmm/pd/tests/lazy_vcpu.rs): this read only the prefix `0..=index`,
+    // so accesses in ascending order each missed again — an SMC firmware call (x0, x1, x2, x3)
+    // made four ReadRegisters, an ISV = 0 `str x20, [x1], #8` two — against the promise of at
+    // most one read per exit. A longer read costs a few more message words in the same call.
     fn load_prefix(&mut self, index: usize) -> Result<(), VcpuError> {
         let want = (1u64 << (index + 1)) - 1;
         if self.valid & want == want {
@@ -90,14 +97,14 @@ impl<K: Kernel> LazyVcpu<K> {
         let mut tmp = [0u64; user_context::LEN];
         self.calls += 1;
         self.k
-            .vm_read_registers(self.vcpu, &mut tmp[..=index])
+            .vm_read_registers(self.vcpu, &mut tmp)
             .map_err(kerr)?;
-        for (i, v) in tmp.iter().enumerate().take(index + 1) {
+        for (i, v) in tmp.iter().enumerate() {
             if self.valid & (1 << i) == 0 {
                 self.ctx[i] = *v;
             }
         }
-        self.valid |= want;
+        self.valid = (1 << user_context::LEN) - 1;
         Ok(())
     }
 
