@@ -499,7 +499,7 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
                 VirtTrap::Firmware { conduit, args } => {
                     self.firmware(vcpu_id, vcpu, fault, ip, conduit, args)
                 }
-                VirtTrap::Wfx(kind) => advance(vcpu, ip).map(|()| ExitReport {
+                VirtTrap::Wfx(kind) => advance(vcpu, fault, ip).map(|()| ExitReport {
                     action: ExitAction::WaitForInterrupt,
                     class: if matches!(kind, WfxKind::Wfi | WfxKind::Wfit) {
                         TrapClass::Wfi
@@ -542,7 +542,7 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
             pending: heapless::Vec::new(),
             last: None,
         };
-        let outcome = mmio::emulate(vcpu, &*mem, &abort, ip, gpa, &mut bus);
+        let outcome = mmio::emulate_sized(vcpu, &*mem, &abort, ip, insn_len(fault), gpa, &mut bus);
         let pending = core::mem::take(&mut bus.pending);
         let ran = bus.last.unwrap_or(handler);
         match outcome {
@@ -650,7 +650,7 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
         };
         if let Some(v) = x0 {
             vcpu.set_gpr(0, v).map_err(vcpu_err)?;
-            advance(vcpu, ip)?;
+            advance(vcpu, fault, ip)?;
         }
         Ok(ExitReport {
             action,
@@ -716,7 +716,7 @@ fn fault_ip(fault: &Fault) -> u64 {
 
 /// Sets PC past the trapping instruction. `ip` is the fault's IP when the message has one
 /// (`u64::MAX` otherwise: then PC is read).
-fn advance<V: Vcpu>(vcpu: &mut V, ip: u64) -> Result<(), Diagnostic> {
+fn advance<V: Vcpu>(vcpu: &mut V, fault: &Fault, ip: u64) -> Result<(), Diagnostic> {
     let err = |e| Diagnostic {
         reason: HypervisorReason::Vcpu(e),
         fault: None,
@@ -728,7 +728,16 @@ fn advance<V: Vcpu>(vcpu: &mut V, ip: u64) -> Result<(), Diagnostic> {
     } else {
         ip
     };
-    vcpu.set_pc(pc.wrapping_add(4)).map_err(err)
+    vcpu.set_pc(pc.wrapping_add(insn_len(fault))).map_err(err)
+}
+
+/// Length of the trapping instruction: 2 for a 16-bit T32 instruction (ESR.IL = 0), else 4
+/// (an HVC, delivered without a syndrome, is always 32 bits).
+fn insn_len(fault: &Fault) -> u64 {
+    match syndrome_of(fault) {
+        Some(s) if !s.il => 2,
+        _ => 4,
+    }
 }
 
 fn sysreg<V: Vcpu, H, P: Platform<H>>(
@@ -757,7 +766,7 @@ fn sysreg<V: Vcpu, H, P: Platform<H>>(
             if let (SysRegResult::Read(v), true) = (result, s.rt != 31) {
                 vcpu.set_gpr(s.rt, v).map_err(vcpu_err)?;
             }
-            advance(vcpu, ip)?;
+            advance(vcpu, fault, ip)?;
             Ok(plain(TrapClass::SysReg))
         }
     }

@@ -72,6 +72,9 @@ pub struct MmioOutcome {
 /// error other than [`MmioError::Bus`] or [`MmioError::Vcpu`] is returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MmioError {
+    /// No valid syndrome (ISV = 0) and the guest is in AArch32 state: its instruction is not A64,
+    /// and the VMM does not decode A32/T32.
+    Aarch32,
     /// The device refused the access at `gpa`.
     Bus {
         /// Address of the failed access.
@@ -145,7 +148,8 @@ fn bus_write(
 }
 
 /// Emulates the data abort `abort` at guest-physical `fault_gpa` (the address of the VMFault
-/// message) raised by the instruction at `fault_ip` (the message's IP), and advances the PC.
+/// message) raised by the 32-bit instruction at `fault_ip` (the message's IP), and advances the
+/// PC past it: [`emulate_sized`] for an instruction of the length ESR.IL gives.
 ///
 /// `mem` is only used when ISV = 0, to fetch the instruction and walk the guest's stage-1 tables.
 pub fn emulate(
@@ -156,13 +160,28 @@ pub fn emulate(
     fault_gpa: GuestPhysAddr,
     bus: &mut (impl MmioBus + ?Sized),
 ) -> Result<MmioOutcome, MmioError> {
+    emulate_sized(vcpu, mem, abort, fault_ip, 4, fault_gpa, bus)
+}
+
+/// [`emulate`] for an instruction of `insn_len` bytes (4, or 2 for a 16-bit T32 instruction:
+/// ESR.IL = 0). Without a valid syndrome (ISV = 0) only A64 instructions are decoded: a guest in
+/// AArch32 state gets [`MmioError::Aarch32`].
+pub fn emulate_sized(
+    vcpu: &mut (impl Vcpu + ?Sized),
+    mem: &(impl GuestMemory + ?Sized),
+    abort: &DataAbort,
+    fault_ip: u64,
+    insn_len: u64,
+    fault_gpa: GuestPhysAddr,
+    bus: &mut (impl MmioBus + ?Sized),
+) -> Result<MmioOutcome, MmioError> {
     if abort.ea {
         return Err(MmioError::ExternalAbort);
     }
     if abort.s1ptw {
         return Err(MmioError::TableWalk);
     }
-    let next_pc = fault_ip.wrapping_add(4);
+    let next_pc = fault_ip.wrapping_add(insn_len);
     if abort.cm {
         vcpu.set_pc(next_pc)?;
         return Ok(MmioOutcome {
@@ -242,6 +261,10 @@ fn emulate_insn(
     fault_gpa: GuestPhysAddr,
     bus: &mut (impl MmioBus + ?Sized),
 ) -> Result<MmioOutcome, MmioError> {
+    // PSTATE.nRW (M[4]) set: the guest runs AArch32 code, which the A64 decoder must not read.
+    if vcpu.pstate()? & (1 << 4) != 0 {
+        return Err(MmioError::Aarch32);
+    }
     let i = fetch(vcpu, mem, fault_ip)?;
     if abort.wnr != matches!(i.dir, Direction::Store) {
         return Err(MmioError::DirectionMismatch);

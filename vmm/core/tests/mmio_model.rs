@@ -244,7 +244,7 @@ fn isv_store_reads_only_rt_and_writes_only_pc() {
 
 #[test]
 fn no_isv_counts_with_mmu_off() {
-    // ldr w1, [x2, #4]: SCTLR_EL1, x2; writes x1 and the PC.
+    // ldr w1, [x2, #4]: PSTATE (AArch64?), SCTLR_EL1, x2; writes x1 and the PC.
     let mut buf = vec![0u8; RAM_SIZE];
     let mut ram = GuestRam::new(GuestPhysAddr(RAM), &mut buf);
     ram.write_u32(GuestPhysAddr(RAM + 0x100), 0xb940_0441)
@@ -262,7 +262,7 @@ fn no_isv_counts_with_mmu_off() {
     )
     .unwrap();
     assert_eq!(out.accesses, 1);
-    assert_eq!(v.reads, vec!["sysreg", "x"]);
+    assert_eq!(v.reads, vec!["pstate", "sysreg", "x"]);
     assert_eq!(v.writes, vec!["x", "pc"]);
     assert_eq!(
         v.inner.x[1],
@@ -1075,4 +1075,38 @@ fn no_isv_cases_reach_every_outcome() {
     ] {
         assert!(seen.contains(want), "{want} never reached: {seen:?}");
     }
+}
+
+#[test]
+fn no_isv_from_aarch32_is_refused_and_il_sets_the_pc_step() {
+    // ISV = 0 in AArch32 state (PSTATE.nRW = 1): the word at the PC is not A64; nothing is
+    // decoded, stored or written.
+    let mut buf = vec![0u8; RAM_SIZE];
+    let mut ram = GuestRam::new(GuestPhysAddr(RAM), &mut buf);
+    ram.write_u32(GuestPhysAddr(RAM + 0x100), 0xf900_0020)
+        .unwrap(); // A64 `str x0, [x1]`
+    let mut v = Counting::default();
+    v.inner.pstate = 0x10;
+    let mut bus = FakeBus::default();
+    let r = vmm_core::mmio::emulate_sized(
+        &mut v,
+        &ram,
+        &abort_no_isv(true),
+        RAM + 0x100,
+        4,
+        GuestPhysAddr(MMIO),
+        &mut bus,
+    );
+    assert_eq!(r, Err(vmm_core::mmio::MmioError::Aarch32));
+    assert!(v.writes.is_empty(), "{:?}", v.writes);
+    // A valid syndrome from a 16-bit instruction: the PC moves by 2.
+    let mut v = Counting::default();
+    let mut a = abort_no_isv(false);
+    a.isv = true;
+    a.sas = 2;
+    a.srt = 1;
+    let out =
+        vmm_core::mmio::emulate_sized(&mut v, &ram, &a, 0x1000, 2, GuestPhysAddr(MMIO), &mut bus)
+            .unwrap();
+    assert_eq!((out.next_pc, v.inner.pc), (0x1002, 0x1002));
 }

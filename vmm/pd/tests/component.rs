@@ -798,7 +798,6 @@ fn each_exit_counts_exactly_the_invocations_it_made() {
 /// instruction; it must not be decoded as A64 (KVM refuses ISV = 0 outright and injects an
 /// abort). Here the word happens to be A64 `str x0, [x1]`.
 #[test]
-#[ignore = "known bug in vmm-core mmio::emulate: ISV = 0 from AArch32 state is decoded as A64"]
 fn an_aarch32_abort_without_syndrome_is_not_decoded_as_a64() {
     let mut h = Harness::running();
     h.set_reg(vcpu_reg::VBAR, VBAR);
@@ -823,7 +822,6 @@ fn an_aarch32_abort_without_syndrome_is_not_decoded_as_a64() {
 /// A 16-bit T32 store (`str r1, [r0]`, ESR.IL = 0) from AArch32 EL0 in Thumb state: the PC
 /// must move past 2 bytes, not 4 (the syndrome's IL bit says how long the instruction was).
 #[test]
-#[ignore = "known bug in vmm-core: the PC always advances by 4, ignoring ESR.IL"]
 fn a_16_bit_instruction_advances_the_pc_by_2() {
     let mut h = Harness::running();
     h.sim.with_vcpu(0, |v| v.context[user_context::SPSR] = 0x30); // AArch32 User, Thumb
