@@ -11,10 +11,11 @@ set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-features=
+# GUEST_FEATURES adds cargo features (e.g. hvfault-probe).
+features=${GUEST_FEATURES:+--features $GUEST_FEATURES}
 name=testguest
 if [ "${1:-}" = "--bench" ]; then
-    features="--features bench"
+    features="--features bench${GUEST_FEATURES:+,$GUEST_FEATURES}"
     name=testguest-bench
     shift
 fi

@@ -137,6 +137,12 @@ extern "C" fn kmain(x0: u64, x1: u64, x2: u64, x3: u64, daif: u64, sctlr: u64) -
     );
     #[cfg(not(feature = "bench"))]
     crate::cases::run_all();
+    #[cfg(feature = "hvfault-probe")]
+    {
+        println!("testguest: probing the VMM's broken handler (the VMM must stop this VM)");
+        let v = crate::mmio::TESTDEV.ldr_x(0x1f8);
+        println!("FAIL hvfault-probe: the VMM resumed the guest (read {v:#x})");
+    }
     #[cfg(feature = "bench")]
     crate::bench::run_all();
     psci::system_off()

@@ -23,7 +23,19 @@ fn setup() -> (
 fn scope_is_what_system_xml_grants() {
     let sim = Sim::from_repo_system("selftest_ping");
     let s = sim.scope();
-    assert_eq!(s.channels.len(), 1);
+    assert_eq!(s.channels.len(), 2);
+    let v = &s.channels[1];
+    assert_eq!(
+        (
+            v.id,
+            v.peer.as_str(),
+            v.may_notify,
+            v.notified_by_peer,
+            v.may_call,
+            v.called_by_peer
+        ),
+        (1, "vmm", true, true, false, false)
+    );
     let c = &s.channels[0];
     assert_eq!(
         (
@@ -118,4 +130,19 @@ fn pong_may_not_call_ping() {
     // system.xml gives pp only to ping's end: the simulation refuses to deliver such a call.
     let sim = Sim::from_repo_system("selftest_ping");
     sim.ppcall_from_peer(system::SELFTEST_PONG, 1, &[1, 2]);
+}
+
+#[test]
+fn a_notification_from_the_vmm_is_answered() {
+    let (sim, mut ping, _) = setup();
+    sim.take_log();
+    let mut el = sim.event_loop();
+    sim.notify_from_peer(system::VMM);
+    el.step(&mut ping);
+    assert_eq!(sim.take_log(), vec![Invocation::Notify(1)]);
+    assert!(
+        sim.console()
+            .contains("selftest_ping: notified by vmm; notifying it back")
+    );
+    assert!(!sim.console().contains("unexpected notification"));
 }

@@ -337,10 +337,12 @@ impl<K: Kernel + Clone> Vmm<K> {
                 None
             }
         };
-        let calls = vcpu.calls() + device_calls + u32::from(reply.is_some());
+        let ended = matches!(self.state, VmState::Off | VmState::Stopped);
+        // The reply, or the suspension of a VM that ended, is a kernel call of this exit too.
+        let calls = vcpu.calls() + device_calls + u32::from(reply.is_some() || ended);
         self.stats.record_exit(report.class, handler, calls);
-        if self.state == VmState::Off {
-            self.print_stats();
+        if ended {
+            self.vm_ended();
         }
         reply
     }
@@ -375,7 +377,8 @@ impl<K: Kernel + Clone> Vmm<K> {
             label::UNKNOWN_SYSCALL => {
                 if self.k.mr(0) as u32 == vmm_core::psci::fid::SYSTEM_OFF {
                     self.power_off();
-                    self.print_stats();
+                    self.stats.record_exit(class, None, 1);
+                    self.vm_ended();
                     return None;
                 }
                 Some(self.k.mr(8))
@@ -404,6 +407,14 @@ impl<K: Kernel + Clone> Vmm<K> {
         let _ = self.k.vm_suspend(self.vcpu);
         self.state = VmState::Off;
         debug_println!(self.k, "vmm: guest powered off (PSCI SYSTEM_OFF)");
+    }
+
+    /// With its VM off or stopped, the VMM asks selftest_ping to notify it: the notification's
+    /// arrival (printed by `notified`) shows the PD still serves events.
+    fn ask_for_liveness_notification(&mut self) {
+        if let Err(e) = self.k.notify(system::SELFTEST_PING) {
+            debug_println!(self.k, "vmm: cannot notify selftest_ping: {}", e);
+        }
     }
 
     fn print_stats(&mut self) {
@@ -435,11 +446,18 @@ impl<K: Kernel + Clone> Vmm<K> {
             Err(e) => debug_println!(self.k, "vmm:   registers unavailable: {:?}", e),
         }
         let _ = self.k.vm_suspend(self.vcpu);
+    }
+
+    /// After the exit that ended the VM is counted: the statistics, and the liveness request.
+    fn vm_ended(&mut self) {
         self.print_stats();
-        debug_println!(
-            self.k,
-            "vmm: the VMM keeps running; other PDs are unaffected"
-        );
+        if self.state == VmState::Stopped {
+            debug_println!(
+                self.k,
+                "vmm: the VMM keeps running; other PDs are unaffected"
+            );
+        }
+        self.ask_for_liveness_notification();
     }
 }
 

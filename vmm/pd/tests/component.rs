@@ -23,7 +23,21 @@ fn gpr(n: u8) -> usize {
 fn scope_is_what_system_xml_grants() {
     let sim = Sim::from_repo_system("vmm");
     let s = sim.scope();
-    assert!(s.channels.is_empty() && s.irqs.is_empty() && s.children.is_empty());
+    assert!(s.irqs.is_empty() && s.children.is_empty());
+    // One channel: to selftest_ping, notifications both ways, no protected calls.
+    assert_eq!(s.channels.len(), 1);
+    let c = &s.channels[0];
+    assert_eq!(
+        (
+            c.id,
+            c.peer.as_str(),
+            c.may_notify,
+            c.notified_by_peer,
+            c.may_call,
+            c.called_by_peer
+        ),
+        (0, "selftest_ping", true, true, false, false)
+    );
     let maps: Vec<_> = s
         .maps
         .iter()
@@ -41,7 +55,13 @@ fn scope_is_what_system_xml_grants() {
         (vm.name.as_str(), vm.vcpus.as_slice()),
         ("guest", &[0u64][..])
     );
-    assert_eq!(vmm::system::GRANTS, Default::default());
+    assert_eq!(
+        vmm::system::GRANTS,
+        microkit_rt::event_loop::Grants {
+            notifications: 1 << 0,
+            ..Default::default()
+        }
+    );
     assert_eq!(VCPU.index(), 0);
 }
 
@@ -508,7 +528,12 @@ fn psci_system_off_suspends_the_vm_prints_statistics_and_later_faults_are_ignore
     let mut x = [0u64; 8];
     x[0] = PSCI_SYSTEM_OFF;
     let log = h.exit(label::UNKNOWN_SYSCALL, &hvc_words(x, PC0 + 4, SP0, EL1H));
-    assert_eq!(log, [Invocation::VmSuspend(0)], "no reply");
+    // Suspended, no reply; then the liveness request to selftest_ping.
+    assert_eq!(
+        log,
+        [Invocation::VmSuspend(0), Invocation::Notify(0)],
+        "no reply"
+    );
     assert_eq!(h.vmm.state(), VmState::Off);
     assert!(!h.sim.with_vcpu(0, |v| v.running));
     let console = h.sim.console();
@@ -685,7 +710,11 @@ fn a_kernel_refusing_a_register_read_stops_the_vm_and_the_vmm_keeps_serving() {
     refuse.set(true);
     // str w1, [test device]: x1 must be read, and the kernel refuses.
     let log = h.vm_fault(PC0, TESTDEV, dabt(2, 1, false, true));
-    assert_eq!(log, [Invocation::VmSuspend(0)], "stopped, no reply");
+    assert_eq!(
+        log,
+        [Invocation::VmSuspend(0), Invocation::Notify(0)],
+        "stopped, no reply; then the liveness request"
+    );
     assert_eq!(h.vmm.state(), VmState::Stopped);
     let console = h.sim.console();
     assert!(
