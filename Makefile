@@ -1,11 +1,15 @@
 # Build, image and boot the system. Everything but `image`, `qemu` and `test-qemu` works without
 # a Microkit SDK; those three take it as MICROKIT_SDK=<path> (a Microkit 2.3 SDK for the board).
 #
-#   make                 cross-compile every PD ELF (no SDK needed)
+#   make                 build the test guest and cross-compile every PD ELF (no SDK needed)
 #   make image           system image with the SDK's microkit tool
 #   make qemu            boot it in QEMU (Ctrl-A x to quit)
 #   make test-qemu       boot with a timeout and assert the console (skips without an SDK)
-#   make test            everything CI runs: fmt, clippy, host tests, cross-build, test-qemu
+#   make test-qemu-hvfault  the deliberately broken VMM: the VM stops, the VMM keeps serving
+#   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM
+#   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
+#
+# GUEST_IMAGE=<arm64 Image> [GUEST_DTB=<dtb>] [GUEST_INITRD=<file>] boots another guest.
 
 MICROKIT_BOARD  ?= qemu_virt_aarch64
 MICROKIT_CONFIG ?= debug
