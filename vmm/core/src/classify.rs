@@ -551,10 +551,8 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
                     let bytes = value.to_le_bytes();
                     let src = bytes.get(..size as usize).unwrap_or(&bytes);
                     mem.write(at, src).map_err(|e| Diagnostic {
-                        reason: HypervisorReason::Memory(e),
-                        fault: Some(*fault),
-                        syndrome: Some(Syndrome::decode(abort_esr(fault))),
                         handler: Some(ran),
+                        ..diag(HypervisorReason::Memory(e), fault)
                     })?;
                 }
                 let class = match (kind, o.op) {
@@ -576,16 +574,17 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
                     error: BusError::Internal,
                     ..
                 }),
-            ) => Err(Diagnostic {
-                reason: match e {
+            ) => {
+                let reason = match e {
                     MmioError::Vcpu(v) => HypervisorReason::Vcpu(v),
                     MmioError::Bus { .. } => HypervisorReason::DeviceInternal,
                     _ => HypervisorReason::BadSyndrome,
-                },
-                fault: Some(*fault),
-                syndrome: Some(Syndrome::decode(abort_esr(fault))),
-                handler: Some(ran),
-            }),
+                };
+                Err(Diagnostic {
+                    handler: Some(ran),
+                    ..diag(reason, fault)
+                })
+            }
             Err(e) => {
                 // Anything the emulator cannot do is the guest's problem, never a panic: an
                 // instruction it does not emulate is UNDEF, a refused or unbacked access is an
@@ -693,14 +692,6 @@ fn syndrome_of(fault: &Fault) -> Option<Syndrome> {
         Fault::VmFault { fsr, .. } => Some(Syndrome::decode(fsr as u64)),
         Fault::VcpuFault { hsr } => Some(Syndrome::decode(hsr as u64)),
         _ => None,
-    }
-}
-
-fn abort_esr(fault: &Fault) -> u64 {
-    match *fault {
-        Fault::VmFault { fsr, .. } => fsr as u64,
-        Fault::VcpuFault { hsr } => hsr as u64,
-        _ => 0,
     }
 }
 
