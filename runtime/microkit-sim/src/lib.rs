@@ -397,6 +397,9 @@ impl Kernel for SimKernel {
         let mut s = self.0.borrow_mut();
         let ctx = s.vcpu(vcpu, "ReadRegisters")?.context;
         out.copy_from_slice(&ctx[..out.len()]);
+        // As on seL4, the reply's registers land in the message registers (the fault message
+        // that was there is gone).
+        s.mrs[..out.len()].copy_from_slice(&ctx[..out.len()]);
         s.log.push(Invocation::VmReadRegisters {
             vcpu: vcpu.index(),
             count: out.len(),
@@ -416,6 +419,10 @@ impl Kernel for SimKernel {
         let v = s.vcpu(vcpu, "WriteRegisters")?;
         v.context[..regs.len()].copy_from_slice(regs);
         v.running |= resume;
+        // The request was built in the message registers: flags, count, then the registers.
+        s.mrs[0] = resume as u64;
+        s.mrs[1] = regs.len() as u64;
+        s.mrs[2..2 + regs.len()].copy_from_slice(regs);
         s.log.push(Invocation::VmWriteRegisters {
             vcpu: vcpu.index(),
             resume,
@@ -442,6 +449,7 @@ impl Kernel for SimKernel {
             .regs
             .get(field as usize)
             .ok_or(KernelError::Sel4(error::INVALID_ARGUMENT))?;
+        s.mrs[0] = value; // the reply's MR0, as on seL4
         s.log.push(Invocation::VcpuReadReg {
             vcpu: vcpu.index(),
             field,
