@@ -479,6 +479,11 @@ impl Kernel for SimKernel {
     ) -> Result<(), KernelError> {
         let mut s = self.0.borrow_mut();
         s.vcpu(vcpu, "VCPU InjectIRQ")?;
+        // seL4's decodeVCPUInjectIRQ: virq below 1024, a 5-bit priority, group 0 or 1, and an
+        // index below the number of list registers (4 on QEMU virt's GIC-400).
+        if virq > 1023 || priority > 31 || group > 1 || index >= SIM_LIST_REGISTERS {
+            return Err(KernelError::Sel4(error::RANGE_ERROR));
+        }
         s.log.push(Invocation::VcpuInjectIrq {
             vcpu: vcpu.index(),
             virq,
