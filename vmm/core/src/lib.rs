@@ -28,6 +28,7 @@
 pub mod addr;
 pub mod classify;
 pub mod fault;
+pub mod fdt_patch;
 pub mod handlers;
 pub mod inject;
 pub mod insn;

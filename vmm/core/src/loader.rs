@@ -23,13 +23,18 @@
 //! - Entry: x0 = DTB address, x1..x3 = 0, PC = kernel load address, EL1h with DAIF masked
 //!   (PSTATE 0x3c5), MMU and caches off.
 //!
-//! The loader does not edit the DTB: `/chosen` (bootargs, `linux,initrd-start/end`) must already
-//! match the layout, which is deterministic for a given set of sizes (or fixed with [`Place::At`]).
+//! With an initrd, the DTB written to guest RAM is the given one patched by
+//! [`crate::fdt_patch`]: its `/chosen` node gets `linux,initrd-start` and `linux,initrd-end` for
+//! the initrd's final place (replacing any such properties, creating `/chosen` if needed). The
+//! layout is planned for the exact size of the patched blob (a dry run of the patch), so
+//! [`BootLayout::dtb`] covers exactly the bytes written. Without an initrd the DTB's `totalsize`
+//! bytes are copied unchanged, and `/chosen` (bootargs) is the caller's.
 //!
 //! Every input is untrusted: each bad image, DTB or layout is a typed error, no arithmetic can
 //! overflow and no slice index can panic.
 
 use crate::addr::{GpaRange, GuestPhysAddr};
+use crate::fdt_patch::{self, ChosenPatch, PatchError};
 use crate::memory::{GuestMemory, MemError};
 use crate::vcpu::{SysReg, Vcpu, VcpuError, VcpuState};
 
@@ -189,7 +194,8 @@ pub fn parse_image(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
 /// The fields of a valid FDT header (all converted from big-endian).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdtHeader {
-    /// Size of the whole blob: the bytes the loader copies.
+    /// Size of the whole blob: the bytes the loader copies when there is no initrd (with one, it
+    /// writes the patched blob, see [`crate::fdt_patch`]).
     pub totalsize: u32,
     /// Offset of the structure block.
     pub off_dt_struct: u32,
@@ -392,7 +398,8 @@ pub struct BootLayout {
     pub ram: GpaRange,
     /// The kernel: from its load address (the entry point), `effective_size` bytes.
     pub kernel: GpaRange,
-    /// The DTB: `totalsize` bytes.
+    /// The DTB: `totalsize` bytes of the blob written (the patched one when there is an
+    /// initrd).
     pub dtb: GpaRange,
     /// The initrd, if any.
     pub initrd: Option<GpaRange>,
@@ -616,6 +623,9 @@ pub enum LoadError {
     Image(ImageError),
     /// The DTB.
     Fdt(FdtError),
+    /// The DTB could not be patched for the initrd (its structure block is invalid, or the
+    /// patched blob is too large).
+    Patch(PatchError),
     /// The placement.
     Layout(LayoutError),
     /// A copy into guest memory (only if `ram` does not describe `mem`).
@@ -632,6 +642,11 @@ impl From<FdtError> for LoadError {
         LoadError::Fdt(e)
     }
 }
+impl From<PatchError> for LoadError {
+    fn from(e: PatchError) -> Self {
+        LoadError::Patch(e)
+    }
+}
 impl From<LayoutError> for LoadError {
     fn from(e: LayoutError) -> Self {
         LoadError::Layout(e)
@@ -643,9 +658,11 @@ impl From<MemError> for LoadError {
     }
 }
 
-/// Parses `kernel` and `dtb`, plans the layout in `ram`, copies the kernel file, the DTB's
-/// `totalsize` bytes and the initrd into `mem`, and returns the layout and the boot vCPU state.
-/// Nothing is written unless parsing and planning succeed.
+/// Parses `kernel` and `dtb`, plans the layout in `ram`, copies the kernel file, the DTB and the
+/// initrd into `mem`, and returns the layout and the boot vCPU state. Without an initrd the DTB's
+/// `totalsize` bytes are copied unchanged; with one, the DTB written is patched with the initrd's
+/// guest-physical start and end (exclusive) in `/chosen` (see [`crate::fdt_patch`]). Nothing is
+/// written unless parsing, patching (as a dry run) and planning succeed.
 pub fn load<M: GuestMemory + ?Sized>(
     mem: &mut M,
     ram: GpaRange,
@@ -654,23 +671,120 @@ pub fn load<M: GuestMemory + ?Sized>(
     initrd: Option<&[u8]>,
     req: LayoutRequest,
 ) -> Result<(BootLayout, BootState), LoadError> {
-    let (_, fdt, layout) = prepare(ram, kernel, dtb, initrd, req)?;
+    let p = prepare_all(ram, kernel, dtb, initrd, req)?;
+    let layout = p.layout;
     mem.write(layout.kernel.start(), kernel)?;
-    let dtb_bytes = dtb
-        .get(..fdt.totalsize as usize)
-        .ok_or(FdtError::Truncated {
-            need: u64::from(fdt.totalsize),
-            len: dtb.len(),
-        })?;
-    mem.write(layout.dtb.start(), dtb_bytes)?;
+    match p.initrd_range {
+        None => {
+            let dtb_bytes = dtb
+                .get(..p.fdt.totalsize as usize)
+                .ok_or(FdtError::Truncated {
+                    need: u64::from(p.fdt.totalsize),
+                    len: dtb.len(),
+                })?;
+            mem.write(layout.dtb.start(), dtb_bytes)?;
+        }
+        Some((start, end)) => {
+            let mut sink = GuestSink {
+                mem: &mut *mem,
+                base: layout.dtb.start(),
+                size: layout.dtb.size(),
+                err: None,
+            };
+            let written = fdt_patch::patch_to(dtb, &ChosenPatch::initrd(start, end), &mut sink)
+                .map_err(|e| sink.err.map_or(LoadError::Patch(e), LoadError::Mem))?;
+            // The same blob as the dry run: the size cannot differ.
+            if written as u64 != layout.dtb.size() {
+                return Err(LoadError::Patch(PatchError::Sink {
+                    offset: written,
+                    len: 0,
+                }));
+            }
+        }
+    }
     if let (Some(r), Some(bytes)) = (layout.initrd, initrd) {
         mem.write(r.start(), bytes)?;
     }
     Ok((layout, layout.boot_state()))
 }
 
-/// Parsing and planning of [`load`], without writing: the Image header, the FDT header and the
-/// layout.
+/// Writes the patched DTB into guest memory, never beyond the planned DTB range.
+struct GuestSink<'m, M: GuestMemory + ?Sized> {
+    mem: &'m mut M,
+    base: GuestPhysAddr,
+    size: u64,
+    /// The first guest-memory error, reported instead of [`PatchError::Sink`].
+    err: Option<MemError>,
+}
+
+impl<M: GuestMemory + ?Sized> fdt_patch::Sink for GuestSink<'_, M> {
+    fn put(&mut self, off: usize, bytes: &[u8]) -> Result<(), PatchError> {
+        let refused = PatchError::Sink {
+            offset: off,
+            len: bytes.len(),
+        };
+        let end = (off as u64)
+            .checked_add(bytes.len() as u64)
+            .ok_or(refused)?;
+        if end > self.size {
+            return Err(refused);
+        }
+        let gpa = self.base.checked_add(off as u64).ok_or(refused)?;
+        self.mem.write(gpa, bytes).map_err(|e| {
+            self.err.get_or_insert(e);
+            refused
+        })
+    }
+}
+
+/// Everything [`load`] needs before writing.
+struct Prepared {
+    image: ImageHeader,
+    fdt: FdtHeader,
+    layout: BootLayout,
+    /// The initrd's `[start, end)` for `/chosen`, when there is an initrd.
+    initrd_range: Option<(u64, u64)>,
+}
+
+fn prepare_all(
+    ram: GpaRange,
+    kernel: &[u8],
+    dtb: &[u8],
+    initrd: Option<&[u8]>,
+    req: LayoutRequest,
+) -> Result<Prepared, LoadError> {
+    let image = parse_image(kernel)?;
+    let fdt = parse_fdt(dtb)?;
+    let initrd_size = initrd.map(|i| i.len() as u64);
+    // The patched size does not depend on the addresses, so a dry run with placeholders sizes
+    // the DTB range before the initrd is placed. An empty initrd is left to `plan` to refuse.
+    let dtb_size = match initrd_size {
+        Some(n) if n > 0 => fdt_patch::patched_size(dtb, &ChosenPatch::initrd(0, 0))? as u64,
+        _ => u64::from(fdt.totalsize),
+    };
+    let layout = plan(ram, &image, dtb_size, initrd_size, req)?;
+    let initrd_range = match layout.initrd {
+        Some(r) => {
+            let end = r
+                .last()
+                .raw()
+                .checked_add(1)
+                .ok_or(LayoutError::OutsideRam(Blob::Initrd))?;
+            Some((r.start().raw(), end))
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        image,
+        fdt,
+        layout,
+        initrd_range,
+    })
+}
+
+/// Parsing and planning of [`load`], without writing: the Image header, the FDT header (of the
+/// given DTB) and the layout (whose DTB range has the size of the blob [`load`] writes: patched
+/// when there is an initrd).
 pub fn prepare(
     ram: GpaRange,
     kernel: &[u8],
@@ -678,14 +792,6 @@ pub fn prepare(
     initrd: Option<&[u8]>,
     req: LayoutRequest,
 ) -> Result<(ImageHeader, FdtHeader, BootLayout), LoadError> {
-    let image = parse_image(kernel)?;
-    let fdt = parse_fdt(dtb)?;
-    let layout = plan(
-        ram,
-        &image,
-        u64::from(fdt.totalsize),
-        initrd.map(|i| i.len() as u64),
-        req,
-    )?;
-    Ok((image, fdt, layout))
+    let p = prepare_all(ram, kernel, dtb, initrd, req)?;
+    Ok((p.image, p.fdt, p.layout))
 }

@@ -190,15 +190,29 @@ fn load_into_guest_ram() {
     .unwrap();
     assert_eq!(layout.entry(), GuestPhysAddr(base + 0x8_0000));
     assert_eq!(layout.kernel, ram(base + 0x8_0000, 0x30_0000));
-    assert_eq!(layout.dtb, ram(base + 4 * MIB, 172));
+    // With an initrd the DTB written is the patched one: the 172-byte input (72 bytes of blob
+    // and 100 of trailing free space) becomes header 40 + reservations 16 + structure 72 (a new
+    // /chosen with linux,initrd-start/end) + strings 36 = 164 bytes.
+    assert_eq!(layout.dtb, ram(base + 4 * MIB, 164));
     // The initrd fits the gap between the kernel end and the DTB's 2 MiB boundary.
     assert_eq!(layout.initrd, Some(ram(base + 0x38_0000, 5000)));
     let mut back = vec![0u8; kernel.len()];
     mem.read(layout.entry(), &mut back).unwrap();
     assert_eq!(back, kernel);
-    let mut back = vec![0u8; 172];
+    let mut back = vec![0u8; 164];
     mem.read(layout.dtb.start(), &mut back).unwrap();
-    assert_eq!(back, dtb);
+    let mut want = vec![0u8; 256];
+    let (start, end) = (base + 0x38_0000, base + 0x38_0000 + 5000);
+    let n = vmm_core::fdt_patch::patch(
+        &dtb,
+        &vmm_core::fdt_patch::ChosenPatch::initrd(start, end),
+        &mut want,
+    )
+    .unwrap();
+    assert_eq!(back, want[..n]);
+    // The initrd-end value is the blob's last 8 bytes before END_NODE END_NODE END and the
+    // strings.
+    assert_eq!(back[164 - 36 - 20..164 - 36 - 12], end.to_be_bytes());
     let mut back = vec![0u8; 5000];
     mem.read(layout.initrd.unwrap().start(), &mut back).unwrap();
     assert_eq!(back, initrd);

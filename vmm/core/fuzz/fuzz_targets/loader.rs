@@ -1,7 +1,7 @@
 //! Fuzz target for the Linux arm64 loader: Image header parsing, FDT header validation, layout
 //! planning and loading, on arbitrary bytes. Beyond "no panic", every accepted layout is checked
 //! against the booting.rst rules (inside RAM, aligned, disjoint) and every load against the bytes
-//! it wrote.
+//! it wrote (the DTB as given without an initrd, patched with the initrd's range with one).
 //!
 //! Input format: byte 0-1 split point between kernel and DTB bytes, bytes 2-9 RAM geometry and
 //! placement choices, the rest the kernel file followed by the DTB; the last quarter of the DTB
@@ -10,6 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
+use vmm_core::fdt_patch::{self, ChosenPatch};
 use vmm_core::loader::{self, BootLayout, LayoutRequest, Place};
 use vmm_core::memory::{GuestMemory, GuestRam};
 
@@ -87,7 +88,17 @@ fn run(data: &[u8]) {
         assert_eq!(back, kernel);
         let mut back = vec![0u8; l.dtb.size() as usize];
         mem.read(l.dtb.start(), &mut back).unwrap();
-        assert_eq!(&back[..], &dtb[..back.len()]);
+        match l.initrd {
+            // Without an initrd the DTB is copied unchanged.
+            None => assert_eq!(&back[..], &dtb[..back.len()]),
+            // With one it is the blob patched with the initrd's final range.
+            Some(i) => {
+                let p = ChosenPatch::initrd(i.start().raw(), i.last().raw() + 1);
+                let mut want = vec![0u8; back.len()];
+                assert_eq!(fdt_patch::patch(dtb, &p, &mut want), Ok(back.len()));
+                assert_eq!(back, want);
+            }
+        }
     }
 }
 
