@@ -48,7 +48,7 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all setup guest build image qemu test-qemu test-qemu-hvfault bench-qemu test host-test fuzz-short fmt-check clippy check-sdk clean
+.PHONY: all setup guest build image qemu test-qemu test-qemu-hvfault bench-qemu test host-test loom fuzz-short fmt-check clippy check-sdk clean
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -139,25 +139,32 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
-		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p testguest -- -D warnings
+		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p testguest -- -D warnings
 
 host-test:
 	$(CARGO) test --workspace
 
+# Model checking of the shared-memory queue protocol with loom (its own target dir: --cfg loom
+# changes every crate's build).
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
+
 # A short run of every cargo-fuzz target of vmm-core (FUZZ_SECONDS each), when a nightly toolchain
 # with cargo-fuzz is installed; otherwise it says it is skipped.
 FUZZ_SECONDS ?= 10
-FUZZ_DIR     := vmm/core/fuzz
+FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz
 fuzz-short:
 	@if ! cargo +nightly fuzz --version >/dev/null 2>&1; then \
 		echo "skipped: fuzz run needs a nightly toolchain with cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)"; exit 0; fi; \
-	cd $(FUZZ_DIR) && for t in $$(cargo +nightly fuzz list); do \
-		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 2>&1 | grep -E "^(Done|==|SUMMARY)|panicked|crash-" ; \
-		test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	for d in $(FUZZ_DIRS); do \
+		for t in $$(cd $$d && cargo +nightly fuzz list); do \
+			echo "fuzz: $$d $$t for $(FUZZ_SECONDS)s"; \
+			(cd $$d && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 2>&1) | grep -E "^(Done|==|SUMMARY)|panicked|crash-" ; \
+			test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+		done; \
 	done
 
-test: fmt-check clippy host-test build fuzz-short test-qemu test-qemu-hvfault
+test: fmt-check clippy host-test loom build fuzz-short test-qemu test-qemu-hvfault
 
 clean:
 	rm -rf $(BUILD_DIR) target

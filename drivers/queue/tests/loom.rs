@@ -1,0 +1,258 @@
+//! loom models of the SPSC protocol and the signalling handshakes. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test -p sddf-queue --test loom --release`.
+//!
+//! Small on purpose (capacity 1–2, 2–3 items): loom explores the interleavings and the values
+//! each Relaxed/Acquire load may return under the C11 model (SeqCst fences included).
+//!
+//! Both handles are attached before the second thread starts, as PDs attach at init: loom's
+//! DPOR tracks one last access per location, so a thread's own load of a location it later
+//! stores would hide the other thread's earlier load, and the race between them would go
+//! unexplored. Each model also asserts a minimum number of explored executions, so that a
+//! change that collapses the exploration fails instead of passing vacuously.
+#![cfg(loom)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use loom::thread;
+use sddf_queue::blk::{req_region_size, resp_region_size};
+use sddf_queue::sync::{AtomicU8, AtomicU32, Ordering};
+use sddf_queue::*;
+
+/// Runs `f` under loom and asserts that at least `min` executions were explored.
+fn model(min: usize, f: impl Fn() + Sync + Send + 'static) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    loom::model(move || {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let n = count.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(n >= min, "only {n} executions explored");
+}
+
+/// A shared region for one execution (leaked, so that handles can move into threads).
+fn words(n: usize, init: &[u32]) -> &'static [AtomicU32] {
+    Box::leak(
+        (0..n)
+            .map(|i| AtomicU32::new(init.get(i).copied().unwrap_or(0)))
+            .collect(),
+    )
+}
+
+fn bytes(n: usize) -> &'static [AtomicU8] {
+    Box::leak((0..n).map(|_| AtomicU8::new(0)).collect())
+}
+
+/// Queued entries after both threads finished (`tail − head`).
+fn queued(head: &AtomicU32, tail: &AtomicU32) -> u32 {
+    tail.load(Ordering::Relaxed)
+        .wrapping_sub(head.load(Ordering::Relaxed))
+}
+
+/// Every byte delivered once, in order, across the wrap of a 2-byte ring.
+#[test]
+fn serial_fifo() {
+    model(100, || {
+        const CAP: u32 = 2;
+        let (queue, data) = (words(3, &[]), bytes(CAP as usize));
+        let mut p = SerialProducer::new(queue, data, CAP).unwrap();
+        let mut c = SerialConsumer::new(queue, data, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            for b in 1..=3u8 {
+                loop {
+                    match p.enqueue(b) {
+                        Ok(()) => break,
+                        Err(EnqueueError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        for expect in 1..=3u8 {
+            loop {
+                match c.dequeue().unwrap() {
+                    Some(b) => {
+                        assert_eq!(b, expect);
+                        break;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(c.dequeue(), Ok(None));
+    });
+}
+
+fn resp(i: u32) -> BlkResp {
+    BlkResp::new(BlkRespStatus(0x100 + i), 0x200 + i as u16, 0x300 + i)
+}
+
+/// Every response delivered once, in order, never torn (each word differs per item).
+#[test]
+fn blk_resp_fifo() {
+    model(100, || {
+        const CAP: u32 = 2;
+        let region = words(resp_region_size(CAP) / 4, &[]);
+        let mut p = BlkRespProducer::new(region, CAP).unwrap();
+        let mut c = BlkRespConsumer::new(region, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                loop {
+                    match p.enqueue(&resp(i)) {
+                        Ok(()) => break,
+                        Err(EnqueueError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        for i in 0..3 {
+            loop {
+                match c.dequeue().unwrap() {
+                    Some(got) => {
+                        assert_eq!(got, resp(i));
+                        break;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(c.dequeue(), Ok(None));
+    });
+}
+
+fn req(i: u64) -> BlkReq {
+    BlkReq::new(
+        BlkReqCode(1 + i as u32),
+        0x1111_0000_0000_2222 + i,
+        0x3333_0000_0000_4444 + i,
+        5 + i as u16,
+        6 + i as u32,
+    )
+}
+
+/// Requests (8 words each) through a 1-slot ring: delivered in order, never torn.
+#[test]
+fn blk_req_fifo() {
+    model(100, || {
+        const CAP: u32 = 1;
+        let region = words(req_region_size(CAP) / 4, &[]);
+        let mut p = BlkReqProducer::new(region, CAP).unwrap();
+        let mut c = BlkReqConsumer::new(region, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            for i in 0..2 {
+                loop {
+                    match p.enqueue(&req(i)) {
+                        Ok(()) => break,
+                        Err(EnqueueError::Full) => thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        });
+        for i in 0..2 {
+            loop {
+                match c.dequeue().unwrap() {
+                    Some(got) => {
+                        assert_eq!(got, req(i));
+                        break;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// Space signal (sDDF's `producer_signalled` handshake): a producer that found the ring full
+/// and went to sleep (`Registered`) gets a notification — the consumer decided to notify —
+/// unless the ring is still full, i.e. nobody freed space. No lost wake-up.
+#[test]
+fn serial_space_signal_no_lost_wakeup() {
+    model(10, || {
+        const CAP: u32 = 1;
+        // producer_signalled = 1: no request outstanding at start.
+        let (queue, data) = (words(3, &[0, 0, 1]), bytes(CAP as usize));
+        let mut p = SerialProducer::new(queue, data, CAP).unwrap();
+        let mut c = SerialConsumer::new(queue, data, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            let mut sent = 0u8;
+            while sent < 2 {
+                match p.enqueue(sent) {
+                    Ok(()) => sent += 1,
+                    Err(EnqueueError::Full) => match p.request_signal().unwrap() {
+                        SignalRequest::Reprocess => {}
+                        SignalRequest::Registered => return true,
+                    },
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            false
+        });
+        // One activation of the consumer: drain, then the notification phase.
+        while c.dequeue().unwrap().is_some() {}
+        let notified = c.take_notify();
+        let slept = producer.join().unwrap();
+        if slept && !notified {
+            assert_eq!(queued(&queue[1], &queue[0]), CAP, "lost wake-up");
+        }
+    });
+}
+
+/// Data signal: a consumer that drained the ring and went to sleep with data still pending
+/// has a notification coming — the producer decided to notify after publishing.
+#[test]
+fn serial_data_signal_no_lost_wakeup() {
+    model(3, || {
+        const CAP: u32 = 2;
+        let (queue, data) = (words(3, &[0, 0, 1]), bytes(CAP as usize));
+        let mut p = SerialProducer::new(queue, data, CAP).unwrap();
+        let mut c = SerialConsumer::new(queue, data, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            p.enqueue_local(7).unwrap();
+            p.enqueue_local(8).unwrap();
+            p.publish();
+            p.take_notify()
+        });
+        let mut got = Vec::new();
+        while let Some(b) = c.dequeue().unwrap() {
+            got.push(b);
+        }
+        let notified = producer.join().unwrap();
+        assert!(got.is_empty() || got == [7, 8], "{got:?}");
+        if queued(&queue[1], &queue[0]) > 0 {
+            assert!(notified, "lost wake-up");
+        }
+    });
+}
+
+/// Block `plugged`: while plugged nothing is dequeued and no notification is due; unplugging
+/// returns the deferred one, so a driver that stopped with requests pending is woken.
+#[test]
+fn blk_plug_no_lost_wakeup() {
+    model(3, || {
+        const CAP: u32 = 2;
+        let region = words(req_region_size(CAP) / 4, &[]);
+        let mut p = BlkReqProducer::new(region, CAP).unwrap();
+        let mut c = BlkReqConsumer::new(region, CAP).unwrap();
+        let producer = thread::spawn(move || {
+            p.plug();
+            p.enqueue(&req(0)).unwrap();
+            assert!(!p.take_notify());
+            p.unplug()
+        });
+        let mut got = Vec::new();
+        while let Some(x) = c.dequeue().unwrap() {
+            got.push(x);
+        }
+        let notified = producer.join().unwrap();
+        assert!(got.is_empty() || got == [req(0)]);
+        if queued(&region[0], &region[1]) > 0 {
+            assert!(notified, "lost wake-up");
+        }
+    });
+}

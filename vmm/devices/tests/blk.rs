@@ -1,0 +1,714 @@
+//! virtio-blk end to end: a guest driver builds requests in guest RAM and runs them through the
+//! MMIO transport against the in-memory disk.
+
+mod common;
+
+use common::*;
+use vmm_devices::blk::{
+    self, BlkConfig, BlkDevice, BlkSize, CONFIG_SIZE, Completion, ID_BYTES, Tag, blk_status,
+    req_type,
+};
+use vmm_devices::feature::VERSION_1;
+use vmm_devices::mmio::{
+    CONFIG_OFFSET, DeviceError, DeviceState, INT_CONFIG_CHANGE, INT_USED_BUFFER, IrqAction, reg,
+    status,
+};
+use vmm_devices::queue::{AVAIL_F_NO_INTERRUPT, ChainError};
+use vmm_devices::testing::{CompletionMode, MemDisk};
+
+const BLOCKS: usize = 16;
+const DISK: usize = BLOCKS * 4096;
+
+fn disk_with_pattern() -> Vec<u8> {
+    pattern(7, DISK)
+}
+
+/// Runs `f` against a fresh device for each completion mode and staging size.
+fn each_setup(f: impl Fn(&mut BlkEnv<'_>, &mut Vec<u8>)) {
+    for mode in [CompletionMode::Immediate, CompletionMode::Deferred] {
+        for staging_units in [1, 2, 5] {
+            let mut disk = disk_with_pattern();
+            let mut model = disk.clone();
+            let mut staging = vec![0u8; staging_units * 4096];
+            let mut env = blk_env(&mut disk, &mut staging, mode, BlkConfig::default());
+            f(&mut env, &mut model);
+            assert_eq!(
+                env.t.device().backend().contents(),
+                &model[..],
+                "{mode:?} staging {staging_units}"
+            );
+        }
+    }
+}
+
+#[test]
+fn config_space_and_features() {
+    let mut disk = vec![0u8; DISK];
+    let mut staging = vec![0u8; 4096];
+    let config = BlkConfig {
+        blk_size: BlkSize::B4096,
+        seg_max: 32,
+        size_max: 65536,
+        ..BlkConfig::default()
+    };
+    let dev = BlkDevice::new(
+        MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate),
+        config,
+    )
+    .unwrap();
+    let mut env = Env::new(dev, 1 << 20);
+    assert_eq!(env.r32(reg::DEVICE_ID), blk::DEVICE_ID);
+    let f = env.device_features();
+    assert_eq!(
+        f,
+        VERSION_1
+            | blk::feature::FLUSH
+            | blk::feature::BLK_SIZE
+            | blk::feature::SEG_MAX
+            | blk::feature::SIZE_MAX
+    );
+    assert_eq!(
+        env.mmio_read(CONFIG_OFFSET, 8).unwrap(),
+        (BLOCKS * 8) as u64
+    );
+    // A 64-bit field as two 32-bit reads, as the spec has drivers do.
+    assert_eq!(
+        env.mmio_read(CONFIG_OFFSET, 4).unwrap(),
+        (BLOCKS * 8) as u64
+    );
+    assert_eq!(env.mmio_read(CONFIG_OFFSET + 4, 4).unwrap(), 0);
+    assert_eq!(env.mmio_read(CONFIG_OFFSET + 8, 4).unwrap(), 65536);
+    assert_eq!(env.mmio_read(CONFIG_OFFSET + 12, 4).unwrap(), 32);
+    assert_eq!(env.mmio_read(CONFIG_OFFSET + 20, 4).unwrap(), 4096);
+    assert_eq!(env.mmio_read(CONFIG_OFFSET + 21, 1).unwrap(), 0x10);
+    assert!(
+        env.mmio_read(CONFIG_OFFSET + CONFIG_SIZE as u64 - 2, 2)
+            .is_ok()
+    );
+    assert!(
+        env.mmio_read(CONFIG_OFFSET + CONFIG_SIZE as u64 - 1, 2)
+            .is_err()
+    );
+    assert!(env.mmio_read(CONFIG_OFFSET, 3).is_err());
+    // Config writes: nothing is writable; in bounds they are ignored, beyond refused.
+    assert!(env.mmio_write(CONFIG_OFFSET, 8, 0).is_ok());
+    assert_eq!(
+        env.mmio_read(CONFIG_OFFSET, 8).unwrap(),
+        (BLOCKS * 8) as u64
+    );
+    assert!(
+        env.mmio_write(CONFIG_OFFSET + CONFIG_SIZE as u64, 1, 0)
+            .is_err()
+    );
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let mut disk = vec![0u8; DISK];
+    let mut small = vec![0u8; 4095];
+    let d = MemDisk::new(&mut disk, &mut small, CompletionMode::Immediate);
+    assert_eq!(
+        BlkDevice::new(d, BlkConfig::default()).err(),
+        Some(blk::BlkConfigError::StagingTooSmall)
+    );
+    let mut staging = vec![0u8; 4096];
+    for (c, e) in [
+        (
+            BlkConfig {
+                seg_max: 0,
+                ..BlkConfig::default()
+            },
+            blk::BlkConfigError::SegMax,
+        ),
+        (
+            BlkConfig {
+                seg_max: blk::MAX_SEG + 1,
+                ..BlkConfig::default()
+            },
+            blk::BlkConfigError::SegMax,
+        ),
+        (
+            BlkConfig {
+                size_max: 511,
+                ..BlkConfig::default()
+            },
+            blk::BlkConfigError::SizeMax,
+        ),
+        (
+            BlkConfig {
+                queue_size: 100,
+                ..BlkConfig::default()
+            },
+            blk::BlkConfigError::QueueSize,
+        ),
+    ] {
+        let d = MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate);
+        assert_eq!(BlkDevice::new(d, c).err(), Some(e));
+    }
+}
+
+#[test]
+fn aligned_reads_and_writes_at_block_boundaries() {
+    each_setup(|env, model| {
+        // Whole first block, whole last block, three blocks across the middle.
+        for (sector, blocks) in [(0u64, 1usize), (8 * 15, 1), (8 * 6, 3), (0, 16)] {
+            let r = env.read(sector, blocks * 4096);
+            assert_eq!(r.status, blk_status::OK);
+            assert_eq!(r.used_len as usize, blocks * 4096 + 1);
+            let s = sector as usize * 512;
+            assert_eq!(r.data, &model[s..s + blocks * 4096]);
+        }
+        for (i, (sector, blocks)) in [(0u64, 1usize), (8 * 15, 1), (8 * 6, 3)]
+            .into_iter()
+            .enumerate()
+        {
+            let data = pattern(100 + i as u64, blocks * 4096);
+            let r = env.write(sector, &data);
+            assert_eq!((r.status, r.used_len), (blk_status::OK, 1));
+            let s = sector as usize * 512;
+            model[s..s + data.len()].copy_from_slice(&data);
+        }
+    });
+}
+
+#[test]
+fn sector_granular_reads() {
+    each_setup(|env, model| {
+        for (sector, n) in [(1u64, 1usize), (7, 2), (5, 20), (127, 1), (3, 125)] {
+            let r = env.read(sector, n * 512);
+            assert_eq!(r.status, blk_status::OK, "sector {sector} n {n}");
+            let s = sector as usize * 512;
+            assert_eq!(r.data, &model[s..s + n * 512]);
+        }
+    });
+}
+
+#[test]
+fn unaligned_writes_preserve_neighbouring_sectors() {
+    each_setup(|env, model| {
+        let cases = [
+            (1u64, 1usize), // inside one unit, head and tail partial
+            (7, 1),         // last sector of a unit
+            (8, 1),         // first sector of a unit: tail partial only
+            (3, 5),         // ends exactly at a unit boundary: head partial only
+            (6, 4),         // crosses one unit boundary, both partial
+            (13, 30),       // several units, both ends partial
+            (127, 1),       // last sector of the disk
+            (9, 7),         // unit 1 without its first sector
+        ];
+        for (i, (sector, n)) in cases.into_iter().enumerate() {
+            let data = pattern(200 + i as u64, n * 512);
+            let r = env.write(sector, &data);
+            assert_eq!(r.status, blk_status::OK, "sector {sector} n {n}");
+            let s = sector as usize * 512;
+            model[s..s + data.len()].copy_from_slice(&data);
+            assert_eq!(
+                env.t.device().backend().contents(),
+                &model[..],
+                "after write at {sector} x{n}"
+            );
+        }
+        assert!(env.t.device().stats().rmw_fills > 0);
+    });
+}
+
+#[test]
+fn any_descriptor_layout() {
+    each_setup(|env, model| {
+        // Data split into odd-sized segments, not on sector boundaries.
+        let data = pattern(9, 5 * 512);
+        let r = env.request(req_type::OUT, 3, &data, 0, &[1, 511, 1000, 3, 7]);
+        assert_eq!(r.status, blk_status::OK);
+        model[3 * 512..8 * 512].copy_from_slice(&data);
+        let r = env.request(req_type::IN, 3, &[], 5 * 512, &[100, 1, 2000]);
+        assert_eq!(r.status, blk_status::OK);
+        assert_eq!(r.data, data);
+
+        // Header split over two descriptors, and the status byte at the end of the last data
+        // buffer.
+        let h = env.alloc(16);
+        let mut hdr = [0u8; 16];
+        hdr[..4].copy_from_slice(&req_type::IN.to_le_bytes());
+        hdr[8..].copy_from_slice(&10u64.to_le_bytes());
+        env.write_mem(h, &hdr);
+        let buf = env.alloc(513);
+        let head = env.post(
+            0,
+            &[
+                Seg {
+                    addr: h,
+                    len: 5,
+                    write: false,
+                },
+                Seg {
+                    addr: h + 5,
+                    len: 11,
+                    write: false,
+                },
+                Seg {
+                    addr: buf,
+                    len: 513,
+                    write: true,
+                },
+            ],
+        );
+        let _ = env.notify(0);
+        env.drain(false);
+        assert_eq!(env.pop_used(0), Some((u32::from(head), 513)));
+        assert_eq!(env.read_mem(buf + 512, 1), [blk_status::OK]);
+        assert_eq!(env.read_mem(buf, 512), &model[10 * 512..11 * 512]);
+
+        // Header and write data in one descriptor.
+        let data = pattern(10, 512);
+        let hb = env.alloc(16 + 512);
+        hdr[..4].copy_from_slice(&req_type::OUT.to_le_bytes());
+        hdr[8..].copy_from_slice(&20u64.to_le_bytes());
+        env.write_mem(hb, &hdr);
+        env.write_mem(hb + 16, &data);
+        let st = env.alloc(1);
+        env.post(
+            0,
+            &[
+                Seg {
+                    addr: hb,
+                    len: 16 + 512,
+                    write: false,
+                },
+                Seg {
+                    addr: st,
+                    len: 1,
+                    write: true,
+                },
+            ],
+        );
+        let _ = env.notify(0);
+        env.drain(false);
+        assert!(env.pop_used(0).is_some());
+        assert_eq!(env.read_mem(st, 1), [blk_status::OK]);
+        model[20 * 512..21 * 512].copy_from_slice(&data);
+    });
+}
+
+#[test]
+fn invalid_requests_fail_with_ioerr_or_unsupp() {
+    each_setup(|env, _model| {
+        let sectors = (BLOCKS * 8) as u64;
+        // Past the end, straddling the end, overflowing.
+        for (sector, len) in [
+            (sectors, 512),
+            (sectors - 1, 1024),
+            (u64::MAX, 512),
+            (u64::MAX / 512 + 1, 512),
+        ] {
+            let r = env.read(sector, len);
+            assert_eq!((r.status, r.used_len), (blk_status::IOERR, 1));
+            let r = env.write(sector, &vec![0xaa; len]);
+            assert_eq!(r.status, blk_status::IOERR);
+        }
+        // Not a multiple of 512.
+        assert_eq!(env.read(0, 100).status, blk_status::IOERR);
+        assert_eq!(env.write(0, &[1; 513]).status, blk_status::IOERR);
+        // Direction mismatch: a read with device-readable data, a write with writable data.
+        let r = env.request(req_type::IN, 0, &[0; 512], 512, &[]);
+        assert_eq!(r.status, blk_status::IOERR);
+        let r = env.request(req_type::OUT, 0, &[0; 512], 512, &[]);
+        assert_eq!(r.status, blk_status::IOERR);
+        // Unknown type.
+        let r = env.request(77, 0, &[], 512, &[]);
+        assert_eq!((r.status, r.used_len), (blk_status::UNSUPP, 1));
+        // A zero-length transfer is a no-op.
+        assert_eq!(env.read(3, 0).status, blk_status::OK);
+        let s = env.t.device().stats();
+        assert!(s.ioerr >= 12 && s.unsupp == 1);
+        assert_eq!(env.t.state(), DeviceState::Live);
+    });
+}
+
+#[test]
+fn header_too_short_is_ioerr() {
+    each_setup(|env, _| {
+        let h = env.alloc(8);
+        let st = env.alloc(1);
+        env.post(
+            0,
+            &[
+                Seg {
+                    addr: h,
+                    len: 8,
+                    write: false,
+                },
+                Seg {
+                    addr: st,
+                    len: 1,
+                    write: true,
+                },
+            ],
+        );
+        let _ = env.notify(0);
+        assert_eq!(env.pop_used(0).map(|u| u.1), Some(1));
+        assert_eq!(env.read_mem(st, 1), [blk_status::IOERR]);
+    });
+}
+
+#[test]
+fn flush_and_get_id() {
+    each_setup(|env, _| {
+        let r = env.request(req_type::FLUSH, 0, &[], 0, &[]);
+        assert_eq!((r.status, r.used_len), (blk_status::OK, 1));
+        assert_eq!(env.t.device().backend().stats.flushes, 1);
+        let r = env.request(req_type::GET_ID, 0, &[], ID_BYTES, &[]);
+        assert_eq!(r.status, blk_status::OK);
+        assert_eq!(r.used_len as usize, ID_BYTES + 1);
+        assert_eq!(&r.data[..8], b"sel4-vmm");
+        assert!(r.data[8..].iter().all(|&b| b == 0));
+        // A shorter buffer gets what fits.
+        let r = env.request(req_type::GET_ID, 0, &[], 4, &[]);
+        assert_eq!((r.status, r.used_len, &r.data[..]), (0, 5, &b"sel4"[..]));
+        // No room at all.
+        let r = env.request(req_type::GET_ID, 0, &[], 0, &[]);
+        assert_eq!(r.status, blk_status::IOERR);
+    });
+}
+
+#[test]
+fn flush_unsupported_unless_negotiated_and_flush_failure() {
+    let mut disk = vec![0u8; DISK];
+    let mut staging = vec![0u8; 4096];
+    let dev = BlkDevice::new(
+        MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate),
+        BlkConfig::default(),
+    )
+    .unwrap();
+    let mut env = Env::new(dev, 1 << 20);
+    assert!(env.init(VERSION_1, 64));
+    let r = env.request(req_type::FLUSH, 0, &[], 0, &[]);
+    assert_eq!(r.status, blk_status::UNSUPP);
+    assert_eq!(env.t.device().backend().stats.flushes, 0);
+
+    assert!(env.init(VERSION_1 | blk::feature::FLUSH, 64));
+    env.t.device_mut().backend_mut().fail_flush = true;
+    let r = env.request(req_type::FLUSH, 0, &[], 0, &[]);
+    assert_eq!(r.status, blk_status::IOERR);
+}
+
+#[test]
+fn read_only_storage() {
+    let mut disk = pattern(3, DISK);
+    let before = disk.clone();
+    let mut staging = vec![0u8; 4096];
+    let mut backend = MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate);
+    backend.set_read_only(true);
+    let dev = BlkDevice::new(backend, BlkConfig::default()).unwrap();
+    let mut env = Env::new(dev, 1 << 20);
+    assert_ne!(env.device_features() & blk::feature::RO, 0);
+    assert!(env.init(VERSION_1 | blk::feature::RO, 64));
+    assert_eq!(env.write(0, &[1; 4096]).status, blk_status::IOERR);
+    assert_eq!(env.write(1, &[1; 512]).status, blk_status::IOERR);
+    let r = env.read(0, 4096);
+    assert_eq!(r.status, blk_status::OK);
+    assert_eq!(r.data, &before[..4096]);
+    assert_eq!(env.t.device().backend().stats.writes, 0);
+}
+
+#[test]
+fn backend_failures_fail_the_request_only() {
+    for mode in [CompletionMode::Immediate, CompletionMode::Deferred] {
+        let mut disk = pattern(4, DISK);
+        let before = disk.clone();
+        let mut staging = vec![0u8; 2 * 4096];
+        let mut env = blk_env(&mut disk, &mut staging, mode, BlkConfig::default());
+        env.t.device_mut().backend_mut().fail_blocks = Some(3..4);
+        // Read touching block 3.
+        assert_eq!(env.read(8 * 3 + 2, 512).status, blk_status::IOERR);
+        // Unaligned write whose fill of block 3 fails: nothing is written.
+        assert_eq!(env.write(8 * 3 + 7, &[5; 1024]).status, blk_status::IOERR);
+        // An aligned write into the failing block.
+        assert_eq!(env.write(8 * 3, &[5; 4096]).status, blk_status::IOERR);
+        env.t.device_mut().backend_mut().fail_blocks = None;
+        assert_eq!(env.t.device().backend().contents(), &before[..]);
+        // The device carries on.
+        let r = env.read(8 * 3, 4096);
+        assert_eq!(r.status, blk_status::OK);
+        assert_eq!(r.data, &before[3 * 4096..4 * 4096]);
+        assert_eq!(env.t.state(), DeviceState::Live);
+    }
+}
+
+#[test]
+fn deferred_fills_complete_in_any_order() {
+    let mut disk = pattern(5, DISK);
+    let mut model = disk.clone();
+    let mut staging = vec![0u8; 4 * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    // Sectors 5..=20: units 0..=2, head and tail partial: two fills, then one write.
+    let data = pattern(11, 16 * 512);
+    let (segs, _, st) = env.build(req_type::OUT, 5, &data, 0, &[]);
+    env.post(0, &segs);
+    let _ = env.notify(0);
+    let pending = env.t.device().backend().pending().to_vec();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    // Tail first.
+    let c = env.t.device_mut().backend_mut().complete(1).unwrap();
+    assert_eq!(env.event(c), IrqAction::None);
+    assert_eq!(env.pop_used(0), None);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    let _ = env.event(c);
+    assert_eq!(env.t.device().backend().pending().len(), 1);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    assert_eq!(env.event(c), IrqAction::Raise);
+    assert!(env.pop_used(0).is_some());
+    assert_eq!(env.read_mem(st, 1), [blk_status::OK]);
+    model[5 * 512..21 * 512].copy_from_slice(&data);
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}
+
+#[test]
+fn requests_queue_behind_an_outstanding_one() {
+    let mut disk = pattern(6, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    // Two unaligned writes into the same unit: the second must see the first's result.
+    let (a, _, sa) = env.build(req_type::OUT, 1, &[0x11; 512], 0, &[]);
+    let (b, _, sb) = env.build(req_type::OUT, 2, &[0x22; 512], 0, &[]);
+    env.post(0, &a);
+    env.post(0, &b);
+    let _ = env.notify(0);
+    assert_eq!(env.t.device().backend().pending().len(), 1);
+    env.drain(false);
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(1));
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(1));
+    assert_eq!(env.read_mem(sa, 1), [0]);
+    assert_eq!(env.read_mem(sb, 1), [0]);
+    let c = env.t.device().backend().contents();
+    assert!(c[512..1024].iter().all(|&x| x == 0x11));
+    assert!(c[1024..1536].iter().all(|&x| x == 0x22));
+}
+
+#[test]
+fn reset_abandons_inflight_work_and_waits_for_it() {
+    let mut disk = pattern(8, DISK);
+    let before = disk.clone();
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    let (segs, _, st) = env.build(req_type::IN, 0, &[], 4096, &[]);
+    env.post(0, &segs);
+    let _ = env.notify(0);
+    assert_eq!(env.t.device().outstanding(), 1);
+    // Reset with the read outstanding, then re-initialise and submit a write.
+    assert!(env.init(VERSION_1 | blk::feature::FLUSH, 64));
+    let data = pattern(12, 4096);
+    let (segs2, _, st2) = env.build(req_type::OUT, 8, &data, 0, &[]);
+    env.post(0, &segs2);
+    let _ = env.notify(0);
+    // Nothing new was submitted: the abandoned read still owns the staging buffer.
+    assert_eq!(env.t.device().backend().pending().len(), 1);
+    // A completion with a tag never issued is ignored.
+    let _ = env.event(Completion {
+        tag: Tag(0xdead),
+        result: Ok(()),
+    });
+    assert_eq!(env.t.device().stats().unknown_completions, 1);
+    env.drain(false);
+    assert_eq!(env.t.device().stats().stale_completions, 1);
+    // The old request was never answered; the new one was.
+    assert_eq!(env.read_mem(st, 1), [0xff]);
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(1));
+    assert_eq!(env.read_mem(st2, 1), [blk_status::OK]);
+    let c = env.t.device().backend().contents();
+    assert_eq!(&c[4096..8192], &data[..]);
+    assert_eq!(&c[..4096], &before[..4096]);
+}
+
+#[test]
+fn disabled_queue_drops_the_answer() {
+    let mut disk = pattern(8, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    let (segs, ins, st) = env.build(req_type::IN, 0, &[], 4096, &[]);
+    env.post(0, &segs);
+    let _ = env.notify(0);
+    env.w32(reg::QUEUE_SEL, 0);
+    env.w32(reg::QUEUE_READY, 0);
+    assert_eq!(env.r32(reg::QUEUE_READY), 0);
+    env.drain(false);
+    // Neither the data nor the status was written.
+    assert_eq!(env.read_mem(st, 1), [0xff]);
+    assert!(env.read_mem(ins[0].addr, 4096).iter().all(|&b| b == 0));
+    assert_eq!(env.pop_used(0), None);
+    assert_eq!(env.t.device().stats().abandoned, 1);
+}
+
+#[test]
+fn interrupts_and_suppression() {
+    let mut disk = vec![0u8; DISK];
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let (segs, _, _) = env.build(req_type::IN, 0, &[], 512, &[]);
+    env.post(0, &segs);
+    assert_eq!(env.notify(0), IrqAction::Raise);
+    assert!(env.t.irq_level());
+    assert_eq!(env.ack_irq(), INT_USED_BUFFER);
+    assert!(!env.t.irq_level());
+    // The driver asks for no interrupts.
+    let avail = env.vqs[0].avail;
+    env.write_mem(avail, &AVAIL_F_NO_INTERRUPT.to_le_bytes());
+    let (segs, _, _) = env.build(req_type::IN, 0, &[], 512, &[]);
+    env.post(0, &segs);
+    assert_eq!(env.notify(0), IrqAction::None);
+    assert_eq!(env.r32(reg::INTERRUPT_STATUS), 0);
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(513));
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(513));
+}
+
+#[test]
+fn unreportable_request_needs_reset() {
+    let mut disk = vec![0u8; DISK];
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    // Last descriptor device-readable: nowhere to put the status.
+    let h = env.alloc(16);
+    env.post(
+        0,
+        &[Seg {
+            addr: h,
+            len: 16,
+            write: false,
+        }],
+    );
+    assert_eq!(env.notify(0), IrqAction::Raise);
+    assert_eq!(env.t.state(), DeviceState::NeedsReset);
+    assert_ne!(
+        env.r32(reg::STATUS) & u32::from(status::DEVICE_NEEDS_RESET),
+        0
+    );
+    assert_eq!(env.r32(reg::INTERRUPT_STATUS), INT_CONFIG_CHANGE);
+    assert!(matches!(
+        env.t.error(),
+        Some(DeviceError::Unreportable { queue: 0, .. })
+    ));
+    // Notifications are ignored until the reset; afterwards the device works again.
+    assert_eq!(env.notify(0), IrqAction::None);
+    assert!(env.init(VERSION_1, 64));
+    assert_eq!(env.t.state(), DeviceState::Live);
+    assert_eq!(env.read(0, 512).status, blk_status::OK);
+
+    // A status byte outside guest RAM: the same.
+    let h = env.alloc(16);
+    env.post(
+        0,
+        &[
+            Seg {
+                addr: h,
+                len: 16,
+                write: false,
+            },
+            Seg {
+                addr: 0x1000,
+                len: 1,
+                write: true,
+            },
+        ],
+    );
+    let _ = env.notify(0);
+    assert!(matches!(
+        env.t.error(),
+        Some(DeviceError::Unreportable {
+            error: Some(ChainError::OutOfRange { .. }),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn bad_data_descriptor_is_ioerr() {
+    let mut disk = pattern(2, DISK);
+    let before = disk.clone();
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let end = env.ram_end();
+    for bad in [
+        Seg {
+            addr: end - 256,
+            len: 512,
+            write: false,
+        },
+        Seg {
+            addr: 0,
+            len: 512,
+            write: false,
+        },
+        Seg {
+            addr: u64::MAX - 100,
+            len: 512,
+            write: false,
+        },
+        Seg {
+            addr: DATA_START,
+            len: 0,
+            write: false,
+        },
+    ] {
+        let mut hdr = [0u8; 16];
+        hdr[..4].copy_from_slice(&req_type::OUT.to_le_bytes());
+        let h = env.alloc(16);
+        env.write_mem(h, &hdr);
+        let st = env.alloc(1);
+        env.post(
+            0,
+            &[
+                Seg {
+                    addr: h,
+                    len: 16,
+                    write: false,
+                },
+                bad,
+                Seg {
+                    addr: st,
+                    len: 1,
+                    write: true,
+                },
+            ],
+        );
+        let _ = env.notify(0);
+        assert_eq!(env.pop_used(0).map(|u| u.1), Some(1), "{bad:?}");
+        assert_eq!(env.read_mem(st, 1), [blk_status::IOERR], "{bad:?}");
+    }
+    assert_eq!(env.t.device().stats().bad_chains, 4);
+    assert_eq!(env.t.device().backend().contents(), &before[..]);
+    assert_eq!(env.t.state(), DeviceState::Live);
+}

@@ -1,0 +1,183 @@
+//! virtio-console end to end: transmit to and receive from the in-memory console backend.
+
+mod common;
+
+use common::*;
+use vmm_devices::console::{ConsoleConfig, ConsoleDevice, ConsoleEvent, RECEIVEQ, TRANSMITQ};
+use vmm_devices::feature::VERSION_1;
+use vmm_devices::mmio::{DeviceState, IrqAction};
+use vmm_devices::testing::MemConsole;
+
+type ConEnv = Env<ConsoleDevice<MemConsole>>;
+
+fn env() -> ConEnv {
+    let dev = ConsoleDevice::new(MemConsole::default(), ConsoleConfig::default()).unwrap();
+    let mut e = Env::new(dev, 1 << 20);
+    assert!(e.init(VERSION_1, 16));
+    e
+}
+
+fn tx(e: &mut ConEnv, parts: &[&[u8]]) -> u16 {
+    let segs: Vec<Seg> = parts
+        .iter()
+        .map(|p| {
+            let a = e.alloc(p.len());
+            e.write_mem(a, p);
+            Seg {
+                addr: a,
+                len: p.len() as u32,
+                write: false,
+            }
+        })
+        .collect();
+    e.post(TRANSMITQ, &segs)
+}
+
+fn rx_buf(e: &mut ConEnv, lens: &[u32]) -> (u16, Vec<Seg>) {
+    let segs: Vec<Seg> = lens
+        .iter()
+        .map(|&l| Seg {
+            addr: e.alloc(l as usize),
+            len: l,
+            write: true,
+        })
+        .collect();
+    (e.post(RECEIVEQ, &segs), segs)
+}
+
+#[test]
+fn transmit_goes_to_the_backend_in_order() {
+    let mut e = env();
+    let a = tx(&mut e, &[b"hello, "]);
+    let b = tx(&mut e, &[b"wor", b"ld", b"\n"]);
+    assert_eq!(e.notify(TRANSMITQ), IrqAction::Raise);
+    assert_eq!(e.t.device().backend().sent(), b"hello, world\n");
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(a), 0)));
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(b), 0)));
+    assert_eq!(e.t.device().stats().tx_bytes, 13);
+}
+
+#[test]
+fn transmit_backpressure_resumes_on_tx_ready() {
+    let mut e = env();
+    e.t.device_mut().backend_mut().tx_room = 5;
+    let long: Vec<u8> = (0..200u8).collect();
+    let a = tx(&mut e, &[&long]);
+    let b = tx(&mut e, &[b"tail"]);
+    assert_eq!(e.notify(TRANSMITQ), IrqAction::None);
+    assert_eq!(e.t.device().backend().sent(), &long[..5]);
+    assert_eq!(e.pop_used(TRANSMITQ), None);
+    // Still full: nothing moves.
+    assert_eq!(e.event(ConsoleEvent::TxReady), IrqAction::None);
+    e.t.device_mut().backend_mut().tx_room = 100;
+    assert_eq!(e.event(ConsoleEvent::TxReady), IrqAction::None);
+    assert_eq!(e.t.device().backend().sent(), &long[..105]);
+    e.t.device_mut().backend_mut().tx_room = usize::MAX;
+    assert_eq!(e.event(ConsoleEvent::TxReady), IrqAction::Raise);
+    let mut want = long.clone();
+    want.extend_from_slice(b"tail");
+    assert_eq!(e.t.device().backend().sent(), &want[..]);
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(a), 0)));
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(b), 0)));
+}
+
+#[test]
+fn receive_waits_for_buffers_and_for_bytes() {
+    let mut e = env();
+    // Bytes before any buffer: kept by the backend.
+    e.t.device_mut().backend_mut().push_rx(b"abc");
+    assert_eq!(e.event(ConsoleEvent::RxReady), IrqAction::None);
+    assert_eq!(e.t.device().backend().rx_pending(), 3);
+    // A buffer is posted: filled on the notification.
+    let (h, segs) = rx_buf(&mut e, &[8]);
+    assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 3)));
+    assert_eq!(e.read_mem(segs[0].addr, 3), b"abc");
+    // Buffers first, bytes later.
+    let (h1, s1) = rx_buf(&mut e, &[2, 3]);
+    let (h2, s2) = rx_buf(&mut e, &[64]);
+    assert_eq!(e.notify(RECEIVEQ), IrqAction::None);
+    let msg: Vec<u8> = (0..100u8).collect();
+    e.t.device_mut().backend_mut().push_rx(&msg);
+    assert_eq!(e.event(ConsoleEvent::RxReady), IrqAction::Raise);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h1), 5)));
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h2), 64)));
+    let mut got = e.read_mem(s1[0].addr, 2);
+    got.extend(e.read_mem(s1[1].addr, 3));
+    got.extend(e.read_mem(s2[0].addr, 64));
+    assert_eq!(got, &msg[..69]);
+    // The rest arrives when more buffers come.
+    let (h3, s3) = rx_buf(&mut e, &[64]);
+    assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h3), 31)));
+    assert_eq!(e.read_mem(s3[0].addr, 31), &msg[69..]);
+    assert_eq!(e.t.device().stats().rx_bytes, 103);
+}
+
+#[test]
+fn bad_chains_are_returned_unused() {
+    let mut e = env();
+    // A transmit chain with a writable buffer, a receive chain with a readable one.
+    let a = e.alloc(4);
+    let h = e.post(
+        TRANSMITQ,
+        &[
+            Seg {
+                addr: a,
+                len: 4,
+                write: false,
+            },
+            Seg {
+                addr: a,
+                len: 4,
+                write: true,
+            },
+        ],
+    );
+    assert_eq!(e.notify(TRANSMITQ), IrqAction::Raise);
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(h), 0)));
+    assert!(e.t.device().backend().sent().is_empty());
+    let h = e.post(
+        RECEIVEQ,
+        &[Seg {
+            addr: a,
+            len: 4,
+            write: false,
+        }],
+    );
+    e.t.device_mut().backend_mut().push_rx(b"x");
+    assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 0)));
+    // Outside guest RAM.
+    let h = e.post(
+        TRANSMITQ,
+        &[Seg {
+            addr: 0x10,
+            len: 4,
+            write: false,
+        }],
+    );
+    let _ = e.notify(TRANSMITQ);
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(h), 0)));
+    assert_eq!(e.t.device().stats().bad_chains, 3);
+    assert_eq!(e.t.state(), DeviceState::Live);
+    // The byte is still delivered to a good buffer.
+    let (h, s) = rx_buf(&mut e, &[4]);
+    let _ = e.notify(RECEIVEQ);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 1)));
+    assert_eq!(e.read_mem(s[0].addr, 1), b"x");
+}
+
+#[test]
+fn events_before_driver_ok_touch_nothing() {
+    let dev = ConsoleDevice::new(MemConsole::default(), ConsoleConfig::default()).unwrap();
+    let mut e = Env::new(dev, 1 << 20);
+    e.t.device_mut().backend_mut().push_rx(b"early");
+    assert_eq!(e.event(ConsoleEvent::RxReady), IrqAction::None);
+    assert_eq!(e.t.device().backend().rx_pending(), 5);
+    assert!(e.init(VERSION_1, 16));
+    let (h, s) = rx_buf(&mut e, &[16]);
+    assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 5)));
+    assert_eq!(e.read_mem(s[0].addr, 5), b"early");
+}
