@@ -20,7 +20,7 @@ CARGO           ?= cargo
 TARGET          := aarch64-unknown-none
 
 # Protection domains: crate name = ELF name in system.xml's <program_image>.
-PDS := selftest-ping selftest-pong vmm
+PDS := selftest-ping selftest-pong vmm serial-driver
 
 # The guest the VMM boots: by default the bare-metal test guest and the platform's own DTB;
 # GUEST_IMAGE=<any arm64 Image> (and GUEST_DTB, GUEST_INITRD) boot something else in its place.

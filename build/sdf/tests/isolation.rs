@@ -18,7 +18,28 @@ fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     r.insert("selftest_ping", BTreeSet::from(["selftest_shared"]));
     r.insert("selftest_pong", BTreeSet::from(["selftest_shared"]));
     // The VMM: the guest's RAM (to load it and emulate devices) and the write-protected page.
-    r.insert("vmm", BTreeSet::from(["guest_ram", "guest_wp_page"]));
+    r.insert(
+        "vmm",
+        BTreeSet::from([
+            "guest_ram",
+            "guest_wp_page",
+            "serial_tx_queue_vmm",
+            "serial_tx_data_vmm",
+            "serial_rx_queue_vmm",
+            "serial_rx_data_vmm",
+        ]),
+    );
+    // The serial driver: its device (the PL011) and its queues to the VMM; never guest memory.
+    r.insert(
+        "serial_driver",
+        BTreeSet::from([
+            "uart",
+            "serial_tx_queue_vmm",
+            "serial_tx_data_vmm",
+            "serial_rx_queue_vmm",
+            "serial_rx_data_vmm",
+        ]),
+    );
     // The VM: its RAM, the write-protected page (read-only), the GIC virtual CPU interface.
     r.insert(
         "vm:guest",

@@ -24,19 +24,29 @@ fn scope_is_what_system_xml_grants() {
     let sim = Sim::from_repo_system("vmm");
     let s = sim.scope();
     assert!(s.irqs.is_empty() && s.children.is_empty());
-    // One channel: to selftest_ping, notifications both ways, no protected calls.
-    assert_eq!(s.channels.len(), 1);
-    let c = &s.channels[0];
+    // Three channels, notifications both ways, no protected calls: selftest_ping (liveness) and
+    // the serial driver's TX (1) and RX (2) queues.
+    let chans: Vec<_> = s
+        .channels
+        .iter()
+        .map(|c| {
+            (
+                c.id,
+                c.peer.as_str(),
+                c.may_notify,
+                c.notified_by_peer,
+                c.may_call,
+                c.called_by_peer,
+            )
+        })
+        .collect();
     assert_eq!(
-        (
-            c.id,
-            c.peer.as_str(),
-            c.may_notify,
-            c.notified_by_peer,
-            c.may_call,
-            c.called_by_peer
-        ),
-        (0, "selftest_ping", true, true, false, false)
+        chans,
+        [
+            (0, "selftest_ping", true, true, false, false),
+            (1, "serial_driver", true, true, false, false),
+            (2, "serial_driver", true, true, false, false),
+        ]
     );
     let maps: Vec<_> = s
         .maps
@@ -48,6 +58,10 @@ fn scope_is_what_system_xml_grants() {
         [
             ("guest_ram", 0x1000_0000, Some("guest_ram_vaddr")),
             ("guest_wp_page", 0x1000, Some("guest_wp_vaddr")),
+            ("serial_tx_queue_vmm", 0x1000, Some("serial_tx_queue_vaddr")),
+            ("serial_tx_data_vmm", 0x2000, Some("serial_tx_data_vaddr")),
+            ("serial_rx_queue_vmm", 0x1000, Some("serial_rx_queue_vaddr")),
+            ("serial_rx_data_vmm", 0x2000, Some("serial_rx_data_vaddr")),
         ]
     );
     let vm = s.vm.expect("vmm owns a VM");
@@ -58,7 +72,7 @@ fn scope_is_what_system_xml_grants() {
     assert_eq!(
         vmm::system::GRANTS,
         microkit_rt::event_loop::Grants {
-            notifications: 1 << 0,
+            notifications: 0b111,
             ..Default::default()
         }
     );
