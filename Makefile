@@ -48,7 +48,7 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all setup guest build image qemu test-qemu test-qemu-hvfault bench-qemu test host-test loom fuzz-short fmt-check clippy check-sdk clean
+.PHONY: all setup guest build image qemu test-qemu test-qemu-release test-qemu-hvfault bench-qemu test host-test loom fuzz-short fmt-check clippy check-sdk clean
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -125,6 +125,11 @@ bench-qemu: check-sdk
 	done
 	$(CARGO) run -q -p qemu-expect --bin bench-table -- $(BENCH_DIR)/full.log $(BENCH_DIR)/null.log $(BENCH_DIR)/exit-costs.md
 
+# The release configuration: no kernel printing; the guest's console reaches the UART only through
+# the serial driver domain.
+test-qemu-release:
+	@$(MAKE) --no-print-directory test-qemu MICROKIT_CONFIG=release
+
 # The deliberately broken case: a VMM built with `broken-handler` and a guest that reads the broken
 # register must stop the VM with a diagnostic while the VMM PD keeps serving (it still takes a
 # notification afterwards).
@@ -164,7 +169,7 @@ fuzz-short:
 		done; \
 	done
 
-test: fmt-check clippy host-test loom build fuzz-short test-qemu test-qemu-hvfault
+test: fmt-check clippy host-test loom build fuzz-short test-qemu test-qemu-release test-qemu-hvfault
 
 clean:
 	rm -rf $(BUILD_DIR) target

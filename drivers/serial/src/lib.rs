@@ -63,7 +63,7 @@ pub enum Queue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DriverError {
     /// A queue's shared memory could not be viewed as atomics.
-    View(sddf_queue::RegionError),
+    View(microkit_rt::RegionError),
     /// A data region is larger than a `u32` capacity.
     DataRegionTooLarge,
     /// A queue could not be attached (its indices were already inconsistent, or the regions are
@@ -80,7 +80,7 @@ pub enum DriverError {
 impl core::fmt::Display for DriverError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            DriverError::View(e) => write!(f, "queue memory: {e}"),
+            DriverError::View(e) => write!(f, "queue memory: {e:?}"),
             DriverError::DataRegionTooLarge => f.write_str("data region larger than 4 GiB"),
             DriverError::Setup(q, e) => write!(f, "{q:?} queue: cannot attach: {e}"),
             DriverError::Corrupt(q, e) => write!(f, "{q:?} queue corrupted by the client: {e}"),

@@ -1,10 +1,8 @@
-//! The crate's only `unsafe`: turning the shared regions of a serial queue (header page and data
-//! region) into the atomic views `sddf-queue` takes, for the lifetime of the PD.
+//! A serial queue's shared memory (header page and data region) as the atomic views `sddf-queue`
+//! takes, for the lifetime of the PD (the runtime turns the regions into atomics).
 
-#![allow(unsafe_code)]
-
+use core::sync::atomic::{AtomicU8, AtomicU32};
 use microkit_rt::SharedRegion;
-use sddf_queue::sync::{AtomicU8, AtomicU32};
 
 use crate::DriverError;
 
@@ -25,20 +23,12 @@ impl<'q> QueueMem<'q> {
 }
 
 impl QueueMem<'static> {
-    /// Views a queue's header and data regions as atomics for the rest of the program. The
-    /// regions are consumed: from here on this PD reaches that memory only through the views.
+    /// Views a queue's header and data regions as atomics for the rest of the program (the
+    /// runtime's `SharedRegion::into_atomic_*`). The regions are consumed: from here on this PD
+    /// reaches that memory only through the views.
     pub fn from_regions(header: SharedRegion, data: SharedRegion) -> Result<Self, DriverError> {
-        // SAFETY: a `SharedRegion` is, by its constructor's contract, memory mapped read-write
-        // for as long as the region is used and never reached through Rust references; taking
-        // the regions by value makes the returned views their only use, for `'static`, so the
-        // mapping must (and, for a Microkit `<map>` or a leaked test buffer, does) last for the
-        // rest of the program. The views are atomic, as `raw::words`/`raw::bytes` require; the
-        // peer's accesses are another PD's (or, in host tests, single-threaded).
-        let header = unsafe { sddf_queue::raw::words(header.base(), header.size()) }
-            .map_err(DriverError::View)?;
-        // SAFETY: as above, for the data region.
-        let data = unsafe { sddf_queue::raw::bytes(data.base(), data.size()) }
-            .map_err(DriverError::View)?;
+        let header = header.into_atomic_words().map_err(DriverError::View)?;
+        let data = data.into_atomic_bytes().map_err(DriverError::View)?;
         Ok(Self { header, data })
     }
 }

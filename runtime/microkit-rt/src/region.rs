@@ -2,6 +2,8 @@
 //! (shared with another PD, or guest RAM). All accesses are volatile-or-copy operations on raw
 //! memory another PD may change concurrently, so no Rust reference into it is ever handed out.
 
+use core::sync::atomic::{AtomicU8, AtomicU32};
+
 /// Why a region access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionError {
@@ -118,6 +120,35 @@ impl SharedRegion {
         // SAFETY: in bounds and 4-byte aligned (checked), inside a mapped read-write region.
         unsafe { (self.base.add(offset) as *mut u32).write_volatile(v) };
         Ok(())
+    }
+
+    /// Consumes the region and views it as 32-bit atomics for the rest of the program (the
+    /// indices of a shared-memory queue). Fails if the base is not 4-byte aligned.
+    pub fn into_atomic_words(self) -> Result<&'static [AtomicU32], RegionError> {
+        if self.base.is_null() || !(self.base as usize).is_multiple_of(4) {
+            return Err(RegionError::OutOfBounds {
+                offset: 0,
+                len: 4,
+                size: self.size,
+            });
+        }
+        // SAFETY: by `from_raw`'s contract the memory is mapped read-write for as long as the
+        // region is used and is never reached through Rust references; consuming the region makes
+        // this view its only use, for `'static` (a Microkit <map> lasts as long as the PD; test
+        // buffers are leaked). The base is aligned for `AtomicU32` (checked) and the length is
+        // rounded down to whole words, so the slice stays inside the mapping. Atomics are sound
+        // for memory another PD writes concurrently.
+        Ok(unsafe { core::slice::from_raw_parts(self.base as *const AtomicU32, self.size / 4) })
+    }
+
+    /// Consumes the region and views it as byte atomics for the rest of the program (the data
+    /// area of a serial queue).
+    pub fn into_atomic_bytes(self) -> Result<&'static [AtomicU8], RegionError> {
+        if self.base.is_null() {
+            return Err(RegionError::Unmapped);
+        }
+        // SAFETY: as in `into_atomic_words`; `AtomicU8` has alignment 1.
+        Ok(unsafe { core::slice::from_raw_parts(self.base as *const AtomicU8, self.size) })
     }
 
     /// Cleans and invalidates the data cache over `[offset, offset + len)` to the point of

@@ -3,7 +3,11 @@
 //! (scratch store, ID, the WRITE-page counter), the write-protected RAM page, and the vGIC
 //! distributor (delivery through the kernel's list registers).
 
-use microkit_rt::{Child, Kernel, KernelError};
+use microkit_rt::{Channel, Child, Kernel, KernelError};
+use sddf_queue::serial::SerialProducer;
+
+/// The channel to the serial driver's TX queue.
+pub const SERIAL_TX: Channel = crate::system::SERIAL_DRIVER_1;
 use vmm_core::classify::{Platform, PlatformError, SysRegResult};
 use vmm_core::mmio::BusError;
 use vmm_core::syndrome::SysRegTrap;
@@ -48,11 +52,17 @@ mod pl011 {
     pub const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 }
 
-/// The guest console: a PL011 that prints what the guest writes, one line at a time.
+/// The guest console: a PL011 whose bytes go to the serial driver domain through its TX queue
+/// (published at each newline, the driver notified when the queue protocol asks for it), or,
+/// without the queue, to the kernel's debug console one line at a time.
 pub struct Console {
     line: heapless::Vec<u8, 256>,
     /// Plain registers the guest may program (CR, IBRD, FBRD, LCR_H, IMSC, ...), by word offset.
     regs: [u32; 32],
+    /// The serial driver's TX queue, when system.xml maps it.
+    tx: Option<SerialProducer<'static>>,
+    /// Bytes dropped because the TX queue was full or corrupted by the driver.
+    pub dropped: u64,
 }
 
 impl Default for Console {
@@ -60,12 +70,33 @@ impl Default for Console {
         Console {
             line: heapless::Vec::new(),
             regs: [0; 32],
+            tx: None,
+            dropped: 0,
         }
     }
 }
 
 impl Console {
+    /// Sends the console's bytes to the serial driver through `tx` from now on.
+    pub fn attach_serial(&mut self, mut tx: SerialProducer<'static>) {
+        // sDDF: the consumer signals the producer only when asked; nothing is asked yet.
+        tx.cancel_signal();
+        self.tx = Some(tx);
+    }
+
     fn put<K: Kernel>(&mut self, k: &mut K, b: u8) {
+        if let Some(tx) = self.tx.as_mut() {
+            if tx.enqueue_local(b).is_err() {
+                self.dropped = self.dropped.saturating_add(1);
+            }
+            if b == b'\n' {
+                tx.publish();
+                if tx.take_notify() {
+                    let _ = k.notify(SERIAL_TX);
+                }
+            }
+            return;
+        }
         if b == b'\n' || self.line.push(b).is_err() {
             k.debug_write(&self.line);
             k.debug_write(b"\n");

@@ -262,6 +262,29 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
     }
 
+    /// Sends the guest console through the serial driver's TX queue (its header and data
+    /// regions, as system.xml maps them); without them it stays on the debug console.
+    pub fn with_serial_console(
+        mut self,
+        header: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        let views = header
+            .and_then(SharedRegion::into_atomic_words)
+            .and_then(|h| {
+                data.and_then(SharedRegion::into_atomic_bytes)
+                    .map(|d| (h, d))
+            });
+        match views {
+            Ok((h, d)) => match sddf_queue::serial::SerialProducer::new(h, d, d.len() as u32) {
+                Ok(tx) => self.devices.console.attach_serial(tx),
+                Err(e) => debug_println!(self.k, "vmm: serial TX queue unusable: {:?}", e),
+            },
+            Err(e) => debug_println!(self.k, "vmm: serial TX queue not mapped: {:?}", e),
+        }
+        self
+    }
+
     /// The VM's state.
     pub fn state(&self) -> VmState {
         self.state
@@ -487,12 +510,18 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
     type Error = VmmError;
 
     fn notified(&mut self, channels: ChannelSet) -> Result<(), VmmError> {
-        debug_println!(
-            self.k,
-            "vmm: notified on {:?} (VM state {:?})",
-            channels,
-            self.state
-        );
+        // The serial driver's channels (TX space, RX data) need nothing yet: the console drops
+        // bytes when its queue is full and takes no input. Anything else is reported.
+        let serial = 1 << system::SERIAL_DRIVER_1.index() | 1 << system::SERIAL_DRIVER_2.index();
+        let others = ChannelSet::from_badge(channels.bits() & !serial);
+        if !others.is_empty() {
+            debug_println!(
+                self.k,
+                "vmm: notified on {:?} (VM state {:?})",
+                others,
+                self.state
+            );
+        }
         Ok(())
     }
 

@@ -8,6 +8,11 @@ microkit_rt::protection_domain!(|k| vmm::Vmm::new(
     vmm::system::guest_ram_region(),
     vmm::system::guest_wp_page_region(),
     vmm::GuestBlobs::embedded(),
+)
+// The guest cannot run before this: the VMM outranks it and has not blocked yet.
+.with_serial_console(
+    vmm::system::serial_tx_queue_vmm_region(),
+    vmm::system::serial_tx_data_vmm_region(),
 ));
 
 #[cfg(not(target_os = "none"))]
