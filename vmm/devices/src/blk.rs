@@ -843,22 +843,11 @@ impl<B: BlockBackend> VirtioDevice for BlkDevice<B> {
         &self.queue_sizes
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) -> bool {
-        let c = self.config_bytes();
-        let Some(src) = usize::try_from(offset)
-            .ok()
-            .and_then(|o| c.get(o..o.checked_add(data.len())?))
-        else {
-            return false;
-        };
-        data.copy_from_slice(src);
-        true
+        crate::mmio::read_config_bytes(&self.config_bytes(), offset, data)
     }
     fn write_config(&mut self, offset: u64, data: &[u8]) -> bool {
         // Nothing is writable without VIRTIO_BLK_F_CONFIG_WCE: in-bounds writes are ignored.
-        usize::try_from(offset)
-            .ok()
-            .and_then(|o| o.checked_add(data.len()))
-            .is_some_and(|end| end <= CONFIG_SIZE)
+        crate::mmio::config_in_bounds(CONFIG_SIZE, offset, data.len())
     }
     fn activate<M: GuestMemory>(
         &mut self,

@@ -736,3 +736,24 @@ fn half(old: u64, v: u32, high: bool) -> u64 {
         (old & !0xffff_ffff) | u64::from(v)
     }
 }
+
+/// A device's config-space read of `data.len()` bytes at `offset` from its config bytes `config`:
+/// `false` (refused) when the access does not lie entirely inside.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) -> bool {
+    let Some(src) = usize::try_from(offset)
+        .ok()
+        .and_then(|o| config.get(o..o.checked_add(data.len())?))
+    else {
+        return false;
+    };
+    data.copy_from_slice(src);
+    true
+}
+
+/// Whether a config-space access of `len` bytes at `offset` lies inside a config space of `size`.
+pub fn config_in_bounds(size: usize, offset: u64, len: usize) -> bool {
+    usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(len))
+        .is_some_and(|end| end <= size)
+}
