@@ -84,6 +84,18 @@ impl Console {
         self.tx = Some(tx);
     }
 
+    /// Writes the VMM's own message bytes: through the serial driver when attached (published
+    /// at each newline), else straight to the kernel's debug console.
+    pub fn write_vmm<K: Kernel>(&mut self, k: &mut K, bytes: &[u8]) {
+        if self.tx.is_some() {
+            for &b in bytes {
+                self.put(k, b);
+            }
+        } else {
+            k.debug_write(bytes);
+        }
+    }
+
     fn put<K: Kernel>(&mut self, k: &mut K, b: u8) {
         if let Some(tx) = self.tx.as_mut() {
             if tx.enqueue_local(b).is_err() {

@@ -17,7 +17,6 @@ use lazy_vcpu::LazyVcpu;
 use microkit_rt::abi::{MSG_MAX_LENGTH, user_context};
 use microkit_rt::{
     ChannelSet, Child, FaultReply, Handler, Kernel, MessageInfo, RegionError, SharedRegion,
-    debug_println,
 };
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
 use vmm_core::classify::{Exit, ExitAction, ExitReport};
@@ -37,6 +36,29 @@ pub mod system {
 /// The guest embedded at build time.
 pub mod guest {
     include!(concat!(env!("OUT_DIR"), "/guest.rs"));
+}
+
+/// Where the VMM's own messages go: through the serial driver domain when the console's TX
+/// queue is attached, else to the kernel's debug console.
+struct Out<'a, K: Kernel> {
+    console: &'a mut devices::Console,
+    k: &'a mut K,
+}
+
+impl<K: Kernel> core::fmt::Write for Out<'_, K> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.console.write_vmm(self.k, s.as_bytes());
+        Ok(())
+    }
+}
+
+/// `say!(vmm, "...", args)`: one line of the VMM's own output (see [`Out`]).
+macro_rules! say {
+    ($vmm:expr, $($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let mut o = Out { console: &mut $vmm.devices.console, k: &mut $vmm.k };
+        let _ = writeln!(o, $($arg)*);
+    }};
 }
 
 /// Handler-tree capacity.
@@ -144,8 +166,8 @@ impl<K: Kernel + Clone> Vmm<K> {
                 });
             }
             (ram, wp) => {
-                debug_println!(
-                    vmm.k,
+                say!(
+                    vmm,
                     "vmm: guest memory not mapped (ram: {:?}, wp: {:?})",
                     ram.err(),
                     wp.err()
@@ -188,8 +210,8 @@ impl<K: Kernel + Clone> Vmm<K> {
         ];
         for (base, size, kind, id) in ranges {
             if let Err(e) = self.tree.register_raw(GuestPhysAddr(base), size, kind, id) {
-                debug_println!(
-                    self.k,
+                say!(
+                    self,
                     "vmm: cannot register {:?} at {:#x}: {:?}",
                     id,
                     base,
@@ -210,8 +232,8 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     fn boot(&mut self, blobs: GuestBlobs) {
         let (Some(image), Some(dtb)) = (blobs.image, blobs.dtb) else {
-            debug_println!(
-                self.k,
+            say!(
+                self,
                 "vmm: no guest image embedded (build with GUEST_IMAGE and GUEST_DTB)"
             );
             return;
@@ -230,12 +252,12 @@ impl<K: Kernel + Clone> Vmm<K> {
         let (layout, boot) = match loader::load(mem, ram, image, dtb, blobs.initrd, req) {
             Ok(r) => r,
             Err(e) => {
-                debug_println!(self.k, "vmm: cannot load the guest: {:?}", e);
+                say!(self, "vmm: cannot load the guest: {:?}", e);
                 return;
             }
         };
-        debug_println!(
-            self.k,
+        say!(
+            self,
             "vmm: guest loaded: kernel {:?}, dtb {:?}, initrd {:?}, entry {:#x}",
             layout.kernel,
             layout.dtb,
@@ -256,9 +278,9 @@ impl<K: Kernel + Clone> Vmm<K> {
         match started {
             Ok(()) => {
                 self.state = VmState::Running;
-                debug_println!(self.k, "vmm: guest started");
+                say!(self, "vmm: guest started");
             }
-            Err(e) => debug_println!(self.k, "vmm: cannot start the guest vCPU: {}", e),
+            Err(e) => say!(self, "vmm: cannot start the guest vCPU: {}", e),
         }
     }
 
@@ -278,9 +300,9 @@ impl<K: Kernel + Clone> Vmm<K> {
         match views {
             Ok((h, d)) => match sddf_queue::serial::SerialProducer::new(h, d, d.len() as u32) {
                 Ok(tx) => self.devices.console.attach_serial(tx),
-                Err(e) => debug_println!(self.k, "vmm: serial TX queue unusable: {:?}", e),
+                Err(e) => say!(self, "vmm: serial TX queue unusable: {:?}", e),
             },
-            Err(e) => debug_println!(self.k, "vmm: serial TX queue not mapped: {:?}", e),
+            Err(e) => say!(self, "vmm: serial TX queue not mapped: {:?}", e),
         }
         self
     }
@@ -308,7 +330,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
         let words = &words[..n];
         let Some(mem) = self.mem.as_mut() else {
-            debug_println!(self.k, "vmm: fault while no guest memory is mapped");
+            say!(self, "vmm: fault while no guest memory is mapped");
             return None;
         };
         let mut vcpu = LazyVcpu::new(self.k.clone(), self.vcpu);
@@ -330,7 +352,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         let device_calls = platform.inj.calls;
         let handler = report.handler.map(|h| h.slot() as u16);
         if let Some(why) = report.guest_trap {
-            debug_println!(self.k, "vmm: guest trap reflected: {:?}", why);
+            say!(self, "vmm: guest trap reflected: {:?}", why);
         }
         let reply = match report.action {
             ExitAction::Resume | ExitAction::WaitForInterrupt => match vcpu.flush() {
@@ -346,8 +368,8 @@ impl<K: Kernel + Clone> Vmm<K> {
                 None
             }
             ExitAction::Reset | ExitAction::CpuOn { .. } | ExitAction::CpuOff => {
-                debug_println!(
-                    self.k,
+                say!(
+                    self,
                     "vmm: {:?} is not supported with one vCPU; stopping the VM",
                     report.action
                 );
@@ -429,19 +451,22 @@ impl<K: Kernel + Clone> Vmm<K> {
     fn power_off(&mut self) {
         let _ = self.k.vm_suspend(self.vcpu);
         self.state = VmState::Off;
-        debug_println!(self.k, "vmm: guest powered off (PSCI SYSTEM_OFF)");
+        say!(self, "vmm: guest powered off (PSCI SYSTEM_OFF)");
     }
 
     /// With its VM off or stopped, the VMM asks selftest_ping to notify it: the notification's
     /// arrival (printed by `notified`) shows the PD still serves events.
     fn ask_for_liveness_notification(&mut self) {
         if let Err(e) = self.k.notify(system::SELFTEST_PING) {
-            debug_println!(self.k, "vmm: cannot notify selftest_ping: {}", e);
+            say!(self, "vmm: cannot notify selftest_ping: {}", e);
         }
     }
 
     fn print_stats(&mut self) {
-        let mut w = microkit_rt::kernel::DebugWriter(&mut self.k);
+        let mut w = Out {
+            console: &mut self.devices.console,
+            k: &mut self.k,
+        };
         let _ = self.stats.write_report(&mut w);
     }
 
@@ -453,9 +478,9 @@ impl<K: Kernel + Clone> Vmm<K> {
     ) {
         self.state = VmState::Stopped;
         match report.action {
-            ExitAction::Stop(d) => debug_println!(self.k, "vmm: VM stopped: {}", d),
-            _ => debug_println!(
-                self.k,
+            ExitAction::Stop(d) => say!(self, "vmm: VM stopped: {}", d),
+            _ => say!(
+                self,
                 "vmm: VM stopped: register write-back failed: {:?}",
                 flush_error
             ),
@@ -463,10 +488,10 @@ impl<K: Kernel + Clone> Vmm<K> {
         match vcpu.dump() {
             Ok(regs) => {
                 for (i, name) in user_context::NAMES.iter().enumerate().take(17) {
-                    debug_println!(self.k, "vmm:   {:>5} = {:#018x}", name, regs[i]);
+                    say!(self, "vmm:   {:>5} = {:#018x}", name, regs[i]);
                 }
             }
-            Err(e) => debug_println!(self.k, "vmm:   registers unavailable: {:?}", e),
+            Err(e) => say!(self, "vmm:   registers unavailable: {:?}", e),
         }
         let _ = self.k.vm_suspend(self.vcpu);
     }
@@ -475,10 +500,7 @@ impl<K: Kernel + Clone> Vmm<K> {
     fn vm_ended(&mut self) {
         self.print_stats();
         if self.state == VmState::Stopped {
-            debug_println!(
-                self.k,
-                "vmm: the VMM keeps running; other PDs are unaffected"
-            );
+            say!(self, "vmm: the VMM keeps running; other PDs are unaffected");
         }
         self.ask_for_liveness_notification();
     }
@@ -515,8 +537,8 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         let serial = 1 << system::SERIAL_DRIVER_1.index() | 1 << system::SERIAL_DRIVER_2.index();
         let others = ChannelSet::from_badge(channels.bits() & !serial);
         if !others.is_empty() {
-            debug_println!(
-                self.k,
+            say!(
+                self,
                 "vmm: notified on {:?} (VM state {:?})",
                 others,
                 self.state
@@ -530,8 +552,8 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             return Err(VmmError::UnknownChild(child.index()));
         }
         if self.state != VmState::Running {
-            debug_println!(
-                self.k,
+            say!(
+                self,
                 "vmm: fault from a VM that is {:?}: ignored",
                 self.state
             );
