@@ -20,7 +20,7 @@ CARGO           ?= cargo
 TARGET          := aarch64-unknown-none
 
 # Protection domains: crate name = ELF name in system.xml's <program_image>.
-PDS := selftest-ping selftest-pong vmm serial-driver
+PDS := selftest-ping selftest-pong vmm serial-driver blk-driver
 
 # The guest the VMM boots: by default the bare-metal test guest and the platform's own DTB;
 # GUEST_IMAGE=<any arm64 Image> (and GUEST_DTB, GUEST_INITRD) boot something else in its place.
@@ -41,8 +41,15 @@ REPORT   := $(OUT)/report.txt
 QEMU_LOG := $(OUT)/qemu.log
 PD_TARGET_DIR := target/pd-$(MICROKIT_CONFIG)
 
-QEMU_ARGS := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
-             -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
+# The block driver domain's disk: a raw image QEMU presents as a modern virtio-blk-device on
+# virtio-mmio (the first -device lands in the last transport, 0x0a003e00, INTID 79).
+DISK_IMAGE ?= $(OUT)/disk.img
+DISK_SIZE  ?= 16M
+QEMU_DISK  = -drive if=none,format=raw,file=$(DISK_IMAGE),id=hd0 \
+             -device virtio-blk-device,drive=hd0 -global virtio-mmio.force-legacy=false
+
+QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
+             -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0 $(QEMU_DISK)
 
 SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 SDK> (built from \
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
@@ -89,6 +96,7 @@ check-sdk:
 		echo "MICROKIT_SDK=$(MICROKIT_SDK) has no board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)"; exit 1; fi
 
 image: check-sdk build
+	@test -f $(DISK_IMAGE) || truncate -s $(DISK_SIZE) $(DISK_IMAGE)
 	$(MICROKIT_SDK)/bin/microkit system.xml --search-path $(ELF_DIR) \
 		--board $(MICROKIT_BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)
 	@echo "image: $(IMAGE) (report: $(REPORT))"

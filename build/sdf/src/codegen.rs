@@ -199,6 +199,15 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
             "/// Patched with a channel id.\n#[unsafe(no_mangle)]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);"
         );
     }
+    if let Some(pd_def) = sys.pd(pd) {
+        for v in &pd_def.setvars {
+            let _ = writeln!(
+                w,
+                "/// Patched with the physical address of region `{}`.\n#[unsafe(no_mangle)]\n#[used]\npub static {}: Patched<u64> = Patched::new(0);",
+                v.region_paddr, v.symbol
+            );
+        }
+    }
     Ok(o)
 }
 
@@ -222,6 +231,9 @@ pub fn required_symbols(sys: &System, pd: &str) -> Vec<String> {
         }
         v.extend(scope.channels.iter().filter_map(|c| c.setvar_id.clone()));
         v.extend(scope.irqs.iter().filter_map(|i| i.setvar_id.clone()));
+    }
+    if let Some(p) = sys.pd(pd) {
+        v.extend(p.setvars.iter().map(|s| s.symbol.clone()));
     }
     v
 }

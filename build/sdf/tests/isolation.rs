@@ -27,6 +27,23 @@ fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "serial_tx_data_vmm",
             "serial_rx_queue_vmm",
             "serial_rx_data_vmm",
+            "blk_req_queue_vmm",
+            "blk_resp_queue_vmm",
+            "blk_storage_info_vmm",
+            "blk_data_vmm",
+        ]),
+    );
+    // The block driver: its device (the virtio-mmio transports), its virtqueue memory, its queues
+    // to the VMM and the data region it shares with it; never guest memory.
+    r.insert(
+        "blk_driver",
+        BTreeSet::from([
+            "blk_regs",
+            "blk_dma",
+            "blk_req_queue_vmm",
+            "blk_resp_queue_vmm",
+            "blk_storage_info_vmm",
+            "blk_data_vmm",
         ]),
     );
     // The serial driver: its device (the PL011) and its queues to the VMM; never guest memory.

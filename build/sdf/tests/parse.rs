@@ -279,6 +279,15 @@ fn codegen_names_every_channel_and_setvar() {
     );
     assert!(sdf::codegen::generate(&sys, "c").is_err());
     assert!(sdf::codegen::required_symbols(&sys, "a").contains(&"shared_vaddr".to_string()));
+    // <setvar symbol region_paddr> gets its patched static and is a required symbol.
+    let with_setvar = VALID.replace(
+        "<irq irq=\"33\" id=\"3\" trigger=\"edge\" />",
+        "<irq irq=\"33\" id=\"3\" trigger=\"edge\" />\n<setvar symbol=\"dma_paddr\" region_paddr=\"shared\" />",
+    );
+    let sys = parse(&with_setvar).unwrap();
+    let a = sdf::codegen::generate(&sys, "a").unwrap();
+    assert!(a.contains("pub static dma_paddr: Patched<u64>"), "{a}");
+    assert!(sdf::codegen::required_symbols(&sys, "a").contains(&"dma_paddr".to_string()));
 }
 
 proptest! {

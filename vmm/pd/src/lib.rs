@@ -532,10 +532,13 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
     type Error = VmmError;
 
     fn notified(&mut self, channels: ChannelSet) -> Result<(), VmmError> {
-        // The serial driver's channels (TX space, RX data) need nothing yet: the console drops
-        // bytes when its queue is full and takes no input. Anything else is reported.
-        let serial = 1 << system::SERIAL_DRIVER_1.index() | 1 << system::SERIAL_DRIVER_2.index();
-        let others = ChannelSet::from_badge(channels.bits() & !serial);
+        // The driver domains' channels need nothing yet: the console drops bytes when its queue
+        // is full and takes no input; the block device is not offered to the guest yet.
+        // Anything else is reported.
+        let drivers = 1 << system::SERIAL_DRIVER_1.index()
+            | 1 << system::SERIAL_DRIVER_2.index()
+            | 1 << system::BLK_DRIVER.index();
+        let others = ChannelSet::from_badge(channels.bits() & !drivers);
         if !others.is_empty() {
             say!(
                 self,

@@ -46,6 +46,7 @@ fn scope_is_what_system_xml_grants() {
             (0, "selftest_ping", true, true, false, false),
             (1, "serial_driver", true, true, false, false),
             (2, "serial_driver", true, true, false, false),
+            (3, "blk_driver", true, true, false, false),
         ]
     );
     let maps: Vec<_> = s
@@ -62,6 +63,14 @@ fn scope_is_what_system_xml_grants() {
             ("serial_tx_data_vmm", 0x2000, Some("serial_tx_data_vaddr")),
             ("serial_rx_queue_vmm", 0x1000, Some("serial_rx_queue_vaddr")),
             ("serial_rx_data_vmm", 0x2000, Some("serial_rx_data_vaddr")),
+            ("blk_req_queue_vmm", 0x1000, Some("blk_req_queue_vaddr")),
+            ("blk_resp_queue_vmm", 0x1000, Some("blk_resp_queue_vaddr")),
+            (
+                "blk_storage_info_vmm",
+                0x1000,
+                Some("blk_storage_info_vaddr")
+            ),
+            ("blk_data_vmm", 0x20_0000, Some("blk_data_vaddr")),
         ]
     );
     let vm = s.vm.expect("vmm owns a VM");
@@ -72,7 +81,7 @@ fn scope_is_what_system_xml_grants() {
     assert_eq!(
         vmm::system::GRANTS,
         microkit_rt::event_loop::Grants {
-            notifications: 0b111,
+            notifications: 0b1111,
             ..Default::default()
         }
     );

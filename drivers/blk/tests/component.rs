@@ -1,0 +1,694 @@
+//! blk_driver driven through its Microkit interface, in its system.xml scope: the simulated
+//! kernel grants exactly the channels, IRQ and regions of `blk_driver` in the system description
+//! the repository's system.xml. The client side uses
+//! `sddf-queue` over aliases of the simulation's queue regions; the device is the VMM's own
+//! virtio-mmio + virtio-blk model over an in-memory disk (`tests/support`), reading and writing
+//! the driver's DMA region and the data region by physical address.
+
+mod support;
+
+use blk_driver::virtio::{self, InitError, status};
+use blk_driver::{BlkDriver, CLIENT, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
+use blk_driver::{QueueMem, system};
+use microkit_rt::SharedRegion;
+use microkit_rt::abi::{LABELS, slot};
+use microkit_rt::event_loop::EventLoop;
+use microkit_sim::{Invocation, Sim, SimKernel, SimTransport};
+use proptest::prelude::*;
+use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
+use sddf_queue::layout::{BlkReq, BlkReqCode, BlkResp, BlkRespStatus};
+use sddf_queue::sync::Ordering;
+use support::{Bus, DMA_PADDR, Phys};
+use vmm_devices::blk::{BlkConfig, BlkSize};
+use vmm_devices::mmio::DeviceState as ModelState;
+use vmm_devices::testing::CompletionMode;
+
+const UNIT: usize = 4096;
+const DATA_SIZE: usize = system::map::blk_data_vmm::SIZE;
+const DMA_SIZE: usize = system::map::blk_dma::SIZE;
+/// The slot QEMU uses for the first virtio-blk device.
+const QEMU_SLOT: usize = 31;
+
+fn sim() -> Sim {
+    Sim::from_repo_system("blk_driver")
+}
+
+struct Opts {
+    disk_units: usize,
+    mode: CompletionMode,
+    present: bool,
+    config: BlkConfig,
+    slot: usize,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            disk_units: 64,
+            mode: CompletionMode::Immediate,
+            present: true,
+            config: BlkConfig::default(),
+            slot: QEMU_SLOT,
+        }
+    }
+}
+
+struct Rig {
+    sim: Sim,
+    bus: Bus,
+    phys: Phys,
+    drv: BlkDriver<'static, SimKernel, Bus>,
+    el: EventLoop<SimTransport>,
+    req: BlkReqProducer<'static>,
+    resp: BlkRespConsumer<'static>,
+    info: StorageInfoReader<'static>,
+    /// The client's raw queue views (to misbehave).
+    raw: QueueMem<'static>,
+    /// The client's view of the data region.
+    data: SharedRegion,
+    log: Vec<Invocation>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        Rig::with(Opts::default())
+    }
+
+    fn with(o: Opts) -> Rig {
+        let sim = sim();
+        let scope = sim.scope();
+        assert_eq!(scope.map("blk_dma").unwrap().size as usize, DMA_SIZE);
+        assert_eq!(scope.map("blk_data_vmm").unwrap().size as usize, DATA_SIZE);
+        let phys = Phys::new(DMA_SIZE, DATA_SIZE);
+        let bus = if o.present {
+            Bus::with_disk(phys, o.slot, o.disk_units * UNIT, o.mode, o.config)
+        } else {
+            Bus::empty()
+        };
+        let region = |n: &str| sim.region(n).expect("blk_driver maps it");
+        let (rq, rs, inf) = (
+            region("blk_req_queue_vmm"),
+            region("blk_resp_queue_vmm"),
+            region("blk_storage_info_vmm"),
+        );
+        let raw = QueueMem::from_regions(
+            Ok(Sim::alias(&rq)),
+            Ok(Sim::alias(&rs)),
+            Ok(Sim::alias(&inf)),
+        )
+        .unwrap();
+        let mem = QueueMem::from_regions(Ok(rq), Ok(rs), Ok(inf)).unwrap();
+        let drv = BlkDriver::new(
+            sim.kernel(),
+            bus.clone(),
+            Some(phys.dma_region()),
+            DMA_PADDR,
+            phys.data_paddr(),
+            DATA_SIZE,
+            Some(mem),
+        );
+        let mut el = sim.event_loop();
+        el.start();
+        let log = sim.take_log();
+        assert_eq!(log, vec![Invocation::IrqAck(IRQ_CHANNEL.index())]);
+        Rig {
+            req: BlkReqProducer::new(raw.req, QUEUE_CAPACITY).unwrap(),
+            resp: BlkRespConsumer::new(raw.resp, QUEUE_CAPACITY).unwrap(),
+            info: StorageInfoReader::new(raw.info).unwrap(),
+            sim,
+            bus,
+            phys,
+            drv,
+            el,
+            raw,
+            data: phys.data_region(),
+            log: vec![],
+        }
+    }
+
+    fn step(&mut self) {
+        self.el.step(&mut self.drv);
+        self.log.extend(self.sim.take_log());
+    }
+
+    /// Enqueues `reqs` and notifies once.
+    fn submit(&mut self, reqs: &[BlkReq]) {
+        for r in reqs {
+            self.req.enqueue(r).unwrap();
+        }
+        if self.req.take_notify() {
+            self.sim.notify_from_peer(CLIENT);
+            self.step();
+        }
+    }
+
+    /// Delivers the device's interrupts (and deferred completions) until it is quiet.
+    fn run(&mut self) {
+        for _ in 0..1000 {
+            if self.bus.take_irq() {
+                self.sim.irq(IRQ_CHANNEL);
+                self.step();
+                continue;
+            }
+            if self.bus.0.borrow().is_some() && self.bus.complete_one() {
+                continue;
+            }
+            return;
+        }
+        panic!("the device never went quiet");
+    }
+
+    fn responses(&mut self) -> Vec<BlkResp> {
+        let mut v = vec![];
+        while let Some(r) = self.resp.dequeue().unwrap() {
+            v.push(r);
+        }
+        v
+    }
+
+    fn io(&mut self, reqs: &[BlkReq]) -> Vec<BlkResp> {
+        self.submit(reqs);
+        self.run();
+        self.responses()
+    }
+
+    fn notifies(&self) -> usize {
+        self.log
+            .iter()
+            .filter(|i| **i == Invocation::Notify(CLIENT.index()))
+            .count()
+    }
+
+    fn irq_acks(&self) -> usize {
+        let ack = Invocation::Signal {
+            slot: slot::BASE_IRQ + IRQ_CHANNEL.index() as u64,
+            label: LABELS.irq_ack_irq,
+        };
+        self.log.iter().filter(|i| **i == ack).count()
+    }
+
+    fn fill(&self, offset: usize, len: usize, seed: u8) -> Vec<u8> {
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 12) as u8)
+            .collect();
+        self.data.write(offset, &bytes).unwrap();
+        bytes
+    }
+
+    fn read_data(&self, offset: usize, len: usize) -> Vec<u8> {
+        let mut b = vec![0; len];
+        self.data.read(offset, &mut b).unwrap();
+        b
+    }
+
+    /// No scope violation, no register access the transport refused, device not broken.
+    fn check_clean(&self) {
+        assert!(
+            self.sim.violations().is_empty(),
+            "{:?}",
+            self.sim.violations()
+        );
+        if self.bus.0.borrow().is_some() {
+            self.bus.with(|m| {
+                assert!(m.refused.is_empty(), "refused: {:x?}", m.refused);
+                assert_eq!(m.t.state(), ModelState::Live);
+                assert_eq!(m.t.stats().needs_reset, 0);
+                assert_eq!(m.t.device().stats().bad_chains, 0);
+            });
+        }
+        assert!(!self.log.iter().any(|i| matches!(i, Invocation::IrqAck(_))));
+    }
+}
+
+fn read(off: usize, block: u64, count: u16, id: u32) -> BlkReq {
+    BlkReq::new(BlkReqCode::READ, off as u64, block, count, id)
+}
+fn write(off: usize, block: u64, count: u16, id: u32) -> BlkReq {
+    BlkReq::new(BlkReqCode::WRITE, off as u64, block, count, id)
+}
+fn ok(count: u16, id: u32) -> BlkResp {
+    BlkResp::new(BlkRespStatus::OK, count, id)
+}
+fn err(s: BlkRespStatus, id: u32) -> BlkResp {
+    BlkResp::new(s, 0, id)
+}
+
+#[test]
+fn init_reaches_driver_ok_with_version_1_and_publishes_storage_info() {
+    let rig = Rig::with(Opts {
+        disk_units: 100,
+        ..Opts::default()
+    });
+    rig.bus.with(|m| {
+        assert_eq!(m.t.state(), ModelState::Live);
+        let st = u32::from(m.t.status());
+        assert_eq!(
+            st,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK
+        );
+        let f = m.t.acked_features();
+        assert_ne!(f & virtio::feature::VERSION_1, 0, "VERSION_1 negotiated");
+        assert_ne!(f & virtio::feature::FLUSH, 0);
+        assert_ne!(f & virtio::feature::BLK_SIZE, 0);
+        assert_eq!(
+            f & !virtio::feature::ACCEPTED,
+            0,
+            "nothing unknown accepted"
+        );
+        let q = &m.t.queues()[0];
+        assert!(q.ready());
+        assert_eq!(q.size(), virtio::QUEUE_SIZE_MAX);
+        assert_eq!(q.desc_table(), DMA_PADDR + virtio::layout::DESC as u64);
+        assert_eq!(q.avail_ring(), DMA_PADDR + virtio::layout::AVAIL as u64);
+        assert_eq!(q.used_ring(), DMA_PADDR + virtio::layout::USED as u64);
+        // The handshake order of §3.1.1.
+        let statuses: Vec<u32> = m
+            .writes
+            .iter()
+            .filter(|(o, _)| *o == virtio::reg::STATUS)
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(statuses, vec![0, 1, 3, 11, 15]);
+    });
+    let DeviceState::Live(i) = rig.drv.device_state() else {
+        panic!("{:?}", rig.drv.device_state())
+    };
+    assert_eq!(i.slot, QEMU_SLOT);
+    assert_eq!(i.capacity_sectors, 800);
+    assert_eq!(i.blk_size, Some(512));
+    let s = rig.info.read().expect("storage info ready");
+    assert_eq!(s.capacity, 100, "capacity in 4096-byte units = MemDisk's");
+    assert_eq!(s.sector_size, 512);
+    assert_eq!(s.block_size, 1, "in BLK_TRANSFER_SIZE units");
+    assert_eq!(s.queue_depth as usize, virtio::QUEUE_SIZE_MAX as usize / 3);
+    assert_eq!(s.read_only, 0);
+    assert!(
+        rig.sim
+            .console()
+            .contains("blk_driver: virtio-blk at slot 31 (0xa003e00)")
+    );
+    rig.check_clean();
+}
+
+#[test]
+fn any_slot_is_found_and_blk_size_4096_is_reported() {
+    let rig = Rig::with(Opts {
+        slot: 3,
+        config: BlkConfig {
+            blk_size: BlkSize::B4096,
+            ..BlkConfig::default()
+        },
+        ..Opts::default()
+    });
+    let DeviceState::Live(i) = rig.drv.device_state() else {
+        panic!()
+    };
+    assert_eq!(i.slot, 3);
+    assert_eq!(rig.info.read().unwrap().sector_size, 4096);
+    rig.check_clean();
+}
+
+#[test]
+fn small_queue_num_max_uses_a_smaller_ring() {
+    let rig = Rig::with(Opts {
+        config: BlkConfig {
+            queue_size: 16,
+            ..BlkConfig::default()
+        },
+        ..Opts::default()
+    });
+    rig.bus.with(|m| assert_eq!(m.t.queues()[0].size(), 16));
+    assert_eq!(rig.info.read().unwrap().queue_depth, 5);
+    rig.check_clean();
+}
+
+#[test]
+fn write_then_read_one_unit_round_trips_through_the_data_region() {
+    let mut rig = Rig::new();
+    let bytes = rig.fill(0x3000, UNIT, 0x5a);
+    assert_eq!(rig.io(&[write(0x3000, 7, 1, 11)]), vec![ok(1, 11)]);
+    assert_eq!(&rig.bus.disk()[7 * UNIT..8 * UNIT], &bytes[..]);
+    rig.data.write(0x8000, &[0u8; UNIT]).unwrap();
+    assert_eq!(rig.io(&[read(0x8000, 7, 1, 12)]), vec![ok(1, 12)]);
+    assert_eq!(rig.read_data(0x8000, UNIT), bytes);
+    assert_eq!(rig.notifies(), 2, "one notification per batch");
+    // The IRQ ack is deferred: it rides on the receive after the interrupt's event.
+    assert_eq!(rig.irq_acks(), 1);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(rig.irq_acks(), 2, "each interrupt acknowledged once");
+    assert_eq!(rig.notifies(), 2, "no responses, no notification");
+    rig.bus
+        .with(|m| assert_eq!(m.t.interrupt_status(), 0, "InterruptStatus acked"));
+    rig.check_clean();
+}
+
+#[test]
+fn sixteen_units_round_trip() {
+    let mut rig = Rig::new();
+    let bytes = rig.fill(0x10000, 16 * UNIT, 0x33);
+    assert_eq!(rig.io(&[write(0x10000, 40, 16, 1)]), vec![ok(16, 1)]);
+    assert_eq!(&rig.bus.disk()[40 * UNIT..56 * UNIT], &bytes[..]);
+    rig.data.write(0x40000, &vec![0u8; 16 * UNIT]).unwrap();
+    assert_eq!(rig.io(&[read(0x40000, 40, 16, 2)]), vec![ok(16, 2)]);
+    assert_eq!(rig.read_data(0x40000, 16 * UNIT), bytes);
+    // The last unit of the disk, from the last unit of the data region.
+    let last = DATA_SIZE - UNIT;
+    let b = rig.fill(last, UNIT, 9);
+    assert_eq!(rig.io(&[write(last, 63, 1, 3)]), vec![ok(1, 3)]);
+    assert_eq!(&rig.bus.disk()[63 * UNIT..], &b[..]);
+    rig.check_clean();
+}
+
+#[test]
+fn flush_reaches_the_device() {
+    let mut rig = Rig::new();
+    let r = rig.io(&[BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, 77)]);
+    assert_eq!(r, vec![ok(0, 77)]);
+    rig.bus
+        .with(|m| assert_eq!(m.t.device().backend().stats.flushes, 1));
+    rig.check_clean();
+}
+
+#[test]
+fn several_requests_in_flight_complete_with_their_ids() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    let a = rig.fill(0, 2 * UNIT, 1);
+    let b = rig.fill(2 * UNIT, UNIT, 2);
+    let reqs = [
+        write(0, 0, 2, 100),
+        write(2 * UNIT, 10, 1, 200),
+        BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, 300),
+        read(0x20000, 0, 2, 400),
+        read(0x30000, 10, 1, 500),
+    ];
+    rig.submit(&reqs);
+    assert_eq!(rig.drv.stats().submitted, 5, "all five chains handed over");
+    rig.bus
+        .with(|m| assert_eq!(m.t.stats().notifies, 1, "one QueueNotify per batch"));
+    assert!(rig.responses().is_empty(), "nothing completed yet");
+    rig.run();
+    let mut r = rig.responses();
+    r.sort_by_key(|r| r.id);
+    assert_eq!(
+        r,
+        vec![ok(2, 100), ok(1, 200), ok(0, 300), ok(2, 400), ok(1, 500)]
+    );
+    assert_eq!(rig.read_data(0x20000, 2 * UNIT), a);
+    assert_eq!(rig.read_data(0x30000, UNIT), b);
+    rig.check_clean();
+}
+
+#[test]
+fn more_requests_than_slots_wait_and_all_complete() {
+    // Queue size 8: two request slots.
+    let mut rig = Rig::with(Opts {
+        config: BlkConfig {
+            queue_size: 8,
+            ..BlkConfig::default()
+        },
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    let reqs: Vec<BlkReq> = (0..10u32)
+        .map(|i| write(i as usize * UNIT, u64::from(i), 1, i))
+        .collect();
+    let mut expect = vec![0u8; 64 * UNIT];
+    for i in 0..10 {
+        let b = rig.fill(i * UNIT, UNIT, i as u8);
+        expect[i * UNIT..(i + 1) * UNIT].copy_from_slice(&b);
+    }
+    rig.submit(&reqs);
+    assert_eq!(rig.drv.stats().submitted, 2);
+    rig.run();
+    let mut r = rig.responses();
+    r.sort_by_key(|r| r.id);
+    assert_eq!(r, (0..10).map(|i| ok(1, i)).collect::<Vec<_>>());
+    assert_eq!(rig.bus.disk(), expect);
+    rig.check_clean();
+}
+
+#[test]
+fn out_of_range_requests_are_refused_and_the_device_is_untouched() {
+    let mut rig = Rig::new();
+    let before = rig.bus.with(|m| m.t.stats().notifies);
+    let inv = BlkRespStatus::ERR_INVALID_PARAM;
+    let r = rig.io(&[
+        read(0, 64, 1, 1),                            // past the disk
+        read(0, 60, 5, 2),                            // crosses the end of the disk
+        read(0, u64::MAX, 2, 3),                      // block number overflow
+        write(DATA_SIZE - UNIT, 0, 2, 4),             // crosses the end of the data region
+        write(DATA_SIZE, 0, 1, 5),                    // past the data region
+        read(u64::MAX as usize - 10, 0, 1, 6),        // offset overflow
+        read(0, 0, 0, 7),                             // no blocks
+        BlkReq::new(BlkReqCode::BARRIER, 0, 0, 0, 8), // nothing in flight: OK
+    ]);
+    assert_eq!(
+        r,
+        vec![
+            err(inv, 1),
+            err(inv, 2),
+            err(inv, 3),
+            err(inv, 4),
+            err(inv, 5),
+            err(inv, 6),
+            err(inv, 7),
+            ok(0, 8)
+        ]
+    );
+    rig.bus.with(|m| {
+        assert_eq!(m.t.stats().notifies, before, "no QueueNotify");
+        let s = m.t.device().backend().stats;
+        assert_eq!((s.reads, s.writes), (0, 0));
+    });
+    assert_eq!(rig.notifies(), 1);
+    rig.check_clean();
+}
+
+#[test]
+fn unknown_code_is_an_invalid_parameter() {
+    let mut rig = Rig::new();
+    let r = rig.io(&[
+        BlkReq::new(BlkReqCode(4), 0, 0, 1, 9),
+        BlkReq::new(BlkReqCode(u32::MAX), 0, 0, 1, 10),
+    ]);
+    assert_eq!(
+        r,
+        vec![
+            err(BlkRespStatus::ERR_INVALID_PARAM, 9),
+            err(BlkRespStatus::ERR_INVALID_PARAM, 10)
+        ]
+    );
+    rig.check_clean();
+}
+
+#[test]
+fn device_io_error_becomes_err_io() {
+    let mut rig = Rig::new();
+    rig.bus
+        .with(|m| m.t.device_mut().backend_mut().fail_blocks = Some(5..6));
+    let r = rig.io(&[read(0, 4, 2, 1), read(0, 6, 1, 2)]);
+    assert_eq!(r, vec![err(BlkRespStatus::ERR_IO, 1), ok(1, 2)]);
+    assert_eq!(rig.drv.stats().io_errors, 1);
+    rig.check_clean();
+}
+
+#[test]
+fn corrupt_request_indices_are_a_typed_error_and_service_goes_on() {
+    let mut rig = Rig::new();
+    // The client's tail jumps far beyond its head.
+    rig.raw.req[1].store(1000, Ordering::Release);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert!(
+        rig.sim
+            .console()
+            .contains("Request queue corrupted by the client"),
+        "{}",
+        rig.sim.console()
+    );
+    assert_eq!(rig.drv.stats().queue_errors, 1);
+    assert_eq!(rig.responses(), vec![]);
+    // The client repairs its index: service resumes.
+    rig.raw.req[1].store(0, Ordering::Release);
+    let b = rig.fill(0, UNIT, 4);
+    assert_eq!(rig.io(&[write(0, 1, 1, 5)]), vec![ok(1, 5)]);
+    assert_eq!(&rig.bus.disk()[UNIT..2 * UNIT], &b[..]);
+    // A corrupt response queue head.
+    rig.raw.resp[0].store(0x8000_0000, Ordering::Release);
+    rig.submit(&[read(0, 1, 1, 6)]);
+    rig.run();
+    assert!(
+        rig.sim
+            .console()
+            .contains("Response queue corrupted by the client")
+    );
+    assert!(rig.drv.stats().queue_errors >= 2);
+    rig.check_clean();
+}
+
+#[test]
+fn no_device_leaves_info_not_ready_and_answers_no_device() {
+    let mut rig = Rig::with(Opts {
+        present: false,
+        ..Opts::default()
+    });
+    assert_eq!(
+        rig.drv.device_state(),
+        DeviceState::Absent(InitError::NoDevice { legacy_slot: None })
+    );
+    assert!(!rig.info.is_ready());
+    assert!(rig.info.read().is_none());
+    let r = rig.io(&[
+        read(0, 0, 1, 1),
+        write(0, 0, 1, 2),
+        BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, 3),
+    ]);
+    let nd = BlkRespStatus::ERR_NO_DEVICE;
+    assert_eq!(r, vec![err(nd, 1), err(nd, 2), err(nd, 3)]);
+    assert!(rig.sim.console().contains("no usable virtio-blk device"));
+    rig.check_clean();
+}
+
+#[test]
+fn hostile_device_used_index_fails_requests_instead_of_hanging() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1), read(0, 1, 1, 2)]);
+    // The device's used index jumps by more than the queue size.
+    rig.phys
+        .dma_region()
+        .write_u32(virtio::layout::USED, 0x0400 << 16)
+        .unwrap();
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    let r = rig.responses();
+    assert_eq!(
+        r,
+        vec![err(BlkRespStatus::ERR_IO, 1), err(BlkRespStatus::ERR_IO, 2)]
+    );
+    assert!(matches!(rig.drv.device_state(), DeviceState::Failed(_)));
+    assert!(!rig.info.is_ready());
+    // Later requests are answered too.
+    rig.submit(&[read(0, 0, 1, 3)]);
+    assert_eq!(rig.responses(), vec![err(BlkRespStatus::ERR_IO, 3)]);
+    assert!(rig.sim.violations().is_empty());
+}
+
+#[derive(Debug, Clone)]
+enum Req {
+    Read { block: u64, count: u16 },
+    Write { block: u64, count: u16, seed: u8 },
+    Flush,
+    Bad { code: u32 },
+    OutOfDisk { count: u16 },
+}
+
+fn arb_req() -> impl Strategy<Value = Req> {
+    prop_oneof![
+        4 => (0u64..64, 1u16..=8).prop_map(|(block, count)| Req::Read { block, count }),
+        4 => (0u64..64, 1u16..=8, any::<u8>())
+            .prop_map(|(block, count, seed)| Req::Write { block, count, seed }),
+        1 => Just(Req::Flush),
+        1 => (4u32..1000).prop_map(|code| Req::Bad { code }),
+        1 => (1u16..=4).prop_map(|count| Req::OutOfDisk { count }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_match_a_byte_array_disk(
+        batches in proptest::collection::vec(proptest::collection::vec(arb_req(), 1..12), 1..5),
+        deferred in any::<bool>(),
+    ) {
+        let mode = if deferred { CompletionMode::Deferred } else { CompletionMode::Immediate };
+        let mut rig = Rig::with(Opts { mode, ..Opts::default() });
+        let mut disk = vec![0u8; 64 * UNIT];
+        let mut id = 0u32;
+        for batch in batches {
+            // Disjoint buffers within a batch; the device works in ring order, so the model is
+            // the batch applied in order.
+            let mut off = 0usize;
+            let mut reqs = vec![];
+            let mut expect = vec![];
+            let mut reads = vec![];
+            for r in &batch {
+                id += 1;
+                let (req, resp) = match *r {
+                    Req::Read { block, count } => {
+                        let n = usize::from(count) * UNIT;
+                        let in_range = block + u64::from(count) <= 64;
+                        if in_range {
+                            let b0 = block as usize * UNIT;
+                            reads.push((off, disk[b0..b0 + n].to_vec()));
+                        }
+                        let req = read(off, block, count, id);
+                        off += n;
+                        (req, if in_range { ok(count, id) } else { err(BlkRespStatus::ERR_INVALID_PARAM, id) })
+                    }
+                    Req::Write { block, count, seed } => {
+                        let n = usize::from(count) * UNIT;
+                        let bytes = rig.fill(off, n, seed);
+                        let in_range = block + u64::from(count) <= 64;
+                        if in_range {
+                            let b0 = block as usize * UNIT;
+                            disk[b0..b0 + n].copy_from_slice(&bytes);
+                        }
+                        let req = write(off, block, count, id);
+                        off += n;
+                        (req, if in_range { ok(count, id) } else { err(BlkRespStatus::ERR_INVALID_PARAM, id) })
+                    }
+                    Req::Flush => (BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, id), ok(0, id)),
+                    Req::Bad { code } => (
+                        BlkReq::new(BlkReqCode(code), 0, 0, 1, id),
+                        err(BlkRespStatus::ERR_INVALID_PARAM, id),
+                    ),
+                    Req::OutOfDisk { count } => (
+                        read(0, 64 - u64::from(count) + 1, count, id),
+                        err(BlkRespStatus::ERR_INVALID_PARAM, id),
+                    ),
+                };
+                reqs.push(req);
+                expect.push(resp);
+            }
+            let mut got = rig.io(&reqs);
+            got.sort_by_key(|r| r.id);
+            prop_assert_eq!(got, expect);
+            for (off, bytes) in reads {
+                prop_assert_eq!(rig.read_data(off, bytes.len()), bytes);
+            }
+            prop_assert_eq!(rig.bus.disk(), disk.clone());
+        }
+        rig.check_clean();
+    }
+}
+
+#[test]
+fn barrier_waits_for_requests_in_flight() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.fill(0, UNIT, 1);
+    rig.submit(&[
+        write(0, 0, 1, 1),
+        BlkReq::new(BlkReqCode::BARRIER, 0, 0, 0, 2),
+        read(UNIT, 0, 1, 3),
+    ]);
+    assert_eq!(
+        rig.drv.stats().submitted,
+        1,
+        "nothing passes the barrier yet"
+    );
+    rig.run();
+    assert_eq!(rig.responses(), vec![ok(1, 1), ok(0, 2), ok(1, 3)]);
+    assert_eq!(rig.read_data(UNIT, UNIT), rig.read_data(0, UNIT));
+    rig.check_clean();
+}
