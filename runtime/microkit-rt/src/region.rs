@@ -151,6 +151,28 @@ impl SharedRegion {
         Ok(unsafe { core::slice::from_raw_parts(self.base as *const AtomicU8, self.size) })
     }
 
+    /// Consumes the region and views it as this PD's own byte buffer for the rest of the program:
+    /// a data region the PD shares with a driver PD whose device reads and writes it only by DMA,
+    /// for operations this PD submitted and is waiting for (an sDDF data region).
+    ///
+    /// The driver PD must never write the region with the CPU (system.xml maps it read-only
+    /// there, or not at all); the PD using the buffer must not touch the bytes of an operation
+    /// that is still outstanding, and must take its completion through a queue with acquire
+    /// ordering before it reads them (the sDDF queues do). Those are the same rules as for any
+    /// DMA buffer; the runtime cannot check them, the caller's protocol (one operation window at
+    /// a time, as `vmm-devices`' block model) keeps them.
+    pub fn into_dma_buffer(self) -> Result<&'static mut [u8], RegionError> {
+        if self.base.is_null() {
+            return Err(RegionError::Unmapped);
+        }
+        // SAFETY: by `from_raw`'s contract the memory is mapped read-write for as long as the
+        // region is used and no Rust reference points into it; consuming the region makes this
+        // the only view, for `'static` (a Microkit <map> lasts as long as the PD; test buffers
+        // are leaked). No other CPU writes it (see above): only device DMA that this PD
+        // requested, ordered against this PD's accesses by the queue protocol.
+        Ok(unsafe { core::slice::from_raw_parts_mut(self.base, self.size) })
+    }
+
     /// Cleans and invalidates the data cache over `[offset, offset + len)` to the point of
     /// coherency, so a reader with caches off (a guest before it enables its MMU) sees what this
     /// PD wrote through its cached mapping. A no-op on the host.

@@ -1,13 +1,26 @@
 //! The devices the VMM emulates for the guest, and the [`Platform`] glue that routes the handler
-//! tree's ranges to them: the PL011 console (bytes go to the VMM's console), the test device
-//! (scratch store, ID, the WRITE-page counter), the write-protected RAM page, and the vGIC
-//! distributor (delivery through the kernel's list registers).
+//! tree's ranges to them: the PL011 console (bytes go to the serial driver domain, input comes
+//! from it), the test device (scratch store, ID, the WRITE-page counter), the write-protected RAM
+//! page, the vGIC distributor (delivery through the kernel's list registers), and the virtio-mmio
+//! block and console devices ([`crate::virtio`]).
 
+use heapless::Deque;
 use microkit_rt::{Channel, Child, Kernel, KernelError};
-use sddf_queue::serial::SerialProducer;
+use sddf_queue::serial::{SerialConsumer, SerialProducer};
+use vmm_devices::blk::BlkDevice;
+use vmm_devices::console::{ConsoleConfig, ConsoleDevice, ConsoleEvent, RECEIVEQ};
+use vmm_devices::mmio::{DeviceState, MmioTransport};
+
+use crate::blk_backend::QueueBackend;
+use crate::guest_memory::View;
+use crate::virtio::{self, ConsoleLink};
 
 /// The channel to the serial driver's TX queue.
 pub const SERIAL_TX: Channel = crate::system::SERIAL_DRIVER_1;
+/// The channel of the serial driver's RX queue.
+pub const SERIAL_RX: Channel = crate::system::SERIAL_DRIVER_2;
+/// The channel to the block driver.
+pub const BLK: Channel = crate::system::BLK_DRIVER;
 use vmm_core::classify::{Platform, PlatformError, SysRegResult};
 use vmm_core::mmio::BusError;
 use vmm_core::syndrome::SysRegTrap;
@@ -24,6 +37,10 @@ pub enum DeviceId {
     WriteProtected,
     /// The GICv2 distributor.
     Gicd,
+    /// The virtio-blk device.
+    VirtioBlk,
+    /// The virtio-console device.
+    VirtioConsole,
 }
 
 /// Guest-visible addresses of the virtual platform (QEMU virt's layout).
@@ -40,29 +57,55 @@ pub mod layout {
     pub const TESTDEV_SIZE: u64 = 0x1000;
     /// The write-protected RAM page.
     pub const WP_PAGE: u64 = 0x5000_0000;
+    /// The PL011's interrupt: SPI 1 (level), as on QEMU virt.
+    pub const PL011_IRQ: u32 = 33;
 }
 
 /// PL011 register offsets the console model implements.
 mod pl011 {
     pub const DR: u64 = 0x000;
     pub const FR: u64 = 0x018;
-    /// TX FIFO empty | RX FIFO empty: never busy, nothing to read.
-    pub const FR_IDLE: u64 = 0x90;
+    pub const IMSC: u64 = 0x038;
+    pub const RIS: u64 = 0x03c;
+    pub const MIS: u64 = 0x040;
+    pub const ICR: u64 = 0x044;
+    /// FR: TX FIFO empty (the model sends at once: never busy).
+    pub const FR_TXFE: u64 = 1 << 7;
+    /// FR: RX FIFO full.
+    pub const FR_RXFF: u64 = 1 << 6;
+    /// FR: RX FIFO empty.
+    pub const FR_RXFE: u64 = 1 << 4;
+    /// Interrupt bits: receive, transmit, receive timeout.
+    pub const INT_RX: u32 = 1 << 4;
+    pub const INT_TX: u32 = 1 << 5;
+    pub const INT_RT: u32 = 1 << 6;
+    /// Depth of the RX FIFO (PL011 r1p5: 32 entries).
+    pub const RX_FIFO: usize = 32;
     /// Peripheral and PrimeCell ID bytes at 0xfe0..0xffc (PL011 r1p5, as QEMU's).
     pub const ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 }
 
 /// The guest console: a PL011 whose bytes go to the serial driver domain through its TX queue
 /// (published at each newline, the driver notified when the queue protocol asks for it), or,
-/// without the queue, to the kernel's debug console one line at a time.
+/// without the queue, to the kernel's debug console one line at a time. Input comes from the
+/// serial driver's RX queue into a 32-byte RX FIFO; the interrupt line (SPI 1, level) follows
+/// RIS & IMSC, with the TX interrupt always asserted (the transmit FIFO is always empty).
 pub struct Console {
     line: heapless::Vec<u8, 256>,
-    /// Plain registers the guest may program (CR, IBRD, FBRD, LCR_H, IMSC, ...), by word offset.
+    /// Plain registers the guest may program (CR, IBRD, FBRD, LCR_H, ...), by word offset.
     regs: [u32; 32],
+    imsc: u32,
+    rx_fifo: Deque<u8, { pl011::RX_FIFO }>,
     /// The serial driver's TX queue, when system.xml maps it.
     tx: Option<SerialProducer<'static>>,
+    /// The serial driver's RX queue, when system.xml maps it.
+    rx: Option<SerialConsumer<'static>>,
+    /// The interrupt line's level the vGIC last saw.
+    line_high: bool,
     /// Bytes dropped because the TX queue was full or corrupted by the driver.
     pub dropped: u64,
+    /// Times the driver corrupted the RX queue.
+    pub rx_errors: u64,
 }
 
 impl Default for Console {
@@ -70,8 +113,13 @@ impl Default for Console {
         Console {
             line: heapless::Vec::new(),
             regs: [0; 32],
+            imsc: 0,
+            rx_fifo: Deque::new(),
             tx: None,
+            rx: None,
+            line_high: false,
             dropped: 0,
+            rx_errors: 0,
         }
     }
 }
@@ -82,6 +130,76 @@ impl Console {
         // sDDF: the consumer signals the producer only when asked; nothing is asked yet.
         tx.cancel_signal();
         self.tx = Some(tx);
+    }
+
+    /// Takes input from the serial driver's RX queue from now on.
+    pub fn attach_input(&mut self, rx: SerialConsumer<'static>) {
+        self.rx = Some(rx);
+    }
+
+    /// Whether the RX queue is attached.
+    pub fn has_input(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Moves up to `room` bytes of input from the RX queue to `sink`; notifies the driver when
+    /// the queue protocol asks for it (it waits for space). Returns how many bytes moved.
+    pub fn take_input<K: Kernel>(
+        &mut self,
+        k: &mut K,
+        room: usize,
+        mut sink: impl FnMut(u8),
+    ) -> usize {
+        let Some(rx) = self.rx.as_mut() else { return 0 };
+        let mut n = 0;
+        while n < room {
+            match rx.dequeue_local() {
+                Ok(Some(b)) => sink(b),
+                Ok(None) => break,
+                Err(_) => {
+                    self.rx_errors = self.rx_errors.saturating_add(1);
+                    break;
+                }
+            }
+            n += 1;
+        }
+        rx.publish();
+        if rx.take_notify() {
+            let _ = k.notify(SERIAL_RX);
+        }
+        n
+    }
+
+    /// Room in the PL011's RX FIFO.
+    pub fn rx_room(&self) -> usize {
+        pl011::RX_FIFO - self.rx_fifo.len()
+    }
+
+    /// Puts one received byte into the RX FIFO (dropped if full, as a real FIFO overruns).
+    pub fn push_rx(&mut self, b: u8) {
+        let _ = self.rx_fifo.push_back(b);
+    }
+
+    fn ris(&self) -> u32 {
+        let rx = if self.rx_fifo.is_empty() {
+            0
+        } else {
+            pl011::INT_RX | pl011::INT_RT
+        };
+        rx | pl011::INT_TX
+    }
+
+    /// The interrupt line: RIS & IMSC.
+    pub fn irq_level(&self) -> bool {
+        self.ris() & self.imsc != 0
+    }
+
+    /// Records the line's level; returns whether it just rose (the vGIC must see an edge).
+    pub fn line_rose(&mut self) -> bool {
+        let level = self.irq_level();
+        let rose = level && !self.line_high;
+        self.line_high = level;
+        rose
     }
 
     /// Writes the VMM's own message bytes: through the serial driver when attached (published
@@ -118,9 +236,22 @@ impl Console {
             }
         }
     }
-    fn read(&self, offset: u64) -> u64 {
+    fn read(&mut self, offset: u64) -> u64 {
         match offset {
-            pl011::FR => pl011::FR_IDLE,
+            pl011::DR => self.rx_fifo.pop_front().map_or(0, u64::from),
+            pl011::FR => {
+                let rx = if self.rx_fifo.is_empty() {
+                    pl011::FR_RXFE
+                } else if self.rx_fifo.is_full() {
+                    pl011::FR_RXFF
+                } else {
+                    0
+                };
+                pl011::FR_TXFE | rx
+            }
+            pl011::IMSC => u64::from(self.imsc),
+            pl011::RIS => u64::from(self.ris()),
+            pl011::MIS => u64::from(self.ris() & self.imsc),
             0xfe0..=0xffc => pl011::ID
                 .get(((offset - 0xfe0) / 4) as usize)
                 .copied()
@@ -132,6 +263,9 @@ impl Console {
     fn write<K: Kernel>(&mut self, k: &mut K, offset: u64, value: u64) {
         match offset {
             pl011::DR => self.put(k, value as u8),
+            pl011::IMSC => self.imsc = value as u32 & 0x7ff,
+            // The modelled interrupts are levels of the FIFOs' state: clearing has no effect.
+            pl011::ICR => {}
             o if o < 0x80 => {
                 if let Some(r) = self.regs.get_mut((o / 4) as usize) {
                     *r = value as u32;
@@ -250,16 +384,49 @@ impl<K: Kernel> IrqInjector for KernelInjector<K> {
     }
 }
 
+/// The guest's virtio-blk device: the virtio-mmio transport around the model, over the block
+/// driver domain.
+pub type VirtioBlk = MmioTransport<BlkDevice<QueueBackend>>;
+/// The guest's virtio-console device.
+pub type VirtioConsole = MmioTransport<ConsoleDevice<ConsoleLink>>;
+
 /// Every device of the VM.
-#[derive(Default)]
 pub struct Devices {
     /// Guest console.
     pub console: Console,
     /// Test device.
     pub testdev: TestDev,
+    /// virtio-blk, when the block driver's queues are mapped and its storage is ready.
+    pub blk: Option<VirtioBlk>,
+    /// virtio-console.
+    pub vcon: Option<VirtioConsole>,
 }
 
-/// The exit path's view of the devices during one exit.
+impl Default for Devices {
+    fn default() -> Self {
+        Devices {
+            console: Console::default(),
+            testdev: TestDev::default(),
+            blk: None,
+            vcon: ConsoleDevice::new(ConsoleLink::default(), ConsoleConfig::default())
+                .ok()
+                .map(MmioTransport::new),
+        }
+    }
+}
+
+/// Counters of the glue between devices and the rest of the system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GlueStats {
+    /// Interrupts the vGIC refused to make pending.
+    pub irq_errors: u64,
+    /// Times the block driver's response queue was found corrupted.
+    pub blk_queue_errors: u64,
+    /// Notifications sent to the block driver.
+    pub blk_kicks: u64,
+}
+
+/// The exit path's (and the notification path's) view of the devices.
 pub struct PlatformCtx<'a, K: Kernel> {
     /// Devices.
     pub devices: &'a mut Devices,
@@ -269,6 +436,10 @@ pub struct PlatformCtx<'a, K: Kernel> {
     pub inj: KernelInjector<K>,
     /// Index of the vCPU whose exit this is.
     pub vcpu: usize,
+    /// Guest RAM, for the virtio devices' queues and buffers.
+    pub mem: View<'a>,
+    /// Glue counters.
+    pub glue: &'a mut GlueStats,
 }
 
 /// Error codes of [`PlatformError`].
@@ -280,6 +451,116 @@ pub mod platform_error {
 }
 
 impl<K: Kernel> PlatformCtx<'_, K> {
+    /// Makes SPI `irq` pending in the vGIC (delivered at once if deliverable).
+    fn raise(&mut self, irq: u32) {
+        if let Err(e) = self.vgic.set_irq_pending(&mut self.inj, irq) {
+            self.glue.irq_errors = self.glue.irq_errors.saturating_add(1);
+            microkit_rt::debug_println!(self.inj.k, "vmm: cannot raise IRQ {}: {:?}", irq, e);
+        }
+    }
+
+    /// The PL011's line after a change: an edge when it rose.
+    fn console_line(&mut self) {
+        if self.devices.console.line_rose() {
+            self.raise(layout::PL011_IRQ);
+        }
+    }
+
+    /// Tells the block driver about requests queued since the last kick.
+    fn kick_blk(&mut self) {
+        let kick = self
+            .devices
+            .blk
+            .as_mut()
+            .is_some_and(|b| b.device_mut().backend_mut().take_kick());
+        if kick {
+            self.glue.blk_kicks = self.glue.blk_kicks.saturating_add(1);
+            self.inj.calls += 1;
+            let _ = self.inj.k.notify(BLK);
+        }
+    }
+
+    /// Hands the block driver's responses to the device model, raises the device's interrupt
+    /// when the model asks, and kicks the driver for the requests the model issued meanwhile.
+    pub fn blk_completions(&mut self) {
+        let mut raise = false;
+        if let Some(blk) = self.devices.blk.as_mut() {
+            // Bounded: at most one response per queue entry the driver can have published.
+            for _ in 0..crate::blk_backend::QUEUE_CAPACITY {
+                match blk.device_mut().backend_mut().next_completion() {
+                    Ok(Some(c)) => raise |= virtio::raises(blk.device_event(&mut self.mem, c)),
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.glue.blk_queue_errors = self.glue.blk_queue_errors.saturating_add(1);
+                        break;
+                    }
+                }
+            }
+        }
+        if raise {
+            self.raise(virtio::layout::BLK_IRQ);
+        }
+        self.kick_blk();
+    }
+
+    /// Moves console bytes: what the virtio console's model sent goes to the serial TX queue
+    /// (re-running a stalled model), and input from the serial RX queue goes to the virtio
+    /// console when its driver has a receive queue ready, else to the PL011's RX FIFO.
+    pub fn console_io(&mut self) {
+        let mut raise = false;
+        let devices = &mut *self.devices;
+        let inj = &mut self.inj;
+        if let Some(vcon) = devices.vcon.as_mut() {
+            // Each round sends at most one link's worth; a guest cannot keep this going longer
+            // than its transmit queue is deep.
+            for _ in 0..64 {
+                let console = &mut devices.console;
+                let stalled = vcon
+                    .device_mut()
+                    .backend_mut()
+                    .drain_out(|b| console.put(&mut inj.k, b));
+                if !stalled {
+                    break;
+                }
+                raise |= virtio::raises(vcon.device_event(&mut self.mem, ConsoleEvent::TxReady));
+            }
+        }
+        let vcon_rx = devices.vcon.as_mut().filter(|v| {
+            v.state() == DeviceState::Live
+                && v.queues()
+                    .get(usize::from(RECEIVEQ))
+                    .is_some_and(|q| q.ready())
+        });
+        match vcon_rx {
+            Some(vcon) => {
+                let room = vcon.device().backend().input_room();
+                let link = vcon.device_mut().backend_mut();
+                let moved = devices.console.take_input(&mut inj.k, room, |b| {
+                    let _ = link.push_input(b);
+                });
+                if moved > 0 || vcon.device().backend().input_len() > 0 {
+                    raise |=
+                        virtio::raises(vcon.device_event(&mut self.mem, ConsoleEvent::RxReady));
+                }
+            }
+            None => {
+                let console = &mut devices.console;
+                let room = console.rx_room();
+                let mut got = heapless::Vec::<u8, { pl011::RX_FIFO }>::new();
+                console.take_input(&mut inj.k, room, |b| {
+                    let _ = got.push(b);
+                });
+                for b in got {
+                    console.push_rx(b);
+                }
+            }
+        }
+        if raise {
+            self.raise(virtio::layout::CONSOLE_IRQ);
+        }
+        self.console_line();
+    }
+
     fn vgic_result(
         &mut self,
         what: &str,
@@ -295,8 +576,23 @@ impl<K: Kernel> PlatformCtx<'_, K> {
 impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
     fn mmio_read(&mut self, h: &DeviceId, offset: u64, size: u8) -> Result<u64, BusError> {
         match h {
-            DeviceId::Console => Ok(self.devices.console.read(offset)),
+            DeviceId::Console => {
+                let v = self.devices.console.read(offset);
+                if offset == pl011::DR {
+                    // A byte left the FIFO: refill it from the RX queue; the line may fall.
+                    self.console_io();
+                }
+                Ok(v)
+            }
             DeviceId::TestDev => self.devices.testdev.read(offset, size),
+            DeviceId::VirtioBlk => match self.devices.blk.as_mut() {
+                Some(d) => d.read(offset, size),
+                None => Err(BusError::Unmapped),
+            },
+            DeviceId::VirtioConsole => match self.devices.vcon.as_mut() {
+                Some(d) => d.read(offset, size),
+                None => Err(BusError::Unmapped),
+            },
             DeviceId::Gicd => self
                 .vgic
                 .mmio_read(self.vcpu, offset, size)
@@ -315,6 +611,27 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
         match h {
             DeviceId::Console => {
                 self.devices.console.write(&mut self.inj.k, offset, value);
+                self.console_line();
+                Ok(())
+            }
+            DeviceId::VirtioBlk => {
+                let Some(d) = self.devices.blk.as_mut() else {
+                    return Err(BusError::Unmapped);
+                };
+                if virtio::raises(d.write(&mut self.mem, offset, size, value)?) {
+                    self.raise(virtio::layout::BLK_IRQ);
+                }
+                self.kick_blk();
+                Ok(())
+            }
+            DeviceId::VirtioConsole => {
+                let Some(d) = self.devices.vcon.as_mut() else {
+                    return Err(BusError::Unmapped);
+                };
+                if virtio::raises(d.write(&mut self.mem, offset, size, value)?) {
+                    self.raise(virtio::layout::CONSOLE_IRQ);
+                }
+                self.console_io();
                 Ok(())
             }
             DeviceId::TestDev => self.devices.testdev.write(offset, size, value),
@@ -344,11 +661,14 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
         SysRegResult::Unimplemented
     }
     fn vgic_maintenance(&mut self, lr: Option<u8>) -> Result<(), PlatformError> {
-        let r = self
-            .vgic
-            .maintenance(&mut self.inj, self.vcpu, lr)
-            .map(|_| ());
-        self.vgic_result("maintenance", r)
+        let r = self.vgic.maintenance(&mut self.inj, self.vcpu, lr);
+        // A level interrupt still asserted after the guest's EOI is pending again.
+        if let Ok(Some(layout::PL011_IRQ)) = r
+            && self.devices.console.irq_level()
+        {
+            self.raise(layout::PL011_IRQ);
+        }
+        self.vgic_result("maintenance", r.map(|_| ()))
     }
     fn virtual_ppi(&mut self, irq: u32) -> Result<(), PlatformError> {
         let r = self.vgic.ppi_event(&mut self.inj, self.vcpu, irq);

@@ -7,11 +7,14 @@
 //! invocations. A hypervisor fault stops the VM with a diagnostic; the PD itself keeps serving.
 #![cfg_attr(not(test), no_std)]
 
+pub mod blk_backend;
 pub mod devices;
 pub mod guest_memory;
 pub mod lazy_vcpu;
+pub mod virtio;
 
-use devices::{DeviceId, Devices, KernelInjector, PlatformCtx, layout};
+use blk_backend::QueueBackend;
+use devices::{DeviceId, Devices, GlueStats, KernelInjector, PlatformCtx, layout};
 use guest_memory::{RegionMemory, Window};
 use lazy_vcpu::LazyVcpu;
 use microkit_rt::abi::{MSG_MAX_LENGTH, user_context};
@@ -125,6 +128,7 @@ pub struct Vmm<K: Kernel + Clone> {
     psci: Psci<1>,
     vgic: Vgic,
     devices: Devices,
+    glue: GlueStats,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
 }
@@ -149,6 +153,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             psci: Psci::new(1).expect("one vCPU is within PSCI's capacity"),
             vgic: Vgic::new(1).expect("one vCPU is within the vGIC's capacity"),
             devices: Devices::default(),
+            glue: GlueStats::default(),
             stats: Stats::new(),
             state: VmState::NotStarted,
         };
@@ -206,6 +211,12 @@ impl<K: Kernel + Clone> Vmm<K> {
                 0x1000,
                 HandlerKind::Write,
                 DeviceId::WriteProtected,
+            ),
+            (
+                virtio::layout::CONSOLE_BASE,
+                virtio::layout::WINDOW,
+                HandlerKind::All,
+                DeviceId::VirtioConsole,
             ),
         ];
         for (base, size, kind, id) in ranges {
@@ -307,6 +318,126 @@ impl<K: Kernel + Clone> Vmm<K> {
         self
     }
 
+    /// Takes the guest console's input from the serial driver's RX queue (its header and data
+    /// regions, as system.xml maps them).
+    pub fn with_serial_input(
+        mut self,
+        header: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        let views = header
+            .and_then(SharedRegion::into_atomic_words)
+            .and_then(|h| {
+                data.and_then(SharedRegion::into_atomic_bytes)
+                    .map(|d| (h, d))
+            });
+        match views {
+            Ok((h, d)) => match sddf_queue::serial::SerialConsumer::new(h, d, d.len() as u32) {
+                Ok(rx) => {
+                    self.devices.console.attach_input(rx);
+                    // Input that arrived before this point.
+                    self.service_devices();
+                }
+                Err(e) => say!(self, "vmm: serial RX queue unusable: {:?}", e),
+            },
+            Err(e) => say!(self, "vmm: serial RX queue not mapped: {:?}", e),
+        }
+        self
+    }
+
+    /// Offers the guest a virtio-blk device backed by the block driver domain: its request,
+    /// response and storage-info queues and the data region, as system.xml maps them. Without
+    /// them, or while the driver has no storage, the guest finds no device at the address.
+    pub fn with_block_device(
+        mut self,
+        req: Result<SharedRegion, RegionError>,
+        resp: Result<SharedRegion, RegionError>,
+        info: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        let regions = (|| {
+            Ok::<_, RegionError>((
+                req?.into_atomic_words()?,
+                resp?.into_atomic_words()?,
+                info?.into_atomic_words()?,
+                data?.into_dma_buffer()?,
+            ))
+        })();
+        let (req, resp, info, data) = match regions {
+            Ok(r) => r,
+            Err(e) => {
+                say!(self, "vmm: block queues not mapped: {:?}", e);
+                return self;
+            }
+        };
+        let backend = match QueueBackend::attach(req, resp, info, data) {
+            Ok(b) => b,
+            Err(e) => {
+                say!(self, "vmm: no virtio-blk for the guest: {:?}", e);
+                return self;
+            }
+        };
+        let config = vmm_devices::blk::BlkConfig::default();
+        let dev = match vmm_devices::blk::BlkDevice::new(backend, config) {
+            Ok(d) => d,
+            Err(e) => {
+                say!(self, "vmm: no virtio-blk for the guest: {:?}", e);
+                return self;
+            }
+        };
+        let sectors = dev.capacity();
+        let r = self.tree.register_raw(
+            GuestPhysAddr(virtio::layout::BLK_BASE),
+            virtio::layout::WINDOW,
+            HandlerKind::All,
+            DeviceId::VirtioBlk,
+        );
+        match r {
+            Ok(_) => {
+                self.devices.blk = Some(vmm_devices::mmio::MmioTransport::new(dev));
+                say!(
+                    self,
+                    "vmm: virtio-blk at {:#x} (INTID {}): {} sectors, through blk_driver",
+                    virtio::layout::BLK_BASE,
+                    virtio::layout::BLK_IRQ,
+                    sectors
+                );
+            }
+            Err(e) => say!(self, "vmm: cannot register virtio-blk: {:?}", e),
+        }
+        self
+    }
+
+    /// Work the driver domains' notifications bring: block responses to the guest's device,
+    /// console input to the guest's PL011 or virtio console, and console output a stalled
+    /// virtio console still holds.
+    fn service_devices(&mut self) {
+        let Some(mem) = self.mem.as_ref() else { return };
+        let mut ctx = PlatformCtx {
+            devices: &mut self.devices,
+            vgic: &mut self.vgic,
+            inj: KernelInjector {
+                k: self.k.clone(),
+                calls: 0,
+            },
+            vcpu: 0,
+            mem: mem.view(),
+            glue: &mut self.glue,
+        };
+        ctx.blk_completions();
+        ctx.console_io();
+    }
+
+    /// Counters of the device glue.
+    pub fn glue_stats(&self) -> &GlueStats {
+        &self.glue
+    }
+
+    /// The guest's virtio-blk device, if offered.
+    pub fn virtio_blk(&self) -> Option<&devices::VirtioBlk> {
+        self.devices.blk.as_ref()
+    }
+
     /// The VM's state.
     pub fn state(&self) -> VmState {
         self.state
@@ -329,7 +460,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             *w = self.k.mr(i);
         }
         let words = &words[..n];
-        let Some(mem) = self.mem.as_mut() else {
+        let Some(mem) = self.mem.as_ref() else {
             say!(self, "vmm: fault while no guest memory is mapped");
             return None;
         };
@@ -343,12 +474,22 @@ impl<K: Kernel + Clone> Vmm<K> {
                 calls: 0,
             },
             vcpu: 0,
+            mem: mem.view(),
+            glue: &mut self.glue,
         };
         let mut exit = Exit {
             tree: &self.tree,
             psci: &mut self.psci,
         };
-        let report = exit.handle(0, msg.label(), words, &mut vcpu, mem, &mut platform);
+        let mut exit_mem = mem.view();
+        let report = exit.handle(
+            0,
+            msg.label(),
+            words,
+            &mut vcpu,
+            &mut exit_mem,
+            &mut platform,
+        );
         let device_calls = platform.inj.calls;
         let handler = report.handler.map(|h| h.slot() as u16);
         if let Some(why) = report.guest_trap {
@@ -468,6 +609,25 @@ impl<K: Kernel + Clone> Vmm<K> {
             k: &mut self.k,
         };
         let _ = self.stats.write_report(&mut w);
+        if let Some(blk) = self.devices.blk.as_ref() {
+            let s = *blk.device().stats();
+            let t = *blk.stats();
+            let b = *blk.device().backend().stats();
+            say!(
+                self,
+                "vmm: virtio-blk requests={} ok={} ioerr={} unsupp={} bad-chains={} rmw-fills={} \
+                 driver-requests={} needs-reset={} resets={}",
+                s.requests,
+                s.ok,
+                s.ioerr,
+                s.unsupp,
+                s.bad_chains,
+                s.rmw_fills,
+                b.requests,
+                t.needs_reset,
+                t.resets
+            );
+        }
     }
 
     fn stop_with(
@@ -532,12 +692,15 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
     type Error = VmmError;
 
     fn notified(&mut self, channels: ChannelSet) -> Result<(), VmmError> {
-        // The driver domains' channels need nothing yet: the console drops bytes when its queue
-        // is full and takes no input; the block device is not offered to the guest yet.
-        // Anything else is reported.
+        // The driver domains' channels: block responses, console input (and TX space, which
+        // needs nothing: the console drops bytes when its queue is full). Anything else is
+        // reported.
         let drivers = 1 << system::SERIAL_DRIVER_1.index()
             | 1 << system::SERIAL_DRIVER_2.index()
             | 1 << system::BLK_DRIVER.index();
+        if channels.bits() & drivers != 0 && self.state == VmState::Running {
+            self.service_devices();
+        }
         let others = ChannelSet::from_badge(channels.bits() & !drivers);
         if !others.is_empty() {
             say!(

@@ -13,6 +13,17 @@ microkit_rt::protection_domain!(|k| vmm::Vmm::new(
 .with_serial_console(
     vmm::system::serial_tx_queue_vmm_region(),
     vmm::system::serial_tx_data_vmm_region(),
+)
+.with_serial_input(
+    vmm::system::serial_rx_queue_vmm_region(),
+    vmm::system::serial_rx_data_vmm_region(),
+)
+// The block driver outranks the VMM: its storage info is published by now.
+.with_block_device(
+    vmm::system::blk_req_queue_vmm_region(),
+    vmm::system::blk_resp_queue_vmm_region(),
+    vmm::system::blk_storage_info_vmm_region(),
+    vmm::system::blk_data_vmm_region(),
 ));
 
 #[cfg(not(target_os = "none"))]

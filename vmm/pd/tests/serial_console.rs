@@ -69,3 +69,166 @@ fn without_the_queue_the_console_stays_on_the_debug_console() {
     assert!(h.sim.console().contains("ok\n"));
     assert!(h.sim.take_log().iter().all(|i| *i != Invocation::Notify(1)));
 }
+
+/// The VMM with both serial queues attached, and the serial driver's ends of them.
+struct SerialRig {
+    h: Harness,
+    /// The driver's TX consumer (what reaches the UART).
+    tx: SerialConsumer<'static>,
+    /// The driver's RX producer (what the UART received).
+    rx: sddf_queue::serial::SerialProducer<'static>,
+}
+
+fn serial_rig() -> SerialRig {
+    let sim = Sim::from_repo_system("vmm");
+    let ram = sim.region("guest_ram").unwrap();
+    let wp = sim.region("guest_wp_page").unwrap();
+    let r = |n: &str| sim.region(n).unwrap();
+    let (txh, txd, rxh, rxd) = (
+        r("serial_tx_queue_vmm"),
+        r("serial_tx_data_vmm"),
+        r("serial_rx_queue_vmm"),
+        r("serial_rx_data_vmm"),
+    );
+    let words = |x: &microkit_rt::SharedRegion| Sim::alias(x).into_atomic_words().unwrap();
+    let bytes = |x: &microkit_rt::SharedRegion| Sim::alias(x).into_atomic_bytes().unwrap();
+    let tx = SerialConsumer::new(words(&txh), bytes(&txd), txd.size() as u32).unwrap();
+    let rx = sddf_queue::serial::SerialProducer::new(words(&rxh), bytes(&rxd), rxd.size() as u32)
+        .unwrap();
+    let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
+    let vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs())
+        .with_serial_console(Ok(txh), Ok(txd))
+        .with_serial_input(Ok(rxh), Ok(rxd));
+    let el = sim.event_loop();
+    let h = Harness {
+        sim,
+        vmm,
+        el,
+        ram: ram_view,
+        wp: wp_view,
+    };
+    h.sim.take_log();
+    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    SerialRig { h, tx, rx }
+}
+
+impl SerialRig {
+    /// The serial driver receives `bytes` and notifies the VMM on the RX channel.
+    fn receive(&mut self, bytes: &[u8]) -> Vec<Invocation> {
+        for &b in bytes {
+            self.rx.enqueue(b).unwrap();
+        }
+        self.h.sim.notify_from_peer(vmm::system::SERIAL_DRIVER_2);
+        self.h.el.step(&mut self.h.vmm);
+        self.h.sim.take_log()
+    }
+    fn load32(&mut self, addr: u64) -> u32 {
+        self.h.load(PC0, addr, 2, 2);
+        self.h.x(2) as u32
+    }
+    fn sent(&mut self) -> Vec<u8> {
+        let mut got = [0u8; 256];
+        let n = self.tx.dequeue_into(&mut got).unwrap();
+        got[..n].to_vec()
+    }
+}
+
+const FR: u64 = PL011 + 0x18;
+const RXFE: u32 = 1 << 4;
+
+#[test]
+fn console_input_reaches_the_pl011_fifo_and_raises_its_interrupt_when_unmasked() {
+    let mut r = serial_rig();
+    assert_eq!(r.load32(FR) & RXFE, RXFE, "nothing received yet");
+    // The guest enables the distributor, SPI 1 (INTID 33) and the PL011's RX interrupt.
+    r.h.store(PC0, GICD, 2, 1, 1);
+    r.h.store(PC0, GICD + 0x104, 2, 1, 1 << 1);
+    r.h.store(PC0, GICD + 0x820, 2, 1, 1 << 8);
+    r.h.store(PC0, PL011 + 0x38, 2, 1, 1 << 4);
+    let log = r.receive(b"ok\r");
+    let inj: Vec<_> = log
+        .iter()
+        .filter(|i| matches!(i, Invocation::VcpuInjectIrq { virq: 33, .. }))
+        .collect();
+    assert_eq!(inj.len(), 1, "one edge of the level line: {log:?}");
+    assert_eq!(r.load32(PL011 + 0x40), 1 << 4, "MIS: RX");
+    let mut got = vec![];
+    while r.load32(FR) & RXFE == 0 {
+        got.push(r.load32(PL011) as u8);
+        assert!(got.len() <= 3, "the FIFO holds what was received, no more");
+    }
+    assert_eq!(got, b"ok\r");
+    assert_eq!(
+        r.load32(PL011 + 0x40),
+        0,
+        "the line fell with the FIFO empty"
+    );
+}
+
+#[test]
+fn input_beyond_the_fifo_waits_in_the_queue_and_nothing_is_lost() {
+    let mut r = serial_rig();
+    let input: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+    r.receive(&input);
+    let mut got = vec![];
+    for _ in 0..200 {
+        if r.load32(FR) & RXFE != 0 {
+            break;
+        }
+        got.push(r.load32(PL011) as u8);
+    }
+    assert_eq!(
+        got, input,
+        "every byte, in order, refilled from the queue as the guest reads"
+    );
+}
+
+#[test]
+fn the_virtio_console_sends_the_guests_bytes_to_the_serial_tx_queue() {
+    const VCON: u64 = 0x0a00_3c00;
+    const DESC: u64 = 0x4100_0000;
+    const AVAIL: u64 = 0x4100_1000;
+    const USED: u64 = 0x4100_2000;
+    const BUF: u64 = 0x4100_3000;
+    let mut r = serial_rig();
+    assert_eq!(r.load32(VCON), 0x7472_6976);
+    assert_eq!(r.load32(VCON + 8), 3, "console");
+    let w = |r: &mut SerialRig, off: u64, v: u64| {
+        r.h.store(PC0, VCON + off, 2, 1, v);
+    };
+    for s in [0, 1, 3] {
+        w(&mut r, 0x70, s);
+    }
+    w(&mut r, 0x24, 1);
+    w(&mut r, 0x20, 1);
+    w(&mut r, 0x70, 0xb);
+    // transmitq (1), 4 entries.
+    w(&mut r, 0x30, 1);
+    w(&mut r, 0x38, 4);
+    for (reg, addr) in [(0x80, DESC), (0x90, AVAIL), (0xa0, USED)] {
+        w(&mut r, reg, addr);
+    }
+    w(&mut r, 0x44, 1);
+    w(&mut r, 0x70, 0xf);
+    let msg = b"hello over virtio\n";
+    let put =
+        |r: &SerialRig, gpa: u64, b: &[u8]| r.h.ram.write((gpa - RAM_GPA) as usize, b).unwrap();
+    put(&r, BUF, msg);
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&BUF.to_le_bytes());
+    d[8..12].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+    put(&r, DESC, &d);
+    put(&r, AVAIL + 4, &[0, 0]);
+    put(&r, AVAIL + 2, &[1, 0]);
+    let log = r.h.store(PC0, VCON + 0x50, 2, 1, 1);
+    assert!(
+        log.contains(&Invocation::Notify(1)),
+        "the serial driver is told: {log:?}"
+    );
+    assert_eq!(r.sent(), msg);
+    let mut used = [0u8; 2];
+    r.h.ram
+        .read((USED + 2 - RAM_GPA) as usize, &mut used)
+        .unwrap();
+    assert_eq!(used, [1, 0], "the chain is returned");
+}

@@ -1,0 +1,213 @@
+//! The guest's virtio-blk device's storage: the block driver domain, reached through sDDF 0.7.0
+//! block queues (requests out, responses in, storage info) and the data region both PDs map.
+//!
+//! [`QueueBackend`] implements `vmm-devices`' [`BlockBackend`]: each [`BackendOp`] becomes one
+//! `blk_req_t` whose `io_or_offset` is the op's offset in the data region (the staging buffer)
+//! and whose `id` is the op's tag; each `blk_resp_t` becomes a [`Completion`]. The driver is
+//! another PD and is not trusted: a response whose id is not an operation in flight, or whose
+//! success count is short, is counted and turned into a dropped or failed completion — never a
+//! panic. The driver is notified through a deferred kick ([`QueueBackend::take_kick`]) that the
+//! VMM sends once per exit or notification, after every request of it is queued.
+
+use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
+use sddf_queue::layout::{BLK_TRANSFER_SIZE, BlkReq, BlkReqCode, BlkRespStatus};
+use sddf_queue::{EnqueueError, QueueError, SetupError};
+use vmm_devices::blk::{
+    BackendError, BackendOp, BlockBackend, Completion, MAX_OUTSTANDING, StorageInfo, Submitted,
+    Tag, UNIT_SIZE,
+};
+
+/// Entries of each block queue (the driver's `QUEUE_CAPACITY`, sDDF's `num_buffers`).
+pub const QUEUE_CAPACITY: u32 = 64;
+
+/// Why the block device cannot be offered to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachError {
+    /// A queue region is missing or too small.
+    Setup(SetupError),
+    /// The driver has not published its storage info (no disk, or not up yet).
+    NotReady,
+    /// The driver's storage info is unusable (transfer size, capacity).
+    BadInfo,
+}
+
+/// Counters of the driver's behaviour as this side sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendStats {
+    /// Requests queued.
+    pub requests: u64,
+    /// Responses taken.
+    pub responses: u64,
+    /// Responses with a status other than OK.
+    pub errors: u64,
+    /// Responses whose id matched no request in flight (dropped).
+    pub unknown_ids: u64,
+    /// OK responses that transferred fewer blocks than requested (failed).
+    pub short: u64,
+    /// Times the driver corrupted a queue's indices.
+    pub corrupt: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    tag: u32,
+    count: u16,
+}
+
+/// The block driver domain as a [`BlockBackend`].
+pub struct QueueBackend {
+    req: BlkReqProducer<'static>,
+    resp: BlkRespConsumer<'static>,
+    staging: &'static mut [u8],
+    info: StorageInfo,
+    in_flight: [Option<InFlight>; MAX_OUTSTANDING],
+    kick: bool,
+    stats: BackendStats,
+}
+
+impl QueueBackend {
+    /// Attaches to the queues (request, response, storage info) and the data region. The
+    /// storage info must be ready: the driver outranks the VMM and publishes it in its `init`.
+    pub fn attach(
+        req: &'static [core::sync::atomic::AtomicU32],
+        resp: &'static [core::sync::atomic::AtomicU32],
+        info: &'static [core::sync::atomic::AtomicU32],
+        data: &'static mut [u8],
+    ) -> Result<Self, AttachError> {
+        let req = BlkReqProducer::new(req, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
+        let resp = BlkRespConsumer::new(resp, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
+        let reader = StorageInfoReader::new(info).map_err(AttachError::Setup)?;
+        let si = reader.read().ok_or(AttachError::NotReady)?;
+        if si.capacity == 0 || si.capacity > u64::MAX / UNIT_SIZE {
+            return Err(AttachError::BadInfo);
+        }
+        // The staging buffer is used in whole units.
+        let usable = data.len() - data.len() % UNIT_SIZE as usize;
+        if usable == 0 {
+            return Err(AttachError::Setup(SetupError::DataRegionTooSmall {
+                needed: UNIT_SIZE as usize,
+                available: data.len(),
+            }));
+        }
+        let staging = &mut data[..usable];
+        Ok(QueueBackend {
+            req,
+            resp,
+            staging,
+            info: StorageInfo {
+                blocks: si.capacity,
+                read_only: si.read_only != 0,
+            },
+            in_flight: [None; MAX_OUTSTANDING],
+            kick: false,
+            stats: BackendStats::default(),
+        })
+    }
+
+    /// Whether the driver must be notified now (requests were queued since the last call).
+    pub fn take_kick(&mut self) -> bool {
+        core::mem::take(&mut self.kick) && self.req.take_notify()
+    }
+
+    /// Takes the next response, as the completion the device model expects. `Ok(None)` when no
+    /// response is waiting. Responses that match no operation in flight are counted and skipped.
+    pub fn next_completion(&mut self) -> Result<Option<Completion>, QueueError> {
+        loop {
+            let resp = match self.resp.dequeue() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    self.stats.corrupt += 1;
+                    return Err(e);
+                }
+            };
+            self.stats.responses += 1;
+            let slot = self
+                .in_flight
+                .iter_mut()
+                .find(|f| f.is_some_and(|f| f.tag == resp.id));
+            let Some(op) = slot.and_then(Option::take) else {
+                self.stats.unknown_ids += 1;
+                continue;
+            };
+            let result = if resp.status != BlkRespStatus::OK {
+                self.stats.errors += 1;
+                Err(BackendError::Io)
+            } else if resp.success_count < op.count {
+                self.stats.short += 1;
+                Err(BackendError::Io)
+            } else {
+                Ok(())
+            };
+            return Ok(Some(Completion {
+                tag: Tag(op.tag),
+                result,
+            }));
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+
+    /// Operations waiting for a response.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.iter().flatten().count()
+    }
+}
+
+impl BlockBackend for QueueBackend {
+    fn info(&self) -> StorageInfo {
+        self.info
+    }
+
+    fn staging(&mut self) -> &mut [u8] {
+        self.staging
+    }
+
+    fn submit(&mut self, op: BackendOp) -> Result<Submitted, BackendError> {
+        let (code, offset, block, count) = match op {
+            BackendOp::Read {
+                block,
+                count,
+                offset,
+                ..
+            } => (BlkReqCode::READ, offset, block, count),
+            BackendOp::Write {
+                block,
+                count,
+                offset,
+                ..
+            } => (BlkReqCode::WRITE, offset, block, count),
+            BackendOp::Flush { .. } => (BlkReqCode::FLUSH, 0, 0, 0),
+        };
+        // sDDF counts in u16 units: a larger window cannot be expressed (the staging buffer is
+        // far smaller, so this does not happen with a well-formed op).
+        let count = u16::try_from(count).map_err(|_| BackendError::Unavailable)?;
+        let slot = self
+            .in_flight
+            .iter()
+            .position(Option::is_none)
+            .ok_or(BackendError::Unavailable)?;
+        let tag = op.tag().0;
+        let req = BlkReq::new(code, offset as u64, block, count, tag);
+        match self.req.enqueue(&req) {
+            Ok(()) => {}
+            Err(EnqueueError::Full) => return Err(BackendError::Unavailable),
+            Err(EnqueueError::Corrupt(_)) => {
+                self.stats.corrupt += 1;
+                return Err(BackendError::Unavailable);
+            }
+        }
+        if let Some(s) = self.in_flight.get_mut(slot) {
+            *s = Some(InFlight { tag, count });
+        }
+        self.stats.requests += 1;
+        self.kick = true;
+        Ok(Submitted::Pending)
+    }
+}
+
+/// Bytes per sDDF transfer unit, as `vmm-devices` counts them too.
+const _: () = assert!(BLK_TRANSFER_SIZE as u64 == UNIT_SIZE);

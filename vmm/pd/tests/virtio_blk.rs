@@ -1,0 +1,427 @@
+//! The guest's virtio-blk device end to end inside the VMM's system.xml scope: a guest driver
+//! (virtqueue in guest RAM, registers through trapped MMIO) on one side, the block driver
+//! domain's side of the sDDF queues (request/response queues, storage info, the data region,
+//! played here by a small in-memory disk) on the other. Checks that requests reach the driver
+//! only as sDDF requests into the data region, that the VMM kicks the driver, that responses
+//! complete the guest's requests with the right data and the device's SPI, and that a hostile
+//! driver (unknown ids, errors, corrupt indices) is contained.
+
+mod common;
+
+use common::*;
+use microkit_sim::{Invocation, Sim};
+use sddf_queue::blk::{BlkReqConsumer, BlkRespProducer, StorageInfoWriter};
+use sddf_queue::layout::{BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo};
+use vmm::Vmm;
+use zerocopy::FromZeros;
+
+const BLK: u64 = 0x0a00_3e00;
+const BLK_IRQ: u16 = 79;
+/// The driver's channel, as the VMM numbers it.
+const BLK_CH: u8 = 3;
+const UNITS: u64 = 64;
+const UNIT: usize = 4096;
+
+// Guest-physical layout of the guest driver's structures.
+const DESC: u64 = 0x4100_0000;
+const AVAIL: u64 = 0x4100_1000;
+const USED: u64 = 0x4100_2000;
+const HDR: u64 = 0x4100_3000;
+const STATUS: u64 = 0x4100_3800;
+const DATA: u64 = 0x4101_0000;
+const QSIZE: u16 = 16;
+
+/// The block driver's side: its queue views and the data region, and a disk of `UNITS` units.
+struct Driver {
+    req: BlkReqConsumer<'static>,
+    resp: BlkRespProducer<'static>,
+    data: microkit_rt::SharedRegion,
+    disk: Vec<u8>,
+    /// Requests seen: (code, offset, block, count).
+    seen: Vec<(BlkReqCode, u64, u64, u16)>,
+    /// Answer the next request with this status instead of serving it.
+    fail_next: Option<BlkRespStatus>,
+    /// The response queue's raw memory (to corrupt it).
+    resp_raw: microkit_rt::SharedRegion,
+}
+
+impl Driver {
+    /// Serves every queued request; returns how many.
+    fn serve(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(r) = self.req.dequeue().unwrap() {
+            n += 1;
+            self.seen
+                .push((r.code, r.io_or_offset, r.block_number, r.count));
+            if let Some(status) = self.fail_next.take() {
+                self.resp.enqueue(&BlkResp::new(status, 0, r.id)).unwrap();
+                continue;
+            }
+            let off = r.io_or_offset as usize;
+            let len = r.count as usize * UNIT;
+            let pos = r.block_number as usize * UNIT;
+            match r.code {
+                BlkReqCode::READ => self.data.write(off, &self.disk[pos..pos + len]).unwrap(),
+                BlkReqCode::WRITE => self.data.read(off, &mut self.disk[pos..pos + len]).unwrap(),
+                _ => {}
+            }
+            self.resp
+                .enqueue(&BlkResp::new(BlkRespStatus::OK, r.count, r.id))
+                .unwrap();
+        }
+        n
+    }
+}
+
+struct Rig {
+    h: Harness,
+    drv: Driver,
+    avail_idx: u16,
+    used_seen: u16,
+}
+
+fn rig_with(ready: bool) -> Rig {
+    let sim = Sim::from_repo_system("vmm");
+    let ram = sim.region("guest_ram").unwrap();
+    let wp = sim.region("guest_wp_page").unwrap();
+    let region = |n: &str| sim.region(n).unwrap_or_else(|| panic!("vmm maps {n}"));
+    let (req, resp, info, data) = (
+        region("blk_req_queue_vmm"),
+        region("blk_resp_queue_vmm"),
+        region("blk_storage_info_vmm"),
+        region("blk_data_vmm"),
+    );
+    let (d_req, d_resp, d_info, d_data) = (
+        Sim::alias(&req),
+        Sim::alias(&resp),
+        Sim::alias(&info),
+        Sim::alias(&data),
+    );
+    let resp_raw = Sim::alias(&resp);
+    let info_words = d_info.into_atomic_words().unwrap();
+    if ready {
+        let mut si = BlkStorageInfo::new_zeroed();
+        si.capacity = UNITS;
+        si.block_size = 1;
+        si.sector_size = 512;
+        StorageInfoWriter::new(info_words).unwrap().publish(&si);
+    }
+    let drv = Driver {
+        req: BlkReqConsumer::new(d_req.into_atomic_words().unwrap(), 64).unwrap(),
+        resp: BlkRespProducer::new(d_resp.into_atomic_words().unwrap(), 64).unwrap(),
+        data: d_data,
+        disk: (0..UNITS as usize * UNIT)
+            .map(|i| (i / 512) as u8 ^ 0xa5)
+            .collect(),
+        seen: vec![],
+        fail_next: None,
+        resp_raw,
+    };
+    let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
+    let vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_block_device(
+        Ok(req),
+        Ok(resp),
+        Ok(info),
+        Ok(data),
+    );
+    let el = sim.event_loop();
+    let h = Harness {
+        sim,
+        vmm,
+        el,
+        ram: ram_view,
+        wp: wp_view,
+    };
+    h.sim.take_log();
+    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    Rig {
+        h,
+        drv,
+        avail_idx: 0,
+        used_seen: 0,
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(true)
+}
+
+impl Rig {
+    fn w32(&mut self, off: u64, v: u32) -> Vec<Invocation> {
+        self.h.store(PC0, BLK + off, 2, 1, u64::from(v))
+    }
+    fn r32(&mut self, off: u64) -> u32 {
+        self.h.load(PC0, BLK + off, 2, 2);
+        self.h.x(2) as u32
+    }
+    fn put(&self, gpa: u64, bytes: &[u8]) {
+        self.h.ram.write((gpa - RAM_GPA) as usize, bytes).unwrap();
+    }
+    fn get(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0; len];
+        self.h.ram.read((gpa - RAM_GPA) as usize, &mut b).unwrap();
+        b
+    }
+
+    /// The driver's initialisation (virtio 1.2 §3.1.1) with VERSION_1 and FLUSH, one queue,
+    /// and the distributor forwarding SPI 79 to the vCPU.
+    fn init(&mut self) {
+        self.h.store(PC0, GICD, 2, 1, 1);
+        self.h.store(PC0, GICD + 0x108, 2, 1, 1 << (79 - 64));
+        self.h.store(PC0, GICD + 0x800 + 76, 2, 1, 1 << 24);
+        self.w32(0x70, 0);
+        self.w32(0x70, 1);
+        self.w32(0x70, 3);
+        self.w32(0x24, 1);
+        self.w32(0x20, 1);
+        self.w32(0x24, 0);
+        self.w32(0x20, 1 << 9);
+        self.w32(0x70, 0xb);
+        assert_eq!(self.r32(0x70) & 8, 8, "FEATURES_OK accepted");
+        self.w32(0x30, 0);
+        assert_eq!(self.r32(0x34), 256, "QueueNumMax");
+        self.w32(0x38, u32::from(QSIZE));
+        for (reg, addr) in [(0x80, DESC), (0x90, AVAIL), (0xa0, USED)] {
+            self.w32(reg, addr as u32);
+            self.w32(reg + 4, 0);
+        }
+        self.w32(0x44, 1);
+        self.w32(0x70, 0xf);
+        assert_eq!(self.r32(0x70), 0xf, "live");
+    }
+
+    fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+        self.put(DESC + 16 * u64::from(i), &d);
+    }
+
+    /// Publishes a request (header, one data buffer, status) and notifies; returns the log of
+    /// the notifying exit.
+    fn request(
+        &mut self,
+        ty: u32,
+        sector: u64,
+        data_len: u32,
+        device_writes: bool,
+    ) -> Vec<Invocation> {
+        let mut hdr = [0u8; 16];
+        hdr[0..4].copy_from_slice(&ty.to_le_bytes());
+        hdr[8..16].copy_from_slice(&sector.to_le_bytes());
+        self.put(HDR, &hdr);
+        self.put(STATUS, &[0xff]);
+        let w = if device_writes { 2 } else { 0 };
+        if data_len > 0 {
+            self.desc(0, HDR, 16, 1, 1);
+            self.desc(1, DATA, data_len, 1 | w, 2);
+            self.desc(2, STATUS, 1, 2, 0);
+        } else {
+            self.desc(0, HDR, 16, 1, 2);
+            self.desc(2, STATUS, 1, 2, 0);
+        }
+        let slot = self.avail_idx % QSIZE;
+        self.put(AVAIL + 4 + 2 * u64::from(slot), &0u16.to_le_bytes());
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        self.put(AVAIL + 2, &self.avail_idx.to_le_bytes());
+        self.w32(0x50, 0)
+    }
+
+    /// The used ring's index.
+    fn used_idx(&self) -> u16 {
+        u16::from_le_bytes(self.get(USED + 2, 2).try_into().unwrap())
+    }
+
+    /// Lets the driver serve and notify the VMM until the guest's request completes; returns
+    /// every invocation the VMM made meanwhile.
+    fn run_until_used(&mut self) -> Vec<Invocation> {
+        let mut log = vec![];
+        for _ in 0..32 {
+            if self.used_idx() != self.used_seen {
+                self.used_seen = self.used_idx();
+                return log;
+            }
+            assert!(
+                self.drv.serve() > 0,
+                "the VMM waits on the driver, which has nothing"
+            );
+            self.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+            self.h.el.step(&mut self.h.vmm);
+            log.extend(self.h.sim.take_log());
+        }
+        panic!("the request never completed");
+    }
+
+    fn status(&self) -> u8 {
+        self.get(STATUS, 1)[0]
+    }
+}
+
+fn kicks(log: &[Invocation]) -> usize {
+    log.iter()
+        .filter(|i| **i == Invocation::Notify(BLK_CH))
+        .count()
+}
+
+fn spi_injections(log: &[Invocation]) -> usize {
+    log.iter()
+        .filter(|i| matches!(i, Invocation::VcpuInjectIrq { virq: BLK_IRQ, .. }))
+        .count()
+}
+
+#[test]
+fn the_device_identifies_as_a_modern_virtio_blk_of_the_drivers_capacity() {
+    let mut r = rig();
+    assert_eq!(r.r32(0x000), 0x7472_6976, "magic");
+    assert_eq!(r.r32(0x004), 2, "version 2: modern");
+    assert_eq!(r.r32(0x008), 2, "block device");
+    let lo = r.r32(0x100);
+    let hi = r.r32(0x104);
+    assert_eq!(
+        u64::from(hi) << 32 | u64::from(lo),
+        UNITS * 8,
+        "capacity in sectors"
+    );
+    assert!(
+        r.h.sim
+            .console()
+            .contains("vmm: virtio-blk at 0xa003e00 (INTID 79)")
+    );
+    assert!(
+        r.h.sim.violations().is_empty(),
+        "{:?}",
+        r.h.sim.violations()
+    );
+}
+
+#[test]
+fn an_unaligned_write_is_a_read_modify_write_through_the_driver_and_completes_with_the_spi() {
+    let mut r = rig();
+    r.init();
+    // Three sectors at sector 7: the last sector of unit 0 and the first two of unit 1.
+    let pattern: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
+    r.put(DATA, &pattern);
+    let before = r.drv.disk.clone();
+    let log = r.request(1, 7, 3 * 512, false);
+    assert_eq!(kicks(&log), 1, "one kick for the exit's requests: {log:?}");
+    let log = r.run_until_used();
+    assert_eq!(r.status(), 0, "VIRTIO_BLK_S_OK");
+    assert_eq!(
+        spi_injections(&log),
+        1,
+        "the completion raises INTID 79: {log:?}"
+    );
+    assert_eq!(r.drv.disk[7 * 512..10 * 512], pattern[..]);
+    assert_eq!(
+        r.drv.disk[..7 * 512],
+        before[..7 * 512],
+        "sectors before kept"
+    );
+    assert_eq!(
+        r.drv.disk[10 * 512..],
+        before[10 * 512..],
+        "sectors after kept"
+    );
+    // Two fills (units 0 and 1) and one write of both units, all in the data region.
+    let codes: Vec<_> = r.drv.seen.iter().map(|s| s.0).collect();
+    assert_eq!(
+        codes,
+        [BlkReqCode::READ, BlkReqCode::READ, BlkReqCode::WRITE]
+    );
+    assert_eq!(r.drv.seen[2], (BlkReqCode::WRITE, 0, 0, 2));
+    // The used ring names the chain and counts only the status byte.
+    assert_eq!(r.get(USED + 4, 8), [0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(r.r32(0x60) & 1, 1, "InterruptStatus: used buffer");
+    r.w32(0x64, 1);
+    assert_eq!(r.r32(0x60), 0, "acknowledged");
+    assert!(
+        r.h.sim.violations().is_empty(),
+        "{:?}",
+        r.h.sim.violations()
+    );
+}
+
+#[test]
+fn a_read_across_a_unit_boundary_returns_the_disks_bytes() {
+    let mut r = rig();
+    r.init();
+    r.put(DATA, &vec![0u8; 5 * 512]);
+    r.request(0, 13, 5 * 512, true);
+    r.run_until_used();
+    assert_eq!(r.status(), 0);
+    assert_eq!(r.get(DATA, 5 * 512), r.drv.disk[13 * 512..18 * 512]);
+    assert_eq!(
+        r.get(USED + 8, 4),
+        (5 * 512u32 + 1).to_le_bytes(),
+        "data and status written"
+    );
+}
+
+#[test]
+fn flush_reaches_the_driver() {
+    let mut r = rig();
+    r.init();
+    r.request(4, 0, 0, false);
+    r.run_until_used();
+    assert_eq!(r.status(), 0);
+    assert_eq!(r.drv.seen, [(BlkReqCode::FLUSH, 0, 0, 0)]);
+}
+
+#[test]
+fn a_driver_error_fails_the_request_with_ioerr() {
+    let mut r = rig();
+    r.init();
+    r.drv.fail_next = Some(BlkRespStatus::ERR_IO);
+    r.request(0, 0, 512, true);
+    r.run_until_used();
+    assert_eq!(r.status(), 1, "VIRTIO_BLK_S_IOERR");
+    // The device still works.
+    r.request(0, 8, 512, true);
+    r.run_until_used();
+    assert_eq!(r.status(), 0);
+    assert_eq!(r.get(DATA, 512), r.drv.disk[8 * 512..9 * 512]);
+}
+
+#[test]
+fn responses_with_unknown_ids_and_corrupt_indices_are_contained() {
+    let mut r = rig();
+    r.init();
+    r.request(0, 0, 512, true);
+    // A response for nothing in flight: counted and dropped; the request stays outstanding.
+    r.drv
+        .resp
+        .enqueue(&BlkResp::new(BlkRespStatus::OK, 1, 0xdead))
+        .unwrap();
+    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.el.step(&mut r.h.vmm);
+    assert_eq!(r.used_idx(), 0, "not completed by a stray response");
+    r.run_until_used();
+    assert_eq!(r.status(), 0);
+    let stats = *r.h.vmm.virtio_blk().unwrap().device().backend().stats();
+    assert_eq!(stats.unknown_ids, 1);
+
+    // The driver corrupts the response queue's tail: no panic, counted, the VMM keeps serving.
+    r.drv.resp_raw.write_u32(4, 0x8000_0000).unwrap();
+    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.el.step(&mut r.h.vmm);
+    assert_eq!(r.h.vmm.glue_stats().blk_queue_errors, 1);
+    assert_eq!(r.r32(0x008), 2, "the device still answers");
+}
+
+#[test]
+fn without_ready_storage_no_device_is_offered() {
+    let mut r = rig_with(false);
+    assert!(
+        r.h.sim
+            .console()
+            .contains("vmm: no virtio-blk for the guest: NotReady"),
+        "{}",
+        r.h.sim.console()
+    );
+    assert!(r.h.vmm.virtio_blk().is_none());
+    // The window is unbacked: the guest gets an external abort, the VM keeps running.
+    r.h.load(PC0, BLK, 2, 2);
+    assert_eq!(r.h.vmm.state(), vmm::VmState::Running);
+}
