@@ -6,7 +6,11 @@
 #   make qemu            boot it in QEMU (Ctrl-A x to quit)
 #   make test-qemu       boot with a timeout and assert the console (skips without an SDK)
 #   make test-qemu-hvfault  the deliberately broken VMM: the VM stops, the VMM keeps serving
-#   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM
+#   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM, and
+#                        block throughput under seL4 against the native run (bench-native)
+#   make test-guest-native  the test guest on QEMU without seL4 (no SDK): its virtio-blk driver
+#                        against QEMU's own device, then blk-disk-check on the disk image
+#   make bench-native    the bench guest's block throughput on QEMU without seL4 (no SDK)
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #
 # GUEST_IMAGE=<arm64 Image> [GUEST_DTB=<dtb>] [GUEST_INITRD=<file>] boots another guest.
@@ -33,6 +37,10 @@ VMM_FEATURES ?=
 GUEST_FEATURES ?=
 # Console expectations test-qemu asserts: build/expect/$(EXPECT).txt.
 EXPECT ?= $(MICROKIT_CONFIG)
+# After the boot, test-qemu checks the disk image (fresh and zeroed before each boot) against the
+# test guest's block plan (guests/blk-pattern): nothing the guest wrote through the VMM and the
+# block driver domain may be lost. Empty for guests that do not run the block cases.
+DISK_CHECK ?= $(if $(filter $(GUEST_DIR)/testguest.Image,$(GUEST_IMAGE)),1)
 
 OUT      := $(BUILD_DIR)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
 ELF_DIR  := $(OUT)/elf
@@ -55,7 +63,7 @@ SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 S
 github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
 a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
 
-.PHONY: all setup guest build image qemu test-qemu test-qemu-release test-qemu-hvfault bench-qemu test host-test loom fuzz-short fmt-check clippy check-sdk clean
+.PHONY: all setup guest build image qemu test-qemu test-qemu-release test-qemu-hvfault bench-qemu test-guest-native bench-native test host-test loom fuzz-short fmt-check clippy check-sdk clean
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -108,9 +116,10 @@ test-qemu:
 	@if [ -z "$(MICROKIT_SDK)" ]; then echo "skipped: MICROKIT_SDK not set"; exit 0; fi; \
 	if [ ! -f build/expect/$(EXPECT).txt ]; then \
 		echo "skipped: no console expectations build/expect/$(EXPECT).txt (the release kernel prints nothing)"; exit 0; fi; \
-	$(MAKE) --no-print-directory image && \
+	rm -f $(DISK_IMAGE) && $(MAKE) --no-print-directory image && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
-		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none
+		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
+	if [ -n "$(DISK_CHECK)" ]; then $(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(DISK_IMAGE); fi
 
 # Exit-cost benchmark: the bench build of the test guest measures round trips with the virtual
 # counter, under -icount (virtual time counts instructions, so the figures are deterministic),
@@ -129,9 +138,46 @@ bench-qemu: check-sdk
 			--log $(BENCH_DIR)/$$v.log --timeout $(BENCH_TIMEOUT) --linger 3 -- \
 			$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
 			-device loader,file=$(BENCH_DIR)/$$v/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img,addr=0x70000000,cpu-num=0 \
+			-drive if=none,format=raw,file=$(BENCH_DIR)/$$v/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/disk.img,id=hd0 \
+			-device virtio-blk-device,drive=hd0 -global virtio-mmio.force-legacy=false \
 			-icount shift=0,sleep=off -serial stdio -monitor none > /dev/null || exit 1; \
 	done
-	$(CARGO) run -q -p qemu-expect --bin bench-table -- $(BENCH_DIR)/full.log $(BENCH_DIR)/null.log $(BENCH_DIR)/exit-costs.md
+	@$(MAKE) --no-print-directory bench-native
+	$(CARGO) run -q -p qemu-expect --bin bench-table -- $(BENCH_DIR)/full.log $(BENCH_DIR)/null.log $(BENCH_DIR)/exit-costs.md $(BENCH_DIR)/native.log
+
+# The bench guest natively on QEMU virt (no seL4, no SDK), under the same -icount: the exit
+# benchmarks need the VMM and are skipped; the block throughput runs against QEMU's own
+# virtio-blk-device on a fresh zeroed disk. Log in $(BENCH_DIR)/native.log, table in
+# $(BENCH_DIR)/blk-native.md.
+NATIVE_BENCH_DISK := $(BENCH_DIR)/native-disk.img
+bench-native:
+	@if ! command -v $(QEMU) >/dev/null; then echo "skipped: $(QEMU) not found (Debian: qemu-system-arm)"; exit 0; fi; \
+	guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest && \
+	rm -f $(NATIVE_BENCH_DISK) && truncate -s $(DISK_SIZE) $(NATIVE_BENCH_DISK) && \
+	echo "bench-native: booting the bench guest natively under -icount" && \
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/bench-native.txt \
+		--log $(BENCH_DIR)/native.log --timeout $(BENCH_TIMEOUT) --linger 1 -- \
+		$(QEMU) -machine virt -cpu cortex-a53 -m 2G -nographic -kernel $(BENCH_DIR)/guest/testguest-bench.Image \
+		-drive if=none,format=raw,file=$(NATIVE_BENCH_DISK),id=hd0 -device virtio-blk-device,drive=hd0 \
+		-global virtio-mmio.force-legacy=false -icount shift=0,sleep=off -serial stdio -monitor none > /dev/null && \
+	$(CARGO) run -q -p qemu-expect --bin bench-table -- --native $(BENCH_DIR)/native.log $(BENCH_DIR)/blk-native.md
+
+# The test guest natively on QEMU virt (no seL4, no SDK): its own virtio-blk driver against QEMU's
+# virtio-blk-device (slot 31, INTID 79) on a fresh zeroed disk; the guest finds it runs natively
+# and runs only the cases that need no VMM (build/expect/native.txt); then blk-disk-check checks
+# the disk image against the plan (guests/blk-pattern).
+NATIVE_DIR  := $(BUILD_DIR)/native
+NATIVE_DISK := $(NATIVE_DIR)/disk.img
+test-guest-native:
+	@if ! command -v $(QEMU) >/dev/null; then echo "skipped: $(QEMU) not found (Debian: qemu-system-arm)"; exit 0; fi; \
+	guests/testguest/build-image.sh $(GUEST_DIR) && \
+	mkdir -p $(NATIVE_DIR) && rm -f $(NATIVE_DISK) && truncate -s $(DISK_SIZE) $(NATIVE_DISK) && \
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/native.txt \
+		--log $(NATIVE_DIR)/qemu.log --timeout $(QEMU_TIMEOUT) --linger 1 -- \
+		$(QEMU) -machine virt -cpu cortex-a53 -m 512M -nographic -kernel $(GUEST_DIR)/testguest.Image \
+		-drive if=none,format=raw,file=$(NATIVE_DISK),id=hd0 -device virtio-blk-device,drive=hd0 \
+		-global virtio-mmio.force-legacy=false -serial stdio -monitor none && \
+	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(NATIVE_DISK)
 
 # The release configuration: no kernel printing; the guest's console reaches the UART only through
 # the serial driver domain.
@@ -152,7 +198,7 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
-		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p testguest -- -D warnings
+		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
 
 host-test:
 	$(CARGO) test --workspace

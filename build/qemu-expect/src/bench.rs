@@ -1,6 +1,9 @@
 //! The exit-cost table of `make bench-qemu`: parses the test guest's `bench` lines from a run
 //! with the full VMM and one with the null VMM (the floor), and the full VMM's statistics block
 //! (kernel invocations per exit class), and renders a Markdown table with ratios to the floor.
+//! Also the block-throughput table ([`blk_table`]): the guest's `bench blk-…` lines (bytes moved,
+//! virtual-counter ticks) as MB per virtual second, under seL4 and natively on QEMU, with the
+//! ratio.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +24,25 @@ impl Measurement {
     }
 }
 
+/// One block-throughput measurement of the guest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Requests (0 if not printed).
+    pub requests: u64,
+    /// Virtual-counter ticks.
+    pub ticks: u64,
+}
+
+impl Throughput {
+    /// Megabytes (10^6 bytes) per virtual second at counter frequency `hz`.
+    pub fn mb_per_s(&self, hz: u64) -> Option<f64> {
+        (hz > 0 && self.ticks > 0)
+            .then(|| self.bytes as f64 / (self.ticks as f64 / hz as f64) / 1e6)
+    }
+}
+
 /// What one benchmark run printed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Run {
@@ -30,6 +52,8 @@ pub struct Run {
     pub benches: Vec<(String, Measurement)>,
     /// Failed measurements (name, reason).
     pub failed: Vec<(String, String)>,
+    /// Block-throughput measurements (or why they failed) by name, in order of appearance.
+    pub blk: Vec<(String, Result<Throughput, String>)>,
     /// Kernel calls per exit by VMM statistics class: (exits, kernel calls).
     pub classes: BTreeMap<String, (u64, u64)>,
 }
@@ -48,8 +72,24 @@ pub fn parse(log: &str) -> Run {
             run.cntfrq = rest.split_whitespace().next().and_then(|v| v.parse().ok());
         } else if let Some(rest) = l.strip_prefix("bench ") {
             let name = rest.split_whitespace().next().unwrap_or("").to_string();
-            if rest.contains(" failed") {
+            let blk = name.starts_with("blk-");
+            if let (true, Some((_, why))) = (blk, rest.split_once(" failed")) {
+                let why = why.trim_start_matches(':').trim();
+                run.blk.push((name, Err(why.to_string())));
+            } else if rest.contains(" failed") {
                 run.failed.push((name, rest.to_string()));
+            } else if let (true, Some(bytes), Some(ticks)) =
+                (blk, field(rest, "bytes="), field(rest, "ticks="))
+            {
+                let requests = field(rest, "requests=").unwrap_or(0);
+                run.blk.push((
+                    name,
+                    Ok(Throughput {
+                        bytes,
+                        requests,
+                        ticks,
+                    }),
+                ));
             } else if let (Some(iterations), Some(ticks)) =
                 (field(rest, "iterations="), field(rest, "ticks="))
             {
@@ -118,6 +158,62 @@ pub fn table(full: &Run, null: &Run) -> String {
     o
 }
 
+/// One run's cell of a block benchmark: ticks (or why not), MB/s, the measurement.
+fn blk_cell<'a>(run: Option<&'a Run>, name: &str) -> (String, Option<f64>, Option<&'a Throughput>) {
+    let Some(run) = run else {
+        return ("not run".into(), None, None);
+    };
+    match run.blk.iter().find(|(n, _)| n == name) {
+        Some((_, Ok(t))) => {
+            let mb = t.mb_per_s(run.cntfrq.unwrap_or(0));
+            (t.ticks.to_string(), mb, Some(t))
+        }
+        Some((_, Err(why))) => (format!("failed: {why}"), None, None),
+        None => ("-".into(), None, None),
+    }
+}
+
+/// The block-throughput table: every `blk-…` benchmark of either run, as MB per virtual second
+/// under seL4 (`sel4`, the full VMM's run) and natively (`native`), with the ratio seL4/native.
+pub fn blk_table(sel4: Option<&Run>, native: Option<&Run>) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for run in [sel4, native].into_iter().flatten() {
+        for (n, _) in &run.blk {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
+    }
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| transfer | bytes | requests | seL4 ticks | seL4 MB/s | native ticks | native MB/s | seL4 / native |"
+    );
+    let _ = writeln!(
+        o,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let mb = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    for name in names {
+        let (s_ticks, s_mb, s_t) = blk_cell(sel4, name);
+        let (n_ticks, n_mb, n_t) = blk_cell(native, name);
+        let t = s_t.or(n_t);
+        let ratio = match (s_mb, n_mb) {
+            (Some(s), Some(n)) if n > 0.0 => format!("{:.3}", s / n),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {s_ticks} | {} | {n_ticks} | {} | {ratio} |",
+            t.map_or_else(|| "-".into(), |t| t.bytes.to_string()),
+            t.map_or_else(|| "-".into(), |t| t.requests.to_string()),
+            mb(s_mb),
+            mb(n_mb)
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +224,60 @@ mod tests {
         vmm: trap statistics\n  total exits=5 kernel-calls=9 mean=1.80\n  mmio-read exits=4 kernel-calls=12 mean=3.00 max=3\n";
     const NULL: &str = "bench mmio-read iterations=10000 ticks=50000 ticks-per-op=5.00\n\
         bench sgi-self failed: SGI 0 not delivered after 10000000 polls\n";
+
+    #[test]
+    fn block_throughput_in_mb_per_virtual_second() {
+        let sel4 = parse(
+            "testguest: bench mode, CNTFRQ_EL0 = 62500000 Hz\n\
+             bench mmio-read iterations=10000 ticks=200000 ticks-per-op=20.00\n\
+             bench blk-write-4k bytes=4194304 requests=1024 depth=4 ticks=625000\n\
+             bench blk-read-4k failed: request 3: status 0x1, used length 1 (want 0, 4097)\n",
+        );
+        let native = parse(
+            "testguest: bench mode, CNTFRQ_EL0 = 62500000 Hz\n\
+             bench blk-write-4k bytes=4194304 requests=1024 depth=4 ticks=62500\n\
+             bench blk-read-4k bytes=4194304 requests=1024 depth=4 ticks=125000\n",
+        );
+        assert_eq!(sel4.benches.len(), 1, "blk lines are not exit benchmarks");
+        assert!(sel4.failed.is_empty());
+        assert!(sel4.blk[1].1.is_err());
+        assert_eq!(
+            native.blk[1].1,
+            Ok(Throughput {
+                bytes: 4_194_304,
+                requests: 1024,
+                ticks: 125_000
+            })
+        );
+        // 4194304 bytes in 625000 ticks at 62.5 MHz = 10 ms: 419.4 MB/s; natively 1 ms.
+        let t = blk_table(Some(&sel4), Some(&native));
+        assert!(
+            t.contains(
+                "| blk-write-4k | 4194304 | 1024 | 625000 | 419.4 | 62500 | 4194.3 | 0.100 |"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("| blk-read-4k | 4194304 | 1024 | failed: request 3: status 0x1"),
+            "{t}"
+        );
+        assert!(t.contains("| 125000 | 2097.2 | n/a |"), "{t}");
+        let only_native = blk_table(None, Some(&native));
+        assert!(
+            only_native
+                .contains("| blk-write-4k | 4194304 | 1024 | not run | - | 62500 | 4194.3 | n/a |"),
+            "{only_native}"
+        );
+        assert_eq!(
+            Throughput {
+                bytes: 1,
+                requests: 0,
+                ticks: 0
+            }
+            .mb_per_s(62_500_000),
+            None
+        );
+    }
 
     #[test]
     fn parses_and_tabulates_with_ratios() {

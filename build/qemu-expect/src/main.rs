@@ -4,9 +4,14 @@
 //!
 //! Usage: `qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS] -- QEMU ARGS...`
 //! `--linger` keeps reading for that long after the last expected line (to catch late faults).
+//!
+//! Expectation files may also send console input: `>after PATTERN => TEXT` writes TEXT (escapes
+//! `\n`, `\r`, `\t`, `\\`, `\xHH`) to QEMU's standard input once a console line containing
+//! PATTERN has been seen (see the library's documentation); QEMU's standard input is a pipe
+//! then, and each input sent is noted on the runner's standard error.
 
 use qemu_expect::{Expectations, Matcher, Verdict};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,25 @@ fn usage() -> ExitCode {
         "usage: qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS] -- CMD ARGS..."
     );
     ExitCode::from(2)
+}
+
+/// Writes the input the last console line fired, if any, to QEMU's standard input.
+fn send_input(
+    matcher: &mut Matcher,
+    stdin: &mut Option<std::process::ChildStdin>,
+) -> Result<(), String> {
+    let Some(bytes) = matcher.take_input() else {
+        return Ok(());
+    };
+    let stdin = stdin
+        .as_mut()
+        .ok_or("QEMU's standard input is not a pipe")?;
+    stdin
+        .write_all(&bytes)
+        .and_then(|()| stdin.flush())
+        .map_err(|e| format!("cannot write console input: {e}"))?;
+    eprintln!("qemu-expect: sent {:?}", String::from_utf8_lossy(&bytes));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -51,7 +75,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let expectations = Expectations::parse(&text);
+    let expectations = match Expectations::parse(&text) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("qemu-expect: {expect}: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let total = expectations.total();
     let mut matcher = Matcher::new(expectations);
     let mut logfile = match std::fs::File::create(&log) {
@@ -63,7 +93,11 @@ fn main() -> ExitCode {
     };
     let mut child = match Command::new(&cmd[0])
         .args(&cmd[1..])
-        .stdin(Stdio::null())
+        .stdin(if matcher.has_input() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -74,8 +108,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (tx, rx) = mpsc::channel::<Option<String>>();
-    for stream in [
+    let mut stdin = child.stdin.take();
+    // Raw output of stream 0 (stdout) or 1 (stderr); `None`: that stream closed.
+    let (tx, rx) = mpsc::channel::<(usize, Option<Vec<u8>>)>();
+    for (id, stream) in [
         child
             .stdout
             .take()
@@ -86,24 +122,16 @@ fn main() -> ExitCode {
             .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
-    .flatten()
+    .enumerate()
     {
+        let Some(mut stream) = stream else { continue };
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut r = BufReader::new(stream);
-            let mut buf = Vec::new();
-            while r
-                .read_until(b'\n', &mut buf)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string();
-                let _ = tx.send(Some(line));
-                buf.clear();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                let _ = tx.send((id, Some(buf[..n].to_vec())));
             }
-            let _ = tx.send(None);
+            let _ = tx.send((id, None));
         });
     }
     drop(tx);
@@ -111,6 +139,8 @@ fn main() -> ExitCode {
     let deadline = start + Duration::from_secs(timeout);
     let mut passed_at: Option<Instant> = None;
     let mut closed = 0;
+    // Each stream's unfinished line.
+    let mut partial: [Vec<u8>; 2] = [vec![], vec![]];
     let outcome: Result<(), String> = loop {
         let now = Instant::now();
         if passed_at.is_some_and(|t| now >= t + Duration::from_secs(linger)) {
@@ -125,36 +155,70 @@ fn main() -> ExitCode {
         let wait = passed_at.map_or(deadline, |t| {
             (t + Duration::from_secs(linger)).min(deadline)
         }) - now;
-        match rx.recv_timeout(wait) {
-            Ok(Some(line)) => {
-                println!("{line}");
-                let _ = writeln!(logfile, "{line}");
-                match matcher.feed(&line) {
-                    Verdict::Forbidden { pattern, line } => {
-                        break Err(format!("forbidden pattern {pattern:?} in line {line:?}"));
-                    }
-                    Verdict::Passed if passed_at.is_none() => passed_at = Some(Instant::now()),
-                    _ => {}
-                }
-            }
-            Ok(None) => {
-                closed += 1;
-                if closed == 2 {
-                    break match matcher.verdict() {
-                        Verdict::Passed => Ok(()),
-                        _ => Err(format!(
-                            "QEMU exited; missing line: {:?}",
-                            matcher.missing().unwrap_or_default()
-                        )),
-                    };
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let (id, chunk) = match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Err(format!(
                     "QEMU output closed; missing line: {:?}",
                     matcher.missing().unwrap_or_default()
                 ));
+            }
+        };
+        let buf = &mut partial[id];
+        let at_end = chunk.is_none();
+        buf.extend(chunk.unwrap_or_default());
+        // Complete lines (and, once the stream closed, what is left).
+        let mut lines = vec![];
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            lines.push(buf.drain(..=pos).collect::<Vec<u8>>());
+        }
+        if at_end && !buf.is_empty() {
+            lines.push(std::mem::take(buf));
+        }
+        let mut failed = None;
+        for bytes in lines {
+            let line = String::from_utf8_lossy(&bytes)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
+            println!("{line}");
+            let _ = writeln!(logfile, "{line}");
+            match matcher.feed(&line) {
+                Verdict::Forbidden { pattern, line } => {
+                    failed = Some(format!("forbidden pattern {pattern:?} in line {line:?}"));
+                    break;
+                }
+                Verdict::Passed if passed_at.is_none() => passed_at = Some(Instant::now()),
+                _ => {}
+            }
+            if let Err(e) = send_input(&mut matcher, &mut stdin) {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(why) = failed {
+            break Err(why);
+        }
+        // A line still being printed (a prompt) may fire an input directive.
+        if !partial[id].is_empty() {
+            matcher.feed_partial(&String::from_utf8_lossy(&partial[id]));
+            if let Err(e) = send_input(&mut matcher, &mut stdin) {
+                break Err(e);
+            }
+            if passed_at.is_none() && matcher.verdict() == Verdict::Passed {
+                passed_at = Some(Instant::now());
+            }
+        }
+        if at_end {
+            closed += 1;
+            if closed == 2 {
+                break match matcher.verdict() {
+                    Verdict::Passed => Ok(()),
+                    _ => Err(format!(
+                        "QEMU exited; missing line: {:?}",
+                        matcher.missing().unwrap_or_default()
+                    )),
+                };
             }
         }
     };

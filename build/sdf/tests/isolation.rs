@@ -15,8 +15,23 @@ fn repo() -> System {
 /// What each PD (and each VM) may map: its role's regions, nothing else.
 fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     let mut r = BTreeMap::new();
-    r.insert("selftest_ping", BTreeSet::from(["selftest_shared"]));
-    r.insert("selftest_pong", BTreeSet::from(["selftest_shared"]));
+    // The self-test PDs: their shared region and the client side of their serial TX queue.
+    r.insert(
+        "selftest_ping",
+        BTreeSet::from([
+            "selftest_shared",
+            "serial_tx_queue_selftest_ping",
+            "serial_tx_data_selftest_ping",
+        ]),
+    );
+    r.insert(
+        "selftest_pong",
+        BTreeSet::from([
+            "selftest_shared",
+            "serial_tx_queue_selftest_pong",
+            "serial_tx_data_selftest_pong",
+        ]),
+    );
     // The VMM: the guest's RAM (to load it and emulate devices) and the write-protected page.
     r.insert(
         "vmm",
@@ -34,7 +49,7 @@ fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ]),
     );
     // The block driver: its device (the virtio-mmio transports), its virtqueue memory, its queues
-    // to the VMM and the data region it shares with it; never guest memory.
+    // to the VMM, the data region it shares with it and its serial TX queue; never guest memory.
     r.insert(
         "blk_driver",
         BTreeSet::from([
@@ -44,9 +59,12 @@ fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "blk_resp_queue_vmm",
             "blk_storage_info_vmm",
             "blk_data_vmm",
+            "serial_tx_queue_blk_driver",
+            "serial_tx_data_blk_driver",
         ]),
     );
-    // The serial driver: its device (the PL011) and its queues to the VMM; never guest memory.
+    // The serial driver: its device (the PL011), its queues to the VMM and every other PD's TX
+    // queue; never guest memory.
     r.insert(
         "serial_driver",
         BTreeSet::from([
@@ -55,6 +73,12 @@ fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "serial_tx_data_vmm",
             "serial_rx_queue_vmm",
             "serial_rx_data_vmm",
+            "serial_tx_queue_selftest_ping",
+            "serial_tx_data_selftest_ping",
+            "serial_tx_queue_selftest_pong",
+            "serial_tx_data_selftest_pong",
+            "serial_tx_queue_blk_driver",
+            "serial_tx_data_blk_driver",
         ]),
     );
     // The VM: its RAM, the write-protected page (read-only), the GIC virtual CPU interface.

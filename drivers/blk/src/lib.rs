@@ -17,6 +17,9 @@
 //!
 //! The client is untrusted (bad offsets, counts, codes: error responses; corrupt queue indices:
 //! a logged [`DriverError`]), and so is the device (used-ring entries are checked).
+//!
+//! The driver's own messages go through the serial driver domain ([`Console`], its TX queue;
+//! the debug console without it); the event loop's error reports stay on the debug console.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,13 +28,15 @@ pub mod mem;
 pub mod virtio;
 
 use microkit_rt::{
-    Channel, ChannelSet, DeferredAction, Handler, Kernel, KernelError, SharedRegion, debug_println,
+    Channel, ChannelSet, DeferredAction, Handler, Kernel, KernelError, SharedRegion,
 };
 use sddf_queue::blk::{BlkReqConsumer, BlkRespProducer, StorageInfoWriter};
 use sddf_queue::layout::{
     BLK_TRANSFER_SIZE, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo,
 };
 use sddf_queue::{EnqueueError, QueueError, SetupError};
+pub use serial_client::Console;
+use serial_client::serial_println;
 
 pub use mem::QueueMem;
 use virtio::{DeviceError, InitError, Op, Regs, VirtioBlk, blk, feature};
@@ -154,6 +159,8 @@ struct Queues<'q> {
 /// The block driver: PD logic over a kernel `K` and MMIO registers `R`.
 pub struct BlkDriver<'q, K: Kernel, R: Regs> {
     k: K,
+    /// The driver's messages.
+    console: Console<'q>,
     dev: Device<R>,
     /// Physical address and size of the data region shared with the client.
     data_paddr: u64,
@@ -190,9 +197,11 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
     /// Brings the device up (probe, handshake, queue, DRIVER_OK) in `dma` (device address
     /// `dma_paddr`; `None`: not mapped, no device), publishes the storage info, and serves whatever the client already queued.
     /// `data_paddr`/`data_size` describe the data region shared with the client. Queues given
-    /// as `None` are not mapped: requests cannot arrive.
+    /// as `None` are not mapped: requests cannot arrive. Messages go to `console`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mut k: K,
+        mut console: Console<'q>,
         regs: R,
         dma: Option<SharedRegion>,
         dma_paddr: u64,
@@ -207,7 +216,8 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
         let dev = match init {
             Ok(d) => {
                 let i = d.info();
-                debug_println!(
+                serial_println!(
+                    console,
                     k,
                     "blk_driver: virtio-blk at slot {} ({:#x}): {} sectors, features {:#x}, queue {}",
                     i.slot,
@@ -219,7 +229,12 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 Device::Live(d)
             }
             Err((_, e)) => {
-                debug_println!(k, "blk_driver: no usable virtio-blk device: {:?}", e);
+                serial_println!(
+                    console,
+                    k,
+                    "blk_driver: no usable virtio-blk device: {:?}",
+                    e
+                );
                 Device::Absent(e)
             }
         };
@@ -230,6 +245,7 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
         let info = mem.map(|m| StorageInfoWriter::new(m.info));
         let mut drv = BlkDriver {
             k,
+            console,
             dev,
             data_paddr,
             data_size: data_size as u64,
@@ -248,13 +264,13 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 drv.publish_info();
             }
             Some(Err(e)) => {
-                debug_println!(drv.k, "blk_driver: storage info: {}", e);
+                serial_println!(drv.console, drv.k, "blk_driver: storage info: {}", e);
             }
             None => {}
         }
         if let Err(e) = drv.service() {
             drv.count(&e);
-            debug_println!(drv.k, "blk_driver: init: {}", e);
+            serial_println!(drv.console, drv.k, "blk_driver: init: {}", e);
         }
         drv
     }
@@ -538,7 +554,7 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 Ok(None) => break,
                 Err(e @ DeviceError::BadUsedId(_)) => {
                     self.stats.device_errors += 1;
-                    debug_println!(self.k, "blk_driver: device: {:?}", e);
+                    serial_println!(self.console, self.k, "blk_driver: device: {:?}", e);
                     continue;
                 }
                 Err(e) => {
@@ -587,7 +603,8 @@ impl<K: Kernel, R: Regs> Handler for BlkDriver<'_, K, R> {
         first(&mut result, self.service());
         let unexpected = channels.bits() & !((1 << IRQ_CHANNEL.index()) | (1 << CLIENT.index()));
         if unexpected != 0 {
-            debug_println!(
+            serial_println!(
+                self.console,
                 self.k,
                 "blk_driver: ignored notification on channels {:#x}",
                 unexpected
@@ -607,21 +624,27 @@ impl<K: Kernel, R: Regs> Handler for BlkDriver<'_, K, R> {
 /// The driver as the target builds it, from the regions and addresses system.xml gives the PD.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub fn from_system<K: Kernel>(mut k: K) -> BlkDriver<'static, K, Option<SharedRegion>> {
+    let mut console = Console::from_regions(
+        system::SERIAL_DRIVER,
+        system::serial_tx_queue_blk_driver_region(),
+        system::serial_tx_data_blk_driver_region(),
+    );
     let regs = system::blk_regs_region()
-        .map_err(|e| debug_println!(k, "blk_driver: register region: {:?}", e))
+        .map_err(|e| serial_println!(console, k, "blk_driver: register region: {:?}", e))
         .ok();
     let dma = system::blk_dma_region()
-        .map_err(|e| debug_println!(k, "blk_driver: DMA region: {:?}", e))
+        .map_err(|e| serial_println!(console, k, "blk_driver: DMA region: {:?}", e))
         .ok();
     let mem = QueueMem::from_regions(
         system::blk_req_queue_vmm_region(),
         system::blk_resp_queue_vmm_region(),
         system::blk_storage_info_vmm_region(),
     )
-    .map_err(|e| debug_println!(k, "blk_driver: queues: {:?}", e))
+    .map_err(|e| serial_println!(console, k, "blk_driver: queues: {:?}", e))
     .ok();
     BlkDriver::new(
         k,
+        console,
         regs,
         dma,
         system::dma_paddr.get(),

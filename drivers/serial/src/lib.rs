@@ -1,20 +1,28 @@
-//! Serial driver PD `serial_driver`: owns the PL011 UART (MMIO page and IRQ) and serves one
-//! client through two sDDF 0.7.0 serial queues, as sDDF's PL011 driver does.
+//! Serial driver PD `serial_driver`: owns the PL011 UART (MMIO page and IRQ) and serves its
+//! clients through sDDF 0.7.0 serial queues, as sDDF's PL011 driver and TX virtualiser do
+//! together: the vmm (TX and RX: the guest console and the VMM's messages) and every other PD's
+//! own messages (one TX queue each, [`TX_CLIENTS`]).
 //!
-//! - TX queue (client → driver), [`TX_CHANNEL`]: on a notification (and on the TX interrupt)
-//!   bytes move from the queue into the UART while its TX FIFO is not full (UARTFR.TXFF). When
-//!   the FIFO fills with bytes still queued, the TX interrupt (UARTIMSC.TXIM) is enabled and
-//!   draining continues when it fires; it is disabled again once the queue is empty. After
-//!   freeing queue space the client is notified only if it asked (`producer_signalled == 0`).
-//! - RX queue (driver → client), [`RX_CHANNEL`]: on the RX / receive-timeout interrupts the RX
+//! - TX queues (client → driver), one channel per client: on a client's notification (and on
+//!   the TX interrupt) bytes move from the queues into the UART while its TX FIFO is not full
+//!   (UARTFR.TXFF). Clients take *turns*, round robin: a turn moves one client's bytes up to and
+//!   including a newline, or up to the end of what it published, or [`TURN_MAX`] bytes without a
+//!   newline (a client that never ends its line cannot hold the UART). A turn that meets a full
+//!   FIFO is kept and resumed first when the FIFO drains, so lines of different clients never
+//!   interleave (clients publish whole lines: `serial-client`). When the FIFO fills with bytes
+//!   still queued, the TX interrupt (UARTIMSC.TXIM) is enabled and draining continues when it
+//!   fires; it is disabled again once every queue is empty. After freeing a queue's space its
+//!   client is notified only if it asked (`producer_signalled == 0`).
+//! - RX queue (driver → vmm), [`RX_CHANNEL`]: on the RX / receive-timeout interrupts the RX
 //!   FIFO is drained (while !UARTFR.RXFE, at most [`RX_BURST`] bytes per interrupt) into the
-//!   queue and the client is notified once if bytes were added; bytes that find the queue full
-//!   are dropped and counted.
+//!   queue and the vmm is notified once if bytes were added; bytes that find the queue full are
+//!   dropped and counted.
 //! - IRQ ([`IRQ_CHANNEL`]): UARTMIS is read and cleared (UARTICR) before the work, and the IRQ is
 //!   acknowledged through [`DeferredAction::IrqAck`], so the ack rides on the next receive.
 //!
-//! The client is untrusted: corrupt queue indices become a [`DriverError`], counted and logged
-//! by the event loop, never a panic; the other queue and the UART go on working.
+//! Clients are untrusted: corrupt queue indices become a [`DriverError`] naming the queue,
+//! counted (per client too) and logged by the event loop, never a panic; that client's turn
+//! ends, and the other queues and the UART go on working.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,11 +47,60 @@ pub mod system {
 
 /// The IRQ of the PL011 (QEMU virt: SPI 1 = INTID 33).
 pub const IRQ_CHANNEL: Channel = system::IRQ_33;
-/// The client's TX queue (client → driver) is signalled on this channel.
+/// The vmm's TX queue (vmm → driver) is signalled on this channel.
 pub const TX_CHANNEL: Channel = system::VMM_1;
-/// The client's RX queue (driver → client) is signalled on this channel.
+/// The vmm's RX queue (driver → vmm) is signalled on this channel.
 pub const RX_CHANNEL: Channel = system::VMM_2;
 
+/// A TX client as system.xml describes it: its name, the channel, its queue's regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxClientDef {
+    /// The client PD.
+    pub name: &'static str,
+    /// The channel it notifies after publishing (and the driver notifies when it asked).
+    pub channel: Channel,
+    /// The `serial_queue_t` header region.
+    pub queue_mr: &'static str,
+    /// The data region.
+    pub data_mr: &'static str,
+}
+
+/// Every TX client of system.xml, in the order turns go round: the vmm (guest console and the
+/// VMM's messages), then the PDs' own messages.
+pub const TX_CLIENTS: [TxClientDef; 4] = [
+    TxClientDef {
+        name: "vmm",
+        channel: TX_CHANNEL,
+        queue_mr: "serial_tx_queue_vmm",
+        data_mr: "serial_tx_data_vmm",
+    },
+    TxClientDef {
+        name: "selftest_ping",
+        channel: system::SELFTEST_PING,
+        queue_mr: "serial_tx_queue_selftest_ping",
+        data_mr: "serial_tx_data_selftest_ping",
+    },
+    TxClientDef {
+        name: "selftest_pong",
+        channel: system::SELFTEST_PONG,
+        queue_mr: "serial_tx_queue_selftest_pong",
+        data_mr: "serial_tx_data_selftest_pong",
+    },
+    TxClientDef {
+        name: "blk_driver",
+        channel: system::BLK_DRIVER,
+        queue_mr: "serial_tx_queue_blk_driver",
+        data_mr: "serial_tx_data_blk_driver",
+    },
+];
+
+/// Most TX clients the driver serves (its client table is fixed-capacity).
+pub const MAX_TX_CLIENTS: usize = 8;
+/// Most bytes of one turn without a newline: then the next client's turn comes.
+pub const TURN_MAX: usize = 256;
+/// Most bytes (and turns) moved per event: bounds the handler even if the UART never reports a
+/// full FIFO and clients keep publishing; what is left waits for the TX interrupt.
+pub const TX_BURST: usize = 4096;
 /// Most bytes taken from the RX FIFO per interrupt: bounds the handler even if the device keeps
 /// RXFE clear; what is left keeps the (level) interrupt asserted and is taken next time.
 pub const RX_BURST: usize = 256;
@@ -53,10 +110,19 @@ pub const BUSY_POLLS: usize = 100_000;
 /// Which queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
-    /// Client → driver.
-    Tx,
-    /// Driver → client.
+    /// A client's TX queue (client → driver), by client name.
+    Tx(&'static str),
+    /// The vmm's RX queue (driver → vmm).
     Rx,
+}
+
+impl core::fmt::Display for Queue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Queue::Tx(name) => write!(f, "Tx queue of {name}"),
+            Queue::Rx => f.write_str("Rx queue"),
+        }
+    }
 }
 
 /// What can go wrong in the driver. None of it stops the PD.
@@ -82,9 +148,9 @@ impl core::fmt::Display for DriverError {
         match self {
             DriverError::View(e) => write!(f, "queue memory: {e:?}"),
             DriverError::DataRegionTooLarge => f.write_str("data region larger than 4 GiB"),
-            DriverError::Setup(q, e) => write!(f, "{q:?} queue: cannot attach: {e}"),
-            DriverError::Corrupt(q, e) => write!(f, "{q:?} queue corrupted by the client: {e}"),
-            DriverError::NoQueue(q) => write!(f, "{q:?} queue not mapped"),
+            DriverError::Setup(q, e) => write!(f, "{q}: cannot attach: {e}"),
+            DriverError::Corrupt(q, e) => write!(f, "{q} corrupted by the client: {e}"),
+            DriverError::NoQueue(q) => write!(f, "{q} not mapped"),
             DriverError::Kernel(e) => write!(f, "kernel: {e}"),
         }
     }
@@ -105,8 +171,19 @@ pub struct Stats {
     pub irqs: u64,
     /// Times the TX FIFO filled with bytes still queued (TXIM enabled).
     pub tx_fifo_full: u64,
-    /// Queue errors (corrupt indices, failed attaches) caused by the client.
+    /// Events on which a client's queue was found corrupt or could not be attached.
     pub queue_errors: u64,
+}
+
+/// Counters of one TX client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Bytes of this client written to the UART.
+    pub bytes: u64,
+    /// Turns this client finished that moved bytes.
+    pub turns: u64,
+    /// Errors of this client's queue (corrupt indices, failed attaches, unmapped).
+    pub errors: u64,
 }
 
 /// A queue handle, attached lazily: a client that left garbage in the indices before the driver
@@ -116,21 +193,60 @@ enum Slot<'q, H> {
     Detached(Option<QueueMem<'q>>),
 }
 
+/// A TX client as the driver is given it: name, channel, and its queue's memory (`None`: not
+/// mapped).
+#[derive(Debug, Clone, Copy)]
+pub struct TxClient<'q> {
+    /// The client PD (for logs).
+    pub name: &'static str,
+    /// Its channel.
+    pub channel: Channel,
+    /// Its TX queue.
+    pub mem: Option<QueueMem<'q>>,
+}
+
+struct Client<'q> {
+    name: &'static str,
+    channel: Channel,
+    slot: Slot<'q, SerialConsumer<'q>>,
+    stats: ClientStats,
+}
+
+impl Client<'_> {
+    /// Attaches the queue if it is mapped and not yet attached.
+    fn attach(&mut self) -> Result<(), DriverError> {
+        if let Slot::Detached(Some(m)) = &self.slot {
+            let q = Queue::Tx(self.name);
+            let cap = m.capacity()?;
+            let c =
+                SerialConsumer::new(m.header, m.data, cap).map_err(|e| DriverError::Setup(q, e))?;
+            self.slot = Slot::Attached(c);
+        }
+        Ok(())
+    }
+}
+
+/// The client whose bytes the UART is taking, and how many it took this turn.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    client: usize,
+    bytes: usize,
+}
+
 /// The serial driver: PD logic over a kernel `K` and a UART `U`.
 pub struct SerialDriver<'q, K: Kernel, U: Uart> {
     k: K,
     uart: U,
-    tx: Slot<'q, SerialConsumer<'q>>,
+    clients: heapless::Vec<Client<'q>, MAX_TX_CLIENTS>,
+    /// A turn interrupted by a full FIFO: resumed before any other client's.
+    turn: Option<Turn>,
+    /// The client whose turn comes next (round robin).
+    next: usize,
     rx: Slot<'q, SerialProducer<'q>>,
     /// Shadow of UARTIMSC (the driver is its only writer).
     imsc: u32,
     stats: Stats,
     deferred: Option<DeferredAction>,
-}
-
-fn attach_tx(m: QueueMem<'_>) -> Result<SerialConsumer<'_>, DriverError> {
-    SerialConsumer::new(m.header, m.data, m.capacity()?)
-        .map_err(|e| DriverError::Setup(Queue::Tx, e))
 }
 
 fn attach_rx(m: QueueMem<'_>) -> Result<SerialProducer<'_>, DriverError> {
@@ -148,13 +264,22 @@ fn first(acc: &mut Result<(), DriverError>, r: Result<(), DriverError>) {
 impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
     /// Initialises the driver: configures the UART (disabled while programming; 8 data bits, no
     /// parity, one stop bit; FIFOs on; RX and receive-timeout interrupts; UART, TX and RX on;
-    /// the baud rate is left as it is), then moves whatever the client already queued. A queue
-    /// given as `None` is not mapped; its events are reported as errors.
-    pub fn new(k: K, uart: U, tx: Option<QueueMem<'q>>, rx: Option<QueueMem<'q>>) -> Self {
+    /// the baud rate is left as it is), then moves whatever the clients already queued. `tx`
+    /// are the TX clients (at most [`MAX_TX_CLIENTS`], each on its own channel, none on the IRQ
+    /// or RX channel: others are logged and ignored); a queue given as `None` is not mapped, and
+    /// its events are reported as errors.
+    pub fn new(
+        k: K,
+        uart: U,
+        tx: impl IntoIterator<Item = TxClient<'q>>,
+        rx: Option<QueueMem<'q>>,
+    ) -> Self {
         let mut d = SerialDriver {
             k,
             uart,
-            tx: Slot::Detached(tx),
+            clients: heapless::Vec::new(),
+            turn: None,
+            next: 0,
             rx: Slot::Detached(rx),
             imsc: 0,
             stats: Stats::default(),
@@ -165,7 +290,44 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             d.k,
             "serial_driver: PL011 configured (8N1, FIFOs, RX interrupts)"
         );
-        for r in [d.attach_rx(), d.service_tx()] {
+        for c in tx {
+            let taken = c.channel == IRQ_CHANNEL
+                || c.channel == RX_CHANNEL
+                || d.clients.iter().any(|o| o.channel == c.channel);
+            if taken {
+                debug_println!(
+                    d.k,
+                    "serial_driver: TX client {} ignored: channel {} already in use",
+                    c.name,
+                    c.channel.index()
+                );
+                continue;
+            }
+            let mut client = Client {
+                name: c.name,
+                channel: c.channel,
+                slot: Slot::Detached(c.mem),
+                stats: ClientStats::default(),
+            };
+            if c.mem.is_none() {
+                client.stats.errors += 1;
+                d.stats.queue_errors += 1;
+                debug_println!(
+                    d.k,
+                    "serial_driver: init: Tx queue of {} not mapped",
+                    c.name
+                );
+            }
+            if d.clients.push(client).is_err() {
+                debug_println!(
+                    d.k,
+                    "serial_driver: TX client {} ignored: more than {} clients",
+                    c.name,
+                    MAX_TX_CLIENTS
+                );
+            }
+        }
+        for r in [d.attach_rx(), d.service_tx(ChannelSet::default())] {
             if let Err(e) = r {
                 d.stats.queue_errors += 1;
                 debug_println!(d.k, "serial_driver: init: {}", e);
@@ -198,6 +360,14 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         self.stats
     }
 
+    /// The counters of the TX client on `channel`.
+    pub fn client_stats(&self, channel: Channel) -> Option<ClientStats> {
+        self.clients
+            .iter()
+            .find(|c| c.channel == channel)
+            .map(|c| c.stats)
+    }
+
     /// The kernel (tests look at what it recorded).
     pub fn kernel(&self) -> &K {
         &self.k
@@ -215,52 +385,135 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         }
     }
 
-    /// Moves bytes from the TX queue into the TX FIFO while it has room; enables the TX
-    /// interrupt if the FIFO filled first, disables it once the queue is empty; notifies the
-    /// client if it freed space the client asked to hear about.
-    fn service_tx(&mut self) -> Result<(), DriverError> {
-        if let Slot::Detached(m) = &self.tx {
-            let m = m.ok_or(DriverError::NoQueue(Queue::Tx))?;
-            self.tx = Slot::Attached(attach_tx(m)?);
-        }
-        let Slot::Attached(tx) = &mut self.tx else {
-            return Err(DriverError::NoQueue(Queue::Tx));
-        };
-        let mut result = Ok(());
-        let mut fifo_full = false;
-        loop {
-            if self.uart.read32(reg::FR) & fr::TXFF != 0 {
-                fifo_full = true;
-                break;
+    /// The next client, round robin from `self.next`, with bytes waiting; clients in `bad` are
+    /// skipped, and a client found corrupt joins them (its error goes to `result`).
+    fn pick(&mut self, bad: &mut u32, result: &mut Result<(), DriverError>) -> Option<usize> {
+        let n = self.clients.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if *bad & (1 << i) != 0 {
+                continue;
             }
-            match tx.dequeue_local() {
-                Ok(Some(b)) => {
-                    self.uart.write32(reg::DR, u32::from(b));
-                    self.stats.tx_bytes += 1;
-                }
-                Ok(None) => break,
+            let Some(c) = self.clients.get_mut(i) else {
+                continue;
+            };
+            let Slot::Attached(tx) = &mut c.slot else {
+                continue;
+            };
+            match tx.available() {
+                Ok(0) => {}
+                Ok(_) => return Some(i),
                 Err(e) => {
-                    result = Err(DriverError::Corrupt(Queue::Tx, e));
-                    break;
+                    *bad |= 1 << i;
+                    c.stats.errors += 1;
+                    first(result, Err(DriverError::Corrupt(Queue::Tx(c.name), e)));
                 }
             }
         }
-        // Hand back what was sent, even if the client then corrupted the indices.
-        tx.publish();
-        let notify = tx.take_notify();
-        // More queued than the FIFO took: wait for the TX interrupt. Otherwise (queue empty, or
-        // unusable) the interrupt would only fire for nothing.
-        let pending = fifo_full && matches!(tx.available(), Ok(n) if n > 0);
-        if pending {
+        None
+    }
+
+    /// Moves bytes from the TX queues into the TX FIFO while it has room, a turn per client
+    /// (see the crate documentation); enables the TX interrupt if the FIFO filled first (or the
+    /// burst ran out) with bytes still queued, disables it once every queue is empty; notifies
+    /// each client that freed space it asked to hear about. `notified`: the client channels
+    /// that signalled (an unmapped client's notification is reported).
+    fn service_tx(&mut self, notified: ChannelSet) -> Result<(), DriverError> {
+        let mut result = Ok(());
+        // Clients whose queue failed during this call: not visited again until the next one.
+        let mut bad = 0u32;
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            let r = match c.slot {
+                Slot::Detached(None) if notified.contains(c.channel) => {
+                    Err(DriverError::NoQueue(Queue::Tx(c.name)))
+                }
+                Slot::Detached(None) => Ok(()),
+                _ => c.attach(),
+            };
+            if let Err(e) = r {
+                bad |= 1 << i;
+                c.stats.errors += 1;
+                first(&mut result, Err(e));
+            }
+        }
+        let n = self.clients.len();
+        let mut budget = TX_BURST;
+        let mut fifo_full = false;
+        'turns: while budget > 0 {
+            let mut turn = match self.turn.take() {
+                Some(t) => t,
+                None => match self.pick(&mut bad, &mut result) {
+                    Some(i) => Turn {
+                        client: i,
+                        bytes: 0,
+                    },
+                    None => break,
+                },
+            };
+            // Every turn costs, so a client whose indices change under the driver cannot keep
+            // it here.
+            budget -= 1;
+            let Some(c) = self.clients.get_mut(turn.client) else {
+                continue;
+            };
+            let Slot::Attached(tx) = &mut c.slot else {
+                continue;
+            };
+            loop {
+                if self.uart.read32(reg::FR) & fr::TXFF != 0 || budget == 0 {
+                    // Keep the turn: no other client's bytes until this one's line is out.
+                    fifo_full = budget > 0;
+                    self.turn = Some(turn);
+                    break 'turns;
+                }
+                match tx.dequeue_local() {
+                    Ok(Some(b)) => {
+                        self.uart.write32(reg::DR, u32::from(b));
+                        budget -= 1;
+                        turn.bytes += 1;
+                        c.stats.bytes += 1;
+                        self.stats.tx_bytes += 1;
+                        if b == b'\n' || turn.bytes >= TURN_MAX {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad |= 1 << turn.client;
+                        c.stats.errors += 1;
+                        first(&mut result, Err(DriverError::Corrupt(Queue::Tx(c.name), e)));
+                        break;
+                    }
+                }
+            }
+            if turn.bytes > 0 {
+                c.stats.turns += 1;
+            }
+            self.next = (turn.client + 1) % n.max(1);
+        }
+        // Hand back what was sent (even if a client then corrupted its indices) and tell the
+        // clients that asked; see whether bytes are still waiting.
+        let mut waiting = false;
+        for c in self.clients.iter_mut() {
+            let Slot::Attached(tx) = &mut c.slot else {
+                continue;
+            };
+            tx.publish();
+            if tx.take_notify() {
+                first(
+                    &mut result,
+                    self.k.notify(c.channel).map_err(DriverError::Kernel),
+                );
+            }
+            waiting |= matches!(tx.available(), Ok(a) if a > 0);
+        }
+        // More queued than the FIFO took: wait for the TX interrupt. Otherwise (queues empty,
+        // or unusable) the interrupt would only fire for nothing.
+        let pending = (fifo_full || budget == 0) && waiting;
+        if pending && fifo_full {
             self.stats.tx_fifo_full += 1;
         }
         self.set_txim(pending);
-        if notify {
-            first(
-                &mut result,
-                self.k.notify(TX_CHANNEL).map_err(DriverError::Kernel),
-            );
-        }
         result
     }
 
@@ -314,8 +567,9 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         result
     }
 
-    /// The UART interrupt: reads and clears UARTMIS, then serves RX and TX.
-    fn service_irq(&mut self) -> Result<(), DriverError> {
+    /// The UART interrupt: reads and clears UARTMIS, then serves RX; returns whether the TX
+    /// side needs serving.
+    fn service_irq(&mut self) -> (bool, Result<(), DriverError>) {
         self.stats.irqs += 1;
         let mis = self.uart.read32(reg::MIS);
         // Clear first: a condition that arises while serving raises the interrupt again.
@@ -324,10 +578,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         if mis & (int::RX | int::RT) != 0 {
             first(&mut result, self.service_rx());
         }
-        if mis & int::TX != 0 {
-            first(&mut result, self.service_tx());
-        }
-        result
+        (mis & int::TX != 0, result)
     }
 }
 
@@ -336,18 +587,26 @@ impl<K: Kernel, U: Uart> Handler for SerialDriver<'_, K, U> {
 
     fn notified(&mut self, channels: ChannelSet) -> Result<(), DriverError> {
         let mut result = Ok(());
+        let mut tx = false;
         // The ack first, so no error below can leave the IRQ masked.
         if channels.contains(IRQ_CHANNEL) {
             self.deferred = Some(DeferredAction::IrqAck(IRQ_CHANNEL));
-            first(&mut result, self.service_irq());
+            let (tx_irq, r) = self.service_irq();
+            tx |= tx_irq;
+            first(&mut result, r);
         }
-        if channels.contains(TX_CHANNEL) {
-            first(&mut result, self.service_tx());
+        let mut known = (1 << IRQ_CHANNEL.index()) | (1 << RX_CHANNEL.index());
+        for c in &self.clients {
+            known |= 1 << c.channel.index();
         }
-        // RX_CHANNEL: the client freed RX space. The driver never waits for it (bytes that do
-        // not fit are dropped), but sDDF's consumer may signal once, as the flag starts at 0.
-        let known =
-            (1 << IRQ_CHANNEL.index()) | (1 << TX_CHANNEL.index()) | (1 << RX_CHANNEL.index());
+        let from_clients = ChannelSet::from_badge(
+            channels.bits() & known & !(1 << IRQ_CHANNEL.index()) & !(1 << RX_CHANNEL.index()),
+        );
+        if tx || !from_clients.is_empty() {
+            first(&mut result, self.service_tx(from_clients));
+        }
+        // RX_CHANNEL: the vmm freed RX space. The driver never waits for it (bytes that do not
+        // fit are dropped), but sDDF's consumer may signal once, as the flag starts at 0.
         let unexpected = channels.bits() & !known;
         if unexpected != 0 {
             debug_println!(
@@ -358,7 +617,7 @@ impl<K: Kernel, U: Uart> Handler for SerialDriver<'_, K, U> {
         }
         if matches!(
             result,
-            Err(DriverError::Setup(..) | DriverError::Corrupt(..))
+            Err(DriverError::Setup(..) | DriverError::Corrupt(..) | DriverError::NoQueue(..))
         ) {
             self.stats.queue_errors += 1;
         }
@@ -391,14 +650,37 @@ pub fn from_system<K: Kernel>(
             (Ok(h), Ok(d)) => QueueMem::from_regions(h, d),
             _ => Err(DriverError::NoQueue(q)),
         };
-        mem.map_err(|e| debug_println!(k, "serial_driver: {:?} queue: {}", q, e))
+        mem.map_err(|e| debug_println!(k, "serial_driver: {}: {}", q, e))
             .ok()
     };
-    let tx = queue(
-        Queue::Tx,
-        system::serial_tx_queue_vmm_region(),
-        system::serial_tx_data_vmm_region(),
-    );
+    // In the order of TX_CLIENTS.
+    let regions = [
+        (
+            system::serial_tx_queue_vmm_region(),
+            system::serial_tx_data_vmm_region(),
+        ),
+        (
+            system::serial_tx_queue_selftest_ping_region(),
+            system::serial_tx_data_selftest_ping_region(),
+        ),
+        (
+            system::serial_tx_queue_selftest_pong_region(),
+            system::serial_tx_data_selftest_pong_region(),
+        ),
+        (
+            system::serial_tx_queue_blk_driver_region(),
+            system::serial_tx_data_blk_driver_region(),
+        ),
+    ];
+    let mut tx: heapless::Vec<TxClient<'static>, MAX_TX_CLIENTS> = heapless::Vec::new();
+    for (def, (h, d)) in TX_CLIENTS.iter().zip(regions) {
+        let mem = queue(Queue::Tx(def.name), h, d);
+        let _ = tx.push(TxClient {
+            name: def.name,
+            channel: def.channel,
+            mem,
+        });
+    }
     let rx = queue(
         Queue::Rx,
         system::serial_rx_queue_vmm_region(),

@@ -1,6 +1,7 @@
 //! AArch64 system registers, barriers and WFI, each behind a small safe function: the generic
 //! timer (CNTVCT/CNTFRQ and the EL1 virtual timer), PSTATE.I masking, and the syndrome registers
-//! the exception handlers read. None of these touches memory.
+//! the exception handlers read, and the two barriers the virtio driver needs. None of these
+//! touches memory.
 
 use core::arch::asm;
 
@@ -83,6 +84,22 @@ pub fn irq_unmask() {
 pub fn irq_mask() {
     // SAFETY: only masks IRQs.
     unsafe { asm!("msr daifset, #2", "isb", options(nostack, preserves_flags)) };
+}
+
+/// DMB SY: every memory access before it is observed before every one after it (by the device
+/// too). Not `nomem`, so it is a compiler barrier as well: no access moves across it.
+#[inline(always)]
+pub fn dmb() {
+    // SAFETY: a barrier; no memory effect of its own.
+    unsafe { asm!("dmb sy", options(nostack, preserves_flags)) };
+}
+
+/// DSB SY: every memory access before it has completed before any instruction after it runs
+/// (before a doorbell write, the ring updates are visible). A compiler barrier too.
+#[inline(always)]
+pub fn dsb() {
+    // SAFETY: a barrier; no memory effect of its own.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
 
 /// WFI: waits until an interrupt is pending (even with PSTATE.I set).

@@ -1,12 +1,26 @@
 //! Benchmark mode (cargo feature `bench`): the round-trip cost of each kind of exit, measured
 //! with CNTVCT_EL0 over [`ITERATIONS`] operations each, printed as
-//! `bench <name> iterations=<n> ticks=<total> ticks-per-op=<x.yy>`, then `testguest: bench done`.
+//! `bench <name> iterations=<n> ticks=<total> ticks-per-op=<x.yy>`; then sequential virtio-blk
+//! throughput, printed as `bench blk-<write|read>-<4k|64k> bytes=<n> requests=<r> depth=<d>
+//! ticks=<total>`; then `testguest: bench done`.
 //!
-//! Each loop body is exactly one exiting access (or, for `sgi-self`, one SGI sent and waited
-//! for); the loop overhead is a few instructions and is included in the figure.
+//! Each loop body of an exit benchmark is exactly one exiting access (or, for `sgi-self`, one
+//! SGI sent and waited for); the loop overhead is a few instructions and is included in the
+//! figure. Natively on QEMU (no VMM, see `platform`) the exit benchmarks are skipped and only the
+//! block ones run, against QEMU's own virtio-blk-device.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "no heap to box into: a failed benchmark returns its message by value, once"
+)]
+
+use blk_pattern::hostile;
 
 use crate::mmio::{TESTDEV, WRITE_PAGE, testdev};
-use crate::report::{PerOp, esr_ec};
+use crate::platform::{self, Platform};
+use crate::report::{Msg, PerOp, esr_ec};
+use crate::virtio::{self, Seg};
+use crate::virtio_blk::{self, Blk, MAX_DATA_SEGS};
 use crate::{arch, gic, psci, vectors};
 
 /// Operations per measurement.
@@ -77,17 +91,162 @@ fn sgi_self() {
     }
 }
 
+/// The block benchmarks: (name, request size, write).
+const BLK_RUNS: [(&str, u32, bool); 4] = [
+    ("blk-write-4k", 0x1000, true),
+    ("blk-read-4k", 0x1000, false),
+    ("blk-write-64k", 0x1_0000, true),
+    ("blk-read-64k", 0x1_0000, false),
+];
+/// Requests in flight at once (each in its own 64 KiB slot of the data buffers).
+const DEPTH: usize = 4;
+/// Bytes per slot.
+const SLOT: usize = 0x1_0000;
+
+/// The next finished request, waited for in WFI with the virtio-blk interrupt enabled (the IRQ
+/// handler acknowledges InterruptStatus). Under `-icount shift=0,sleep=off` virtual time then
+/// counts only the instructions run, never the host's I/O time (a polling loop would count its
+/// spins while the host works, which makes the figure depend on the host). No timer may be armed:
+/// with `sleep=off` an idle CPU jumps to the next timer deadline. So a lost interrupt natively
+/// hangs until the runner's timeout; under the VMM (WFI resumes at once) the deadline applies.
+fn wait_irq(b: &mut Blk) -> Result<virtio_blk::Done, Msg> {
+    let deadline = arch::deadline_ms(virtio::WAIT_MS);
+    let mut polls = 0u32;
+    loop {
+        let used =
+            b.q.pop_used()
+                .map_err(|e| Msg::from_args(format_args!("{e}")))?;
+        if let Some(u) = used {
+            return Ok(virtio_blk::Done {
+                head: u.id,
+                status: b.status_byte(u.id),
+                used_len: u.len,
+            });
+        }
+        polls += 1;
+        if polls >= virtio::MAX_POLLS || arch::now() > deadline {
+            return Err(Msg::from_args(format_args!(
+                "no completion within {} ms ({} interrupts taken)",
+                virtio::WAIT_MS,
+                vectors::irq_log().virtio
+            )));
+        }
+        // A completion that lands after the check leaves the interrupt pending, and a pending
+        // interrupt ends WFI even with IRQs masked.
+        arch::wfi();
+        vectors::irq_reset();
+        arch::irq_unmask();
+        arch::irq_mask();
+    }
+}
+
+/// Streams [`blk_pattern::BENCH_BYTES`] from [`blk_pattern::BENCH_OFFSET`] on in requests of
+/// `size` bytes, [`DEPTH`] in flight, one notification per batch posted, completions waited for
+/// with [`wait_irq`]; returns the ticks from the first post to the last completion.
+fn stream(b: &mut Blk, size: u32, write: bool) -> Result<u64, Msg> {
+    let n = blk_pattern::BENCH_BYTES / u64::from(size);
+    let ty = if write {
+        hostile::req::OUT
+    } else {
+        hostile::req::IN
+    };
+    let data = virtio_blk::data();
+    let mut slot_of = [usize::MAX; 16];
+    let mut busy = [false; DEPTH];
+    let (mut submitted, mut done) = (0u64, 0u64);
+    let start = arch::now();
+    while done < n {
+        let mut posted = false;
+        while submitted < n && submitted - done < DEPTH as u64 {
+            let Some(slot) = busy.iter().position(|b| !b) else {
+                break;
+            };
+            let mut segs = [Seg::out(0, 0); MAX_DATA_SEGS];
+            let addr = data.sub(slot * SLOT, size as usize).addr();
+            let k = b.split(addr, size, !write, &mut segs[..b.max_segs()]);
+            let sector = (blk_pattern::BENCH_OFFSET + submitted * u64::from(size)) / 512;
+            let head = b
+                .post(ty, sector, &segs[..k])
+                .map_err(|e| Msg::from_args(format_args!("post: {e}")))?;
+            if let Some(s) = slot_of.get_mut(usize::from(head)) {
+                *s = slot;
+            }
+            busy[slot] = true;
+            submitted += 1;
+            posted = true;
+        }
+        if posted {
+            b.notify();
+        }
+        let d =
+            wait_irq(b).map_err(|e| Msg::from_args(format_args!("after {done} requests: {e}")))?;
+        let want_len = if write { 1 } else { size + 1 };
+        if d.status != hostile::status::OK || d.used_len != want_len {
+            return Err(Msg::from_args(format_args!(
+                "request {done}: status {:#x}, used length {} (want 0, {want_len})",
+                d.status, d.used_len
+            )));
+        }
+        if let Some(&slot) = slot_of.get(usize::from(d.head))
+            && let Some(b) = busy.get_mut(slot)
+        {
+            *b = false;
+        }
+        done += 1;
+    }
+    Ok(arch::now() - start)
+}
+
+/// Sequential block throughput, or a `failed` line per benchmark when there is no device.
+fn blk() {
+    let mut b = match Blk::init() {
+        Ok(b) => b,
+        Err(e) => {
+            for (name, _, _) in BLK_RUNS {
+                println!("bench {name} failed: no virtio-blk device: {e}");
+            }
+            return;
+        }
+    };
+    virtio_blk::data().fill_with(0, DEPTH * SLOT, |i| (i as u8) ^ 0x5a);
+    gic::init();
+    gic::target_cpu0(gic::VIRTIO_BLK_IRQ);
+    gic::set_edge(gic::VIRTIO_BLK_IRQ);
+    gic::enable(gic::VIRTIO_BLK_IRQ);
+    b.q.interrupts(true);
+    for (name, size, write) in BLK_RUNS {
+        let r = stream(&mut b, size, write);
+        match r {
+            Ok(ticks) => println!(
+                "bench {name} bytes={} requests={} depth={DEPTH} ticks={ticks}",
+                blk_pattern::BENCH_BYTES,
+                blk_pattern::BENCH_BYTES / u64::from(size)
+            ),
+            Err(e) => println!("bench {name} failed: {e}"),
+        }
+    }
+    b.q.interrupts(false);
+    gic::disable(gic::VIRTIO_BLK_IRQ);
+    let _ = b.t.reset();
+}
+
 /// Runs every benchmark.
 pub fn run_all() {
     println!("testguest: bench mode, CNTFRQ_EL0 = {} Hz", arch::cntfrq());
-    measure("mmio-read", |_| {
-        TESTDEV.ldr_w(testdev::ID);
-    });
-    measure("mmio-write", |i| TESTDEV.str_w(testdev::SCRATCH, i));
-    measure("hvc", |_| {
-        psci::hvc(psci::PSCI_VERSION, 0, 0, 0);
-    });
-    measure("write-page", |i| WRITE_PAGE.str_x(0x800, i));
-    sgi_self();
+    platform::announce();
+    if platform::detect() == Platform::Native {
+        println!("testguest: the exit benchmarks need the VMM: skipped");
+    } else {
+        measure("mmio-read", |_| {
+            TESTDEV.ldr_w(testdev::ID);
+        });
+        measure("mmio-write", |i| TESTDEV.str_w(testdev::SCRATCH, i));
+        measure("hvc", |_| {
+            psci::hvc(psci::PSCI_VERSION, 0, 0, 0);
+        });
+        measure("write-page", |i| WRITE_PAGE.str_x(0x800, i));
+        sgi_self();
+    }
+    blk();
     println!("testguest: bench done");
 }

@@ -8,6 +8,8 @@ const GICD_CTLR: usize = 0x000;
 const GICD_ISENABLER: usize = 0x100;
 const GICD_ICENABLER: usize = 0x180;
 const GICD_IPRIORITYR: usize = 0x400;
+const GICD_ITARGETSR: usize = 0x800;
+const GICD_ICFGR: usize = 0xc00;
 const GICD_SGIR: usize = 0xf00;
 /// GICD_SGIR target-list filter 0b10: this CPU only.
 const SGIR_SELF: u64 = 0b10 << 24;
@@ -19,6 +21,8 @@ const GICC_EOIR: usize = 0x010;
 
 /// The virtual timer's PPI.
 pub const VTIMER_IRQ: u32 = 27;
+/// The virtio-blk device's SPI (virtio-mmio slot 31 of QEMU virt: SPI 47).
+pub const VIRTIO_BLK_IRQ: u32 = 79;
 /// The SGI the cases and benchmarks send to themselves.
 pub const TEST_SGI: u32 = 1;
 /// The first of the special ids (1020..1023, e.g. 1023 = spurious): nothing to end.
@@ -48,6 +52,21 @@ pub fn enable(irq: u32) {
     let irq = irq as usize;
     GICD.strb(GICD_IPRIORITYR + irq, PRIORITY);
     GICD.str_w(GICD_ISENABLER + irq / 32 * 4, 1 << (irq % 32));
+}
+
+/// Routes SPI `irq` to CPU 0 (a byte access to GICD_ITARGETSR; an SPI with no target is never
+/// delivered).
+pub fn target_cpu0(irq: u32) {
+    GICD.strb(GICD_ITARGETSR + irq as usize, 1);
+}
+
+/// Configures SPI `irq` as edge-triggered (GICD_ICFGR Int_config[1], a read-modify-write of
+/// its word), as QEMU virt's device tree declares the virtio-mmio interrupts.
+pub fn set_edge(irq: u32) {
+    let irq = irq as usize;
+    let off = GICD_ICFGR + irq / 16 * 4;
+    let v = GICD.ldr_w(off) | 2 << (2 * (irq % 16));
+    GICD.str_w(off, v);
 }
 
 /// Disables `irq`.

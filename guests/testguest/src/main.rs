@@ -12,8 +12,10 @@
 //! - `gic`: the GICv2 distributor and CPU interface.
 //! - `psci`: SMCCC calls through HVC and SMC, and SYSTEM_OFF.
 //! - `harness`: the case runner and its failure messages.
-//! - `cases`: the test cases, in order.
+//! - `cases`: the test cases, in order; `blk_cases`: the virtio-blk and virtio-console ones.
 //! - `bench`: the benchmark mode.
+//! - `platform`: VMM, null VMM or native QEMU, found at run time.
+//! - `virtio`: the virtio-mmio transport and a split virtqueue; `virtio_blk`: the block driver.
 //! - `report`: pure formatting and syndrome helpers (host-tested).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
@@ -34,6 +36,8 @@ mod harness;
 mod arch;
 #[cfg(all(target_os = "none", feature = "bench"))]
 mod bench;
+#[cfg(all(target_os = "none", not(feature = "bench")))]
+mod blk_cases;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(all(target_os = "none", not(feature = "bench")))]
@@ -43,11 +47,17 @@ mod gic;
 #[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
 mod psci;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod report;
 #[cfg(target_os = "none")]
 mod vectors;
+#[cfg(target_os = "none")]
+mod virtio;
+#[cfg(target_os = "none")]
+mod virtio_blk;
 
 #[cfg(not(target_os = "none"))]
 fn main() {

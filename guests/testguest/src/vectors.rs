@@ -8,7 +8,9 @@
 //!   [`catch`] the record is the expected trap a case inspects; anywhere else it is an
 //!   *unexpected* exception that the harness reports as the case's `FAIL` line (ESR/FAR/ELR).
 //! - IRQs: acknowledged at GICC_IAR, logged per id (the virtual timer is disabled before its
-//!   EOI because it is level-triggered), ended at GICC_EOIR.
+//!   EOI because it is level-triggered; the virtio-blk interrupt is acknowledged at the device,
+//!   InterruptStatus → InterruptACK, whose line QEMU keeps asserted until then), ended at
+//!   GICC_EOIR.
 //! - Every other vector (FIQ, SError, SP_EL0 or lower-EL vectors) and any exception inside a
 //!   handler are fatal: a `FAIL` line, then SYSTEM_OFF, so nothing can loop forever.
 //!
@@ -213,6 +215,9 @@ static TIMER_IAR: AtomicU32 = AtomicU32::new(0);
 static TIMER_AT: AtomicU64 = AtomicU64::new(0);
 static SGI_COUNT: AtomicU32 = AtomicU32::new(0);
 static SGI_IAR: AtomicU32 = AtomicU32::new(0);
+static VIRTIO_COUNT: AtomicU32 = AtomicU32::new(0);
+static VIRTIO_IAR: AtomicU32 = AtomicU32::new(0);
+static VIRTIO_ISR: AtomicU32 = AtomicU32::new(0);
 static OTHER_IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 static OTHER_IRQ_IAR: AtomicU32 = AtomicU32::new(0);
 
@@ -278,6 +283,12 @@ pub struct IrqLog {
     pub sgi: u32,
     /// The last test SGI IAR value.
     pub sgi_iar: u32,
+    /// Interrupts of the virtio-blk device.
+    pub virtio: u32,
+    /// The last virtio-blk IAR value.
+    pub virtio_iar: u32,
+    /// The InterruptStatus the handler read (and acknowledged) last.
+    pub virtio_isr: u32,
     /// Any other interrupt (not spurious).
     pub other: u32,
     /// The last other IAR value.
@@ -291,6 +302,9 @@ pub fn irq_reset() {
         &TIMER_IAR,
         &SGI_COUNT,
         &SGI_IAR,
+        &VIRTIO_COUNT,
+        &VIRTIO_IAR,
+        &VIRTIO_ISR,
         &OTHER_IRQ_COUNT,
         &OTHER_IRQ_IAR,
     ] {
@@ -307,6 +321,9 @@ pub fn irq_log() -> IrqLog {
         timer_at: TIMER_AT.load(Relaxed),
         sgi: SGI_COUNT.load(Relaxed),
         sgi_iar: SGI_IAR.load(Relaxed),
+        virtio: VIRTIO_COUNT.load(Relaxed),
+        virtio_iar: VIRTIO_IAR.load(Relaxed),
+        virtio_isr: VIRTIO_ISR.load(Relaxed),
         other: OTHER_IRQ_COUNT.load(Relaxed),
         other_iar: OTHER_IRQ_IAR.load(Relaxed),
     }
@@ -391,6 +408,20 @@ fn irq() {
         gic::TEST_SGI => {
             SGI_IAR.store(iar, Relaxed);
             bump(&SGI_COUNT);
+        }
+        gic::VIRTIO_BLK_IRQ => {
+            // Acknowledge at the device first: natively the line is level and stays asserted
+            // while InterruptStatus is not zero.
+            let t = crate::virtio_blk::transport();
+            let isr = t.read(crate::virtio::reg::INTERRUPT_STATUS);
+            t.write(crate::virtio::reg::INTERRUPT_ACK, isr);
+            VIRTIO_ISR.store(isr, Relaxed);
+            VIRTIO_IAR.store(iar, Relaxed);
+            // A line that stays asserted (an acknowledgement the device ignored) must not
+            // starve the guest: after too many, the source is disabled.
+            if bump(&VIRTIO_COUNT) >= MAX_OTHER_IRQS {
+                gic::disable(id);
+            }
         }
         _ => {
             OTHER_IRQ_IAR.store(iar, Relaxed);

@@ -1,14 +1,16 @@
 //! Runtime self-test PD `selftest_ping`: writes a greeting into the shared region and notifies
 //! pong; when pong notifies back, reads pong's answer from the shared region, makes a protected
-//! call with a payload (20, 22) and checks the reply (42). Prints each step on the debug console.
+//! call with a payload (20, 22) and checks the reply (42). Prints each step through the serial
+//! driver domain (its TX queue, `serial-client`; the debug console without it).
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
-use microkit_rt::{
-    ChannelSet, Handler, Kernel, MessageInfo, RegionError, SharedRegion, debug_println,
-};
+use microkit_rt::{ChannelSet, Handler, Kernel, MessageInfo, RegionError, SharedRegion};
+pub use serial_client::Console;
+use serial_client::serial_println;
 
 /// Constants generated from system.xml.
-#[allow(non_upper_case_globals, dead_code)]
+#[allow(non_upper_case_globals, dead_code, unsafe_code)]
 pub mod system {
     include!(concat!(env!("OUT_DIR"), "/system.rs"));
 }
@@ -39,9 +41,20 @@ pub fn write_text(region: &SharedRegion, offset: usize, text: &[u8]) -> Result<(
     region.write(offset + n, &[0])
 }
 
+/// The console over the serial TX queue system.xml gives this PD.
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub fn system_console() -> Console<'static> {
+    Console::from_regions(
+        system::SERIAL_DRIVER,
+        system::serial_tx_queue_selftest_ping_region(),
+        system::serial_tx_data_selftest_ping_region(),
+    )
+}
+
 /// The ping PD.
 pub struct Ping<K: Kernel> {
     k: K,
+    console: Console<'static>,
     shared: Option<SharedRegion>,
     /// Whether the protected call returned the expected sum.
     pub passed: bool,
@@ -70,21 +83,32 @@ impl core::fmt::Display for PingError {
 
 impl<K: Kernel> Ping<K> {
     /// Initialises the PD: greeting into the shared region, then a notification to pong.
-    pub fn new(mut k: K, shared: Result<SharedRegion, RegionError>) -> Self {
+    /// Messages go to `console`.
+    pub fn new(
+        mut k: K,
+        shared: Result<SharedRegion, RegionError>,
+        mut console: Console<'static>,
+    ) -> Self {
         let shared = match shared {
             Ok(r) => Some(r),
             Err(e) => {
-                debug_println!(k, "selftest_ping: FAIL shared region unavailable: {:?}", e);
+                serial_println!(
+                    console,
+                    k,
+                    "selftest_ping: FAIL shared region unavailable: {:?}",
+                    e
+                );
                 None
             }
         };
         let mut pd = Ping {
             k,
+            console,
             shared,
             passed: false,
         };
         if let Err(e) = pd.start() {
-            debug_println!(pd.k, "selftest_ping: FAIL {}", e);
+            serial_println!(pd.console, pd.k, "selftest_ping: FAIL {}", e);
         }
         pd
     }
@@ -92,7 +116,8 @@ impl<K: Kernel> Ping<K> {
     fn start(&mut self) -> Result<(), PingError> {
         let shared = self.shared.as_ref().ok_or(PingError::NoSharedRegion)?;
         write_text(shared, PING_TEXT_OFFSET, PING_TEXT).map_err(PingError::Region)?;
-        debug_println!(
+        serial_println!(
+            self.console,
             self.k,
             "selftest_ping: init, wrote shared memory, notifying pong"
         );
@@ -105,6 +130,11 @@ impl<K: Kernel> Ping<K> {
     pub fn kernel(&mut self) -> &mut K {
         &mut self.k
     }
+
+    /// The console (tests inspect its counters).
+    pub fn console(&self) -> &Console<'static> {
+        &self.console
+    }
 }
 
 impl<K: Kernel> Handler for Ping<K> {
@@ -112,12 +142,17 @@ impl<K: Kernel> Handler for Ping<K> {
 
     fn notified(&mut self, channels: ChannelSet) -> Result<(), PingError> {
         if channels.contains(system::VMM) {
-            debug_println!(self.k, "selftest_ping: notified by vmm; notifying it back");
+            serial_println!(
+                self.console,
+                self.k,
+                "selftest_ping: notified by vmm; notifying it back"
+            );
             self.k.notify(system::VMM).map_err(PingError::Kernel)?;
         }
         if !channels.contains(system::SELFTEST_PONG) {
             if !channels.contains(system::VMM) {
-                debug_println!(
+                serial_println!(
+                    self.console,
                     self.k,
                     "selftest_ping: unexpected notification {:?}",
                     channels
@@ -129,7 +164,8 @@ impl<K: Kernel> Handler for Ping<K> {
         let mut text = [0u8; 63];
         let n = read_text(shared, PONG_TEXT_OFFSET, &mut text).map_err(PingError::Region)?;
         let text = core::str::from_utf8(&text[..n]).unwrap_or("<not utf-8>");
-        debug_println!(
+        serial_println!(
+            self.console,
             self.k,
             "selftest_ping: notified by pong; shared memory says '{}'",
             text
@@ -142,7 +178,8 @@ impl<K: Kernel> Handler for Ping<K> {
             .ppcall(system::SELFTEST_PONG, MessageInfo::new(ADD_LABEL, 2))
             .map_err(PingError::Kernel)?;
         let sum = self.k.mr(0);
-        debug_println!(
+        serial_println!(
+            self.console,
             self.k,
             "selftest_ping: protected call returned {} (label {}, length {})",
             sum,
@@ -154,9 +191,9 @@ impl<K: Kernel> Handler for Ping<K> {
             && sum == 42
             && text.as_bytes() == b"hello from pong";
         if self.passed {
-            debug_println!(self.k, "selftest_ping: self-test passed");
+            serial_println!(self.console, self.k, "selftest_ping: self-test passed");
         } else {
-            debug_println!(self.k, "selftest_ping: FAIL self-test");
+            serial_println!(self.console, self.k, "selftest_ping: FAIL self-test");
         }
         Ok(())
     }

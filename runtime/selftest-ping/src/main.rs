@@ -5,7 +5,8 @@
 #[cfg(target_os = "none")]
 microkit_rt::protection_domain!(|k| selftest_ping::Ping::new(
     k,
-    selftest_ping::system::selftest_shared_region()
+    selftest_ping::system::selftest_shared_region(),
+    selftest_ping::system_console(),
 ));
 
 #[cfg(not(target_os = "none"))]

@@ -5,7 +5,8 @@
 #[cfg(target_os = "none")]
 microkit_rt::protection_domain!(|k| selftest_pong::Pong::new(
     k,
-    selftest_pong::system::selftest_shared_region()
+    selftest_pong::system::selftest_shared_region(),
+    selftest_pong::system_console(),
 ));
 
 #[cfg(not(target_os = "none"))]
