@@ -131,6 +131,9 @@ pub struct Vmm<K: Kernel + Clone> {
     glue: GlueStats,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
+    /// The vCPU waits (WFI) for block I/O: its fault is not answered; the next notification
+    /// from a driver domain resumes it.
+    parked: bool,
 }
 
 /// Initial content of the write-protected page: the u64 at offset 8*i is this | i.
@@ -156,6 +159,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             glue: GlueStats::default(),
             stats: Stats::new(),
             state: VmState::NotStarted,
+            parked: false,
         };
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
@@ -428,6 +432,19 @@ impl<K: Kernel + Clone> Vmm<K> {
         ctx.console_io();
     }
 
+    /// Whether the block driver owes the guest's device a response.
+    fn block_io_outstanding(&self) -> bool {
+        self.devices
+            .blk
+            .as_ref()
+            .is_some_and(|b| b.device().outstanding() > 0)
+    }
+
+    /// Whether the vCPU is parked in WFI waiting for block I/O.
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
     /// Counters of the device glue.
     pub fn glue_stats(&self) -> &GlueStats {
         &self.glue
@@ -496,6 +513,19 @@ impl<K: Kernel + Clone> Vmm<K> {
             say!(self, "vmm: guest trap reflected: {:?}", why);
         }
         let reply = match report.action {
+            // A guest waiting for block I/O is parked instead of spinning through WFI exits
+            // (the register write-back already moved its PC past the WFI): the driver's
+            // response wakes it (`notified`).
+            ExitAction::WaitForInterrupt if self.block_io_outstanding() => match vcpu.flush() {
+                Ok(_) => {
+                    self.parked = true;
+                    None
+                }
+                Err(e) => {
+                    self.stop_with(&mut vcpu, &report, Some(e));
+                    None
+                }
+            },
             ExitAction::Resume | ExitAction::WaitForInterrupt => match vcpu.flush() {
                 Ok(_) => Some(MessageInfo::new(0, 0)),
                 Err(e) => {
@@ -700,6 +730,14 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             | 1 << system::BLK_DRIVER.index();
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
+            if self.parked {
+                // TCB Resume restarts the thread blocked on its unanswered fault at the PC the
+                // WFI exit wrote back.
+                self.parked = false;
+                if let Err(e) = self.k.vm_resume(self.vcpu) {
+                    say!(self, "vmm: cannot resume the parked vCPU: {}", e);
+                }
+            }
         }
         let others = ChannelSet::from_badge(channels.bits() & !drivers);
         if !others.is_empty() {

@@ -425,3 +425,32 @@ fn without_ready_storage_no_device_is_offered() {
     r.h.load(PC0, BLK, 2, 2);
     assert_eq!(r.h.vmm.state(), vmm::VmState::Running);
 }
+
+#[test]
+fn a_guest_waiting_in_wfi_for_block_io_is_parked_and_the_response_resumes_it() {
+    let mut r = rig();
+    r.init();
+    r.request(0, 0, 512, true);
+    // WFI (EC 0x01) with the read outstanding: the PC moves on, but no reply.
+    r.h.set_x_pc(PC0);
+    let log = r.h.exit(label::VCPU_FAULT, &[(0x01 << 26) | (1 << 25)]);
+    assert!(
+        !log.iter().any(|i| matches!(i, Invocation::Reply { .. })),
+        "parked, not answered: {log:?}"
+    );
+    assert!(r.h.vmm.parked());
+    assert_eq!(
+        r.h.pc(),
+        PC0 + 4,
+        "the write-back moved the PC past the WFI"
+    );
+    let log = r.run_until_used();
+    assert!(log.contains(&Invocation::VmResume(0)), "woken: {log:?}");
+    assert!(!r.h.vmm.parked());
+    assert_eq!(r.status(), 0);
+
+    // With nothing outstanding, WFI resumes at once, as before.
+    let log = r.h.exit(label::VCPU_FAULT, &[(0x01 << 26) | (1 << 25)]);
+    assert!(log.iter().any(|i| matches!(i, Invocation::Reply { .. })));
+    assert!(!r.h.vmm.parked());
+}
