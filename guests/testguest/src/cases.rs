@@ -141,6 +141,10 @@ const CASES: &[Case] = &[
         name: "vcon-tx",
         run: blk_cases::vcon_tx,
     },
+    Case {
+        name: "console-input",
+        run: console_input,
+    },
 ];
 
 /// The cases that hold natively on QEMU virt without the VMM: PSCI over HVC (QEMU's own), the
@@ -664,6 +668,44 @@ fn abort_check(what: &str, write: bool) -> CaseResult {
 fn unbacked_abort() -> CaseResult {
     abort_check("load", false)?;
     abort_check("store", true)
+}
+
+/// The line the console test expects on its input (the boot test's runner types it).
+const INPUT_LINE: &[u8] = b"sel4 says hi";
+/// How long the console test waits for its input, in seconds of the virtual counter.
+const INPUT_WAIT_S: u64 = 20;
+
+/// Console input: the runner types a line once it sees the prompt; it arrives through the serial
+/// driver's RX queue, the VMM and the PL011's RX FIFO, and is read here by polling.
+fn console_input() -> CaseResult {
+    // Drop anything typed before the prompt.
+    while crate::uart::getb().is_some() {}
+    println!("testguest: console input, type a line:");
+    let deadline = arch::now() + INPUT_WAIT_S * arch::cntfrq();
+    let mut line = [0u8; 64];
+    let mut n = 0;
+    loop {
+        if arch::now() > deadline {
+            fail!("no line within {INPUT_WAIT_S} s (got {n} bytes)");
+        }
+        let Some(b) = crate::uart::getb() else {
+            continue;
+        };
+        if b == b'\r' || b == b'\n' {
+            break;
+        }
+        ensure!(n < line.len(), "line longer than {} bytes", line.len());
+        line[n] = b;
+        n += 1;
+    }
+    let got = &line[..n];
+    ensure!(
+        got == INPUT_LINE,
+        "got {:?}, want {:?}",
+        core::str::from_utf8(got).unwrap_or("<not UTF-8>"),
+        core::str::from_utf8(INPUT_LINE).unwrap_or("")
+    );
+    Ok(())
 }
 
 /// A 128-bit SIMD load from the test device: no syndrome and nothing the VMM emulates, so it

@@ -1,5 +1,6 @@
 //! The PL011 console: polled byte output (UARTFR.TXFF checked, with a bound, before every write
-//! to UARTDR) and the `println!` macro every line of the guest goes through. Lines end in CRLF.
+//! to UARTDR) and the `println!` macro every line of the guest goes through (lines end in CRLF),
+//! and polled byte input (UARTFR.RXFE).
 
 use core::fmt;
 
@@ -17,6 +18,16 @@ fn putb(b: u8) {
         polls += 1;
     }
     UART.str_w(UARTDR, u64::from(b));
+}
+
+const FR_RXFE: u64 = 1 << 4;
+
+/// One received byte, if the RX FIFO holds one.
+pub fn getb() -> Option<u8> {
+    if UART.ldr_w(UARTFR) & FR_RXFE != 0 {
+        return None;
+    }
+    Some(UART.ldr_w(UARTDR) as u8)
 }
 
 /// The console as a `fmt::Write` sink.
