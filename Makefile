@@ -223,7 +223,7 @@ fuzz-short:
 		done; \
 	done
 
-test: fmt-check clippy host-test loom build fuzz-short test-qemu test-qemu-release test-qemu-hvfault
+test: fmt-check clippy host-test loom build fuzz-short test-guest-native test-qemu test-qemu-release test-qemu-hvfault
 
 clean:
 	rm -rf $(BUILD_DIR) target

@@ -514,13 +514,18 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
         let reply = match report.action {
             // A guest waiting for block I/O is parked instead of spinning through WFI exits
-            // (the register write-back already moved its PC past the WFI): the driver's
-            // response wakes it (`notified`).
+            // (the register write-back already moved its PC past the WFI): suspended, and
+            // resumed by the driver's response (`notified`).
             ExitAction::WaitForInterrupt if self.block_io_outstanding() => match vcpu.flush() {
-                Ok(_) => {
-                    self.parked = true;
-                    None
-                }
+                // Suspending cancels the pending fault reply: otherwise the next receive finds
+                // the reply object still holding it (the debug kernel reports that as an error).
+                Ok(_) => match self.k.vm_suspend(self.vcpu) {
+                    Ok(()) => {
+                        self.parked = true;
+                        None
+                    }
+                    Err(_) => Some(MessageInfo::new(0, 0)),
+                },
                 Err(e) => {
                     self.stop_with(&mut vcpu, &report, Some(e));
                     None
@@ -554,8 +559,10 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
         };
         let ended = matches!(self.state, VmState::Off | VmState::Stopped);
-        // The reply, or the suspension of a VM that ended, is a kernel call of this exit too.
-        let calls = vcpu.calls() + device_calls + u32::from(reply.is_some() || ended);
+        // The reply, or the suspension of a VM that ended or was parked, is a kernel call of
+        // this exit too.
+        let calls =
+            vcpu.calls() + device_calls + u32::from(reply.is_some() || ended || self.parked);
         self.stats.record_exit(report.class, handler, calls);
         if ended {
             self.vm_ended();
@@ -731,8 +738,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
             if self.parked {
-                // TCB Resume restarts the thread blocked on its unanswered fault at the PC the
-                // WFI exit wrote back.
+                // TCB Resume restarts the suspended thread at the PC the WFI exit wrote back.
                 self.parked = false;
                 if let Err(e) = self.k.vm_resume(self.vcpu) {
                     say!(self, "vmm: cannot resume the parked vCPU: {}", e);

@@ -439,6 +439,10 @@ fn a_guest_waiting_in_wfi_for_block_io_is_parked_and_the_response_resumes_it() {
         "parked, not answered: {log:?}"
     );
     assert!(r.h.vmm.parked());
+    assert!(
+        log.contains(&Invocation::VmSuspend(0)),
+        "suspended, so the fault's reply is cancelled: {log:?}"
+    );
     assert_eq!(
         r.h.pc(),
         PC0 + 4,
