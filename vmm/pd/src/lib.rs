@@ -306,14 +306,9 @@ impl<K: Kernel + Clone> Vmm<K> {
         header: Result<SharedRegion, RegionError>,
         data: Result<SharedRegion, RegionError>,
     ) -> Self {
-        let views = header
-            .and_then(SharedRegion::into_atomic_words)
-            .and_then(|h| {
-                data.and_then(SharedRegion::into_atomic_bytes)
-                    .map(|d| (h, d))
-            });
+        let views = serial_queue_views(header, data);
         match views {
-            Ok((h, d)) => match sddf_queue::serial::SerialProducer::new(h, d, d.len() as u32) {
+            Ok((h, d, cap)) => match sddf_queue::serial::SerialProducer::new(h, d, cap) {
                 Ok(tx) => self.devices.console.attach_serial(tx),
                 Err(e) => say!(self, "vmm: serial TX queue unusable: {:?}", e),
             },
@@ -329,14 +324,9 @@ impl<K: Kernel + Clone> Vmm<K> {
         header: Result<SharedRegion, RegionError>,
         data: Result<SharedRegion, RegionError>,
     ) -> Self {
-        let views = header
-            .and_then(SharedRegion::into_atomic_words)
-            .and_then(|h| {
-                data.and_then(SharedRegion::into_atomic_bytes)
-                    .map(|d| (h, d))
-            });
+        let views = serial_queue_views(header, data);
         match views {
-            Ok((h, d)) => match sddf_queue::serial::SerialConsumer::new(h, d, d.len() as u32) {
+            Ok((h, d, cap)) => match sddf_queue::serial::SerialConsumer::new(h, d, cap) {
                 Ok(rx) => {
                     self.devices.console.attach_input(rx);
                     // Input that arrived before this point.
@@ -701,6 +691,30 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
         self.ask_for_liveness_notification();
     }
+}
+
+/// A serial queue's header and data regions as the atomic views `sddf-queue` takes, for the rest
+/// of the program, and its capacity (the whole data region).
+fn serial_queue_views(
+    header: Result<SharedRegion, RegionError>,
+    data: Result<SharedRegion, RegionError>,
+) -> Result<
+    (
+        &'static [core::sync::atomic::AtomicU32],
+        &'static [core::sync::atomic::AtomicU8],
+        u32,
+    ),
+    RegionError,
+> {
+    let h = header?.into_atomic_words()?;
+    let data = data?;
+    let size = data.size();
+    let cap = u32::try_from(size).map_err(|_| RegionError::OutOfBounds {
+        offset: 0,
+        len: size,
+        size,
+    })?;
+    Ok((h, data.into_atomic_bytes()?, cap))
 }
 
 /// Seeds the register cache with what the fault message carries.
