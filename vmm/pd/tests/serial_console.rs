@@ -24,16 +24,7 @@ fn guest_console_bytes_go_to_the_serial_tx_queue() {
     let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
     let vmm =
         Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_serial_console(Ok(header), Ok(data));
-    let el = sim.event_loop();
-    let mut h = Harness {
-        sim,
-        vmm,
-        el,
-        ram: ram_view,
-        wp: wp_view,
-    };
-    h.sim.take_log();
-    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    let mut h = Harness::running_with(sim, vmm, ram_view, wp_view);
 
     let mut logs = vec![];
     for &b in b"hi\n" {
@@ -99,16 +90,7 @@ fn serial_rig() -> SerialRig {
     let vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs())
         .with_serial_console(Ok(txh), Ok(txd))
         .with_serial_input(Ok(rxh), Ok(rxd));
-    let el = sim.event_loop();
-    let h = Harness {
-        sim,
-        vmm,
-        el,
-        ram: ram_view,
-        wp: wp_view,
-    };
-    h.sim.take_log();
-    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    let h = Harness::running_with(sim, vmm, ram_view, wp_view);
     SerialRig { h, tx, rx }
 }
 

@@ -124,16 +124,7 @@ fn rig_with(ready: bool) -> Rig {
         Ok(info),
         Ok(data),
     );
-    let el = sim.event_loop();
-    let h = Harness {
-        sim,
-        vmm,
-        el,
-        ram: ram_view,
-        wp: wp_view,
-    };
-    h.sim.take_log();
-    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    let h = Harness::running_with(sim, vmm, ram_view, wp_view);
     Rig {
         h,
         drv,

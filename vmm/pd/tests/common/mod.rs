@@ -191,6 +191,29 @@ impl Harness<SimKernel> {
     }
 }
 
+impl Harness<SimKernel> {
+    /// A harness around a VMM built by the test itself (with extra queues attached), its
+    /// start-up log taken and the vCPU holding [`guest_context`].
+    pub fn running_with(
+        sim: Sim,
+        vmm: Vmm<SimKernel>,
+        ram: SharedRegion,
+        wp: SharedRegion,
+    ) -> Self {
+        let el = sim.event_loop();
+        let h = Harness {
+            sim,
+            vmm,
+            el,
+            ram,
+            wp,
+        };
+        h.sim.take_log();
+        h.sim.with_vcpu(0, |v| v.context = guest_context());
+        h
+    }
+}
+
 impl<K: Kernel + Clone> Harness<K> {
     /// The VMM started with `blobs` on the kernel `kernel` makes from the simulation.
     pub fn start_with(kernel: impl FnOnce(&Sim) -> K, blobs: GuestBlobs) -> Self {
