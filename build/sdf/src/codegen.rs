@@ -62,6 +62,11 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
     );
     let _ = writeln!(
         w,
+        "/// Bytes of stack the Microkit tool gives this PD (`stack_size`, default 0x2000).\npub const STACK_SIZE: usize = {:#x};",
+        scope.stack_size
+    );
+    let _ = writeln!(
+        w,
         "/// The grants the Microkit tool patches into this PD.\npub const GRANTS: microkit_rt::event_loop::Grants = microkit_rt::event_loop::Grants {{ irqs: {:#x}, notifications: {:#x}, pps: {:#x}, passive: {} }};",
         scope.irq_mask(),
         scope.notification_mask(),

@@ -74,6 +74,8 @@ pub struct PdScope {
     pub priority: u64,
     /// Passive.
     pub passive: bool,
+    /// Bytes of stack the Microkit tool gives the PD's thread.
+    pub stack_size: u64,
     /// Channels to other PDs.
     pub channels: Vec<ChannelScope>,
     /// IRQs.
@@ -127,6 +129,7 @@ impl PdScope {
             name: pd.name.clone(),
             priority: pd.priority,
             passive: pd.passive,
+            stack_size: pd.stack_size,
             channels,
             irqs: pd.irqs.clone(),
             maps: pd.maps.iter().map(|m| map_scope(sys, m)).collect(),

@@ -619,6 +619,12 @@ impl<K: Kernel, R: Regs> Handler for BlkDriver<'_, K, R> {
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
         self.deferred.take()
     }
+
+    /// The event loop's reports take the PD's TX queue too.
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        serial_println!(self.console, self.k, "blk_driver: {}: {}", what, detail);
+        true
+    }
 }
 
 /// The driver as the target builds it, from the regions and addresses system.xml gives the PD.

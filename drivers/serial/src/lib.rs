@@ -19,10 +19,18 @@
 //!   dropped and counted.
 //! - IRQ ([`IRQ_CHANNEL`]): UARTMIS is read and cleared (UARTICR) before the work, and the IRQ is
 //!   acknowledged through [`DeferredAction::IrqAck`], so the ack rides on the next receive.
+//! - The driver's own lines ([`SerialDriver::say`]: its start-up report, every error the event
+//!   loop hands back through [`Handler::report`]) go to the UART itself, so release kernels show
+//!   them too: buffered ([`OWN_BUF`] bytes; a line that does not fit is dropped and counted),
+//!   and sent between turns, before the next client's, never inside a client's line. A line
+//!   equal to the one before is counted, not sent, until a different one comes (then
+//!   `last line repeated N times` goes first): a client that stays corrupt is reported once,
+//!   not on every event — and the report's own TX interrupt cannot feed itself. The kernel's
+//!   debug console is used only when the UART is not mapped.
 //!
 //! Clients are untrusted: corrupt queue indices become a [`DriverError`] naming the queue,
-//! counted (per client too) and logged by the event loop, never a panic; that client's turn
-//! ends, and the other queues and the UART go on working.
+//! counted (per client too) and reported on the UART, never a panic; that client's turn ends,
+//! and the other queues and the UART go on working.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -106,6 +114,10 @@ pub const TX_BURST: usize = 4096;
 pub const RX_BURST: usize = 256;
 /// Most polls of UARTFR.BUSY while disabling the UART at start-up.
 pub const BUSY_POLLS: usize = 100_000;
+/// Bytes buffered of the driver's own lines (see [`SerialDriver::say`]).
+pub const OWN_BUF: usize = 1024;
+/// Longest own line, newline included; a longer one is cut and ends in `...`.
+pub const OWN_LINE_MAX: usize = 200;
 
 /// Which queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +185,46 @@ pub struct Stats {
     pub tx_fifo_full: u64,
     /// Events on which a client's queue was found corrupt or could not be attached.
     pub queue_errors: u64,
+    /// The driver's own lines buffered for the UART.
+    pub own_lines: u64,
+    /// The driver's own lines dropped: no room left in the buffer.
+    pub own_dropped: u64,
+    /// The driver's own lines not sent because they repeated the one before.
+    pub own_repeated: u64,
+}
+
+/// One own line being formatted: cut at [`OWN_LINE_MAX`] with room kept for the ending.
+struct OwnLine {
+    buf: heapless::Vec<u8, OWN_LINE_MAX>,
+    cut: bool,
+}
+
+impl OwnLine {
+    /// Room kept for `...\n`.
+    const END: usize = 4;
+
+    /// The line with its newline (and `...` if it was cut).
+    fn finish(mut self) -> heapless::Vec<u8, OWN_LINE_MAX> {
+        if self.cut {
+            let _ = self.buf.extend_from_slice(b"...");
+        }
+        let _ = self.buf.push(b'\n');
+        self.buf
+    }
+}
+
+impl core::fmt::Write for OwnLine {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            // A newline inside would end the line early: the driver's lines are one line each.
+            let b = if b == b'\n' { b' ' } else { b };
+            if self.buf.len() + Self::END >= OWN_LINE_MAX || self.buf.push(b).is_err() {
+                self.cut = true;
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Counters of one TX client.
@@ -243,6 +295,11 @@ pub struct SerialDriver<'q, K: Kernel, U: Uart> {
     /// The client whose turn comes next (round robin).
     next: usize,
     rx: Slot<'q, SerialProducer<'q>>,
+    /// The driver's own bytes waiting for the UART (whole lines).
+    own: heapless::Deque<u8, OWN_BUF>,
+    /// The last own line buffered, and how often it came again since.
+    own_last: heapless::Vec<u8, OWN_LINE_MAX>,
+    own_repeats: u64,
     /// Shadow of UARTIMSC (the driver is its only writer).
     imsc: u32,
     stats: Stats,
@@ -281,26 +338,27 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             turn: None,
             next: 0,
             rx: Slot::Detached(rx),
+            own: heapless::Deque::new(),
+            own_last: heapless::Vec::new(),
+            own_repeats: 0,
             imsc: 0,
             stats: Stats::default(),
             deferred: None,
         };
         d.configure();
-        debug_println!(
-            d.k,
+        d.say(format_args!(
             "serial_driver: PL011 configured (8N1, FIFOs, RX interrupts)"
-        );
+        ));
         for c in tx {
             let taken = c.channel == IRQ_CHANNEL
                 || c.channel == RX_CHANNEL
                 || d.clients.iter().any(|o| o.channel == c.channel);
             if taken {
-                debug_println!(
-                    d.k,
+                d.say(format_args!(
                     "serial_driver: TX client {} ignored: channel {} already in use",
                     c.name,
                     c.channel.index()
-                );
+                ));
                 continue;
             }
             let mut client = Client {
@@ -312,25 +370,22 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             if c.mem.is_none() {
                 client.stats.errors += 1;
                 d.stats.queue_errors += 1;
-                debug_println!(
-                    d.k,
+                d.say(format_args!(
                     "serial_driver: init: Tx queue of {} not mapped",
                     c.name
-                );
+                ));
             }
             if d.clients.push(client).is_err() {
-                debug_println!(
-                    d.k,
+                d.say(format_args!(
                     "serial_driver: TX client {} ignored: more than {} clients",
-                    c.name,
-                    MAX_TX_CLIENTS
-                );
+                    c.name, MAX_TX_CLIENTS
+                ));
             }
         }
         for r in [d.attach_rx(), d.service_tx(ChannelSet::default())] {
             if let Err(e) = r {
                 d.stats.queue_errors += 1;
-                debug_println!(d.k, "serial_driver: init: {}", e);
+                d.say(format_args!("serial_driver: init: {}", e));
             }
         }
         d
@@ -353,6 +408,79 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         self.uart.write32(reg::IMSC, self.imsc);
         self.uart.write32(reg::ICR, int::ALL);
         self.uart.write32(reg::CR, cr::UARTEN | cr::TXE | cr::RXE);
+    }
+
+    /// Writes one line of the driver's own (a newline is added; one inside becomes a space) to
+    /// the UART: buffered, and sent now if no client's turn is in progress, else between turns
+    /// before the next client's (see the crate documentation). Without a UART it goes to the
+    /// kernel's debug console.
+    pub fn say(&mut self, args: core::fmt::Arguments<'_>) {
+        if !self.uart.present() {
+            debug_println!(self.k, "{}", args);
+            return;
+        }
+        let mut line = OwnLine {
+            buf: heapless::Vec::new(),
+            cut: false,
+        };
+        let _ = core::fmt::Write::write_fmt(&mut line, args);
+        let line = line.finish();
+        if line == self.own_last {
+            self.own_repeats += 1;
+            self.stats.own_repeated += 1;
+            return;
+        }
+        if self.own_repeats > 0 {
+            let mut note = OwnLine {
+                buf: heapless::Vec::new(),
+                cut: false,
+            };
+            let _ = core::fmt::Write::write_fmt(
+                &mut note,
+                format_args!(
+                    "serial_driver: last line repeated {} times",
+                    self.own_repeats
+                ),
+            );
+            self.own_repeats = 0;
+            self.buffer_own(&note.finish());
+        }
+        self.buffer_own(&line);
+        self.own_last = line;
+        if self.turn.is_none() {
+            let mut budget = TX_BURST;
+            if !self.send_own(&mut budget) {
+                self.set_txim(true);
+            }
+        }
+        // Else the turn's client still has bytes queued and the FIFO was full: the TX
+        // interrupt is on, and the driver's bytes go as soon as that line is out.
+    }
+
+    /// Buffers one own line whole, or drops and counts it.
+    fn buffer_own(&mut self, line: &[u8]) {
+        if OWN_BUF - self.own.len() < line.len() {
+            self.stats.own_dropped += 1;
+            return;
+        }
+        for &b in line {
+            let _ = self.own.push_back(b);
+        }
+        self.stats.own_lines += 1;
+    }
+
+    /// Sends the driver's own bytes while the TX FIFO has room and `budget` lasts; returns
+    /// whether all went.
+    fn send_own(&mut self, budget: &mut usize) -> bool {
+        while let Some(&b) = self.own.front() {
+            if *budget == 0 || self.uart.read32(reg::FR) & fr::TXFF != 0 {
+                return false;
+            }
+            self.uart.write32(reg::DR, u32::from(b));
+            self.own.pop_front();
+            *budget -= 1;
+        }
+        true
     }
 
     /// The counters.
@@ -442,13 +570,20 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         'turns: while budget > 0 {
             let mut turn = match self.turn.take() {
                 Some(t) => t,
-                None => match self.pick(&mut bad, &mut result) {
-                    Some(i) => Turn {
-                        client: i,
-                        bytes: 0,
-                    },
-                    None => break,
-                },
+                None => {
+                    // Between turns the driver's own lines go first.
+                    if !self.send_own(&mut budget) {
+                        fifo_full = budget > 0;
+                        break;
+                    }
+                    match self.pick(&mut bad, &mut result) {
+                        Some(i) => Turn {
+                            client: i,
+                            bytes: 0,
+                        },
+                        None => break,
+                    }
+                }
             };
             // Every turn costs, so a client whose indices change under the driver cannot keep
             // it here.
@@ -461,6 +596,11 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             };
             loop {
                 if self.uart.read32(reg::FR) & fr::TXFF != 0 || budget == 0 {
+                    if matches!(tx.available(), Ok(0)) {
+                        // Nothing more published: the turn ends here, as it would with room
+                        // (so a kept turn always has bytes waiting, and the TX interrupt on).
+                        break;
+                    }
                     // Keep the turn: no other client's bytes until this one's line is out.
                     fifo_full = budget > 0;
                     self.turn = Some(turn);
@@ -493,7 +633,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         }
         // Hand back what was sent (even if a client then corrupted its indices) and tell the
         // clients that asked; see whether bytes are still waiting.
-        let mut waiting = false;
+        let mut waiting = !self.own.is_empty();
         for c in self.clients.iter_mut() {
             let Slot::Attached(tx) = &mut c.slot else {
                 continue;
@@ -609,11 +749,10 @@ impl<K: Kernel, U: Uart> Handler for SerialDriver<'_, K, U> {
         // fit are dropped), but sDDF's consumer may signal once, as the flag starts at 0.
         let unexpected = channels.bits() & !known;
         if unexpected != 0 {
-            debug_println!(
-                self.k,
+            self.say(format_args!(
                 "serial_driver: ignored notification on channels {:#x}",
                 unexpected
-            );
+            ));
         }
         if matches!(
             result,
@@ -626,6 +765,12 @@ impl<K: Kernel, U: Uart> Handler for SerialDriver<'_, K, U> {
 
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
         self.deferred.take()
+    }
+
+    /// The event loop's reports go to the UART too (see [`SerialDriver::say`]).
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        self.say(format_args!("serial_driver: {}: {}", what, detail));
+        true
     }
 }
 
@@ -645,13 +790,18 @@ pub fn from_system<K: Kernel>(
             None
         }
     };
+    // Said on the UART once the driver is up.
+    let mut unusable: heapless::Vec<(Queue, DriverError), { MAX_TX_CLIENTS + 1 }> =
+        heapless::Vec::new();
     let mut queue = |q: Queue, header, data| {
         let mem = match (header, data) {
             (Ok(h), Ok(d)) => QueueMem::from_regions(h, d),
             _ => Err(DriverError::NoQueue(q)),
         };
-        mem.map_err(|e| debug_println!(k, "serial_driver: {}: {}", q, e))
-            .ok()
+        mem.map_err(|e| {
+            let _ = unusable.push((q, e));
+        })
+        .ok()
     };
     // In the order of TX_CLIENTS.
     let regions = [
@@ -686,5 +836,9 @@ pub fn from_system<K: Kernel>(
         system::serial_rx_queue_vmm_region(),
         system::serial_rx_data_vmm_region(),
     );
-    SerialDriver::new(k, uart, tx, rx)
+    let mut d = SerialDriver::new(k, uart, tx, rx);
+    for (q, e) in unusable {
+        d.say(format_args!("serial_driver: {}: {}", q, e));
+    }
+    d
 }

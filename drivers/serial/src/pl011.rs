@@ -104,6 +104,10 @@ pub trait Uart {
     fn read32(&mut self, offset: usize) -> u32;
     /// Writes the register at `offset`.
     fn write32(&mut self, offset: usize, value: u32);
+    /// Whether there is a UART at all (one whose region could not be mapped is not).
+    fn present(&self) -> bool {
+        true
+    }
 }
 
 /// The UART's MMIO page, mapped uncached (device memory): volatile 32-bit accesses. An access
@@ -128,5 +132,8 @@ impl<U: Uart> Uart for Option<U> {
         if let Some(u) = self {
             u.write32(offset, value);
         }
+    }
+    fn present(&self) -> bool {
+        self.as_ref().is_some_and(|u| u.present())
     }
 }

@@ -21,7 +21,8 @@ pub trait Transport {
     fn send(&mut self, dest: u64, msg: MessageInfo);
     /// `seL4_IRQHandler_Ack` through a Call on the handler capability in `irq_slot`.
     fn irq_ack(&mut self, irq_slot: u64);
-    /// Reports an event the loop could not deliver or a handler error (debug console on seL4).
+    /// Reports an event the loop could not deliver or a handler error (debug console on seL4):
+    /// only what the handler's own [`Handler::report`] did not take.
     fn report(&mut self, what: &str, detail: &dyn core::fmt::Display);
 }
 
@@ -125,9 +126,9 @@ impl<T: Transport> EventLoop<T> {
             match Child::try_new(id) {
                 Some(child) => match handler.fault(child, info) {
                     Ok(reply) => self.reply = reply,
-                    Err(e) => self.transport.report("fault handler failed", &e),
+                    Err(e) => self.report(handler, "fault handler failed", &e),
                 },
-                None => self.transport.report("fault from unknown child", &id),
+                None => self.report(handler, "fault from unknown child", &id),
             }
         } else if badge & (1 << badge::ENDPOINT_BIT) != 0 {
             // A protected call must always be answered, or the caller stays blocked.
@@ -136,25 +137,31 @@ impl<T: Transport> EventLoop<T> {
                 Some(ch) => match handler.protected(ch, info) {
                     Ok(reply) => reply,
                     Err(e) => {
-                        self.transport.report("protected handler failed", &e);
+                        self.report(handler, "protected handler failed", &e);
                         MessageInfo::new(error::ILLEGAL_OPERATION, 0)
                     }
                 },
                 None => {
-                    self.transport
-                        .report("protected call on invalid channel", &id);
+                    self.report(handler, "protected call on invalid channel", &id);
                     MessageInfo::new(error::INVALID_ARGUMENT, 0)
                 }
             });
         } else if let Err(e) = handler.notified(ChannelSet::from_badge(badge)) {
-            self.transport.report("notified handler failed", &e);
+            self.report(handler, "notified handler failed", &e);
         }
         if let Some(action) = handler.take_deferred_action() {
-            self.defer(action);
+            self.defer(handler, action);
         }
     }
 
-    fn defer(&mut self, action: DeferredAction) {
+    /// The handler's own output first ([`Handler::report`]), else the transport's.
+    fn report<H: Handler>(&mut self, handler: &mut H, what: &str, detail: &dyn core::fmt::Display) {
+        if !handler.report(what, detail) {
+            self.transport.report(what, detail);
+        }
+    }
+
+    fn defer<H: Handler>(&mut self, handler: &mut H, action: DeferredAction) {
         let signal = match action {
             DeferredAction::Notify(ch) if self.grants.may_notify(ch) => {
                 (ch.notification_slot(), MessageInfo::new(0, 0))
@@ -163,8 +170,11 @@ impl<T: Transport> EventLoop<T> {
                 (ch.irq_slot(), MessageInfo::new(LABELS.irq_ack_irq, 0))
             }
             DeferredAction::Notify(ch) | DeferredAction::IrqAck(ch) => {
-                self.transport
-                    .report("deferred action on a channel not granted", &ch.index());
+                self.report(
+                    handler,
+                    "deferred action on a channel not granted",
+                    &ch.index(),
+                );
                 return;
             }
         };

@@ -164,4 +164,16 @@ pub trait Handler {
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
         None
     }
+
+    /// Reports what the event loop could not hand back: an error this handler returned, or an
+    /// event it could not deliver (`what` says which, `detail` the error or the value). Returns
+    /// whether the PD's own output took the report (a PD whose messages go through the serial
+    /// driver domain writes it there, prefixed with its name, so release kernels show it too);
+    /// `false`, the default, leaves it to the kernel's debug console (debug kernels only).
+    /// Not in `sel4-microkit`'s `Handler` (which has no such report): a provided method, so a
+    /// later switch only drops the overrides.
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        let _ = (what, detail);
+        false
+    }
 }

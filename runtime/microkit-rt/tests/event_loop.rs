@@ -52,6 +52,8 @@ struct Recorder {
     fault_reply: Option<MessageInfo>,
     defer: Vec<DeferredAction>,
     fail: bool,
+    /// `Some`: the handler's own output takes the loop's reports (`Handler::report`).
+    own_output: Option<Vec<String>>,
 }
 
 impl Handler for Recorder {
@@ -79,6 +81,15 @@ impl Handler for Recorder {
     }
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
         self.defer.pop()
+    }
+    fn report(&mut self, what: &str, detail: &dyn std::fmt::Display) -> bool {
+        match &mut self.own_output {
+            Some(out) => {
+                out.push(format!("{what}: {detail}"));
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -205,6 +216,42 @@ fn deferred_action_on_an_ungranted_channel_is_dropped() {
     let calls = run(Grants::default(), &[1, 1], &mut h, 2);
     assert!(matches!(&calls[1], Sys::Report(r) if r.contains("not granted")));
     assert_eq!(calls[2], Sys::Recv);
+}
+
+#[test]
+fn a_handler_with_its_own_output_takes_every_report() {
+    let mut h = Recorder {
+        fail: true,
+        own_output: Some(vec![]),
+        defer: vec![DeferredAction::Notify(Channel::new(9))],
+        ..Default::default()
+    };
+    // A failing notification (deferring to an ungranted channel), a failing protected call, a
+    // fault from an impossible child.
+    let calls = run(
+        Grants::default(),
+        &[1, 1 << 63 | 5, 1 << 62 | 0xfe, 1],
+        &mut h,
+        3,
+    );
+    assert!(
+        !calls.iter().any(|c| matches!(c, Sys::Report(_))),
+        "nothing left to the debug console: {calls:?}"
+    );
+    assert_eq!(
+        h.own_output.unwrap(),
+        [
+            "notified handler failed: boom",
+            "deferred action on a channel not granted: 9",
+            "protected handler failed: boom",
+            "fault from unknown child: 254",
+        ]
+    );
+    assert_eq!(
+        calls[2],
+        Sys::ReplyRecv(error::ILLEGAL_OPERATION),
+        "the call is still answered"
+    );
 }
 
 #[test]

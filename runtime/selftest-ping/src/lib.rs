@@ -197,4 +197,10 @@ impl<K: Kernel> Handler for Ping<K> {
         }
         Ok(())
     }
+
+    /// The event loop's reports take the PD's TX queue too.
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        serial_println!(self.console, self.k, "selftest_ping: {}: {}", what, detail);
+        true
+    }
 }

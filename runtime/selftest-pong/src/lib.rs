@@ -166,4 +166,10 @@ impl<K: Kernel> Handler for Pong<K> {
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
         self.deferred.take()
     }
+
+    /// The event loop's reports take the PD's TX queue too.
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        serial_println!(self.console, self.k, "selftest_pong: {}: {}", what, detail);
+        true
+    }
 }

@@ -41,6 +41,13 @@ fn setup() -> (
         .region("selftest_shared")
         .expect("pong maps selftest_shared");
     let peer_view = Sim::alias(&region);
+    let (console, out) = console(&sim);
+    let pong = Pong::new(sim.kernel(), Ok(region), console);
+    (sim, pong, peer_view, out)
+}
+
+/// Pong's console over its TX queue, and the serial driver's end of it.
+fn console(sim: &Sim) -> (Console<'static>, Out) {
     let h = sim
         .region("serial_tx_queue_selftest_pong")
         .expect("pong maps its TX queue");
@@ -58,8 +65,7 @@ fn setup() -> (
         rx: SerialConsumer::new(h, d, d.len() as u32).unwrap(),
         text: String::new(),
     };
-    let pong = Pong::new(sim.kernel(), Ok(region), console);
-    (sim, pong, peer_view, out)
+    (console, out)
 }
 
 #[test]
@@ -190,4 +196,24 @@ fn pong_cannot_call_ping() {
             .is_err()
     );
     assert_eq!(sim.violations().len(), 1);
+}
+
+#[test]
+fn a_handler_error_is_reported_through_the_serial_driver() {
+    let sim = Sim::from_repo_system("selftest_pong");
+    let (console, mut out) = console(&sim);
+    let mut pong = Pong::new(
+        sim.kernel(),
+        Err(microkit_rt::RegionError::Unmapped),
+        console,
+    );
+    let mut el = sim.event_loop();
+    sim.notify_from_peer(system::SELFTEST_PING);
+    el.step(&mut pong);
+    let text = out.text();
+    assert!(
+        text.contains("selftest_pong: notified handler failed: "),
+        "{text}"
+    );
+    assert_eq!(sim.console(), "", "nothing on the debug console");
 }

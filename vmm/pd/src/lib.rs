@@ -788,4 +788,11 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         }
         Ok(self.handle_vcpu_fault(msg))
     }
+
+    /// The event loop's reports take the VMM's own output (the serial driver domain once the
+    /// console's TX queue is attached).
+    fn report(&mut self, what: &str, detail: &dyn core::fmt::Display) -> bool {
+        say!(self, "vmm: {}: {}", what, detail);
+        true
+    }
 }

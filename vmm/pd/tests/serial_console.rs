@@ -214,3 +214,27 @@ fn the_virtio_console_sends_the_guests_bytes_to_the_serial_tx_queue() {
         .unwrap();
     assert_eq!(used, [1, 0], "the chain is returned");
 }
+
+#[test]
+fn the_event_loops_reports_take_the_serial_tx_queue_too() {
+    let mut r = serial_rig();
+    let _ = r.sent();
+    // A fault badged for a child the VMM does not have: the handler refuses it and the event
+    // loop reports the error through the VMM's own output.
+    r.h.sim.raw_event(
+        1 << 62 | 5,
+        microkit_rt::abi::MessageInfo::new(label::VM_FAULT, 4),
+        &[PC0, TESTDEV, 0, dabt(2, 1, false, true)],
+    );
+    r.h.el.step(&mut r.h.vmm);
+    let sent = String::from_utf8(r.sent()).unwrap();
+    assert_eq!(
+        sent,
+        "vmm: fault handler failed: fault from unknown child 5\n"
+    );
+    assert!(
+        !r.h.sim.console().contains("unknown child"),
+        "not on the debug console: {}",
+        r.h.sim.console()
+    );
+}
