@@ -74,6 +74,12 @@ pub trait Kernel {
 
     /// Writes bytes to the debug console (debug kernels; dropped on release kernels).
     fn debug_write(&mut self, bytes: &[u8]);
+
+    /// Whether [`Kernel::debug_write`] reaches a console (a debug kernel). A PD that printed
+    /// there before its own output was ready replays those lines only when it did not.
+    fn has_debug_console(&self) -> bool {
+        true
+    }
 }
 
 /// Packs ARM VCPU InjectIRQ's arguments into its one message word, as libsel4 does.

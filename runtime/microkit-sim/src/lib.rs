@@ -84,6 +84,8 @@ struct State {
     log: Vec<Invocation>,
     violations: Vec<Violation>,
     console: String,
+    /// A debug kernel (the default): `debug_write` reaches `console`; else it is dropped.
+    debug_console: bool,
     events: VecDeque<(u64, MessageInfo, Vec<u64>)>,
     vcpus: BTreeMap<u8, SimVcpu>,
     responder: Option<Responder>,
@@ -150,10 +152,17 @@ impl Sim {
             log: vec![],
             violations: vec![],
             console: String::new(),
+            debug_console: true,
             events: VecDeque::new(),
             vcpus,
             responder: None,
         }))))
+    }
+
+    /// Simulates a release kernel: the debug console drops everything (and says it has none).
+    pub fn release_kernel(self) -> Sim {
+        self.0.borrow_mut().debug_console = false;
+        self
     }
 
     /// Loads the repository's system.xml and builds the simulation for `pd`.
@@ -503,10 +512,14 @@ impl Kernel for SimKernel {
         Ok(())
     }
     fn debug_write(&mut self, bytes: &[u8]) {
-        self.0
-            .borrow_mut()
-            .console
-            .push_str(&String::from_utf8_lossy(bytes));
+        let mut s = self.0.borrow_mut();
+        if s.debug_console {
+            s.console.push_str(&String::from_utf8_lossy(bytes));
+        }
+    }
+
+    fn has_debug_console(&self) -> bool {
+        self.0.borrow().debug_console
     }
 }
 
@@ -555,6 +568,8 @@ impl Transport for SimTransport {
     fn report(&mut self, what: &str, detail: &dyn std::fmt::Display) {
         let mut s = self.0.borrow_mut();
         let line = format!("{}: {what}: {detail}\n", s.scope.name);
-        s.console.push_str(&line);
+        if s.debug_console {
+            s.console.push_str(&line);
+        }
     }
 }

@@ -106,7 +106,13 @@ pub struct Console {
     pub dropped: u64,
     /// Times the driver corrupted the RX queue.
     pub rx_errors: u64,
+    /// The VMM's own lines written before the TX queue was attached (they went to the debug
+    /// console): replayed into the queue at attach when the kernel has no debug console.
+    early: heapless::Vec<u8, EARLY_MAX>,
 }
+
+/// Bytes of the VMM's own output kept from before the serial TX queue is attached.
+pub const EARLY_MAX: usize = 1024;
 
 impl Default for Console {
     fn default() -> Self {
@@ -120,16 +126,24 @@ impl Default for Console {
             line_high: false,
             dropped: 0,
             rx_errors: 0,
+            early: heapless::Vec::new(),
         }
     }
 }
 
 impl Console {
-    /// Sends the console's bytes to the serial driver through `tx` from now on.
-    pub fn attach_serial(&mut self, mut tx: SerialProducer<'static>) {
+    /// Sends the console's bytes to the serial driver through `tx` from now on. The VMM's own
+    /// lines from before go into the queue first when the kernel has no debug console (a
+    /// release kernel: nobody saw them); whole lines only, as many as [`EARLY_MAX`] kept.
+    pub fn attach_serial<K: Kernel>(&mut self, k: &mut K, mut tx: SerialProducer<'static>) {
         // sDDF: the consumer signals the producer only when asked; nothing is asked yet.
         tx.cancel_signal();
         self.tx = Some(tx);
+        let early = core::mem::take(&mut self.early);
+        if !k.has_debug_console() {
+            let whole = early.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            self.write_vmm(k, &early[..whole]);
+        }
     }
 
     /// Takes input from the serial driver's RX queue from now on.
@@ -211,6 +225,11 @@ impl Console {
             }
         } else {
             k.debug_write(bytes);
+            // What does not fit is lost (a partial line is cut at attach).
+            let room = EARLY_MAX - self.early.len();
+            let _ = self
+                .early
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
 

@@ -309,7 +309,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         let views = serial_queue_views(header, data);
         match views {
             Ok((h, d, cap)) => match sddf_queue::serial::SerialProducer::new(h, d, cap) {
-                Ok(tx) => self.devices.console.attach_serial(tx),
+                Ok(tx) => self.devices.console.attach_serial(&mut self.k, tx),
                 Err(e) => say!(self, "vmm: serial TX queue unusable: {:?}", e),
             },
             Err(e) => say!(self, "vmm: serial TX queue not mapped: {:?}", e),

@@ -238,3 +238,79 @@ fn the_event_loops_reports_take_the_serial_tx_queue_too() {
         r.h.sim.console()
     );
 }
+
+/// The VMM started with its serial TX queue attached, on a debug or a release kernel, and the
+/// serial driver's end of that queue.
+fn started(sim: Sim) -> (Sim, SerialConsumer<'static>) {
+    let ram = sim.region("guest_ram").unwrap();
+    let wp = sim.region("guest_wp_page").unwrap();
+    let (h, d) = (
+        sim.region("serial_tx_queue_vmm").unwrap(),
+        sim.region("serial_tx_data_vmm").unwrap(),
+    );
+    let words = Sim::alias(&h).into_atomic_words().unwrap();
+    let bytes = Sim::alias(&d).into_atomic_bytes().unwrap();
+    let tx = SerialConsumer::new(words, bytes, d.size() as u32).unwrap();
+    // As main.rs builds it: the guest is loaded and started before the queue is attached.
+    let _vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_serial_console(Ok(h), Ok(d));
+    (sim, tx)
+}
+
+fn drain(tx: &mut SerialConsumer<'static>) -> String {
+    let mut got = vec![0u8; 4096];
+    let n = tx.dequeue_into(&mut got).unwrap();
+    String::from_utf8(got[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn start_up_lines_reach_the_serial_driver_on_a_release_kernel() {
+    let (sim, mut tx) = started(Sim::from_repo_system("vmm").release_kernel());
+    let text = drain(&mut tx);
+    assert!(text.starts_with("vmm: guest loaded: kernel "), "{text}");
+    assert!(text.ends_with("\nvmm: guest started\n"), "{text}");
+    assert_eq!(sim.console(), "");
+}
+
+#[test]
+fn start_up_lines_are_not_repeated_when_the_debug_console_showed_them() {
+    let (sim, mut tx) = started(Sim::from_repo_system("vmm"));
+    assert_eq!(drain(&mut tx), "");
+    assert!(sim.console().contains("vmm: guest started\n"));
+}
+
+#[test]
+fn early_lines_beyond_the_limit_are_cut_at_a_whole_line() {
+    let sim = Sim::from_repo_system("vmm").release_kernel();
+    let mut k = sim.kernel();
+    let mut console = vmm::devices::Console::default();
+    let line = |i: usize| format!("vmm: early line {i:03} {}\n", "x".repeat(40));
+    for i in 0..40 {
+        console.write_vmm(&mut k, line(i).as_bytes());
+    }
+    let (h, d) = (
+        sim.region("serial_tx_queue_vmm").unwrap(),
+        sim.region("serial_tx_data_vmm").unwrap(),
+    );
+    let (dh, dd) = (Sim::alias(&h), Sim::alias(&d));
+    let cap = d.size() as u32;
+    let producer = sddf_queue::serial::SerialProducer::new(
+        h.into_atomic_words().unwrap(),
+        d.into_atomic_bytes().unwrap(),
+        cap,
+    )
+    .unwrap();
+    console.attach_serial(&mut k, producer);
+    let mut tx = SerialConsumer::new(
+        dh.into_atomic_words().unwrap(),
+        dd.into_atomic_bytes().unwrap(),
+        cap,
+    )
+    .unwrap();
+    let text = drain(&mut tx);
+    let kept = vmm::devices::EARLY_MAX / line(0).len();
+    let want: String = (0..kept).map(line).collect();
+    assert_eq!(
+        text, want,
+        "the first {kept} lines, whole; nothing cut mid-line"
+    );
+}

@@ -135,6 +135,10 @@ impl Kernel for Sel4Kernel {
     fn debug_write(&mut self, bytes: &[u8]) {
         debug_write(bytes)
     }
+
+    fn has_debug_console(&self) -> bool {
+        KernelConfig::CURRENT.has_debug_putchar()
+    }
 }
 
 /// Writes bytes with `seL4_DebugPutChar` on a debug kernel; nothing on a release kernel.
