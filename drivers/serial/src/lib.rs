@@ -203,7 +203,16 @@ impl OwnLine {
     /// Room kept for `...\n`.
     const END: usize = 4;
 
-    /// The line with its newline (and `...` if it was cut).
+    /// `args` as one line: its newline added (and `...` if it was cut).
+    fn format(args: core::fmt::Arguments<'_>) -> heapless::Vec<u8, OWN_LINE_MAX> {
+        let mut line = OwnLine {
+            buf: heapless::Vec::new(),
+            cut: false,
+        };
+        let _ = core::fmt::Write::write_fmt(&mut line, args);
+        line.finish()
+    }
+
     fn finish(mut self) -> heapless::Vec<u8, OWN_LINE_MAX> {
         if self.cut {
             let _ = self.buf.extend_from_slice(b"...");
@@ -419,31 +428,19 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             debug_println!(self.k, "{}", args);
             return;
         }
-        let mut line = OwnLine {
-            buf: heapless::Vec::new(),
-            cut: false,
-        };
-        let _ = core::fmt::Write::write_fmt(&mut line, args);
-        let line = line.finish();
+        let line = OwnLine::format(args);
         if line == self.own_last {
             self.own_repeats += 1;
             self.stats.own_repeated += 1;
             return;
         }
         if self.own_repeats > 0 {
-            let mut note = OwnLine {
-                buf: heapless::Vec::new(),
-                cut: false,
-            };
-            let _ = core::fmt::Write::write_fmt(
-                &mut note,
-                format_args!(
-                    "serial_driver: last line repeated {} times",
-                    self.own_repeats
-                ),
-            );
+            let note = OwnLine::format(format_args!(
+                "serial_driver: last line repeated {} times",
+                self.own_repeats
+            ));
             self.own_repeats = 0;
-            self.buffer_own(&note.finish());
+            self.buffer_own(&note);
         }
         self.buffer_own(&line);
         self.own_last = line;

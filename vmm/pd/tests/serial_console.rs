@@ -5,22 +5,39 @@
 mod common;
 
 use common::*;
+use microkit_rt::SharedRegion;
 use microkit_sim::{Invocation, Sim};
 use sddf_queue::serial::SerialConsumer;
 use vmm::Vmm;
 
-#[test]
-fn guest_console_bytes_go_to_the_serial_tx_queue() {
-    let sim = Sim::from_repo_system("vmm");
-    let ram = sim.region("guest_ram").unwrap();
-    let wp = sim.region("guest_wp_page").unwrap();
+/// The VMM's serial TX queue as system.xml maps it (header and data regions), and the serial
+/// driver's end of it (what reaches the UART).
+fn tx_queue(sim: &Sim) -> (SharedRegion, SharedRegion, SerialConsumer<'static>) {
     let header = sim
         .region("serial_tx_queue_vmm")
         .expect("vmm maps the TX queue");
     let data = sim
         .region("serial_tx_data_vmm")
         .expect("vmm maps the TX data");
-    let (driver_header, driver_data) = (Sim::alias(&header), Sim::alias(&data));
+    let words = Sim::alias(&header).into_atomic_words().unwrap();
+    let bytes = Sim::alias(&data).into_atomic_bytes().unwrap();
+    let driver_end = SerialConsumer::new(words, bytes, bytes.len() as u32).unwrap();
+    (header, data, driver_end)
+}
+
+/// Everything the serial driver finds in its end of the queue, as text.
+fn drain(tx: &mut SerialConsumer<'static>) -> String {
+    let mut got = vec![0u8; 4096];
+    let n = tx.dequeue_into(&mut got).unwrap();
+    String::from_utf8(got[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn guest_console_bytes_go_to_the_serial_tx_queue() {
+    let sim = Sim::from_repo_system("vmm");
+    let ram = sim.region("guest_ram").unwrap();
+    let wp = sim.region("guest_wp_page").unwrap();
+    let (header, data, mut rx) = tx_queue(&sim);
     let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
     let vmm =
         Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_serial_console(Ok(header), Ok(data));
@@ -43,12 +60,7 @@ fn guest_console_bytes_go_to_the_serial_tx_queue() {
         h.sim.console()
     );
 
-    let words = driver_header.into_atomic_words().unwrap();
-    let bytes = driver_data.into_atomic_bytes().unwrap();
-    let mut rx = SerialConsumer::new(words, bytes, bytes.len() as u32).unwrap();
-    let mut got = [0u8; 8];
-    let n = rx.dequeue_into(&mut got).unwrap();
-    assert_eq!(&got[..n], b"hi\n");
+    assert_eq!(drain(&mut rx), "hi\n");
 }
 
 #[test]
@@ -74,16 +86,13 @@ fn serial_rig() -> SerialRig {
     let sim = Sim::from_repo_system("vmm");
     let ram = sim.region("guest_ram").unwrap();
     let wp = sim.region("guest_wp_page").unwrap();
-    let r = |n: &str| sim.region(n).unwrap();
-    let (txh, txd, rxh, rxd) = (
-        r("serial_tx_queue_vmm"),
-        r("serial_tx_data_vmm"),
-        r("serial_rx_queue_vmm"),
-        r("serial_rx_data_vmm"),
+    let (txh, txd, tx) = tx_queue(&sim);
+    let (rxh, rxd) = (
+        sim.region("serial_rx_queue_vmm").unwrap(),
+        sim.region("serial_rx_data_vmm").unwrap(),
     );
-    let words = |x: &microkit_rt::SharedRegion| Sim::alias(x).into_atomic_words().unwrap();
-    let bytes = |x: &microkit_rt::SharedRegion| Sim::alias(x).into_atomic_bytes().unwrap();
-    let tx = SerialConsumer::new(words(&txh), bytes(&txd), txd.size() as u32).unwrap();
+    let words = |x: &SharedRegion| Sim::alias(x).into_atomic_words().unwrap();
+    let bytes = |x: &SharedRegion| Sim::alias(x).into_atomic_bytes().unwrap();
     let rx = sddf_queue::serial::SerialProducer::new(words(&rxh), bytes(&rxd), rxd.size() as u32)
         .unwrap();
     let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
@@ -244,22 +253,10 @@ fn the_event_loops_reports_take_the_serial_tx_queue_too() {
 fn started(sim: Sim) -> (Sim, SerialConsumer<'static>) {
     let ram = sim.region("guest_ram").unwrap();
     let wp = sim.region("guest_wp_page").unwrap();
-    let (h, d) = (
-        sim.region("serial_tx_queue_vmm").unwrap(),
-        sim.region("serial_tx_data_vmm").unwrap(),
-    );
-    let words = Sim::alias(&h).into_atomic_words().unwrap();
-    let bytes = Sim::alias(&d).into_atomic_bytes().unwrap();
-    let tx = SerialConsumer::new(words, bytes, d.size() as u32).unwrap();
+    let (h, d, tx) = tx_queue(&sim);
     // As main.rs builds it: the guest is loaded and started before the queue is attached.
     let _vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_serial_console(Ok(h), Ok(d));
     (sim, tx)
-}
-
-fn drain(tx: &mut SerialConsumer<'static>) -> String {
-    let mut got = vec![0u8; 4096];
-    let n = tx.dequeue_into(&mut got).unwrap();
-    String::from_utf8(got[..n].to_vec()).unwrap()
 }
 
 #[test]
@@ -287,11 +284,7 @@ fn early_lines_beyond_the_limit_are_cut_at_a_whole_line() {
     for i in 0..40 {
         console.write_vmm(&mut k, line(i).as_bytes());
     }
-    let (h, d) = (
-        sim.region("serial_tx_queue_vmm").unwrap(),
-        sim.region("serial_tx_data_vmm").unwrap(),
-    );
-    let (dh, dd) = (Sim::alias(&h), Sim::alias(&d));
+    let (h, d, mut tx) = tx_queue(&sim);
     let cap = d.size() as u32;
     let producer = sddf_queue::serial::SerialProducer::new(
         h.into_atomic_words().unwrap(),
@@ -300,12 +293,6 @@ fn early_lines_beyond_the_limit_are_cut_at_a_whole_line() {
     )
     .unwrap();
     console.attach_serial(&mut k, producer);
-    let mut tx = SerialConsumer::new(
-        dh.into_atomic_words().unwrap(),
-        dd.into_atomic_bytes().unwrap(),
-        cap,
-    )
-    .unwrap();
     let text = drain(&mut tx);
     let kept = vmm::devices::EARLY_MAX / line(0).len();
     let want: String = (0..kept).map(line).collect();
