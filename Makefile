@@ -1,10 +1,11 @@
-# Build, image and boot the system. Everything but `image`, `qemu` and `test-qemu` works without
-# a Microkit SDK; those three take it as MICROKIT_SDK=<path> (a Microkit 2.3 SDK for the board).
+# Build, image and boot the system. Everything but image assembly and the boots works without a
+# Microkit SDK; those take it as MICROKIT_SDK=<path> (a Microkit 2.3 SDK for the board), or from
+# the SDK tarball `make setup` unpacks (see "The Microkit SDK" below).
 #
 #   make                 build the test guest and cross-compile every PD ELF (no SDK needed)
 #   make image           system image with the SDK's microkit tool
 #   make qemu            boot it in QEMU (Ctrl-A x to quit)
-#   make test-qemu       boot with a timeout and assert the console (skips without an SDK)
+#   make test-qemu       boot with a timeout and assert the console
 #   make test-qemu-hvfault  the deliberately broken VMM: the VM stops, the VMM keeps serving
 #   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM, and
 #                        block throughput under seL4 against the native run (bench-native)
@@ -12,6 +13,7 @@
 #                        against QEMU's own device, then blk-disk-check on the disk image
 #   make bench-native    the bench guest's block throughput on QEMU without seL4 (no SDK)
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
+#   make test-host       the part of `make test` that needs neither an SDK nor QEMU
 #
 # GUEST_IMAGE=<arm64 Image> [GUEST_DTB=<dtb>] [GUEST_INITRD=<file>] boots another guest.
 
@@ -21,6 +23,23 @@ BUILD_DIR       ?= build/out
 QEMU            ?= qemu-system-aarch64
 QEMU_TIMEOUT    ?= 60
 CARGO           ?= cargo
+
+# The Microkit SDK, resolved in this order:
+#  1. MICROKIT_SDK given on the command line or in the environment;
+#  2. the SDK `make setup` unpacked into $(SDK_LOCAL) from MICROKIT_SDK_TARBALL (default: the
+#     tarball beside the project in ../shared, when it is there), its SHA-256 checked first;
+#  3. none: every target that needs one fails, saying in one line what to pass.
+# The local SDK is looked up when a recipe first needs it (not when the Makefile is read), so
+# `make setup test` finds the SDK that setup has just unpacked.
+SDK_VERSION          := 2.3.0
+SDK_LOCAL            := build/microkit-sdk-$(SDK_VERSION)
+MICROKIT_SDK_TARBALL ?= $(wildcard ../shared/microkit-sdk-$(SDK_VERSION)-linux-x86-64.tar.gz)
+# The expected SHA-256: the .sha256 file beside the tarball (sha256sum's format), unless given.
+MICROKIT_SDK_SHA256  ?= $(shell cut -d' ' -f1 $(MICROKIT_SDK_TARBALL).sha256 2>/dev/null)
+SDK_GIVEN            := $(origin MICROKIT_SDK)
+ifeq ($(SDK_GIVEN),undefined)
+MICROKIT_SDK = $(eval MICROKIT_SDK := $(shell test -x $(SDK_LOCAL)/bin/microkit && echo $(abspath $(SDK_LOCAL))))$(MICROKIT_SDK)
+endif
 TARGET          := aarch64-unknown-none
 
 # Protection domains: crate name = ELF name in system.xml's <program_image>.
@@ -59,27 +78,66 @@ QEMU_DISK  = -drive if=none,format=raw,file=$(DISK_IMAGE),id=hd0 \
 QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
              -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0 $(QEMU_DISK)
 
-SDK_HELP := MICROKIT_SDK is not set: pass MICROKIT_SDK=<path to a Microkit 2.3 SDK> (built from \
-github.com/seL4/microkit at tag 2.3.0 with seL4 16.0.0, see the microkit README, or unpacked from \
-a Microkit release), e.g. make $@ MICROKIT_SDK=/opt/microkit-sdk-2.3.0
+SDK_HELP := no Microkit SDK: run make setup with the SDK tarball in ../shared (or \
+MICROKIT_SDK_TARBALL=<microkit-sdk-$(SDK_VERSION)-linux-x86-64.tar.gz>), or pass \
+MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from github.com/seL4/microkit, \
+or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
-.PHONY: all setup guest build image qemu test-qemu test-qemu-release test-qemu-hvfault bench-qemu test-guest-native bench-native test host-test loom fuzz-short fmt-check clippy check-sdk clean
+.PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
+	test-qemu-hvfault bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 
 all: build
 
-# Installs what a fresh machine lacks: the pinned toolchain with its target and components (a
-# pinned toolchain is not always installed on demand), and QEMU when an SDK means a boot will run.
-setup:
+# Installs what a fresh machine lacks, each step only when it is missing: the pinned toolchain
+# with its target and components (a pinned toolchain is not always installed on demand), the
+# pinned nightly and cargo-fuzz for the fuzz step, Debian's packages the tests call (QEMU, dtc and
+# fdtput, mke2fs), and the Microkit SDK from its tarball (checksum first).
+setup: setup-toolchains setup-packages setup-sdk
+
+# Nightly only for cargo-fuzz (libFuzzer needs -Zsanitizer); everything else builds on stable.
+FUZZ_TOOLCHAIN     := nightly-2026-05-19
+CARGO_FUZZ_VERSION := 0.13.2
+setup-toolchains:
 	rustup toolchain install $(TOOLCHAIN) --profile minimal --component rustfmt,clippy --target $(TARGET)
-	@if ! command -v dtc >/dev/null; then \
-		echo "installing Debian's device-tree-compiler (dtc) for the guest's DTB"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq device-tree-compiler; fi
-	@if [ -n "$(MICROKIT_SDK)" ] && ! command -v $(QEMU) >/dev/null; then \
-		echo "installing Debian's qemu-system-arm for the boot test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-arm; fi
+	rustup toolchain install $(FUZZ_TOOLCHAIN) --profile minimal
+	@if [ "$$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then \
+		echo "setup: installing cargo-fuzz $(CARGO_FUZZ_VERSION) from crates.io"; \
+		$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; fi
+
+# Tool on PATH = Debian package that brings it.
+DEB_TOOLS := qemu-system-aarch64=qemu-system-arm dtc=device-tree-compiler \
+             fdtput=device-tree-compiler mke2fs=e2fsprogs
+setup-packages:
+	@missing=$$(for t in $(DEB_TOOLS); do command -v $${t%%=*} >/dev/null || echo $${t#*=}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian's" $$missing; \
+		command -v apt-get >/dev/null || { echo "setup: no apt-get: install" $$missing "by hand"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; fi
+
+# Unpacks the SDK tarball into $(SDK_LOCAL) after checking its SHA-256 against the .sha256 file
+# beside it (or MICROKIT_SDK_SHA256); a mismatch is refused and nothing is unpacked. Skipped when
+# MICROKIT_SDK is given, and when the same tarball is already unpacked (its checksum is recorded).
+setup-sdk:
+	@if [ "$(SDK_GIVEN)" != undefined ]; then echo "setup: using MICROKIT_SDK=$(MICROKIT_SDK)"; exit 0; fi; \
+	if [ -z "$(MICROKIT_SDK_TARBALL)" ]; then \
+		echo "setup: no Microkit SDK tarball in ../shared and no MICROKIT_SDK: images and boots will need one ($(SDK_HELP))"; exit 0; fi; \
+	if [ ! -f "$(MICROKIT_SDK_TARBALL)" ]; then echo "setup: MICROKIT_SDK_TARBALL=$(MICROKIT_SDK_TARBALL) does not exist"; exit 1; fi; \
+	if [ -z "$(MICROKIT_SDK_SHA256)" ]; then \
+		echo "setup: no checksum for $(MICROKIT_SDK_TARBALL): put its .sha256 beside it or pass MICROKIT_SDK_SHA256=<hex>"; exit 1; fi; \
+	if [ -x $(SDK_LOCAL)/bin/microkit ] && [ "$$(cat $(SDK_LOCAL)/.tarball-sha256 2>/dev/null)" = "$(MICROKIT_SDK_SHA256)" ]; then \
+		echo "setup: Microkit SDK $(SDK_VERSION) already unpacked in $(SDK_LOCAL)"; exit 0; fi; \
+	actual=$$(sha256sum "$(MICROKIT_SDK_TARBALL)" | cut -d' ' -f1); \
+	if [ "$$actual" != "$(MICROKIT_SDK_SHA256)" ]; then \
+		echo "setup: REFUSED $(MICROKIT_SDK_TARBALL): SHA-256 $$actual, expected $(MICROKIT_SDK_SHA256); nothing unpacked"; exit 1; fi; \
+	tmp=$$(mktemp -d build/.sdk-unpack.XXXXXX) && tar -xzf "$(MICROKIT_SDK_TARBALL)" -C $$tmp && \
+	test -x $$tmp/microkit-sdk-$(SDK_VERSION)/bin/microkit || { echo "setup: $(MICROKIT_SDK_TARBALL) holds no microkit-sdk-$(SDK_VERSION)/bin/microkit"; rm -rf $$tmp; exit 1; }; \
+	echo "$$actual" > $$tmp/microkit-sdk-$(SDK_VERSION)/.tarball-sha256 && \
+	rm -rf $(SDK_LOCAL) && mv $$tmp/microkit-sdk-$(SDK_VERSION) $(SDK_LOCAL) && rmdir $$tmp && \
+	echo "setup: Microkit SDK $(SDK_VERSION) (SHA-256 $$actual) unpacked into $(SDK_LOCAL)"
 
 guest:
 	GUEST_FEATURES=$(GUEST_FEATURES) guests/testguest/build-image.sh $(GUEST_DIR)
@@ -96,8 +154,12 @@ build: guest
 	@for pd in $(PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
 	@echo "built $(words $(PDS)) PD ELFs for $(MICROKIT_CONFIG) in $(ELF_DIR)"
 
+# Boots need QEMU: a missing one fails the target (`make setup` installs Debian's).
+check-qemu:
+	@command -v $(QEMU) >/dev/null || { echo "$(QEMU) not found: run make setup (Debian: qemu-system-arm)"; exit 1; }
+
 check-sdk:
-	@if [ -z "$(MICROKIT_SDK)" ]; then echo "$(SDK_HELP)"; exit 1; fi
+	@if [ -z "$(MICROKIT_SDK)" ]; then echo "$@: $(SDK_HELP)"; exit 1; fi
 	@if [ ! -x "$(MICROKIT_SDK)/bin/microkit" ]; then \
 		echo "MICROKIT_SDK=$(MICROKIT_SDK) has no bin/microkit: point it at an unpacked Microkit 2.3 SDK"; exit 1; fi
 	@if [ ! -d "$(MICROKIT_SDK)/board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)" ]; then \
@@ -112,10 +174,9 @@ image: check-sdk build
 qemu: image
 	$(QEMU) $(QEMU_ARGS) -serial mon:stdio
 
-test-qemu:
-	@if [ -z "$(MICROKIT_SDK)" ]; then echo "skipped: MICROKIT_SDK not set"; exit 0; fi; \
-	if [ ! -f build/expect/$(EXPECT).txt ]; then \
-		echo "skipped: no console expectations build/expect/$(EXPECT).txt (the release kernel prints nothing)"; exit 0; fi; \
+test-qemu: check-sdk check-qemu
+	@if [ ! -f build/expect/$(EXPECT).txt ]; then \
+		echo "test-qemu: no console expectations build/expect/$(EXPECT).txt"; exit 1; fi; \
 	rm -f $(DISK_IMAGE) && $(MAKE) --no-print-directory image && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
 		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
@@ -127,7 +188,7 @@ test-qemu:
 # $(BENCH_DIR)/exit-costs.md.
 BENCH_DIR     := $(BUILD_DIR)/bench
 BENCH_TIMEOUT ?= 600
-bench-qemu: check-sdk
+bench-qemu: check-sdk check-qemu
 	guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest
 	@for v in full null; do \
 		$(MAKE) --no-print-directory image BUILD_DIR=$(BENCH_DIR)/$$v \
@@ -150,9 +211,8 @@ bench-qemu: check-sdk
 # virtio-blk-device on a fresh zeroed disk. Log in $(BENCH_DIR)/native.log, table in
 # $(BENCH_DIR)/blk-native.md.
 NATIVE_BENCH_DISK := $(BENCH_DIR)/native-disk.img
-bench-native:
-	@if ! command -v $(QEMU) >/dev/null; then echo "skipped: $(QEMU) not found (Debian: qemu-system-arm)"; exit 0; fi; \
-	guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest && \
+bench-native: check-qemu
+	@guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest && \
 	rm -f $(NATIVE_BENCH_DISK) && truncate -s $(DISK_SIZE) $(NATIVE_BENCH_DISK) && \
 	echo "bench-native: booting the bench guest natively under -icount" && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/bench-native.txt \
@@ -168,9 +228,8 @@ bench-native:
 # the disk image against the plan (guests/blk-pattern).
 NATIVE_DIR  := $(BUILD_DIR)/native
 NATIVE_DISK := $(NATIVE_DIR)/disk.img
-test-guest-native:
-	@if ! command -v $(QEMU) >/dev/null; then echo "skipped: $(QEMU) not found (Debian: qemu-system-arm)"; exit 0; fi; \
-	guests/testguest/build-image.sh $(GUEST_DIR) && \
+test-guest-native: check-qemu
+	@guests/testguest/build-image.sh $(GUEST_DIR) && \
 	mkdir -p $(NATIVE_DIR) && rm -f $(NATIVE_DISK) && truncate -s $(DISK_SIZE) $(NATIVE_DISK) && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/native.txt \
 		--log $(NATIVE_DIR)/qemu.log --timeout $(QEMU_TIMEOUT) --linger 1 -- \
@@ -187,9 +246,8 @@ test-qemu-release:
 # The deliberately broken case: a VMM built with `broken-handler` and a guest that reads the broken
 # register must stop the VM with a diagnostic while the VMM PD keeps serving (it still takes a
 # notification afterwards).
-test-qemu-hvfault:
-	@if [ -z "$(MICROKIT_SDK)" ]; then echo "skipped: MICROKIT_SDK not set"; exit 0; fi; \
-	$(MAKE) --no-print-directory test-qemu EXPECT=hvfault VMM_FEATURES=broken-handler \
+test-qemu-hvfault: check-sdk
+	@$(MAKE) --no-print-directory test-qemu EXPECT=hvfault VMM_FEATURES=broken-handler \
 		GUEST_FEATURES=hvfault-probe BUILD_DIR=$(BUILD_DIR)/hvfault
 
 fmt-check:
@@ -208,22 +266,40 @@ host-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
 
-# A short run of every cargo-fuzz target of vmm-core (FUZZ_SECONDS each), when a nightly toolchain
-# with cargo-fuzz is installed; otherwise it says it is skipped.
-FUZZ_SECONDS ?= 10
+# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: about 3 minutes for the 9 targets, plus
+# the sanitizer builds), each starting from its corpus in the repository (fuzz/corpus/<target>,
+# what earlier runs found); any crash fails the run, the reproducer left in fuzz/artifacts.
+# `make fuzz-cmin` minimises the corpora before they are committed.
+FUZZ_SECONDS ?= 20
 FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz
-fuzz-short:
-	@if ! cargo +nightly fuzz --version >/dev/null 2>&1; then \
-		echo "skipped: fuzz run needs a nightly toolchain with cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)"; exit 0; fi; \
+FUZZ          = $(CARGO) +$(FUZZ_TOOLCHAIN) fuzz
+fuzz:
+	@$(FUZZ) --version >/dev/null 2>&1 || { echo "fuzz: needs $(FUZZ_TOOLCHAIN) and cargo-fuzz: run make setup"; exit 1; }; \
 	for d in $(FUZZ_DIRS); do \
-		for t in $$(cd $$d && cargo +nightly fuzz list); do \
-			echo "fuzz: $$d $$t for $(FUZZ_SECONDS)s"; \
-			(cd $$d && cargo +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 2>&1) | grep -E "^(Done|==|SUMMARY)|panicked|crash-" ; \
-			test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+		for t in $$(cd $$d && $(FUZZ) list); do \
+			mkdir -p $$d/corpus/$$t; \
+			echo "fuzz: $$d $$t for $(FUZZ_SECONDS)s from $$(ls $$d/corpus/$$t | wc -l) corpus inputs"; \
+			(cd $$d && $(FUZZ) run $$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 2>&1) | grep -E "^(Done|==|SUMMARY)|panicked|crash-" ; \
+			test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz: $$t FAILED (reproducer in $$d/artifacts/$$t)"; exit 1; }; \
 		done; \
 	done
 
-test: fmt-check clippy host-test loom build fuzz-short test-guest-native test-qemu test-qemu-release test-qemu-hvfault
+fuzz-cmin:
+	@for d in $(FUZZ_DIRS); do for t in $$(cd $$d && $(FUZZ) list); do \
+		(cd $$d && $(FUZZ) cmin $$t 2>&1 | tail -n 1) || exit 1; done; done
+
+# The runtime against the SDK's generated headers and JSON, both configurations (needs the SDK;
+# plain `cargo test` lists it as ignored).
+abi-parity: check-sdk
+	MICROKIT_SDK=$(MICROKIT_SDK) $(CARGO) test -q -p microkit-rt --test abi_parity -- --ignored
+
+# `make test` is these steps in this order; .ci/run runs them one by one and times each.
+HOST_STEPS := fmt-check clippy host-test loom build fuzz
+TEST_STEPS := $(HOST_STEPS) abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault
+test: $(TEST_STEPS)
+test-host: $(HOST_STEPS)
+test-steps:
+	@echo $(TEST_STEPS)
 
 clean:
 	rm -rf $(BUILD_DIR) target

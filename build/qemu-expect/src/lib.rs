@@ -5,7 +5,8 @@
 //! a new named chain (independent components print independent ordered sequences that
 //! interleave on the console: each chain is matched in order on its own, and all must complete);
 //! a line starting with `!` is forbidden anywhere (a panic, a fault, a FAIL); `#` starts a
-//! comment; blank lines are ignored.
+//! comment; blank lines are ignored. Every file also forbids [`ALWAYS_FORBIDDEN`] without
+//! naming it: a seL4 kernel report fails every boot test, present and future.
 //!
 //! A line `>after PATTERN => TEXT` is console *input*: once a console line containing PATTERN
 //! has been seen, the runner writes TEXT to QEMU's standard input (the serial console). Input
@@ -21,6 +22,10 @@
 //! at the first line containing `login:`.
 
 pub mod bench;
+
+/// Forbidden in every run, whatever the expectation file says: the debug kernel's error reports
+/// (`seL4(CPU 0) [...]`: a fault it printed, a bad invocation, an unexecuted reply).
+pub const ALWAYS_FORBIDDEN: &[&str] = &["seL4(CPU"];
 
 /// Bytes to write to QEMU's standard input once a console line contains `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +118,10 @@ fn parse_input(directive: &str) -> Result<Input, String> {
 impl Expectations {
     /// Parses an expectation file.
     pub fn parse(text: &str) -> Result<Expectations, ParseError> {
-        let mut e = Expectations::default();
+        let mut e = Expectations {
+            forbidden: ALWAYS_FORBIDDEN.iter().map(|f| f.to_string()).collect(),
+            ..Expectations::default()
+        };
         for (n, line) in text.lines().enumerate() {
             let l = line.trim_end();
             if l.trim().is_empty() || l.trim_start().starts_with('#') {
@@ -310,6 +318,22 @@ mod tests {
             m.feed("pd: PANIC: boom"),
             Verdict::Forbidden { .. }
         ));
+    }
+
+    #[test]
+    fn a_kernel_report_fails_every_file() {
+        for file in ["a\n", "@x\na\n!PANIC\n", ""] {
+            let mut m = Matcher::new(Expectations::parse(file).unwrap());
+            assert_eq!(
+                m.feed("seL4(CPU 0) [receiveIPC/142 T0xff] Reply object already has unexecuted reply!"),
+                Verdict::Forbidden {
+                    pattern: "seL4(CPU".into(),
+                    line: "seL4(CPU 0) [receiveIPC/142 T0xff] Reply object already has unexecuted reply!"
+                        .into(),
+                },
+                "{file:?}"
+            );
+        }
     }
 
     #[test]

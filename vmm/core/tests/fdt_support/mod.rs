@@ -507,17 +507,16 @@ pub fn dtc(args: &[&str], input: &[u8]) -> Option<Vec<u8>> {
     Some(out.stdout)
 }
 
-/// The platform DTB (`guests/platform/virt.dts` compiled by `dtc`), or `None` (with a message)
-/// when `dtc` is not on PATH.
-pub fn platform_dtb() -> Option<Vec<u8>> {
+/// The platform DTB (`guests/platform/virt.dts` compiled by `dtc`); panics when `dtc` is not on
+/// PATH (a missing tool fails the test, it does not pass).
+pub fn platform_dtb() -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../guests/platform/virt.dts"
     );
     let dts = std::fs::read(path).expect("guests/platform/virt.dts");
-    let dtb = dtc(&["-I", "dts", "-O", "dtb"], &dts);
-    if dtb.is_none() {
-        println!("skipped: dtc is not on PATH, cannot compile guests/platform/virt.dts");
-    }
-    dtb
+    dtc(&["-I", "dts", "-O", "dtb"], &dts).expect(
+        "dtc is not on PATH, cannot compile guests/platform/virt.dts: \
+         install Debian's device-tree-compiler (make setup)",
+    )
 }
