@@ -86,12 +86,22 @@ mod pl011 {
 }
 
 /// The guest console: a PL011 whose bytes go to the serial driver domain through its TX queue
-/// (published at each newline, the driver notified when the queue protocol asks for it), or,
-/// without the queue, to the kernel's debug console one line at a time. Input comes from the
+/// (published at each newline, and a partial line, such as a shell prompt, at the next exit
+/// that is not a console write or notification: [`Console::flush`]; the driver notified when the
+/// queue protocol asks for it), or, without the queue, to the kernel's debug console one line
+/// at a time. The VMM's own lines never tear the guest's: one written while a guest line is
+/// open goes on a line of its own, and the open guest line is shown again after it. Input comes from the
 /// serial driver's RX queue into a 32-byte RX FIFO; the interrupt line (SPI 1, level) follows
 /// RIS & IMSC, with the TX interrupt always asserted (the transmit FIFO is always empty).
 pub struct Console {
     line: heapless::Vec<u8, 256>,
+    /// Bytes enqueued on the TX queue and not yet published.
+    unpublished: bool,
+    /// The guest's open line (bytes since its last newline), shown again after a VMM line;
+    /// `None` once it outgrew the buffer (then it is not shown again).
+    guest_line: Option<heapless::Vec<u8, GUEST_LINE_MAX>>,
+    /// The VMM's own line is being written (its newline not yet).
+    vmm_mid_line: bool,
     /// Plain registers the guest may program (CR, IBRD, FBRD, LCR_H, ...), by word offset.
     regs: [u32; 32],
     imsc: u32,
@@ -113,11 +123,16 @@ pub struct Console {
 
 /// Bytes of the VMM's own output kept from before the serial TX queue is attached.
 pub const EARLY_MAX: usize = 1024;
+/// Longest open guest line the console can show again after a VMM line.
+pub const GUEST_LINE_MAX: usize = 128;
 
 impl Default for Console {
     fn default() -> Self {
         Console {
             line: heapless::Vec::new(),
+            unpublished: false,
+            guest_line: Some(heapless::Vec::new()),
+            vmm_mid_line: false,
             regs: [0; 32],
             imsc: 0,
             rx_fifo: Deque::new(),
@@ -203,6 +218,12 @@ impl Console {
         rx | pl011::INT_TX
     }
 
+    /// Whether an FR read now is a poll for input: the RX FIFO is empty and neither RX
+    /// interrupt is enabled (a driver that takes RX interrupts reads FR to send, not to wait).
+    pub fn polled_for_input(&self) -> bool {
+        self.rx_fifo.is_empty() && self.imsc & (pl011::INT_RX | pl011::INT_RT) == 0
+    }
+
     /// The interrupt line: RIS & IMSC.
     pub fn irq_level(&self) -> bool {
         self.ris() & self.imsc != 0
@@ -217,11 +238,25 @@ impl Console {
     }
 
     /// Writes the VMM's own message bytes: through the serial driver when attached (published
-    /// at each newline), else straight to the kernel's debug console.
+    /// at each newline), else straight to the kernel's debug console. A VMM line that starts
+    /// while the guest's line is open starts on a new line, and the guest's open line is
+    /// written again after it (as a line editor redraws its prompt).
     pub fn write_vmm<K: Kernel>(&mut self, k: &mut K, bytes: &[u8]) {
         if self.tx.is_some() {
+            let open = self.guest_line.as_ref().is_none_or(|l| !l.is_empty());
+            if open && !self.vmm_mid_line {
+                self.put(k, b'\n');
+            }
             for &b in bytes {
                 self.put(k, b);
+                self.vmm_mid_line = b != b'\n';
+                if b == b'\n' && open {
+                    let redraw = self.guest_line.take();
+                    for &g in redraw.iter().flatten() {
+                        self.put(k, g);
+                    }
+                    self.guest_line = redraw;
+                }
             }
         } else {
             k.debug_write(bytes);
@@ -233,16 +268,43 @@ impl Console {
         }
     }
 
+    /// A byte the guest wrote (PL011 DR or virtio-console): its open line is kept for
+    /// [`Console::write_vmm`].
+    pub fn put_guest<K: Kernel>(&mut self, k: &mut K, b: u8) {
+        if b == b'\n' {
+            self.guest_line = Some(heapless::Vec::new());
+        } else if let Some(l) = self.guest_line.as_mut()
+            && l.push(b).is_err()
+        {
+            self.guest_line = None;
+        }
+        self.put(k, b);
+    }
+
+    /// Publishes bytes enqueued since the last newline (a partial line: a prompt) and notifies
+    /// the driver when the queue protocol asks. Cheap when there is nothing to publish.
+    pub fn flush<K: Kernel>(&mut self, k: &mut K) {
+        if !self.unpublished {
+            return;
+        }
+        self.unpublished = false;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.publish();
+            if tx.take_notify() {
+                let _ = k.notify(SERIAL_TX);
+            }
+        }
+    }
+
     fn put<K: Kernel>(&mut self, k: &mut K, b: u8) {
         if let Some(tx) = self.tx.as_mut() {
             if tx.enqueue_local(b).is_err() {
                 self.dropped = self.dropped.saturating_add(1);
+                return;
             }
+            self.unpublished = true;
             if b == b'\n' {
-                tx.publish();
-                if tx.take_notify() {
-                    let _ = k.notify(SERIAL_TX);
-                }
+                self.flush(k);
             }
             return;
         }
@@ -281,7 +343,7 @@ impl Console {
     }
     fn write<K: Kernel>(&mut self, k: &mut K, offset: u64, value: u64) {
         match offset {
-            pl011::DR => self.put(k, value as u8),
+            pl011::DR => self.put_guest(k, value as u8),
             pl011::IMSC => self.imsc = value as u32 & 0x7ff,
             // The modelled interrupts are levels of the FIFOs' state: clearing has no effect.
             pl011::ICR => {}
@@ -537,7 +599,7 @@ impl<K: Kernel> PlatformCtx<'_, K> {
                 let stalled = vcon
                     .device_mut()
                     .backend_mut()
-                    .drain_out(|b| console.put(&mut inj.k, b));
+                    .drain_out(|b| console.put_guest(&mut inj.k, b));
                 if !stalled {
                     break;
                 }
@@ -596,10 +658,15 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
     fn mmio_read(&mut self, h: &DeviceId, offset: u64, size: u8) -> Result<u64, BusError> {
         match h {
             DeviceId::Console => {
-                let v = self.devices.console.read(offset);
+                let console = &mut self.devices.console;
+                let v = console.read(offset);
                 if offset == pl011::DR {
                     // A byte left the FIFO: refill it from the RX queue; the line may fall.
                     self.console_io();
+                } else if offset == pl011::FR && console.polled_for_input() {
+                    // A guest polling for input without the RX interrupt waits here: what it
+                    // wrote before (a prompt) must show now.
+                    console.flush(&mut self.inj.k);
                 }
                 Ok(v)
             }

@@ -27,7 +27,7 @@ use vmm_core::fault::label;
 use vmm_core::handlers::{HandlerKind, HandlerTree};
 use vmm_core::loader::{self, LayoutRequest, Place};
 use vmm_core::psci::Psci;
-use vmm_core::stats::Stats;
+use vmm_core::stats::{Stats, TrapClass};
 use vmm_core::vgic::{self, Vgic};
 
 /// Constants generated from system.xml.
@@ -497,6 +497,11 @@ impl<K: Kernel + Clone> Vmm<K> {
             &mut exit_mem,
             &mut platform,
         );
+        // A partial guest line (a prompt) goes out at the first exit that is not an MMIO access:
+        // the guest stopped writing (WFI, a timer, a call); MMIO exits are how it writes.
+        if !matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite) {
+            platform.devices.console.flush(&mut platform.inj.k);
+        }
         let device_calls = platform.inj.calls;
         let handler = report.handler.map(|h| h.slot() as u16);
         if let Some(why) = report.guest_trap {
@@ -573,7 +578,6 @@ impl<K: Kernel + Clone> Vmm<K> {
             return self.handle_vcpu_fault(msg);
         }
         // Read the message before any invocation overwrites the IPC buffer.
-        use vmm_core::stats::TrapClass;
         let class = match msg.label() {
             label::VM_FAULT if self.k.mr(3) & (1 << 6) != 0 => TrapClass::MmioWrite,
             label::VM_FAULT => TrapClass::MmioRead,
@@ -751,6 +755,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             | 1 << system::BLK_DRIVER.index();
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
+            self.devices.console.flush(&mut self.k);
             if self.parked {
                 // TCB Resume restarts the suspended thread at the PC the WFI exit wrote back.
                 self.parked = false;

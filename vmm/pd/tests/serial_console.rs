@@ -301,3 +301,103 @@ fn early_lines_beyond_the_limit_are_cut_at_a_whole_line() {
         "the first {kept} lines, whole; nothing cut mid-line"
     );
 }
+
+const IMSC: u64 = PL011 + 0x38;
+/// UARTIMSC: the RX and receive-timeout interrupts, as Linux's pl011 driver enables them.
+const RX_INTERRUPTS: u64 = (1 << 4) | (1 << 6);
+
+/// A WFI exit as seL4 delivers it (VCPUFault, HSR EC 0x01, IL).
+fn wfi(h: &mut Harness) -> Vec<Invocation> {
+    h.exit(
+        vmm_core::fault::label::VCPU_FAULT,
+        &[(0x01 << 26) | (1 << 25)],
+    )
+}
+
+impl SerialRig {
+    fn write(&mut self, bytes: &[u8]) -> Vec<Invocation> {
+        let mut log = vec![];
+        for &b in bytes {
+            log.extend(self.h.store(PC0, PL011, 0, 1, u64::from(b)));
+        }
+        log
+    }
+}
+
+#[test]
+fn a_prompt_without_a_newline_goes_out_when_the_guest_waits() {
+    let mut r = serial_rig();
+    r.h.store(PC0, IMSC, 2, 1, RX_INTERRUPTS);
+    let log = r.write(b"linux$ ");
+    // Linux's driver reads FR around every byte it sends: that is writing, not waiting.
+    r.load32(FR);
+    assert_eq!(r.sent(), b"", "a line being written waits for its end");
+    assert!(!log.contains(&Invocation::Notify(1)));
+    let log = wfi(&mut r.h);
+    assert_eq!(r.sent(), b"linux$ ", "the guest waits: its prompt shows");
+    assert!(
+        log.contains(&Invocation::Notify(1)),
+        "driver notified: {log:?}"
+    );
+    // Nothing new: the next wait publishes nothing and notifies nobody.
+    let log = wfi(&mut r.h);
+    assert!(!log.contains(&Invocation::Notify(1)), "{log:?}");
+    assert_eq!(r.sent(), b"");
+}
+
+#[test]
+fn a_guest_polling_for_input_sees_its_prompt_out() {
+    let mut r = serial_rig();
+    r.write(b"> ");
+    assert_eq!(r.sent(), b"");
+    // No RX interrupt enabled, RX FIFO empty: an FR read is a poll for input.
+    assert_eq!(r.load32(FR) & RXFE, RXFE);
+    assert_eq!(r.sent(), b"> ");
+}
+
+#[test]
+fn input_notification_publishes_the_open_line_too() {
+    let mut r = serial_rig();
+    r.h.store(PC0, IMSC, 2, 1, RX_INTERRUPTS);
+    r.write(b"login: ");
+    r.receive(b"r");
+    assert_eq!(r.sent(), b"login: ");
+}
+
+#[test]
+fn a_vmm_line_does_not_tear_an_open_guest_line() {
+    let mut r = serial_rig();
+    r.h.store(PC0, IMSC, 2, 1, RX_INTERRUPTS);
+    r.write(b"linux$ ");
+    // A notification on the self-test channel makes the VMM say a line of its own.
+    r.h.sim.notify_from_peer(vmm::system::SELFTEST_PING);
+    r.h.el.step(&mut r.h.vmm);
+    r.write(b"ls\n");
+    let out = String::from_utf8(r.sent()).unwrap();
+    let mut lines = out.split('\n');
+    assert_eq!(lines.next(), Some("linux$ "), "{out:?}");
+    assert!(
+        lines.next().unwrap().starts_with("vmm: notified on"),
+        "{out:?}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("linux$ ls"),
+        "the open line again, then the rest: {out:?}"
+    );
+}
+
+#[test]
+fn an_open_line_longer_than_the_redraw_buffer_is_not_redrawn_but_still_broken() {
+    let mut r = serial_rig();
+    let long = vec![b'x'; vmm::devices::GUEST_LINE_MAX + 1];
+    r.write(&long);
+    r.h.sim.notify_from_peer(vmm::system::SELFTEST_PING);
+    r.h.el.step(&mut r.h.vmm);
+    r.write(b"y\n");
+    let out = String::from_utf8(r.sent()).unwrap();
+    let lines: Vec<&str> = out.split('\n').collect();
+    assert_eq!(lines[0].len(), long.len(), "{out:?}");
+    assert!(lines[1].starts_with("vmm: notified on"), "{out:?}");
+    assert_eq!(lines[2], "y", "{out:?}");
+}
