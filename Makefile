@@ -54,8 +54,10 @@ GUEST_INITRD ?=
 # Extra cargo features of the VMM (e.g. VMM_FEATURES=broken-handler) and of the test guest.
 VMM_FEATURES ?=
 GUEST_FEATURES ?=
-# Console expectations test-qemu asserts: build/expect/$(EXPECT).txt.
+# Console expectations test-qemu asserts: build/expect/$(EXPECT).txt. EXPECT_EXIT: QEMU must
+# also end by itself (the guest's PSCI SYSTEM_OFF reached the machine); not for a VM that stops.
 EXPECT ?= $(MICROKIT_CONFIG)
+EXPECT_EXIT ?= 1
 # After the boot, test-qemu checks the disk image (fresh and zeroed before each boot) against the
 # test guest's block plan (guests/blk-pattern): nothing the guest wrote through the VMM and the
 # block driver domain may be lost. Empty for guests that do not run the block cases.
@@ -75,7 +77,8 @@ DISK_SIZE  ?= 16M
 QEMU_DISK  = -drive if=none,format=raw,file=$(DISK_IMAGE),id=hd0 \
              -device virtio-blk-device,drive=hd0 -global virtio-mmio.force-legacy=false
 
-QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
+# -no-reboot: a guest's SYSTEM_RESET (passed to the firmware by the VMM) ends the run too.
+QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
              -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0 $(QEMU_DISK)
 
 SDK_HELP := no Microkit SDK: run make setup with the SDK tarball in ../shared (or \
@@ -179,7 +182,7 @@ test-qemu: check-sdk check-qemu
 		echo "test-qemu: no console expectations build/expect/$(EXPECT).txt"; exit 1; fi; \
 	rm -f $(DISK_IMAGE) && $(MAKE) --no-print-directory image && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
-		--timeout $(QEMU_TIMEOUT) --linger 2 -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
+		--timeout $(QEMU_TIMEOUT) --linger 2 $(if $(EXPECT_EXIT),--expect-exit) -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
 	if [ -n "$(DISK_CHECK)" ]; then $(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(DISK_IMAGE); fi
 
 # Exit-cost benchmark: the bench build of the test guest measures round trips with the virtual
@@ -247,7 +250,7 @@ test-qemu-release:
 # register must stop the VM with a diagnostic while the VMM PD keeps serving (it still takes a
 # notification afterwards).
 test-qemu-hvfault: check-sdk
-	@$(MAKE) --no-print-directory test-qemu EXPECT=hvfault VMM_FEATURES=broken-handler \
+	@$(MAKE) --no-print-directory test-qemu EXPECT=hvfault EXPECT_EXIT= VMM_FEATURES=broken-handler \
 		GUEST_FEATURES=hvfault-probe BUILD_DIR=$(BUILD_DIR)/hvfault
 
 fmt-check:

@@ -2,8 +2,11 @@
 //! assert the expected lines in order, and fail on timeout, on a missing line, on a forbidden
 //! line (panic, fault, FAIL) or when QEMU exits before every line was seen.
 //!
-//! Usage: `qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS] -- QEMU ARGS...`
+//! Usage: `qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS]
+//! [--expect-exit] -- QEMU ARGS...`
 //! `--linger` keeps reading for that long after the last expected line (to catch late faults).
+//! `--expect-exit`: QEMU must also end by itself (the guest powered the machine off) before the
+//! timeout; until then every line is still checked against the forbidden patterns.
 //!
 //! Expectation files may also send console input: `>after PATTERN => TEXT` writes TEXT (escapes
 //! `\n`, `\r`, `\t`, `\\`, `\xHH`) to QEMU's standard input once a console line containing
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS] -- CMD ARGS..."
+        "usage: qemu-expect --expect FILE --log FILE --timeout SECONDS [--linger SECONDS] [--expect-exit] -- CMD ARGS..."
     );
     ExitCode::from(2)
 }
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     let linger = opt("--linger")
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
+    let expect_exit = opts.iter().any(|a| a == "--expect-exit");
     if cmd.is_empty() {
         return usage();
     }
@@ -143,18 +147,25 @@ fn main() -> ExitCode {
     let mut partial: [Vec<u8>; 2] = [vec![], vec![]];
     let outcome: Result<(), String> = loop {
         let now = Instant::now();
-        if passed_at.is_some_and(|t| now >= t + Duration::from_secs(linger)) {
+        if !expect_exit && passed_at.is_some_and(|t| now >= t + Duration::from_secs(linger)) {
             break Ok(());
         }
         if now >= deadline {
-            break Err(format!(
-                "timeout after {timeout}s; missing line: {:?}",
-                matcher.missing().unwrap_or_default()
-            ));
+            break Err(match passed_at {
+                Some(_) => format!(
+                    "every line seen, but QEMU did not exit by itself within {timeout}s \
+                     (no power-off reached the machine)"
+                ),
+                None => format!(
+                    "timeout after {timeout}s; missing line: {:?}",
+                    matcher.missing().unwrap_or_default()
+                ),
+            });
         }
-        let wait = passed_at.map_or(deadline, |t| {
-            (t + Duration::from_secs(linger)).min(deadline)
-        }) - now;
+        let wait = match passed_at {
+            Some(t) if !expect_exit => (t + Duration::from_secs(linger)).min(deadline),
+            _ => deadline,
+        } - now;
         let (id, chunk) = match rx.recv_timeout(wait) {
             Ok(m) => m,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -227,8 +238,13 @@ fn main() -> ExitCode {
     let secs = start.elapsed().as_secs_f64();
     match outcome {
         Ok(()) => {
+            let exit = if expect_exit {
+                ", QEMU exited by itself"
+            } else {
+                ""
+            };
             println!(
-                "qemu-expect: PASS {total}/{total} expected lines in order ({secs:.1}s); log: {log}"
+                "qemu-expect: PASS {total}/{total} expected lines in order{exit} ({secs:.1}s); log: {log}"
             );
             ExitCode::SUCCESS
         }

@@ -67,6 +67,11 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
     );
     let _ = writeln!(
         w,
+        "/// Whether system.xml gives this PD an SMC capability (`smc=\"true\"`).\npub const SMC: bool = {};",
+        scope.smc
+    );
+    let _ = writeln!(
+        w,
         "/// The grants the Microkit tool patches into this PD.\npub const GRANTS: microkit_rt::event_loop::Grants = microkit_rt::event_loop::Grants {{ irqs: {:#x}, notifications: {:#x}, pps: {:#x}, passive: {} }};",
         scope.irq_mask(),
         scope.notification_mask(),

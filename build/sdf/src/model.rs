@@ -132,6 +132,8 @@ pub struct ProtectionDomain {
     pub period: u64,
     /// Passive PD.
     pub passive: bool,
+    /// May make SMC calls through the kernel (`smc="true"`: Microkit gives it an SMC capability).
+    pub smc: bool,
     /// Stack size in bytes.
     pub stack_size: u64,
     /// ELF file name.

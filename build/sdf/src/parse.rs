@@ -319,6 +319,7 @@ fn protection_domain(
         budget,
         period,
         passive: boolean_or(n, "passive", false)?,
+        smc: boolean_or(n, "smc", false)?,
         stack_size,
         program_image: String::new(),
         maps: vec![],

@@ -74,6 +74,8 @@ pub struct PdScope {
     pub priority: u64,
     /// Passive.
     pub passive: bool,
+    /// May make SMC calls (an SMC capability in its CSpace).
+    pub smc: bool,
     /// Bytes of stack the Microkit tool gives the PD's thread.
     pub stack_size: u64,
     /// Channels to other PDs.
@@ -129,6 +131,7 @@ impl PdScope {
             name: pd.name.clone(),
             priority: pd.priority,
             passive: pd.passive,
+            smc: pd.smc,
             stack_size: pd.stack_size,
             channels,
             irqs: pd.irqs.clone(),

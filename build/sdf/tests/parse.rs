@@ -278,6 +278,25 @@ fn codegen_names_every_channel_and_setvar() {
         "{b}"
     );
     assert!(sdf::codegen::generate(&sys, "c").is_err());
+    // smc="true" becomes the PD's SMC constant; the default is no SMC capability.
+    assert!(a.contains("pub const SMC: bool = false;"), "{a}");
+    let sys = parse(&VALID.replace(
+        "<protection_domain name=\"a\" priority=\"10\">",
+        "<protection_domain name=\"a\" priority=\"10\" smc=\"true\">",
+    ))
+    .unwrap();
+    assert!(
+        sdf::codegen::generate(&sys, "a")
+            .unwrap()
+            .contains("pub const SMC: bool = true;")
+    );
+    assert!(
+        parse(&VALID.replace(
+            "<protection_domain name=\"a\" priority=\"10\">",
+            "<protection_domain name=\"a\" priority=\"10\" smc=\"maybe\">",
+        ))
+        .is_err()
+    );
     assert!(sdf::codegen::required_symbols(&sys, "a").contains(&"shared_vaddr".to_string()));
     // <setvar symbol region_paddr> gets its patched static and is a required symbol.
     let with_setvar = VALID.replace(

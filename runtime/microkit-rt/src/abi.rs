@@ -54,6 +54,8 @@ pub mod slot {
     pub const MONITOR_EP: u64 = 5;
     /// The PD's own TCB.
     pub const TCB: u64 = 6;
+    /// The SMC capability of a PD with `smc="true"` (libmicrokit's `ARM_SMC_CAP`).
+    pub const ARM_SMC: u64 = 7;
     /// Notification to the peer of channel `ch` is at `BASE_OUTPUT_NOTIFICATION + ch`.
     pub const BASE_OUTPUT_NOTIFICATION: u64 = 10;
     /// Endpoint to the peer of channel `ch` (protected calls).
@@ -140,11 +142,13 @@ pub struct InvocationLabels {
     pub arm_vcpu_write_reg: u64,
     /// `ARMVCPUAckVPPI`.
     pub arm_vcpu_ack_vppi: u64,
+    /// `ARMSMCCall`.
+    pub arm_smc_call: u64,
 }
 
 impl InvocationLabels {
     /// Every label with the seL4 name it stands for (the name used in `invocations_all.json`).
-    pub const fn named(&self) -> [(&'static str, u64); 10] {
+    pub const fn named(&self) -> [(&'static str, u64); 11] {
         [
             ("TCBReadRegisters", self.tcb_read_registers),
             ("TCBWriteRegisters", self.tcb_write_registers),
@@ -156,6 +160,7 @@ impl InvocationLabels {
             ("ARMVCPUReadReg", self.arm_vcpu_read_reg),
             ("ARMVCPUWriteReg", self.arm_vcpu_write_reg),
             ("ARMVCPUAckVPPI", self.arm_vcpu_ack_vppi),
+            ("ARMSMCCall", self.arm_smc_call),
         ]
     }
 }
@@ -172,6 +177,7 @@ pub const LABELS_DEBUG: InvocationLabels = InvocationLabels {
     arm_vcpu_read_reg: 61,
     arm_vcpu_write_reg: 62,
     arm_vcpu_ack_vppi: 63,
+    arm_smc_call: 47,
 };
 
 /// Labels of Microkit 2.3's release kernel for qemu_virt_aarch64 (MCS, hypervisor).
@@ -186,6 +192,7 @@ pub const LABELS_RELEASE: InvocationLabels = InvocationLabels {
     arm_vcpu_read_reg: 57,
     arm_vcpu_write_reg: 58,
     arm_vcpu_ack_vppi: 59,
+    arm_smc_call: 43,
 };
 
 /// The kernel configuration this build targets (from `MICROKIT_CONFIG` at build time).

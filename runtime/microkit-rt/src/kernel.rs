@@ -72,6 +72,10 @@ pub trait Kernel {
     /// ARM VCPU AckVPPI.
     fn vcpu_ack_vppi(&mut self, vcpu: Child, irq: u64) -> Result<(), KernelError>;
 
+    /// ARM SMC Call on the PD's SMC capability (`smc="true"` in system.xml): the kernel makes
+    /// the SMC with x0..x7 = `args` and returns x0..x7 as the firmware left them.
+    fn arm_smc_call(&mut self, args: &[u64; SMC_REGS]) -> Result<[u64; SMC_REGS], KernelError>;
+
     /// Writes bytes to the debug console (debug kernels; dropped on release kernels).
     fn debug_write(&mut self, bytes: &[u8]);
 
@@ -81,6 +85,9 @@ pub trait Kernel {
         true
     }
 }
+
+/// Registers an SMC call takes and returns (x0..x7, seL4's `seL4_ARM_SMCContext`).
+pub const SMC_REGS: usize = 8;
 
 /// Packs ARM VCPU InjectIRQ's arguments into its one message word, as libsel4 does.
 pub const fn inject_irq_word(virq: u16, priority: u8, group: u8, index: u8) -> u64 {

@@ -11,6 +11,7 @@
 
 use microkit_rt::abi::{MSG_MAX_LENGTH, MessageInfo, badge, error, user_context, vcpu_reg};
 use microkit_rt::event_loop::{EventLoop, Grants, Transport};
+use microkit_rt::kernel::SMC_REGS;
 use microkit_rt::{Channel, Child, Kernel, KernelError, SharedRegion};
 use sdf::PdScope;
 use std::cell::RefCell;
@@ -55,6 +56,8 @@ pub enum Invocation {
     },
     /// ARM VCPU AckVPPI.
     VcpuAckVppi { vcpu: u8, irq: u64 },
+    /// ARM SMC Call with x0..x7 (the simulated firmware answers x0 = -1, SMCCC NOT_SUPPORTED).
+    ArmSmcCall([u64; SMC_REGS]),
     /// The event loop replied (to a protected call or a fault) with this label and registers.
     Reply { label: u64, mrs: Vec<u64> },
     /// The event loop sent a signal to a capability slot (deferred action, passive start-up).
@@ -510,6 +513,19 @@ impl Kernel for SimKernel {
             irq,
         });
         Ok(())
+    }
+    fn arm_smc_call(&mut self, args: &[u64; SMC_REGS]) -> Result<[u64; SMC_REGS], KernelError> {
+        let mut s = self.0.borrow_mut();
+        if !s.scope.smc {
+            let name = s.scope.name.clone();
+            s.violate(format!("{name}: SMC call without smc=\"true\""));
+            return Err(KernelError::Sel4(error::INVALID_CAPABILITY));
+        }
+        s.log.push(Invocation::ArmSmcCall(*args));
+        let mut out = [0; SMC_REGS];
+        out[0] = u64::MAX;
+        s.mrs[..SMC_REGS].copy_from_slice(&out);
+        Ok(out)
     }
     fn debug_write(&mut self, bytes: &[u8]) {
         let mut s = self.0.borrow_mut();

@@ -36,3 +36,26 @@ fn inject_irq_arguments_are_range_checked_as_on_sel4() {
     assert_eq!(k.vcpu_inject_irq(Child::new(0), 27, 0, 0, 4), range);
     assert_eq!(k.vcpu_inject_irq(Child::new(0), 27, 31, 1, 3), Ok(()));
 }
+
+#[test]
+fn smc_calls_need_the_smc_attribute_as_on_sel4() {
+    let mut args = [0u64; microkit_rt::kernel::SMC_REGS];
+    args[0] = 0x8400_0000;
+    // The vmm has smc="true": the call is made and recorded.
+    let sim = Sim::from_repo_system("vmm");
+    let mut k = sim.kernel();
+    assert!(sim.scope().smc);
+    assert_eq!(k.arm_smc_call(&args).map(|r| r[0] as i64), Ok(-1));
+    assert_eq!(sim.take_log(), [microkit_sim::Invocation::ArmSmcCall(args)]);
+    assert!(sim.violations().is_empty());
+    // The serial driver has no SMC capability: the kernel refuses, and it is a violation.
+    let sim = Sim::from_repo_system("serial_driver");
+    let mut k = sim.kernel();
+    assert!(!sim.scope().smc);
+    assert_eq!(
+        k.arm_smc_call(&args),
+        Err(microkit_rt::KernelError::Sel4(error::INVALID_CAPABILITY))
+    );
+    assert!(sim.take_log().is_empty());
+    assert_eq!(sim.violations().len(), 1);
+}

@@ -26,7 +26,7 @@ use vmm_core::classify::{Exit, ExitAction, ExitReport};
 use vmm_core::fault::label;
 use vmm_core::handlers::{HandlerKind, HandlerTree};
 use vmm_core::loader::{self, LayoutRequest, Place};
-use vmm_core::psci::Psci;
+use vmm_core::psci::{Psci, fid};
 use vmm_core::stats::{Stats, TrapClass};
 use vmm_core::vgic::{self, Vgic};
 
@@ -134,6 +134,9 @@ pub struct Vmm<K: Kernel + Clone> {
     /// The vCPU waits (WFI) for block I/O: its fault is not answered; the next notification
     /// from a driver domain resumes it.
     parked: bool,
+    /// The guest's PSCI SYSTEM_OFF / SYSTEM_RESET to pass to the firmware once its VM ended
+    /// (only when system.xml gives the VMM an SMC capability).
+    machine_request: Option<u32>,
 }
 
 /// Initial content of the write-protected page: the u64 at offset 8*i is this | i.
@@ -160,6 +163,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             stats: Stats::new(),
             state: VmState::NotStarted,
             parked: false,
+            machine_request: None,
         };
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
@@ -538,6 +542,17 @@ impl<K: Kernel + Clone> Vmm<K> {
                 self.power_off();
                 None
             }
+            ExitAction::Reset if system::SMC => {
+                let _ = vcpu.flush();
+                let _ = self.k.vm_suspend(self.vcpu);
+                self.state = VmState::Off;
+                self.machine_request = Some(fid::SYSTEM_RESET);
+                say!(
+                    self,
+                    "vmm: guest asked for a system reset (PSCI SYSTEM_RESET)"
+                );
+                None
+            }
             ExitAction::Reset | ExitAction::CpuOn { .. } | ExitAction::CpuOff => {
                 say!(
                     self,
@@ -623,7 +638,29 @@ impl<K: Kernel + Clone> Vmm<K> {
     fn power_off(&mut self) {
         let _ = self.k.vm_suspend(self.vcpu);
         self.state = VmState::Off;
+        if system::SMC {
+            self.machine_request = Some(fid::SYSTEM_OFF);
+        }
         say!(self, "vmm: guest powered off (PSCI SYSTEM_OFF)");
+    }
+
+    /// The guest's PSCI SYSTEM_OFF or SYSTEM_RESET, passed to the machine's firmware through
+    /// the kernel (system.xml gives the VMM an SMC capability: it runs the only VM, so the
+    /// guest's power is the machine's). QEMU ends its run on SYSTEM_OFF, and on SYSTEM_RESET
+    /// with `-no-reboot`. Returns only if the firmware refused.
+    fn forward_to_firmware(&mut self, function: u32) {
+        let mut args = [0u64; microkit_rt::kernel::SMC_REGS];
+        args[0] = u64::from(function);
+        say!(self, "vmm: passing PSCI {:#x} to the firmware", function);
+        match self.k.arm_smc_call(&args) {
+            Ok(r) => say!(
+                self,
+                "vmm: the firmware refused PSCI {:#x}: x0 = {}",
+                function,
+                r[0] as i64
+            ),
+            Err(e) => say!(self, "vmm: SMC call failed: {}", e),
+        }
     }
 
     /// With its VM off or stopped, the VMM asks selftest_ping to notify it: the notification's
@@ -687,11 +724,15 @@ impl<K: Kernel + Clone> Vmm<K> {
         let _ = self.k.vm_suspend(self.vcpu);
     }
 
-    /// After the exit that ended the VM is counted: the statistics, and the liveness request.
+    /// After the exit that ended the VM is counted: the statistics, then the guest's power
+    /// request for the machine, or (a stopped VM, or a refused request) the liveness request.
     fn vm_ended(&mut self) {
         self.print_stats();
         if self.state == VmState::Stopped {
             say!(self, "vmm: the VMM keeps running; other PDs are unaffected");
+        }
+        if let Some(function) = self.machine_request.take() {
+            self.forward_to_firmware(function);
         }
         self.ask_for_liveness_notification();
     }

@@ -551,10 +551,17 @@ fn psci_system_off_suspends_the_vm_prints_statistics_and_later_faults_are_ignore
     let mut x = [0u64; 8];
     x[0] = PSCI_SYSTEM_OFF;
     let log = h.exit(label::UNKNOWN_SYSCALL, &hvc_words(x, PC0 + 4, SP0, EL1H));
-    // Suspended, no reply; then the liveness request to selftest_ping.
+    // Suspended, no reply; the guest's power-off passed to the firmware (system.xml gives the
+    // VMM an SMC capability); the simulated firmware refuses, so then the liveness request.
+    let mut off = [0u64; 8];
+    off[0] = PSCI_SYSTEM_OFF;
     assert_eq!(
         log,
-        [Invocation::VmSuspend(0), Invocation::Notify(0)],
+        [
+            Invocation::VmSuspend(0),
+            Invocation::ArmSmcCall(off),
+            Invocation::Notify(0)
+        ],
         "no reply"
     );
     assert_eq!(h.vmm.state(), VmState::Off);
@@ -568,6 +575,18 @@ fn psci_system_off_suspends_the_vm_prints_statistics_and_later_faults_are_ignore
     assert!(stats.contains("\n  total exits=2 "), "{stats}");
     assert!(stats.contains("\n  mmio-write exits=1 "), "{stats}");
     assert!(stats.contains("\n  hvc exits=1 "), "{stats}");
+    // The statistics are out before the machine is asked to power off.
+    let passing = console
+        .find("vmm: passing PSCI 0x84000008 to the firmware\n")
+        .expect("the request is said");
+    assert!(
+        passing > console.find("  hvc exits=1 ").unwrap(),
+        "{console}"
+    );
+    assert!(
+        console.contains("vmm: the firmware refused PSCI 0x84000008: x0 = -1"),
+        "{console}"
+    );
 
     let log = h.vm_fault(PC0, TESTDEV, dabt(2, 1, false, true));
     assert!(log.is_empty(), "{log:?}");
@@ -709,6 +728,12 @@ impl Kernel for RefusingReads {
     }
     fn vcpu_ack_vppi(&mut self, vcpu: Child, irq: u64) -> Result<(), KernelError> {
         self.inner.vcpu_ack_vppi(vcpu, irq)
+    }
+    fn arm_smc_call(
+        &mut self,
+        args: &[u64; microkit_rt::kernel::SMC_REGS],
+    ) -> Result<[u64; microkit_rt::kernel::SMC_REGS], KernelError> {
+        self.inner.arm_smc_call(args)
     }
     fn debug_write(&mut self, bytes: &[u8]) {
         self.inner.debug_write(bytes)

@@ -5,7 +5,7 @@ use super::{entry, ipc_buffer, syscall};
 use crate::abi::{KernelConfig, LABELS, MessageInfo, error, slot, user_context};
 use crate::event_loop::{Grants, Transport};
 use crate::handler::{Channel, Child};
-use crate::kernel::{Kernel, KernelError, inject_irq_word, registers_flags_word};
+use crate::kernel::{Kernel, KernelError, SMC_REGS, inject_irq_word, registers_flags_word};
 
 /// The seL4 kernel as this PD sees it (zero-sized; the grants come from the patched symbols).
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,6 +130,14 @@ impl Kernel for Sel4Kernel {
     fn vcpu_ack_vppi(&mut self, vcpu: Child, irq: u64) -> Result<(), KernelError> {
         ipc_buffer::set_mr(0, irq);
         Self::invoke(vcpu.vcpu_slot(), LABELS.arm_vcpu_ack_vppi, 1).map(|_| ())
+    }
+
+    fn arm_smc_call(&mut self, args: &[u64; SMC_REGS]) -> Result<[u64; SMC_REGS], KernelError> {
+        for (i, a) in args.iter().enumerate() {
+            ipc_buffer::set_mr(i, *a);
+        }
+        Self::invoke(slot::ARM_SMC, LABELS.arm_smc_call, SMC_REGS)?;
+        Ok(core::array::from_fn(ipc_buffer::mr))
     }
 
     fn debug_write(&mut self, bytes: &[u8]) {
