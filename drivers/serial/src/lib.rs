@@ -13,6 +13,11 @@
 //!   still queued, the TX interrupt (UARTIMSC.TXIM) is enabled and draining continues when it
 //!   fires; it is disabled again once every queue is empty. After freeing a queue's space its
 //!   client is notified only if it asked (`producer_signalled == 0`).
+//! - A line the UART shows unfinished (a client published part of a line: the guest's shell
+//!   prompt) is never torn apart: another client's line, or the driver's own, starts on a line
+//!   of its own (a newline first), and the open line (up to [`TURN_MAX`] bytes) is written again
+//!   after it, as a line editor redraws its prompt; its client then goes on where it was. A
+//!   client whose turn ends in a corrupt queue or at [`TURN_MAX`] bytes gets no open line kept.
 //! - RX queue (driver → vmm), [`RX_CHANNEL`]: on the RX / receive-timeout interrupts the RX
 //!   FIFO is drained (while !UARTFR.RXFE, at most [`RX_BURST`] bytes per interrupt) into the
 //!   queue and the vmm is notified once if bytes were added; bytes that find the queue full are
@@ -287,6 +292,48 @@ impl Client<'_> {
     }
 }
 
+/// A line a client began on the UART and has not ended (a shell prompt): anything else written
+/// meanwhile goes on lines of its own, and this line is written again after it, so no client's
+/// line is torn apart.
+#[derive(Debug, Clone)]
+struct OpenLine {
+    client: usize,
+    bytes: heapless::Vec<u8, TURN_MAX>,
+    /// Longer than [`TURN_MAX`]: broken, but not written again.
+    too_long: bool,
+}
+
+impl OpenLine {
+    /// Follows the bytes written for `client`.
+    fn track(open: &mut Option<OpenLine>, client: usize, b: u8) {
+        if b == b'\n' {
+            *open = None;
+            return;
+        }
+        match open {
+            Some(o) if o.client == client => {
+                if o.bytes.push(b).is_err() {
+                    o.too_long = true;
+                }
+            }
+            _ => {
+                let mut bytes = heapless::Vec::new();
+                let _ = bytes.push(b);
+                *open = Some(OpenLine {
+                    client,
+                    bytes,
+                    too_long: false,
+                });
+            }
+        }
+    }
+
+    /// What is written again after another line: nothing if it was too long.
+    fn redraw(&self) -> &[u8] {
+        if self.too_long { &[] } else { &self.bytes }
+    }
+}
+
 /// The client whose bytes the UART is taking, and how many it took this turn.
 #[derive(Debug, Clone, Copy)]
 struct Turn {
@@ -301,6 +348,11 @@ pub struct SerialDriver<'q, K: Kernel, U: Uart> {
     clients: heapless::Vec<Client<'q>, MAX_TX_CLIENTS>,
     /// A turn interrupted by a full FIFO: resumed before any other client's.
     turn: Option<Turn>,
+    /// The line the UART shows unfinished, if any.
+    open: Option<OpenLine>,
+    /// An open line broken by another line, and how much of it was written again: written
+    /// again between turns once that other line ended.
+    broken: Option<(OpenLine, usize)>,
     /// The client whose turn comes next (round robin).
     next: usize,
     rx: Slot<'q, SerialProducer<'q>>,
@@ -345,6 +397,8 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             uart,
             clients: heapless::Vec::new(),
             turn: None,
+            open: None,
+            broken: None,
             next: 0,
             rx: Slot::Detached(rx),
             own: heapless::Deque::new(),
@@ -466,9 +520,50 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         self.stats.own_lines += 1;
     }
 
-    /// Sends the driver's own bytes while the TX FIFO has room and `budget` lasts; returns
+    /// Before anything but the open line's own client writes: a line break, and the open line
+    /// kept to be written again once the other line ended. Returns false (nothing written) if
+    /// the FIFO is full.
+    fn break_open_line(&mut self, client: Option<usize>) -> bool {
+        if self.open.as_ref().is_none_or(|o| Some(o.client) == client) {
+            return true;
+        }
+        if self.uart.read32(reg::FR) & fr::TXFF != 0 {
+            return false;
+        }
+        self.uart.write32(reg::DR, u32::from(b'\n'));
+        self.broken = self.open.take().map(|o| (o, 0));
+        true
+    }
+
+    /// Between turns, once the line that broke an open line has ended: that line written again
+    /// (it is open again then). Returns whether all of it went (else the FIFO is full).
+    fn send_redraw(&mut self, budget: &mut usize) -> bool {
+        if self.open.is_some() {
+            return true;
+        }
+        let Some((line, mut at)) = self.broken.take() else {
+            return true;
+        };
+        while let Some(&b) = line.redraw().get(at) {
+            if *budget == 0 || self.uart.read32(reg::FR) & fr::TXFF != 0 {
+                self.broken = Some((line, at));
+                return false;
+            }
+            self.uart.write32(reg::DR, u32::from(b));
+            at += 1;
+            *budget -= 1;
+        }
+        self.open = Some(line);
+        true
+    }
+
+    /// Sends the driver's own bytes while the TX FIFO has room and `budget` lasts (on a line
+    /// of their own if a client's line is open, which is written again after them); returns
     /// whether all went.
     fn send_own(&mut self, budget: &mut usize) -> bool {
+        if !self.own.is_empty() && !self.break_open_line(None) {
+            return false;
+        }
         while let Some(&b) = self.own.front() {
             if *budget == 0 || self.uart.read32(reg::FR) & fr::TXFF != 0 {
                 return false;
@@ -477,7 +572,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             self.own.pop_front();
             *budget -= 1;
         }
-        true
+        self.send_redraw(budget)
     }
 
     /// The counters.
@@ -582,6 +677,12 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                     }
                 }
             };
+            // Another client's line is open: this one starts on a line of its own.
+            if turn.bytes == 0 && !self.break_open_line(Some(turn.client)) {
+                fifo_full = budget > 0;
+                self.turn = Some(turn);
+                break;
+            }
             // Every turn costs, so a client whose indices change under the driver cannot keep
             // it here.
             budget -= 1;
@@ -606,6 +707,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                 match tx.dequeue_local() {
                     Ok(Some(b)) => {
                         self.uart.write32(reg::DR, u32::from(b));
+                        OpenLine::track(&mut self.open, turn.client, b);
                         budget -= 1;
                         turn.bytes += 1;
                         c.stats.bytes += 1;
@@ -616,6 +718,8 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        // A corrupt client's line is not kept open (nor written again).
+                        self.open = None;
                         bad |= 1 << turn.client;
                         c.stats.errors += 1;
                         first(&mut result, Err(DriverError::Corrupt(Queue::Tx(c.name), e)));
@@ -626,11 +730,15 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             if turn.bytes > 0 {
                 c.stats.turns += 1;
             }
+            if turn.bytes >= TURN_MAX {
+                // A client that does not end its lines gets no open line kept for it.
+                self.open = None;
+            }
             self.next = (turn.client + 1) % n.max(1);
         }
         // Hand back what was sent (even if a client then corrupted its indices) and tell the
         // clients that asked; see whether bytes are still waiting.
-        let mut waiting = !self.own.is_empty();
+        let mut waiting = !self.own.is_empty() || (self.open.is_none() && self.broken.is_some());
         for c in self.clients.iter_mut() {
             let Slot::Attached(tx) = &mut c.slot else {
                 continue;

@@ -1104,3 +1104,55 @@ fn the_driver_fits_its_stack_with_room_to_spare() {
         system::STACK_SIZE
     );
 }
+
+#[test]
+fn an_open_line_is_not_torn_by_another_clients_line_and_shows_again_after_it() {
+    let mut rig = Rig::new();
+    rig.send_as(0, b"linux$ ");
+    rig.send_as(1, b"ping: hello\n");
+    rig.drain_all(FIFO_DEPTH);
+    assert_eq!(
+        String::from_utf8_lossy(&rig.client_wire()),
+        "linux$ \nping: hello\nlinux$ ",
+        "ping's line on a line of its own, the prompt again after it"
+    );
+    // The guest's line goes on where it was shown again.
+    rig.send_as(0, b"ls\n");
+    rig.send_as(3, b"blk_driver: later\n");
+    rig.drain_all(FIFO_DEPTH);
+    assert_eq!(
+        String::from_utf8_lossy(&rig.client_wire()),
+        "linux$ \nping: hello\nlinux$ ls\nblk_driver: later\n",
+        "a line that ended is not shown again"
+    );
+    rig.check_clean();
+}
+
+#[test]
+fn the_drivers_own_lines_do_not_tear_an_open_line_either() {
+    let mut rig = Rig::new();
+    let boot = rig.said();
+    rig.send_as(0, b"login: ");
+    rig.drv.say(format_args!("serial_driver: a note"));
+    rig.drain_all(FIFO_DEPTH);
+    let wire = rig.wire_text();
+    assert_eq!(
+        &wire[boot.len()..],
+        "login: \nserial_driver: a note\nlogin: "
+    );
+    rig.check_clean();
+}
+
+#[test]
+fn a_line_break_waits_for_room_in_the_fifo() {
+    let mut rig = Rig::new();
+    // The prompt fills the FIFO exactly; ping's line must wait, break included.
+    let prompt = vec![b'>'; FIFO_DEPTH];
+    rig.send_as(0, &prompt);
+    rig.send_as(1, b"ping\n");
+    assert_eq!(rig.uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH);
+    rig.drain_all(1);
+    let want = [&prompt[..], b"\nping\n", &prompt[..]].concat();
+    assert_eq!(rig.client_wire(), want);
+    rig.check_clean();
+}
