@@ -88,7 +88,7 @@ or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
 	test-qemu-hvfault bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
-	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean
+	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -241,6 +241,45 @@ test-guest-native: check-qemu
 		-global virtio-mmio.force-legacy=false -serial stdio -monitor none && \
 	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(NATIVE_DISK)
 
+# The Linux guest: Debian's arm64 kernel and busybox-static (fetched with apt once; the .debs are
+# cached in $(LINUX_DIR)/debs), an initramfs that loads the virtio and ext4 modules and starts a
+# shell on the console, and an ext4 disk image made from guests/linux/disk (mke2fs -d, no root).
+# `make linux` boots it for a person to type into (Ctrl-A x quits); `make test-linux` types a
+# session itself (build/expect/linux.txt), powers the guest off, then checks the disk on the host.
+LINUX_DIR      := $(BUILD_DIR)/linux
+LINUX_BUILD    := $(BUILD_DIR)/linux-vm
+LINUX_BOOTARGS ?= console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init nokaslr
+LINUX_TIMEOUT  ?= 300
+LINUX_DISK     := $(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/disk.img
+LINUX_IMAGE_ARGS = BUILD_DIR=$(LINUX_BUILD) PD_TARGET_DIR=target/pd-linux-$(MICROKIT_CONFIG) \
+	GUEST_IMAGE=$(LINUX_DIR)/Image GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz \
+	GUEST_DTB=$(LINUX_DIR)/virt-shell.dtb DISK_IMAGE=$(LINUX_DISK)
+LINUX_QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
+	-device loader,file=$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img,addr=0x70000000,cpu-num=0 \
+	-drive if=none,format=raw,file=$(LINUX_DISK),id=hd0 -device virtio-blk-device,drive=hd0 \
+	-global virtio-mmio.force-legacy=false
+
+linux-guest:
+	guests/linux/fetch-debian-guest.sh $(LINUX_DIR)
+	dtc -q -I dts -O dtb -o $(LINUX_DIR)/virt-shell.dtb guests/platform/virt.dts
+	fdtput -t s $(LINUX_DIR)/virt-shell.dtb /chosen bootargs "$(LINUX_BOOTARGS)"
+
+# A fresh copy of the pristine ext4 image for each boot: what the guest writes is checked after.
+linux-image: check-sdk linux-guest
+	@mkdir -p $(dir $(LINUX_DISK)) && cp $(LINUX_DIR)/disk.img $(LINUX_DISK)
+	@$(MAKE) --no-print-directory image $(LINUX_IMAGE_ARGS)
+
+linux: check-qemu linux-image
+	$(QEMU) $(LINUX_QEMU_ARGS) -serial mon:stdio
+
+test-linux: check-qemu linux-image
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/linux.txt \
+		--log $(LINUX_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 --expect-exit -- \
+		$(QEMU) $(LINUX_QEMU_ARGS) -serial stdio -monitor none
+	guests/linux/check-disk.sh $(LINUX_DISK) \
+		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
+		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+
 # The release configuration: no kernel printing; the guest's console reaches the UART only through
 # the serial driver domain.
 test-qemu-release:
@@ -298,7 +337,7 @@ abi-parity: check-sdk
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault
+TEST_STEPS := $(HOST_STEPS) abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault test-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -102,6 +102,9 @@ pub struct Console {
     guest_line: Option<heapless::Vec<u8, GUEST_LINE_MAX>>,
     /// The VMM's own line is being written (its newline not yet).
     vmm_mid_line: bool,
+    /// Input follows output: it goes to the console the guest wrote to last (the one a shell
+    /// prompts on), the PL011 until the guest writes to its virtio console.
+    pub input_to: InputTo,
     /// Plain registers the guest may program (CR, IBRD, FBRD, LCR_H, ...), by word offset.
     regs: [u32; 32],
     imsc: u32,
@@ -121,6 +124,15 @@ pub struct Console {
     early: heapless::Vec<u8, EARLY_MAX>,
 }
 
+/// Which of the guest's consoles takes the input typed on the UART.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputTo {
+    /// The PL011 (`/dev/ttyAMA0`): the default.
+    Pl011,
+    /// The virtio console (`/dev/hvc0`), once its receive queue is ready.
+    Virtio,
+}
+
 /// Bytes of the VMM's own output kept from before the serial TX queue is attached.
 pub const EARLY_MAX: usize = 1024;
 /// Longest open guest line the console can show again after a VMM line.
@@ -133,6 +145,7 @@ impl Default for Console {
             unpublished: false,
             guest_line: Some(heapless::Vec::new()),
             vmm_mid_line: false,
+            input_to: InputTo::Pl011,
             regs: [0; 32],
             imsc: 0,
             rx_fifo: Deque::new(),
@@ -343,7 +356,10 @@ impl Console {
     }
     fn write<K: Kernel>(&mut self, k: &mut K, offset: u64, value: u64) {
         match offset {
-            pl011::DR => self.put_guest(k, value as u8),
+            pl011::DR => {
+                self.input_to = InputTo::Pl011;
+                self.put_guest(k, value as u8);
+            }
             pl011::IMSC => self.imsc = value as u32 & 0x7ff,
             // The modelled interrupts are levels of the FIFOs' state: clearing has no effect.
             pl011::ICR => {}
@@ -585,8 +601,9 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     }
 
     /// Moves console bytes: what the virtio console's model sent goes to the serial TX queue
-    /// (re-running a stalled model), and input from the serial RX queue goes to the virtio
-    /// console when its driver has a receive queue ready, else to the PL011's RX FIFO.
+    /// (re-running a stalled model), and input from the serial RX queue goes to the console the
+    /// guest wrote to last: the virtio console (when its driver has a receive queue ready) or
+    /// the PL011's RX FIFO.
     pub fn console_io(&mut self) {
         let mut raise = false;
         let devices = &mut *self.devices;
@@ -596,18 +613,20 @@ impl<K: Kernel> PlatformCtx<'_, K> {
             // than its transmit queue is deep.
             for _ in 0..64 {
                 let console = &mut devices.console;
-                let stalled = vcon
-                    .device_mut()
-                    .backend_mut()
-                    .drain_out(|b| console.put_guest(&mut inj.k, b));
+                let stalled = vcon.device_mut().backend_mut().drain_out(|b| {
+                    console.input_to = InputTo::Virtio;
+                    console.put_guest(&mut inj.k, b)
+                });
                 if !stalled {
                     break;
                 }
                 raise |= virtio::raises(vcon.device_event(&mut self.mem, ConsoleEvent::TxReady));
             }
         }
+        let to_virtio = devices.console.input_to == InputTo::Virtio;
         let vcon_rx = devices.vcon.as_mut().filter(|v| {
-            v.state() == DeviceState::Live
+            to_virtio
+                && v.state() == DeviceState::Live
                 && v.queues()
                     .get(usize::from(RECEIVEQ))
                     .is_some_and(|q| q.ready())

@@ -174,54 +174,111 @@ fn input_beyond_the_fifo_waits_in_the_queue_and_nothing_is_lost() {
     );
 }
 
+const VCON: u64 = 0x0a00_3c00;
+const DESC: u64 = 0x4100_0000;
+const AVAIL: u64 = 0x4100_1000;
+const USED: u64 = 0x4100_2000;
+const BUF: u64 = 0x4100_3000;
+/// The receiveq's rings and buffer.
+const RX_DESC: u64 = 0x4100_4000;
+const RX_AVAIL: u64 = 0x4100_5000;
+const RX_USED: u64 = 0x4100_6000;
+const RX_BUF: u64 = 0x4100_7000;
+
+impl SerialRig {
+    fn vcon_write(&mut self, off: u64, v: u64) {
+        self.h.store(PC0, VCON + off, 2, 1, v);
+    }
+    fn put(&self, gpa: u64, b: &[u8]) {
+        self.h.ram.write((gpa - RAM_GPA) as usize, b).unwrap();
+    }
+    fn get16(&self, gpa: u64) -> u16 {
+        let mut v = [0u8; 2];
+        self.h.ram.read((gpa - RAM_GPA) as usize, &mut v).unwrap();
+        u16::from_le_bytes(v)
+    }
+    /// Sets queue `q` up with 4 entries at these rings.
+    fn vcon_queue(&mut self, q: u64, desc: u64, avail: u64, used: u64) {
+        self.vcon_write(0x30, q);
+        self.vcon_write(0x38, 4);
+        for (reg, addr) in [(0x80, desc), (0x90, avail), (0xa0, used)] {
+            self.vcon_write(reg, addr);
+        }
+        self.vcon_write(0x44, 1);
+    }
+    /// A guest driver brings the virtio console up as Linux's does: both queues, one 64-byte
+    /// receive buffer posted.
+    fn vcon_up(&mut self) {
+        assert_eq!(self.load32(VCON), 0x7472_6976);
+        assert_eq!(self.load32(VCON + 8), 3, "console");
+        for s in [0, 1, 3] {
+            self.vcon_write(0x70, s);
+        }
+        self.vcon_write(0x24, 1);
+        self.vcon_write(0x20, 1);
+        self.vcon_write(0x70, 0xb);
+        self.vcon_queue(0, RX_DESC, RX_AVAIL, RX_USED);
+        self.vcon_queue(1, DESC, AVAIL, USED);
+        self.vcon_write(0x70, 0xf);
+        let mut d = [0u8; 16];
+        d[..8].copy_from_slice(&RX_BUF.to_le_bytes());
+        d[8..12].copy_from_slice(&64u32.to_le_bytes());
+        d[12..14].copy_from_slice(&2u16.to_le_bytes()); // VIRTQ_DESC_F_WRITE
+        self.put(RX_DESC, &d);
+        self.put(RX_AVAIL + 4, &[0, 0]);
+        self.put(RX_AVAIL + 2, &[1, 0]);
+        self.vcon_write(0x50, 0);
+    }
+    /// The guest sends `msg` on the virtio console's transmitq (its `n`-th chain).
+    fn vcon_send(&mut self, msg: &[u8], n: u16) -> Vec<Invocation> {
+        self.put(BUF, msg);
+        let mut d = [0u8; 16];
+        d[..8].copy_from_slice(&BUF.to_le_bytes());
+        d[8..12].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+        self.put(DESC, &d);
+        self.put(AVAIL + 4 + 2 * u64::from(n % 4), &[0, 0]);
+        self.put(AVAIL + 2, &(n + 1).to_le_bytes());
+        self.h.store(PC0, VCON + 0x50, 2, 1, 1)
+    }
+}
+
 #[test]
 fn the_virtio_console_sends_the_guests_bytes_to_the_serial_tx_queue() {
-    const VCON: u64 = 0x0a00_3c00;
-    const DESC: u64 = 0x4100_0000;
-    const AVAIL: u64 = 0x4100_1000;
-    const USED: u64 = 0x4100_2000;
-    const BUF: u64 = 0x4100_3000;
     let mut r = serial_rig();
-    assert_eq!(r.load32(VCON), 0x7472_6976);
-    assert_eq!(r.load32(VCON + 8), 3, "console");
-    let w = |r: &mut SerialRig, off: u64, v: u64| {
-        r.h.store(PC0, VCON + off, 2, 1, v);
-    };
-    for s in [0, 1, 3] {
-        w(&mut r, 0x70, s);
-    }
-    w(&mut r, 0x24, 1);
-    w(&mut r, 0x20, 1);
-    w(&mut r, 0x70, 0xb);
-    // transmitq (1), 4 entries.
-    w(&mut r, 0x30, 1);
-    w(&mut r, 0x38, 4);
-    for (reg, addr) in [(0x80, DESC), (0x90, AVAIL), (0xa0, USED)] {
-        w(&mut r, reg, addr);
-    }
-    w(&mut r, 0x44, 1);
-    w(&mut r, 0x70, 0xf);
+    r.vcon_up();
     let msg = b"hello over virtio\n";
-    let put =
-        |r: &SerialRig, gpa: u64, b: &[u8]| r.h.ram.write((gpa - RAM_GPA) as usize, b).unwrap();
-    put(&r, BUF, msg);
-    let mut d = [0u8; 16];
-    d[..8].copy_from_slice(&BUF.to_le_bytes());
-    d[8..12].copy_from_slice(&(msg.len() as u32).to_le_bytes());
-    put(&r, DESC, &d);
-    put(&r, AVAIL + 4, &[0, 0]);
-    put(&r, AVAIL + 2, &[1, 0]);
-    let log = r.h.store(PC0, VCON + 0x50, 2, 1, 1);
+    let log = r.vcon_send(msg, 0);
     assert!(
         log.contains(&Invocation::Notify(1)),
         "the serial driver is told: {log:?}"
     );
     assert_eq!(r.sent(), msg);
-    let mut used = [0u8; 2];
-    r.h.ram
-        .read((USED + 2 - RAM_GPA) as usize, &mut used)
-        .unwrap();
-    assert_eq!(used, [1, 0], "the chain is returned");
+    assert_eq!(r.get16(USED + 2), 1, "the chain is returned");
+}
+
+#[test]
+fn input_goes_to_the_console_the_guest_wrote_to_last() {
+    let mut r = serial_rig();
+    // Linux with virtio_console loaded: a receive buffer is posted on hvc0, but the shell
+    // prompts on the PL011 (ttyAMA0): typed bytes belong there.
+    r.vcon_up();
+    r.write(b"linux$ ");
+    r.receive(b"a");
+    assert_eq!(r.load32(FR) & RXFE, 0, "the PL011 got the byte");
+    assert_eq!(r.load32(PL011) & 0xff, u32::from(b'a'));
+    assert_eq!(r.get16(RX_USED + 2), 0, "nothing for hvc0");
+    // A getty on hvc0 prompts: input follows it there.
+    r.vcon_send(b"login: ", 0);
+    r.receive(b"b");
+    assert_eq!(r.get16(RX_USED + 2), 1, "hvc0's receive buffer is used");
+    let mut got = [0u8; 1];
+    r.h.ram.read((RX_BUF - RAM_GPA) as usize, &mut got).unwrap();
+    assert_eq!(&got, b"b");
+    assert_eq!(r.load32(FR) & RXFE, RXFE, "the PL011 stays empty");
+    // And back: the PL011 writes again.
+    r.write(b"$ ");
+    r.receive(b"c");
+    assert_eq!(r.load32(PL011) & 0xff, u32::from(b'c'));
 }
 
 #[test]
