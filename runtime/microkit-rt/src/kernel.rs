@@ -76,6 +76,12 @@ pub trait Kernel {
     /// the SMC with x0..x7 = `args` and returns x0..x7 as the firmware left them.
     fn arm_smc_call(&mut self, args: &[u64; SMC_REGS]) -> Result<[u64; SMC_REGS], KernelError>;
 
+    /// The EL1 physical timer's count (CNTPCT_EL0; the kernel exports it to user level).
+    fn timer_now(&self) -> u64;
+    /// Programs the EL1 physical timer to fire at `deadline` (a CNTPCT_EL0 value; its interrupt
+    /// is PPI 30, an IRQ system.xml must grant the PD), or stops it (`None`).
+    fn timer_set(&mut self, deadline: Option<u64>);
+
     /// Writes bytes to the debug console (debug kernels; dropped on release kernels).
     fn debug_write(&mut self, bytes: &[u8]);
 

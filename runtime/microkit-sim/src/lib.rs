@@ -56,6 +56,8 @@ pub enum Invocation {
     },
     /// ARM VCPU AckVPPI.
     VcpuAckVppi { vcpu: u8, irq: u64 },
+    /// The EL1 physical timer programmed to fire at this count, or stopped (`None`).
+    TimerSet(Option<u64>),
     /// ARM SMC Call with x0..x7 (the simulated firmware answers x0 = -1, SMCCC NOT_SUPPORTED).
     ArmSmcCall([u64; SMC_REGS]),
     /// The event loop replied (to a protected call or a fault) with this label and registers.
@@ -63,6 +65,9 @@ pub enum Invocation {
     /// The event loop sent a signal to a capability slot (deferred action, passive start-up).
     Signal { slot: u64, label: u64 },
 }
+
+/// The EL1 physical timer's interrupt (PPI 30).
+pub const EL1_PHYS_TIMER_IRQ: u64 = 30;
 
 /// Something the PD tried that system.xml does not grant it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,8 @@ struct State {
     events: VecDeque<(u64, MessageInfo, Vec<u64>)>,
     vcpus: BTreeMap<u8, SimVcpu>,
     responder: Option<Responder>,
+    /// The EL1 physical timer's count (tests move it: [`Sim::set_timer_now`]).
+    timer_now: u64,
 }
 
 impl State {
@@ -159,6 +166,7 @@ impl Sim {
             events: VecDeque::new(),
             vcpus,
             responder: None,
+            timer_now: 0,
         }))))
     }
 
@@ -328,6 +336,11 @@ impl Sim {
     /// Events queued and not yet received.
     pub fn pending_events(&self) -> usize {
         self.0.borrow().events.len()
+    }
+
+    /// Moves the EL1 physical timer's count (it does not move by itself).
+    pub fn set_timer_now(&self, now: u64) {
+        self.0.borrow_mut().timer_now = now;
     }
 
     /// Reads or changes a simulated vCPU.
@@ -526,6 +539,20 @@ impl Kernel for SimKernel {
         out[0] = u64::MAX;
         s.mrs[..SMC_REGS].copy_from_slice(&out);
         Ok(out)
+    }
+    fn timer_now(&self) -> u64 {
+        self.0.borrow().timer_now
+    }
+    fn timer_set(&mut self, deadline: Option<u64>) {
+        let mut s = self.0.borrow_mut();
+        // The timer is only of use with its interrupt: PPI 30 must be one of the PD's IRQs.
+        if !s.scope.irqs.iter().any(|i| i.irq == EL1_PHYS_TIMER_IRQ) {
+            let name = s.scope.name.clone();
+            s.violate(format!(
+                "{name}: programs the EL1 physical timer without its IRQ {EL1_PHYS_TIMER_IRQ}"
+            ));
+        }
+        s.log.push(Invocation::TimerSet(deadline));
     }
     fn debug_write(&mut self, bytes: &[u8]) {
         let mut s = self.0.borrow_mut();

@@ -617,6 +617,14 @@ impl Vgic {
         result
     }
 
+    /// Whether `vcpu` has an interrupt in a list register (pending or active) or waiting for one:
+    /// a WFI it executes then completes at once, so it must not be parked.
+    pub fn has_interrupts(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|c| c.lrs.iter().any(Option::is_some) || !c.queue.is_empty() || c.rescan)
+    }
+
     /// A device asserts SPI `virq` (32..[`NUM_IRQS`]): it becomes pending and is delivered if
     /// deliverable.
     pub fn set_irq_pending(

@@ -521,6 +521,12 @@ pub struct GlueStats {
     pub blk_queue_errors: u64,
     /// Notifications sent to the block driver.
     pub blk_kicks: u64,
+    /// WFI exits that parked the vCPU.
+    pub parks: u64,
+    /// Times the wake-up timer was armed for a parked vCPU's virtual timer.
+    pub timer_arms: u64,
+    /// Parked vCPUs the wake-up timer resumed.
+    pub timer_wakes: u64,
 }
 
 /// The exit path's (and the notification path's) view of the devices.

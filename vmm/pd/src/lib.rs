@@ -17,9 +17,11 @@ use blk_backend::QueueBackend;
 use devices::{DeviceId, Devices, GlueStats, KernelInjector, PlatformCtx, layout};
 use guest_memory::{RegionMemory, Window};
 use lazy_vcpu::LazyVcpu;
+use microkit_rt::abi::vcpu_reg;
 use microkit_rt::abi::{MSG_MAX_LENGTH, user_context};
 use microkit_rt::{
-    ChannelSet, Child, FaultReply, Handler, Kernel, MessageInfo, RegionError, SharedRegion,
+    ChannelSet, Child, DeferredAction, FaultReply, Handler, Kernel, MessageInfo, RegionError,
+    SharedRegion,
 };
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
 use vmm_core::classify::{Exit, ExitAction, ExitReport};
@@ -137,6 +139,10 @@ pub struct Vmm<K: Kernel + Clone> {
     /// The guest's PSCI SYSTEM_OFF / SYSTEM_RESET to pass to the firmware once its VM ended
     /// (only when system.xml gives the VMM an SMC capability).
     machine_request: Option<u32>,
+    /// The guest's CNTVOFF_EL2 (read once: nothing changes it).
+    cntvoff: Option<u64>,
+    /// The wake-up timer's IRQ waits for its acknowledgement.
+    irq_ack: bool,
 }
 
 /// Initial content of the write-protected page: the u64 at offset 8*i is this | i.
@@ -164,6 +170,8 @@ impl<K: Kernel + Clone> Vmm<K> {
             state: VmState::NotStarted,
             parked: false,
             machine_request: None,
+            cntvoff: None,
+            irq_ack: false,
         };
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
@@ -426,15 +434,59 @@ impl<K: Kernel + Clone> Vmm<K> {
         ctx.console_io();
     }
 
-    /// Whether the block driver owes the guest's device a response.
-    fn block_io_outstanding(&self) -> bool {
-        self.devices
-            .blk
-            .as_ref()
-            .is_some_and(|b| b.device().outstanding() > 0)
+    /// On a WFI exit: whether the vCPU may wait suspended. Not while an interrupt is in its list
+    /// registers or queued (the WFI completes at once) nor when its virtual timer is due; with
+    /// the virtual timer armed, the EL1 physical timer is set to the same deadline (CNTPCT =
+    /// CNTVCT + CNTVOFF), so that its interrupt wakes the vCPU in time.
+    /// `calls` counts the kernel calls made.
+    fn may_park(&mut self, calls: &mut u32) -> bool {
+        if self.vgic.has_interrupts(0) {
+            return false;
+        }
+        let mut read = |k: &mut K, field| {
+            *calls += 1;
+            k.vcpu_read_reg(self.vcpu, field).ok()
+        };
+        let Some(ctl) = read(&mut self.k, vcpu_reg::CNTV_CTL) else {
+            return false;
+        };
+        // ENABLE set, IMASK clear: the timer will interrupt the guest.
+        if ctl & 0b11 != 0b01 {
+            return true;
+        }
+        let cntvoff = match self.cntvoff {
+            Some(v) => v,
+            None => match read(&mut self.k, vcpu_reg::CNTVOFF) {
+                Some(v) => *self.cntvoff.insert(v),
+                None => return false,
+            },
+        };
+        let Some(cval) = read(&mut self.k, vcpu_reg::CNTV_CVAL) else {
+            return false;
+        };
+        let deadline = cval.wrapping_add(cntvoff);
+        if deadline <= self.k.timer_now() {
+            return false;
+        }
+        self.k.timer_set(Some(deadline));
+        self.glue.timer_arms = self.glue.timer_arms.saturating_add(1);
+        true
     }
 
-    /// Whether the vCPU is parked in WFI waiting for block I/O.
+    /// Resumes the parked vCPU (and stops the wake-up timer): an event may have brought the
+    /// interrupt it waits for. TCB Resume restarts it at the PC the WFI exit wrote back.
+    fn unpark(&mut self) {
+        if !self.parked {
+            return;
+        }
+        self.parked = false;
+        self.k.timer_set(None);
+        if let Err(e) = self.k.vm_resume(self.vcpu) {
+            say!(self, "vmm: cannot resume the parked vCPU: {}", e);
+        }
+    }
+
+    /// Whether the vCPU is parked in WFI.
     pub fn parked(&self) -> bool {
         self.parked
     }
@@ -511,16 +563,23 @@ impl<K: Kernel + Clone> Vmm<K> {
         if let Some(why) = report.guest_trap {
             say!(self, "vmm: guest trap reflected: {:?}", why);
         }
+        let mut idle_calls = 0;
+        // WFI (and PSCI CPU_SUSPEND) wait for an interrupt; WFE is a hint that returns at once.
+        let park = report.action == ExitAction::WaitForInterrupt
+            && report.class != TrapClass::Wfe
+            && self.may_park(&mut idle_calls);
         let reply = match report.action {
-            // A guest waiting for block I/O is parked instead of spinning through WFI exits
+            // A guest waiting for an interrupt is parked instead of spinning through WFI exits
             // (the register write-back already moved its PC past the WFI): suspended, and
-            // resumed by the driver's response (`notified`).
-            ExitAction::WaitForInterrupt if self.block_io_outstanding() => match vcpu.flush() {
+            // resumed by the next event that can bring one (`notified`): a driver domain's
+            // notification, or the timer armed at its virtual timer's deadline.
+            ExitAction::WaitForInterrupt if park => match vcpu.flush() {
                 // Suspending cancels the pending fault reply: otherwise the next receive finds
                 // the reply object still holding it (the debug kernel reports that as an error).
                 Ok(_) => match self.k.vm_suspend(self.vcpu) {
                     Ok(()) => {
                         self.parked = true;
+                        self.glue.parks = self.glue.parks.saturating_add(1);
                         None
                     }
                     Err(_) => Some(MessageInfo::new(0, 0)),
@@ -571,8 +630,10 @@ impl<K: Kernel + Clone> Vmm<K> {
         let ended = matches!(self.state, VmState::Off | VmState::Stopped);
         // The reply, or the suspension of a VM that ended or was parked, is a kernel call of
         // this exit too.
-        let calls =
-            vcpu.calls() + device_calls + u32::from(reply.is_some() || ended || self.parked);
+        let calls = vcpu.calls()
+            + device_calls
+            + idle_calls
+            + u32::from(reply.is_some() || ended || self.parked);
         self.stats.record_exit(report.class, handler, calls);
         if ended {
             self.vm_ended();
@@ -677,6 +738,14 @@ impl<K: Kernel + Clone> Vmm<K> {
             k: &mut self.k,
         };
         let _ = self.stats.write_report(&mut w);
+        let g = self.glue;
+        say!(
+            self,
+            "vmm: idle: parks={} timer-arms={} timer-wakes={}",
+            g.parks,
+            g.timer_arms,
+            g.timer_wakes
+        );
         if let Some(blk) = self.devices.blk.as_ref() {
             let s = *blk.device().stats();
             let t = *blk.stats();
@@ -797,15 +866,20 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
             self.devices.console.flush(&mut self.k);
-            if self.parked {
-                // TCB Resume restarts the suspended thread at the PC the WFI exit wrote back.
-                self.parked = false;
-                if let Err(e) = self.k.vm_resume(self.vcpu) {
-                    say!(self, "vmm: cannot resume the parked vCPU: {}", e);
-                }
+            self.unpark();
+        }
+        // The wake-up timer: the parked vCPU's virtual timer is due.
+        let timer = 1 << system::IRQ_30.index();
+        if channels.bits() & timer != 0 {
+            self.irq_ack = true;
+            if self.parked && self.state == VmState::Running {
+                self.glue.timer_wakes = self.glue.timer_wakes.saturating_add(1);
+                self.unpark();
+            } else {
+                self.k.timer_set(None);
             }
         }
-        let others = ChannelSet::from_badge(channels.bits() & !drivers);
+        let others = ChannelSet::from_badge(channels.bits() & !drivers & !timer);
         if !others.is_empty() {
             say!(
                 self,
@@ -833,6 +907,11 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             return Ok(self.null_exit(msg));
         }
         Ok(self.handle_vcpu_fault(msg))
+    }
+
+    /// The wake-up timer's IRQ is acknowledged with the next receive.
+    fn take_deferred_action(&mut self) -> Option<DeferredAction> {
+        core::mem::take(&mut self.irq_ack).then_some(DeferredAction::IrqAck(system::IRQ_30))
     }
 
     /// The event loop's reports take the VMM's own output (the serial driver domain once the

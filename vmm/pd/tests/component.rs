@@ -23,7 +23,12 @@ fn gpr(n: u8) -> usize {
 fn scope_is_what_system_xml_grants() {
     let sim = Sim::from_repo_system("vmm");
     let s = sim.scope();
-    assert!(s.irqs.is_empty() && s.children.is_empty());
+    // One IRQ: the EL1 physical timer (PPI 30) that wakes a vCPU parked in WFI.
+    assert_eq!(
+        s.irqs.iter().map(|i| (i.irq, i.id)).collect::<Vec<_>>(),
+        [(30, 4)]
+    );
+    assert!(s.children.is_empty());
     // Three channels, notifications both ways, no protected calls: selftest_ping (liveness) and
     // the serial driver's TX (1) and RX (2) queues.
     let chans: Vec<_> = s
@@ -81,6 +86,7 @@ fn scope_is_what_system_xml_grants() {
     assert_eq!(
         vmm::system::GRANTS,
         microkit_rt::event_loop::Grants {
+            irqs: 1 << 4,
             notifications: 0b1111,
             ..Default::default()
         }
@@ -729,6 +735,12 @@ impl Kernel for RefusingReads {
     fn vcpu_ack_vppi(&mut self, vcpu: Child, irq: u64) -> Result<(), KernelError> {
         self.inner.vcpu_ack_vppi(vcpu, irq)
     }
+    fn timer_now(&self) -> u64 {
+        self.inner.timer_now()
+    }
+    fn timer_set(&mut self, deadline: Option<u64>) {
+        self.inner.timer_set(deadline)
+    }
     fn arm_smc_call(
         &mut self,
         args: &[u64; microkit_rt::kernel::SMC_REGS],
@@ -907,4 +919,95 @@ fn a_16_bit_instruction_advances_the_pc_by_2() {
     let log = h.vm_fault(PC0, TESTDEV + 0x40, esr);
     assert_resumed(&log, &h.ctx());
     assert_eq!(h.pc(), PC0 + 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle: WFI parks the vCPU; the wake-up timer follows its virtual timer
+// ---------------------------------------------------------------------------------------------
+
+const WFI: u64 = (0x01 << 26) | (1 << 25);
+
+#[test]
+fn wfi_parks_until_the_virtual_timer_deadline_then_the_timer_irq_resumes() {
+    let mut h = Harness::running();
+    h.sim.set_timer_now(1_000);
+    h.set_reg(vcpu_reg::CNTVOFF, 500);
+    h.set_reg(vcpu_reg::CNTV_CVAL, 4_000);
+    h.set_reg(vcpu_reg::CNTV_CTL, 1); // enabled, not masked
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[WFI]);
+    // Physical deadline = CNTV_CVAL + CNTVOFF; suspended after the PC moved past the WFI.
+    assert!(log.contains(&Invocation::TimerSet(Some(4_500))), "{log:?}");
+    assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)), "{log:?}");
+    assert!(!log.iter().any(|i| matches!(i, Invocation::Reply { .. })));
+    assert_eq!(h.pc(), PC0 + 4);
+    assert!(h.vmm.parked());
+    let wake = h.timer_irq();
+    assert_eq!(
+        wake[..2],
+        [Invocation::TimerSet(None), Invocation::VmResume(0)],
+        "{wake:?}"
+    );
+    // The IRQ is acknowledged with the next receive (slot 138 + channel 4).
+    assert!(
+        wake.iter()
+            .any(|i| matches!(i, Invocation::Signal { slot: 142, .. })),
+        "{wake:?}"
+    );
+    assert!(!h.vmm.parked());
+    assert!(h.sim.violations().is_empty(), "{:?}", h.sim.violations());
+    // CNTVOFF was read once; the next WFI reads only CTL and CVAL.
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[WFI]);
+    let reads: Vec<_> = log
+        .iter()
+        .filter_map(|i| match i {
+            Invocation::VcpuReadReg { field, .. } => Some(*field),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads, [vcpu_reg::CNTV_CTL, vcpu_reg::CNTV_CVAL]);
+}
+
+#[test]
+fn wfi_does_not_park_when_the_timer_is_due_or_an_interrupt_waits() {
+    let mut h = Harness::running();
+    h.set_reg(vcpu_reg::CNTV_CVAL, 4_000);
+    h.set_reg(vcpu_reg::CNTV_CTL, 1);
+    // Due: the WFI completes at once.
+    h.sim.set_timer_now(4_000);
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[WFI]);
+    assert_resumed(&log, &h.ctx());
+    assert!(!h.vmm.parked());
+    // An interrupt in a list register (the guest's own SGI): the WFI completes at once too.
+    h.sim.set_timer_now(0);
+    h.store(PC0, GICD, 2, 1, 1); // GICD_CTLR: enable
+    let log = h.store(PC0, GICD + 0xf00, 2, 1, (0b10 << 24) | 1); // GICD_SGIR: SGI 1 to self
+    assert!(
+        log.iter()
+            .any(|i| matches!(i, Invocation::VcpuInjectIrq { virq: 1, .. })),
+        "{log:?}"
+    );
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[WFI]);
+    assert_resumed(&log, &h.ctx());
+    assert!(!log.iter().any(|i| matches!(i, Invocation::TimerSet(_))));
+}
+
+#[test]
+fn wfi_with_a_masked_timer_parks_without_a_deadline_and_wfe_never_parks() {
+    let mut h = Harness::running();
+    h.set_reg(vcpu_reg::CNTV_CTL, 0b11); // enabled but masked: no interrupt will come
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[(0x01 << 26) | (1 << 25) | 1]); // WFE
+    assert_resumed(&log, &h.ctx());
+    h.set_x_pc(PC0);
+    let log = h.exit(label::VCPU_FAULT, &[WFI]);
+    assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)));
+    assert!(
+        !log.iter()
+            .any(|i| matches!(i, Invocation::TimerSet(Some(_))))
+    );
+    assert!(h.vmm.parked());
 }

@@ -205,6 +205,19 @@ fn deliver(h: &mut Harness, ev: &Event) -> Result<(), TestCaseError> {
     );
     prop_assert_eq!(h.vmm.stats().total().exits, stats.exits + 1);
     match now {
+        // A WFI with nothing pending parks the vCPU: suspended instead of answered; the
+        // wake-up timer's interrupt resumes it.
+        VmState::Running if h.vmm.parked() => {
+            prop_assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)));
+            let replied = log.iter().any(|i| matches!(i, Invocation::Reply { .. }));
+            prop_assert!(!replied, "{:?}", log);
+            prop_assert_eq!(
+                h.vmm.stats().total().kernel_calls - stats.kernel_calls,
+                log.len() as u64
+            );
+            let wake = h.timer_irq();
+            prop_assert!(wake.contains(&Invocation::VmResume(0)), "{:?}", wake);
+        }
         VmState::Running => {
             // Exactly one reply, last; at most one read and one write of the user context.
             assert_resumed(&log, &h.ctx());
@@ -546,6 +559,24 @@ proptest! {
                 }
             }
             match h.vmm.state() {
+                // A WFI with nothing pending parks the vCPU (PC past the WFI, then suspended)
+                // instead of answering; the wake-up timer's interrupt resumes it.
+                VmState::Running if h.vmm.parked() => {
+                    prop_assert!(
+                        matches!(act, GuestAct::Wfx(_) | GuestAct::Hvc(_) | GuestAct::Smc(_)),
+                        "{:?}: {:?}",
+                        act,
+                        log
+                    );
+                    prop_assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)));
+                    prop_assert_eq!(
+                        h.vmm.stats().total().kernel_calls - stats.kernel_calls,
+                        log.len() as u64
+                    );
+                    let wake = h.timer_irq();
+                    prop_assert!(wake.contains(&Invocation::VmResume(0)), "{:?}", wake);
+                    prop_assert!(!h.vmm.parked());
+                }
                 VmState::Running => {
                     assert_resumed(&log, &h.ctx());
                     prop_assert_eq!(

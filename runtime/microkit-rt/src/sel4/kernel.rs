@@ -140,6 +140,14 @@ impl Kernel for Sel4Kernel {
         Ok(core::array::from_fn(ipc_buffer::mr))
     }
 
+    fn timer_now(&self) -> u64 {
+        super::timer::now()
+    }
+
+    fn timer_set(&mut self, deadline: Option<u64>) {
+        super::timer::set(deadline)
+    }
+
     fn debug_write(&mut self, bytes: &[u8]) {
         debug_write(bytes)
     }

@@ -8,5 +8,6 @@ pub mod entry;
 pub mod ipc_buffer;
 pub mod kernel;
 pub mod syscall;
+pub mod timer;
 
 pub use kernel::{Sel4Kernel, Sel4Transport};

@@ -263,6 +263,15 @@ impl<K: Kernel + Clone> Harness<K> {
         self.el.step(&mut self.vmm);
     }
 
+    /// The wake-up timer's interrupt (PPI 30) arrives: a parked vCPU is resumed (and the IRQ
+    /// acknowledged with the next receive). Returns what the VMM invoked.
+    pub fn timer_irq(&mut self) -> Vec<Invocation> {
+        self.sim.irq(vmm::system::IRQ_30);
+        self.el.step(&mut self.vmm);
+        self.next_receive();
+        self.sim.take_log()
+    }
+
     /// A VMFault at `addr` raised by the instruction at `ip` with syndrome `fsr`.
     pub fn vm_fault(&mut self, ip: u64, addr: u64, fsr: u64) -> Vec<Invocation> {
         self.exit(label::VM_FAULT, &[ip, addr, 0, fsr])
