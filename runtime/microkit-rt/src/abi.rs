@@ -404,6 +404,29 @@ pub mod fault_label {
     pub const VPPI_EVENT: u64 = 9;
 }
 
+/// An UnknownSyscall fault's message (seL4's `SYSCALL_MESSAGE` on AArch64), which the reply to
+/// that fault writes back: `copyMRsFaultReply` copies the reply's first `length` (at most
+/// [`unknown_syscall::LEN`]) message registers into these registers, and a reply with label 0
+/// puts the thread in `ThreadState_Restart`, which resumes it at `FaultIP` (`activateThread`:
+/// `setNextPC(getRestartPC())`). A guest HVC arrives this way, so the VMM can answer it (x0..x3,
+/// FaultIP past the HVC) in the reply itself, with no TCB WriteRegisters.
+pub mod unknown_syscall {
+    /// x0..x7 are message registers 0..7.
+    pub const X0: usize = 0;
+    /// `FaultIP`: the PC of the trapping instruction; in a reply, where the thread restarts.
+    pub const FAULT_IP: usize = 8;
+    /// SP_EL0 (the thread's stack pointer).
+    pub const SP: usize = 9;
+    /// ELR_EL1 (`NextIP`; a restart overwrites it with `FaultIP`).
+    pub const ELR: usize = 10;
+    /// SPSR_EL1.
+    pub const SPSR: usize = 11;
+    /// The syscall number (not written back).
+    pub const SYSCALL: usize = 12;
+    /// Registers a reply can write back (`n_syscallMessage`).
+    pub const LEN: usize = 12;
+}
+
 /// `seL4_MessageInfo`: label, caps unwrapped, extra caps and length packed in one word.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct MessageInfo(u64);

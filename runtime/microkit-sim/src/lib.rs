@@ -99,6 +99,8 @@ struct State {
     responder: Option<Responder>,
     /// The EL1 physical timer's count (tests move it: [`Sim::set_timer_now`]).
     timer_now: u64,
+    /// The event the PD took last (its badge and message info): a reply answers it.
+    last_event: Option<(u64, MessageInfo)>,
 }
 
 impl State {
@@ -167,6 +169,7 @@ impl Sim {
             vcpus,
             responder: None,
             timer_now: 0,
+            last_event: None,
         }))))
     }
 
@@ -574,11 +577,37 @@ impl SimTransport {
             .pop_front()
             .expect("the PD waits for an event but the test queued none");
         s.mrs[..mrs.len()].copy_from_slice(&mrs);
+        s.last_event = Some((badge, info));
         (badge, info)
     }
     fn record_reply(&mut self, reply: MessageInfo) {
         let mut s = self.0.borrow_mut();
         let mrs = s.mrs[..reply.length()].to_vec();
+        // As seL4's handleFaultReply: the reply to a vCPU's UnknownSyscall fault writes its
+        // message registers back into the thread (x0..x7, FaultIP, SP, ELR, SPSR); the restart
+        // then resumes it at FaultIP (ELR, NextIP, is overwritten with it).
+        if let Some((badge, info)) = s.last_event
+            && badge >> badge::FAULT_BIT & 1 == 1
+            && info.label() == microkit_rt::abi::fault_label::UNKNOWN_SYSCALL
+        {
+            use microkit_rt::abi::unknown_syscall as us;
+            let vcpu = (badge & badge::CHILD_MASK) as u8;
+            if let Some(v) = s.vcpus.get_mut(&vcpu) {
+                for (i, &value) in mrs.iter().enumerate().take(us::LEN) {
+                    let reg = match i {
+                        us::FAULT_IP => user_context::PC,
+                        us::ELR => continue,
+                        us::SP => user_context::SP,
+                        us::SPSR => user_context::SPSR,
+                        n => match user_context::gpr_index(n as u8) {
+                            Some(r) => r,
+                            None => continue,
+                        },
+                    };
+                    v.context[reg] = value;
+                }
+            }
+        }
         s.log.push(Invocation::Reply {
             label: reply.label(),
             mrs,

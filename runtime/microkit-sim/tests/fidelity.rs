@@ -59,3 +59,62 @@ fn smc_calls_need_the_smc_attribute_as_on_sel4() {
     assert!(sim.take_log().is_empty());
     assert_eq!(sim.violations().len(), 1);
 }
+
+#[test]
+fn the_reply_to_an_unknown_syscall_fault_restarts_the_vcpu_at_fault_ip_with_its_registers() {
+    use microkit_rt::abi::{MessageInfo, badge, fault_label, unknown_syscall as us};
+    use microkit_sim::Invocation;
+    let sim = Sim::from_repo_system("vmm");
+    let mut k = sim.kernel();
+    sim.with_vcpu(0, |v| {
+        v.context[user_context::PC] = 0x4008_0000;
+        v.context[user_context::SPSR] = 0x3c5;
+    });
+    let mut el = sim.event_loop();
+    // A handler that answers every fault with x0 = 7, x1..x7 = 0, FaultIP = ELR = 0x4008_0004,
+    // SP = 0x1000 in the reply (the layout seL4 copies back for an UnknownSyscall fault).
+    struct Answer;
+    impl microkit_rt::Handler for Answer {
+        type Error = &'static str;
+        fn fault(
+            &mut self,
+            _: microkit_rt::Child,
+            _: MessageInfo,
+        ) -> Result<Option<MessageInfo>, &'static str> {
+            Ok(Some(MessageInfo::new(0, us::ELR + 1)))
+        }
+    }
+    let mut words = [0u64; 13];
+    words[us::FAULT_IP] = 0x4008_0000;
+    sim.raw_event(
+        1 << badge::FAULT_BIT,
+        MessageInfo::new(fault_label::UNKNOWN_SYSCALL, 13),
+        &words,
+    );
+    el.step(&mut Answer);
+    for i in 0..=us::ELR {
+        k.set_mr(i, 0);
+    }
+    k.set_mr(us::X0, 7);
+    k.set_mr(us::FAULT_IP, 0x4008_0004);
+    k.set_mr(us::SP, 0x1000);
+    k.set_mr(us::ELR, 0x4008_0004);
+    sim.raw_event(0, MessageInfo::new(0, 0), &[]);
+    el.step(&mut Answer);
+    let log = sim.take_log();
+    assert!(matches!(log.first(), Some(Invocation::Reply { label: 0, mrs }) if mrs.len() == 11));
+    sim.with_vcpu(0, |v| {
+        assert_eq!(v.context[user_context::gpr_index(0).unwrap()], 7);
+        assert_eq!(
+            v.context[user_context::PC],
+            0x4008_0004,
+            "restarted at FaultIP"
+        );
+        assert_eq!(v.context[user_context::SP], 0x1000);
+        assert_eq!(
+            v.context[user_context::SPSR],
+            0x3c5,
+            "not in an 11-word reply"
+        );
+    });
+}

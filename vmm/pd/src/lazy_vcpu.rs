@@ -8,11 +8,17 @@
 //! SP and SPSR of an HVC) are seeded and never read.
 //! vCPU system registers are read and written one by one (ARM VCPU ReadReg/WriteReg).
 
-use microkit_rt::abi::{user_context, vcpu_reg};
+use microkit_rt::abi::{unknown_syscall, user_context, vcpu_reg};
 use microkit_rt::{Child, Kernel, KernelError};
 use vmm_core::vcpu::{SysReg, Vcpu, VcpuError};
 
 const SYSREGS: usize = 13;
+
+/// x0's index in the user context (x0..x8 are contiguous there).
+const CTX_X0: usize = match user_context::gpr_index(0) {
+    Some(i) => i,
+    None => 0,
+};
 
 /// The seL4 `seL4_VCPUReg` field of each [`SysReg`].
 pub const fn vcpu_field(r: SysReg) -> u64 {
@@ -144,6 +150,30 @@ impl<K: Kernel> LazyVcpu<K> {
             self.dirty = 0;
         }
         Ok(self.calls)
+    }
+
+    /// For an exit that answers an UnknownSyscall fault (a guest HVC): when nothing but x0..x7
+    /// and the PC changed (no vCPU register either), the reply carries them (see
+    /// `abi::unknown_syscall`): returns its message registers (x0..x7, the new PC as FaultIP,
+    /// where the restart resumes, and as ELR, SP as the fault message gave it) and forgets the
+    /// changes, so [`Self::flush`] has nothing to write. Otherwise `None`, and the changes stay
+    /// for `flush`.
+    pub fn take_syscall_reply(&mut self, fault: &[u64]) -> Option<[u64; unknown_syscall::ELR + 1]> {
+        let xs = ((1u64 << 8) - 1) << CTX_X0;
+        let allowed = xs | 1 << user_context::PC;
+        let seeded = xs | 1 << user_context::PC;
+        if self.sys_dirty != 0 || self.dirty & !allowed != 0 || self.valid & seeded != seeded {
+            return None;
+        }
+        let mut mrs = [0u64; unknown_syscall::ELR + 1];
+        for (n, mr) in mrs.iter_mut().enumerate().take(8) {
+            *mr = self.ctx[CTX_X0 + n];
+        }
+        mrs[unknown_syscall::FAULT_IP] = self.ctx[user_context::PC];
+        mrs[unknown_syscall::SP] = *fault.get(unknown_syscall::SP)?;
+        mrs[unknown_syscall::ELR] = self.ctx[user_context::PC];
+        self.dirty = 0;
+        Some(mrs)
     }
 
     /// Every user-context register, for a diagnostic (one ReadRegisters of the whole context).

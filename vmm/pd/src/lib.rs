@@ -564,6 +564,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             say!(self, "vmm: guest trap reflected: {:?}", why);
         }
         let mut idle_calls = 0;
+        let mut reply_mrs = None;
         // WFI (and PSCI CPU_SUSPEND) wait for an interrupt; WFE is a hint that returns at once.
         let park = report.action == ExitAction::WaitForInterrupt
             && report.class != TrapClass::Wfe
@@ -589,13 +590,20 @@ impl<K: Kernel + Clone> Vmm<K> {
                     None
                 }
             },
-            ExitAction::Resume | ExitAction::WaitForInterrupt => match vcpu.flush() {
-                Ok(_) => Some(MessageInfo::new(0, 0)),
-                Err(e) => {
-                    self.stop_with(&mut vcpu, &report, Some(e));
-                    None
+            ExitAction::Resume | ExitAction::WaitForInterrupt => {
+                // An HVC's results (x0..x3) and PC go back in the fault reply when nothing else
+                // changed: no TCB WriteRegisters (abi::unknown_syscall).
+                if msg.label() == label::UNKNOWN_SYSCALL {
+                    reply_mrs = vcpu.take_syscall_reply(words);
                 }
-            },
+                match vcpu.flush() {
+                    Ok(_) => Some(MessageInfo::new(0, reply_mrs.map_or(0, |m| m.len()))),
+                    Err(e) => {
+                        self.stop_with(&mut vcpu, &report, Some(e));
+                        None
+                    }
+                }
+            }
             ExitAction::PowerOff => {
                 let _ = vcpu.flush();
                 self.power_off();
@@ -637,6 +645,12 @@ impl<K: Kernel + Clone> Vmm<K> {
         self.stats.record_exit(report.class, handler, calls);
         if ended {
             self.vm_ended();
+        }
+        // Last: nothing after this may use the message registers before the reply.
+        if let (Some(mrs), Some(_)) = (reply_mrs, reply) {
+            for (i, v) in mrs.iter().enumerate() {
+                self.k.set_mr(i, *v);
+            }
         }
         reply
     }

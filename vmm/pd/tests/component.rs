@@ -370,7 +370,9 @@ fn hvc_psci_version_is_answered_from_the_fault_message_alone() {
         shape.read, None,
         "the message carries x0..x7, pc, sp, spsr: {log:?}"
     );
-    assert!(shape.written.is_some());
+    // Answered in the fault reply itself: no TCB invocation at all.
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(shape.written.is_none() && shape.replied.is_some());
     assert_eq!(h.x(0), PSCI_1_1);
     assert_eq!(h.pc(), PC0 + 4);
     assert_eq!(ctx[user_context::SP], SP0);

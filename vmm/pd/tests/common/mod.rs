@@ -333,23 +333,39 @@ pub struct ResumeShape {
     pub read: Option<usize>,
     /// Registers written, if there was a WriteRegisters.
     pub written: Option<Vec<u64>>,
+    /// The registers the reply carried (an HVC answered in its fault reply), if any.
+    pub replied: Option<Vec<u64>>,
 }
 
 /// Asserts that `log` is the log of an exit that resumed the guest: at most one ReadRegisters
 /// and at most one WriteRegisters (a prefix, without the resume flag), any vCPU register and
-/// interrupt invocations, and the empty reply as the very last invocation; nothing else. The
-/// written prefix must equal the start of `ctx_after`.
+/// interrupt invocations, and the reply (label 0) as the very last invocation; nothing else. The
+/// written prefix must equal the start of `ctx_after`. The reply is empty, or (an HVC answered
+/// in its fault reply, seL4's UnknownSyscall reply layout) carries x0..x7, FaultIP, SP and the
+/// resume PC, which must equal `ctx_after`; then no WriteRegisters may come with it.
 pub fn assert_resumed(log: &[Invocation], ctx_after: &[u64]) -> ResumeShape {
+    use microkit_rt::abi::unknown_syscall as us;
     let (last, body) = log.split_last().expect("an exit that resumed replies");
-    assert_eq!(
-        *last,
-        Invocation::Reply {
-            label: 0,
-            mrs: vec![]
-        },
-        "the last invocation is the empty reply: {log:?}"
-    );
+    let Invocation::Reply { label: 0, mrs } = last else {
+        panic!("the last invocation is the reply: {log:?}");
+    };
     let mut shape = ResumeShape::default();
+    if !mrs.is_empty() {
+        assert_eq!(mrs.len(), us::ELR + 1, "x0..x7, FaultIP, SP, ELR: {log:?}");
+        for n in 0..8u8 {
+            let i = user_context::gpr_index(n).unwrap();
+            assert_eq!(
+                mrs[usize::from(n)],
+                ctx_after[i],
+                "x{n} in the reply: {log:?}"
+            );
+        }
+        assert_eq!(mrs[us::SP], ctx_after[user_context::SP], "{log:?}");
+        // The restart resumes at FaultIP; ELR (NextIP) is overwritten with it.
+        assert_eq!(mrs[us::FAULT_IP], ctx_after[user_context::PC], "{log:?}");
+        assert_eq!(mrs[us::ELR], mrs[us::FAULT_IP], "{log:?}");
+        shape.replied = Some(mrs.clone());
+    }
     for inv in body {
         match inv {
             Invocation::VmReadRegisters { vcpu: 0, count } => {
@@ -379,5 +395,9 @@ pub fn assert_resumed(log: &[Invocation], ctx_after: &[u64]) -> ResumeShape {
             other => panic!("unexpected invocation {other:?} in a resumed exit: {log:?}"),
         }
     }
+    assert!(
+        shape.replied.is_none() || shape.written.is_none(),
+        "registers both in the reply and in a WriteRegisters: {log:?}"
+    );
     shape
 }
