@@ -88,7 +88,7 @@ or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
 	test-qemu-hvfault bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
-	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux
+	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -280,6 +280,23 @@ test-linux: check-qemu linux-image
 		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
 		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
 
+# The idle Linux guest's cost: QEMU's host CPU time and the VMM's exits while the shell sleeps
+# IDLE_S seconds (30), against the same kernel natively (build/bench/linux-idle.sh); table in
+# $(BUILD_DIR)/bench/linux-idle/linux-idle.md. Wall-clock time (no -icount): run it alone.
+bench-linux-idle: check-qemu linux-image
+	build/bench/linux-idle.sh $(BUILD_DIR)/bench/linux-idle \
+		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img $(LINUX_DIR)
+
+# Linux boot time side by side (issue: <= 1.05x): the same kernel, initramfs and bootargs
+# natively and under the VMM (release configuration by default), both under -icount
+# shift=0,sleep=off, to the shell prompt (build/bench/linux-boot.sh); table in
+# $(BUILD_DIR)/bench/linux-boot/linux-boot.md.
+bench-linux:
+	@$(MAKE) --no-print-directory linux-image MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG)
+	build/bench/linux-boot.sh $(BUILD_DIR)/bench/linux-boot \
+		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
+BENCH_LINUX_CONFIG ?= release
+
 # The release configuration: no kernel printing; the guest's console reaches the UART only through
 # the serial driver domain.
 test-qemu-release:
@@ -335,9 +352,22 @@ fuzz-cmin:
 abi-parity: check-sdk
 	MICROKIT_SDK=$(MICROKIT_SDK) $(CARGO) test -q -p microkit-rt --test abi_parity -- --ignored
 
+# setup-sdk refuses a tarball whose SHA-256 does not match, and unpacks nothing: checked on a
+# copy of the SDK tarball with one byte appended (and the genuine checksum beside it).
+test-sdk-checksum:
+	@test -f "$(MICROKIT_SDK_TARBALL)" || { echo "$@: no SDK tarball (MICROKIT_SDK_TARBALL) to check with"; exit 1; }
+	@tmp=$$(mktemp -d) && cp "$(MICROKIT_SDK_TARBALL)" $$tmp/bad.tar.gz && printf x >> $$tmp/bad.tar.gz && \
+	echo "$(MICROKIT_SDK_SHA256)  bad.tar.gz" > $$tmp/bad.tar.gz.sha256 && \
+	if env -u MICROKIT_SDK $(MAKE) --no-print-directory -s setup-sdk MICROKIT_SDK_TARBALL=$$tmp/bad.tar.gz \
+		SDK_LOCAL=$$tmp/sdk > $$tmp/out 2>&1; then \
+		echo "$@: FAILED: a corrupted tarball was accepted"; cat $$tmp/out; rm -rf $$tmp; exit 1; fi; \
+	if ! grep -q "REFUSED $$tmp/bad.tar.gz: SHA-256" $$tmp/out || [ -e $$tmp/sdk ] || ls -d build/.sdk-unpack.* >/dev/null 2>&1; then \
+		echo "$@: FAILED: no refusal line, or something was unpacked"; cat $$tmp/out; rm -rf $$tmp; exit 1; fi; \
+	rm -rf $$tmp; echo "$@: a tarball whose SHA-256 does not match is refused, nothing unpacked"
+
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault test-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault test-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -339,7 +339,7 @@ fi
 # Only warnings and worse from the kernel on the console from here on (`dmesg -n 8` in the shell
 # brings the rest back), so that notices such as ext4's mount line stay out of the shell's lines.
 dmesg -n 4
-echo "linux-guest: starting a shell on /dev/$(cat /sys/class/tty/console/active)"
+echo "linux-guest: starting a shell on /dev/$(cat /sys/class/tty/console/active) at uptime $(cut -d' ' -f1 /proc/uptime)"
 # cttyhack opens the console's real tty (ttyAMA0, not /dev/console) as the controlling terminal
 # of the new session, so the shell has job control. The loop starts a new shell if one exits:
 # /init (PID 1) must not exit. Nothing here powers off: `poweroff -f` does.

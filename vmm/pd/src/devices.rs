@@ -295,18 +295,18 @@ impl Console {
     }
 
     /// Publishes bytes enqueued since the last newline (a partial line: a prompt) and notifies
-    /// the driver when the queue protocol asks. Cheap when there is nothing to publish.
-    pub fn flush<K: Kernel>(&mut self, k: &mut K) {
+    /// the driver when the queue protocol asks. Cheap when there is nothing to publish. Returns
+    /// whether it notified (a kernel call).
+    pub fn flush<K: Kernel>(&mut self, k: &mut K) -> bool {
         if !self.unpublished {
-            return;
+            return false;
         }
         self.unpublished = false;
-        if let Some(tx) = self.tx.as_mut() {
-            tx.publish();
-            if tx.take_notify() {
-                let _ = k.notify(SERIAL_TX);
-            }
-        }
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        tx.publish();
+        tx.take_notify() && k.notify(SERIAL_TX).is_ok()
     }
 
     fn put<K: Kernel>(&mut self, k: &mut K, b: u8) {
@@ -317,7 +317,7 @@ impl Console {
             }
             self.unpublished = true;
             if b == b'\n' {
-                self.flush(k);
+                let _ = self.flush(k);
             }
             return;
         }

@@ -17,8 +17,7 @@ use blk_backend::QueueBackend;
 use devices::{DeviceId, Devices, GlueStats, KernelInjector, PlatformCtx, layout};
 use guest_memory::{RegionMemory, Window};
 use lazy_vcpu::LazyVcpu;
-use microkit_rt::abi::vcpu_reg;
-use microkit_rt::abi::{MSG_MAX_LENGTH, user_context};
+use microkit_rt::abi::{MSG_MAX_LENGTH, user_context, vcpu_reg};
 use microkit_rt::{
     ChannelSet, Child, DeferredAction, FaultReply, Handler, Kernel, MessageInfo, RegionError,
     SharedRegion,
@@ -133,8 +132,8 @@ pub struct Vmm<K: Kernel + Clone> {
     glue: GlueStats,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
-    /// The vCPU waits (WFI) for block I/O: its fault is not answered; the next notification
-    /// from a driver domain resumes it.
+    /// The vCPU waits (WFI) for an interrupt: its fault is not answered (the thread is
+    /// suspended); the next driver notification or the wake-up timer resumes it.
     parked: bool,
     /// The guest's PSCI SYSTEM_OFF / SYSTEM_RESET to pass to the firmware once its VM ended
     /// (only when system.xml gives the VMM an SMC capability).
@@ -555,8 +554,10 @@ impl<K: Kernel + Clone> Vmm<K> {
         );
         // A partial guest line (a prompt) goes out at the first exit that is not an MMIO access:
         // the guest stopped writing (WFI, a timer, a call); MMIO exits are how it writes.
-        if !matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite) {
-            platform.devices.console.flush(&mut platform.inj.k);
+        if !matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite)
+            && platform.devices.console.flush(&mut platform.inj.k)
+        {
+            platform.inj.calls += 1;
         }
         let device_calls = platform.inj.calls;
         let handler = report.handler.map(|h| h.slot() as u16);
@@ -879,7 +880,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             | 1 << system::BLK_DRIVER.index();
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
-            self.devices.console.flush(&mut self.k);
+            let _ = self.devices.console.flush(&mut self.k);
             self.unpark();
         }
         // The wake-up timer: the parked vCPU's virtual timer is due.

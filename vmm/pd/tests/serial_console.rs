@@ -390,11 +390,17 @@ fn a_prompt_without_a_newline_goes_out_when_the_guest_waits() {
     r.load32(FR);
     assert_eq!(r.sent(), b"", "a line being written waits for its end");
     assert!(!log.contains(&Invocation::Notify(1)));
+    let before = r.h.vmm.stats().total().kernel_calls;
     let log = wfi(&mut r.h);
     assert_eq!(r.sent(), b"linux$ ", "the guest waits: its prompt shows");
     assert!(
         log.contains(&Invocation::Notify(1)),
         "driver notified: {log:?}"
+    );
+    assert_eq!(
+        r.h.vmm.stats().total().kernel_calls - before,
+        log.len() as u64,
+        "the notification is counted with the exit: {log:?}"
     );
     // Nothing new: the next wait publishes nothing and notifies nobody.
     let log = wfi(&mut r.h);
