@@ -78,6 +78,14 @@ const CASES: &[Case] = &[
         run: hvc_features,
     },
     Case {
+        name: "hvc-x7-syscall-number",
+        run: hvc_x7_syscall_number,
+    },
+    Case {
+        name: "vm-holds-no-capabilities",
+        run: vm_holds_no_capabilities,
+    },
+    Case {
         name: "hvc-unknown-not-supported",
         run: hvc_unknown,
     },
@@ -154,6 +162,7 @@ const NATIVE: &[&str] = &[
     "boot-state",
     "psci-hvc-version",
     "psci-hvc-features",
+    "hvc-x7-syscall-number",
     "hvc-unknown-not-supported",
     "timer-wfi",
     "sgi-self",
@@ -518,6 +527,54 @@ fn hvc_version() -> CaseResult {
 
 fn hvc_features() -> CaseResult {
     psci_features(psci::hvc)
+}
+
+/// An HVC whose x7 holds a seL4 system-call number (Recv): seL4 runs that call as the vCPU's
+/// thread, its capability (x0, taken as a capability address) fails, and the VMM receives a
+/// capability fault instead of the HVC. It must still answer the HVC: PSCI_VERSION as usual,
+/// the PC past the HVC, and the VM goes on (natively QEMU's PSCI ignores x7).
+fn hvc_x7_syscall_number() -> CaseResult {
+    ensure_eq!(
+        "PSCI_VERSION with x7 = seL4_SysRecv",
+        psci::hvc_x7(psci::PSCI_VERSION, psci::SEL4_SYS_RECV),
+        psci::hvc(psci::PSCI_VERSION, 0, 0, 0)
+    );
+    ensure_eq!(
+        "an unknown function with x7 = seL4_SysRecv",
+        psci::hvc_x7(psci::UNKNOWN_32, psci::SEL4_SYS_RECV),
+        psci::NOT_SUPPORTED
+    );
+    Ok(())
+}
+
+/// The VM's thread must hold no capability a system call could use. A debug kernel runs an HVC
+/// with x7 = seL4_SysDebugCapIdentify as that system call, so the guest can ask the kernel for
+/// the type of the capability at each address of its thread's CSpace: every answer must be 0
+/// (no capability). A release kernel has no such call: the HVC reaches the VMM, which answers
+/// NOT_SUPPORTED, and the case says it could not look.
+fn vm_holds_no_capabilities() -> CaseResult {
+    let mut found = 0u64;
+    let mut first = None;
+    for cptr in 0..1024u64 {
+        match psci::hvc_x7(cptr, psci::SEL4_SYS_DEBUG_CAP_IDENTIFY) {
+            psci::NOT_SUPPORTED => {
+                println!(
+                    "testguest: no DebugCapIdentify (release kernel): the CSpace was not probed"
+                );
+                return Ok(());
+            }
+            0 => {}
+            kind => {
+                found += 1;
+                first.get_or_insert((cptr, kind));
+            }
+        }
+    }
+    println!(
+        "testguest: the VM's thread holds {found} capabilities at addresses 0..1024 (first: {first:?})"
+    );
+    ensure_eq!("capabilities the VM's thread holds", found, 0);
+    Ok(())
 }
 
 fn hvc_unknown() -> CaseResult {

@@ -18,13 +18,32 @@ pub const VERSION_1_1: u64 = 0x0001_0001;
 /// NOT_SUPPORTED (-1) in the full x0.
 pub const NOT_SUPPORTED: u64 = u64::MAX;
 
-/// A call through HVC #0; returns x0.
+/// seL4's `seL4_SysRecv` (-7): with it in x7, seL4 takes a guest's HVC for that system call.
+pub const SEL4_SYS_RECV: u64 = -7i64 as u64;
+
+/// seL4's `seL4_SysDebugCapIdentify` (-15, debug kernels only): x0 = a capability address in,
+/// the capability's type out (0: none).
+pub const SEL4_SYS_DEBUG_CAP_IDENTIFY: u64 = -15i64 as u64;
+
+/// An SMCCC 1.2 call through HVC #0 with x7 = `x7` as well (SMCCC 1.2 lets a caller pass up to
+/// x17; a caller of an older function may leave anything in x7); returns x0.
+pub fn hvc_x7(fid: u64, x7: u64) -> u64 {
+    let mut x0 = fid;
+    // SAFETY: an SMCCC call: it may clobber x0..x17 (declared through clobber_abi) and touches no
+    // memory of ours.
+    unsafe { asm!("hvc #0", inout("x0") x0, in("x7") x7, clobber_abi("C"), options(nostack)) };
+    x0
+}
+
+/// A call through HVC #0; returns x0. x7 is zeroed: under seL4 an HVC whose x7 happens to hold
+/// a system-call number is run by the kernel as that call (see `hvc_x7`), and a stale x7 from
+/// an earlier call could be one.
 pub fn hvc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     let mut x0 = fid;
     // SAFETY: an SMCCC call: it may clobber x0..x17 (declared through clobber_abi) and touches no
     // memory of ours.
     unsafe {
-        asm!("hvc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3,
+        asm!("hvc #0", inout("x0") x0, in("x1") a1, in("x2") a2, in("x3") a3, in("x7") 0u64,
              clobber_abi("C"), options(nostack))
     };
     x0

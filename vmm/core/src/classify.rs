@@ -79,8 +79,6 @@ pub enum HypervisorReason {
     SyndromeMismatch,
     /// An abort delivered as a VCPUFault (aborts arrive as VMFaults).
     AbortAsVcpuFault,
-    /// A user exception from a vCPU thread.
-    UserException,
     /// A read fault in a WRITE-kind range: its backing RAM is not mapped readable.
     ReadFaultOnWriteRange,
     /// The kernel refused a register access.
@@ -143,6 +141,14 @@ pub enum GuestTrapReason {
     UnknownClass(u8),
     /// An MMIO access the emulator could not carry out.
     Mmio(MmioError),
+    /// The kernel reported a user exception for the vCPU's thread (`number`, `code` as seL4
+    /// gave them): the guest executed something seL4 could not run for it.
+    UserException {
+        /// seL4's exception number.
+        number: u64,
+        /// seL4's exception code.
+        code: u64,
+    },
 }
 
 /// The one outcome of classifying a fault.
@@ -233,7 +239,18 @@ pub fn classify<H, const N: usize>(fault: &Fault, tree: &HandlerTree<H, N>) -> D
         }),
         Fault::VgicMaintenance { lr } => Decision::Emulate(VirtTrap::VgicMaintenance(lr)),
         Fault::VppiEvent { irq } => Decision::Emulate(VirtTrap::VirtualPpi(irq)),
-        Fault::UserException { .. } => hv(HypervisorReason::UserException, Some(*fault), None),
+        // Never a reason to stop the VM: the guest caused it, the guest gets an UNDEF.
+        Fault::UserException { number, code, .. } => Decision::Reflect(
+            GuestException::Undefined,
+            GuestTrapReason::UserException { number, code },
+        ),
+        // An HVC that the kernel took for one of its own system calls (x7 held a syscall
+        // number, which SMCCC 1.2 allows a caller to leave there): still the guest's HVC, so it
+        // is answered as one, its arguments read from the vCPU.
+        Fault::CapFault(_) => Decision::Emulate(VirtTrap::Firmware {
+            conduit: Conduit::Hvc,
+            args: None,
+        }),
     }
 }
 
@@ -701,6 +718,7 @@ fn fault_ip(fault: &Fault) -> u64 {
         Fault::VmFault { ip, .. } => ip.raw(),
         Fault::UnknownSyscall(u) => u.fault_ip.raw(),
         Fault::UserException { fault_ip, .. } => fault_ip.raw(),
+        Fault::CapFault(c) => c.ip.raw(),
         _ => u64::MAX,
     }
 }

@@ -39,6 +39,9 @@ pub mod label {
 
 /// Message lengths (in words) the kernel sends for each decoded fault.
 pub mod length {
+    /// `seL4_CapFault` with the shortest lookup failure (IP, Addr, InRecvPhase, the failure's
+    /// type); each failure type adds its own words (see [`super::LookupFailure`]).
+    pub const CAP_FAULT: usize = 4;
     /// `seL4_UnknownSyscall_Length`.
     pub const UNKNOWN_SYSCALL: usize = 13;
     /// `seL4_UserException_Length`.
@@ -70,6 +73,52 @@ pub struct UnknownSyscall {
     pub spsr: u64,
     /// The syscall number.
     pub syscall: u64,
+}
+
+/// Why a capability lookup failed (`seL4_LookupFailureType` and the words each type carries,
+/// `seL4_CapFault_BitsLeft` on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupFailure {
+    /// `seL4_NoFailure` (0): the capability was found but could not be used.
+    None,
+    /// `seL4_InvalidRoot` (1): the thread's CSpace root is not a CNode.
+    InvalidRoot,
+    /// `seL4_MissingCapability` (2).
+    MissingCapability {
+        /// Bits of the address left to resolve.
+        bits_left: u64,
+    },
+    /// `seL4_DepthMismatch` (3).
+    DepthMismatch {
+        /// Bits of the address left to resolve.
+        bits_left: u64,
+        /// Bits the CNode resolved.
+        bits_found: u64,
+    },
+    /// `seL4_GuardMismatch` (4).
+    GuardMismatch {
+        /// Bits of the address left to resolve.
+        bits_left: u64,
+        /// The guard found.
+        guard_found: u64,
+        /// Size of the guard.
+        bits_found: u64,
+    },
+}
+
+/// A capability fault (`seL4_CapFault_Msg` order). From a vCPU it means the guest executed an
+/// HVC with a seL4 system-call number in x7: the kernel ran that system call as the vCPU's
+/// thread, and its capability (x0) could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapFault {
+    /// Where the thread restarts (`FaultIP`): the HVC itself.
+    pub ip: GuestVirtAddr,
+    /// The capability address that failed.
+    pub addr: u64,
+    /// The fault came in the receive phase of the system call.
+    pub in_recv_phase: bool,
+    /// Why the lookup failed.
+    pub lookup: LookupFailure,
 }
 
 /// A fault message from a guest vCPU's TCB, decoded.
@@ -117,6 +166,8 @@ pub enum Fault {
     },
     /// An unknown system call (how an `hvc` of the guest arrives).
     UnknownSyscall(UnknownSyscall),
+    /// A capability fault: a guest HVC that the kernel took for one of its system calls.
+    CapFault(CapFault),
 }
 
 /// Why a fault message could not be decoded.
@@ -276,7 +327,60 @@ impl Fault {
                     syscall,
                 }))
             }
-            label::NULL_FAULT | label::CAP_FAULT | label::DEBUG_EXCEPTION | label::TIMEOUT => {
+            label::CAP_FAULT => {
+                let [ip, addr, in_recv_phase, kind, ..] = *words else {
+                    return Err(short(label, words, length::CAP_FAULT));
+                };
+                let in_recv_phase = match in_recv_phase {
+                    0 => false,
+                    1 => true,
+                    value => {
+                        return Err(FaultError::BadValue {
+                            label,
+                            index: 2,
+                            value,
+                        });
+                    }
+                };
+                let extra = match kind {
+                    0 | 1 => 0,
+                    2 => 1,
+                    3 => 2,
+                    4 => 3,
+                    value => {
+                        return Err(FaultError::BadValue {
+                            label,
+                            index: 3,
+                            value,
+                        });
+                    }
+                };
+                let need = length::CAP_FAULT + extra;
+                let Some(w) = words.get(length::CAP_FAULT..need) else {
+                    return Err(short(label, words, need));
+                };
+                let lookup = match (kind, w) {
+                    (2, &[bits_left]) => LookupFailure::MissingCapability { bits_left },
+                    (3, &[bits_left, bits_found]) => LookupFailure::DepthMismatch {
+                        bits_left,
+                        bits_found,
+                    },
+                    (4, &[bits_left, guard_found, bits_found]) => LookupFailure::GuardMismatch {
+                        bits_left,
+                        guard_found,
+                        bits_found,
+                    },
+                    (1, _) => LookupFailure::InvalidRoot,
+                    _ => LookupFailure::None,
+                };
+                Ok(Fault::CapFault(CapFault {
+                    ip: GuestVirtAddr(ip),
+                    addr,
+                    in_recv_phase,
+                    lookup,
+                }))
+            }
+            label::NULL_FAULT | label::DEBUG_EXCEPTION | label::TIMEOUT => {
                 Err(FaultError::UnexpectedKind(label))
             }
             other => Err(FaultError::UnknownLabel(other)),
@@ -292,6 +396,7 @@ impl Fault {
             Fault::VppiEvent { .. } => label::VPPI_EVENT,
             Fault::UserException { .. } => label::USER_EXCEPTION,
             Fault::UnknownSyscall(_) => label::UNKNOWN_SYSCALL,
+            Fault::CapFault(_) => label::CAP_FAULT,
         }
     }
 
@@ -338,6 +443,28 @@ impl Fault {
                     u.syscall,
                 ];
                 copy_words(&mut words, &w)
+            }
+            Fault::CapFault(c) => {
+                let head = [c.ip.raw(), c.addr, u64::from(c.in_recv_phase)];
+                let n = copy_words(&mut words, &head);
+                let tail: &[u64] = match c.lookup {
+                    LookupFailure::None => &[0],
+                    LookupFailure::InvalidRoot => &[1],
+                    LookupFailure::MissingCapability { bits_left } => &[2, bits_left],
+                    LookupFailure::DepthMismatch {
+                        bits_left,
+                        bits_found,
+                    } => &[3, bits_left, bits_found],
+                    LookupFailure::GuardMismatch {
+                        bits_left,
+                        guard_found,
+                        bits_found,
+                    } => &[4, bits_left, guard_found, bits_found],
+                };
+                for (d, s) in words[n..].iter_mut().zip(tail) {
+                    *d = *s;
+                }
+                n + tail.len()
             }
         };
         EncodedFault {

@@ -448,10 +448,16 @@ fn wfi_vgic_and_ppi_paths() {
 fn unknown_class_is_undefined_and_broken_messages_stop_the_vm() {
     let mut w = World::new();
     assert_eq!(w.run(8, &[0x3f << 26]).class, TrapClass::GuestTrapUndef);
+    // A user exception of the vCPU's thread is the guest's doing: an UNDEF at its PC, not a stop.
+    let r = World::new().run(3, &[PC, 0, 0, 0, 0]);
+    assert_eq!(
+        (r.action, r.class),
+        (ExitAction::Resume, TrapClass::GuestTrapUndef)
+    );
     for (label, words) in [
         (6u64, &[1u64, 2][..]),
         (77, &[][..]),
-        (3, &[0, 0, 0, 0, 0][..]),
+        (5, &[0, 0, 0, 0, 0][..]),
     ] {
         let r = World::new().run(label, words);
         assert!(
@@ -459,6 +465,26 @@ fn unknown_class_is_undefined_and_broken_messages_stop_the_vm() {
             "label {label}: {r:?}"
         );
     }
+}
+
+#[test]
+fn an_hvc_the_kernel_took_for_a_syscall_is_answered_as_the_hvc() {
+    // x7 held a seL4 system-call number: the kernel ran the call as the vCPU's thread and
+    // reported its capability fault. The VMM answers the HVC it was: PSCI_VERSION from x0,
+    // x0 = the version, PC past the HVC at the fault's IP.
+    let mut w = World::new();
+    w.vcpu.s.x[0] = 0x8400_0000;
+    let r = w.run(1, &[PC, 0x8400_0000, 0, 1]);
+    assert_eq!((r.action, r.class), (ExitAction::Resume, TrapClass::Hvc));
+    assert_eq!(w.vcpu.s.x[0], 0x1_0001, "PSCI 1.1");
+    assert_eq!(w.vcpu.s.pc, PC + 4);
+    // Any other function: NOT_SUPPORTED, as for any HVC.
+    let mut w = World::new();
+    w.vcpu.s.x[0] = 0;
+    let r = w.run(1, &[PC, 0, 1, 2, 64]);
+    assert_eq!(r.action, ExitAction::Resume);
+    assert_eq!(w.vcpu.s.x[0], u64::MAX);
+    assert_eq!(w.vcpu.s.pc, PC + 4);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use vmm_core::addr::{GuestPhysAddr, GuestVirtAddr};
-use vmm_core::fault::{Fault, FaultError, UnknownSyscall, label, length};
+use vmm_core::fault::{CapFault, Fault, FaultError, LookupFailure, UnknownSyscall, label, length};
 
 #[test]
 fn labels_match_sel4_mcs_hypervisor_configuration() {
@@ -116,7 +116,7 @@ fn short_messages_are_typed() {
 
 #[test]
 fn unknown_and_unexpected_labels() {
-    for l in [0u64, 1, 4, 5] {
+    for l in [0u64, 4, 5] {
         assert_eq!(
             Fault::decode(l, &[0; 13]),
             Err(FaultError::UnexpectedKind(l))
@@ -199,6 +199,30 @@ fn any_fault() -> impl Strategy<Value = Fault> {
             number,
             code
         }),
+        (any::<[u64; 5]>(), any::<bool>(), 0u8..5).prop_map(
+            |([ip, addr, a, b, c], in_recv_phase, kind)| {
+                let lookup = match kind {
+                    0 => LookupFailure::None,
+                    1 => LookupFailure::InvalidRoot,
+                    2 => LookupFailure::MissingCapability { bits_left: a },
+                    3 => LookupFailure::DepthMismatch {
+                        bits_left: a,
+                        bits_found: b,
+                    },
+                    _ => LookupFailure::GuardMismatch {
+                        bits_left: a,
+                        guard_found: b,
+                        bits_found: c,
+                    },
+                };
+                Fault::CapFault(CapFault {
+                    ip: GuestVirtAddr(ip),
+                    addr,
+                    in_recv_phase,
+                    lookup,
+                })
+            }
+        ),
         (any::<[u64; 8]>(), any::<[u64; 5]>()).prop_map(|(x, [ip, sp, lr, spsr, syscall])| {
             Fault::UnknownSyscall(UnknownSyscall {
                 x,
@@ -250,7 +274,56 @@ proptest! {
                 prop_assert_eq!(words[index], value);
             }
             Err(FaultError::UnknownLabel(x)) => prop_assert!(x == l && l > 9),
-            Err(FaultError::UnexpectedKind(x)) => prop_assert!(x == l && [0, 1, 4, 5].contains(&l)),
+            Err(FaultError::UnexpectedKind(x)) => prop_assert!(x == l && [0, 4, 5].contains(&l)),
         }
     }
+}
+
+#[test]
+fn cap_faults_decode_with_the_words_their_lookup_failure_carries() {
+    // seL4's setMRs_lookup_failure: the type (internal type + 1), then 0..3 words.
+    let f = Fault::decode(label::CAP_FAULT, &[0x4008_0000, 0, 1, 1]).unwrap();
+    assert_eq!(
+        f,
+        Fault::CapFault(CapFault {
+            ip: GuestVirtAddr(0x4008_0000),
+            addr: 0,
+            in_recv_phase: true,
+            lookup: LookupFailure::InvalidRoot,
+        })
+    );
+    let f = Fault::decode(label::CAP_FAULT, &[4, 7, 0, 2, 64]).unwrap();
+    assert!(matches!(
+        f,
+        Fault::CapFault(CapFault {
+            lookup: LookupFailure::MissingCapability { bits_left: 64 },
+            ..
+        })
+    ));
+    // A missing-capability failure without its word is short; an unknown type or a phase flag
+    // other than 0/1 is a bad value.
+    assert_eq!(
+        Fault::decode(label::CAP_FAULT, &[4, 7, 0, 2]),
+        Err(FaultError::ShortMessage {
+            label: label::CAP_FAULT,
+            got: 4,
+            need: 5
+        })
+    );
+    assert_eq!(
+        Fault::decode(label::CAP_FAULT, &[4, 7, 0, 5, 0, 0, 0]),
+        Err(FaultError::BadValue {
+            label: label::CAP_FAULT,
+            index: 3,
+            value: 5
+        })
+    );
+    assert_eq!(
+        Fault::decode(label::CAP_FAULT, &[4, 7, 2, 1]),
+        Err(FaultError::BadValue {
+            label: label::CAP_FAULT,
+            index: 2,
+            value: 2
+        })
+    );
 }

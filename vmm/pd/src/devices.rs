@@ -527,6 +527,8 @@ pub struct GlueStats {
     pub timer_arms: u64,
     /// Parked vCPUs the wake-up timer resumed.
     pub timer_wakes: u64,
+    /// Guest HVCs the kernel took for one of its system calls (capability faults).
+    pub kernel_syscall_hvcs: u64,
 }
 
 /// The exit path's (and the notification path's) view of the devices.

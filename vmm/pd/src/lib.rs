@@ -522,6 +522,21 @@ impl<K: Kernel + Clone> Vmm<K> {
             *w = self.k.mr(i);
         }
         let words = &words[..n];
+        if msg.label() == label::CAP_FAULT {
+            // A guest HVC the kernel took for one of its system calls (x7): answered as the HVC
+            // by the exit path; said once, with what the kernel found, for the threat model.
+            self.glue.kernel_syscall_hvcs = self.glue.kernel_syscall_hvcs.saturating_add(1);
+            if self.glue.kernel_syscall_hvcs == 1 {
+                say!(
+                    self,
+                    "vmm: a guest HVC was taken by the kernel for a system call (x7); its \
+                     capability fault (address {:#x}, lookup failure type {}) is answered as \
+                     the HVC",
+                    words.get(1).copied().unwrap_or(0),
+                    words.get(3).copied().unwrap_or(0)
+                );
+            }
+        }
         let Some(mem) = self.mem.as_ref() else {
             say!(self, "vmm: fault while no guest memory is mapped");
             return None;

@@ -874,7 +874,7 @@ fn each_exit_counts_exactly_the_invocations_it_made() {
         assert_eq!(after.exits, before.exits + 1);
         assert_eq!(
             after.kernel_calls - before.kernel_calls,
-            log.len() as u64,
+            kernel_calls(&log),
             "label {l} {words:x?}: {log:?}"
         );
     }
@@ -1012,4 +1012,58 @@ fn wfi_with_a_masked_timer_parks_without_a_deadline_and_wfe_never_parks() {
             .any(|i| matches!(i, Invocation::TimerSet(Some(_))))
     );
     assert!(h.vmm.parked());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every fault a vCPU can cause is a guest event
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_cap_fault_is_the_guests_hvc_answered_as_one_and_said_once() {
+    let mut h = Harness::running();
+    h.set_x(0, PSCI_VERSION);
+    h.set_x_pc(PC0);
+    // seL4_CapFault: IP (the HVC), the capability address (x0), in receive phase, InvalidRoot.
+    let log = h.exit(
+        vmm_core::fault::label::CAP_FAULT,
+        &[PC0, PSCI_VERSION, 1, 1],
+    );
+    assert_resumed(&log, &h.ctx());
+    assert_eq!(h.x(0), PSCI_1_1);
+    assert_eq!(h.pc(), PC0 + 4);
+    assert_eq!(h.vmm.state(), VmState::Running);
+    assert_eq!(h.vmm.stats().total().exits, 1);
+    h.set_x(0, 0xc200_0042);
+    h.set_x_pc(PC0);
+    let log = h.exit(
+        vmm_core::fault::label::CAP_FAULT,
+        &[PC0, 0xc200_0042, 1, 2, 64],
+    );
+    assert_resumed(&log, &h.ctx());
+    assert_eq!(h.x(0), u64::MAX, "NOT_SUPPORTED");
+    let said = h.sim.console();
+    assert_eq!(
+        said.matches("taken by the kernel for a system call")
+            .count(),
+        1,
+        "{said}"
+    );
+    assert!(said.contains("lookup failure type 1"), "{said}");
+}
+
+#[test]
+fn a_user_exception_of_the_vcpu_is_an_undef_for_the_guest_not_a_stop() {
+    let mut h = Harness::running();
+    h.set_reg(vcpu_reg::VBAR, VBAR);
+    h.set_x_pc(PC0);
+    let log = h.exit(
+        vmm_core::fault::label::USER_EXCEPTION,
+        &[PC0, SP0, EL1H, 0, 0],
+    );
+    assert_eq!(h.vmm.state(), VmState::Running, "{log:?}");
+    assert!(matches!(
+        log.last(),
+        Some(Invocation::Reply { label: 0, .. })
+    ));
+    assert_eq!(h.pc(), VBAR + 0x200, "the current-EL synchronous vector");
 }

@@ -213,7 +213,7 @@ fn deliver(h: &mut Harness, ev: &Event) -> Result<(), TestCaseError> {
             prop_assert!(!replied, "{:?}", log);
             prop_assert_eq!(
                 h.vmm.stats().total().kernel_calls - stats.kernel_calls,
-                log.len() as u64
+                kernel_calls(&log)
             );
             let wake = h.timer_irq();
             prop_assert!(wake.contains(&Invocation::VmResume(0)), "{:?}", wake);
@@ -223,7 +223,7 @@ fn deliver(h: &mut Harness, ev: &Event) -> Result<(), TestCaseError> {
             assert_resumed(&log, &h.ctx());
             prop_assert_eq!(
                 h.vmm.stats().total().kernel_calls - stats.kernel_calls,
-                log.len() as u64,
+                kernel_calls(&log),
                 "{:?}",
                 log
             );
@@ -571,7 +571,7 @@ proptest! {
                     prop_assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)));
                     prop_assert_eq!(
                         h.vmm.stats().total().kernel_calls - stats.kernel_calls,
-                        log.len() as u64
+                        kernel_calls(&log)
                     );
                     let wake = h.timer_irq();
                     prop_assert!(wake.contains(&Invocation::VmResume(0)), "{:?}", wake);
@@ -581,7 +581,7 @@ proptest! {
                     assert_resumed(&log, &h.ctx());
                     prop_assert_eq!(
                         h.vmm.stats().total().kernel_calls - stats.kernel_calls,
-                        log.len() as u64
+                        kernel_calls(&log)
                     );
                 }
                 VmState::Off => {

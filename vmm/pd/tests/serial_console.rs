@@ -399,7 +399,7 @@ fn a_prompt_without_a_newline_goes_out_when_the_guest_waits() {
     );
     assert_eq!(
         r.h.vmm.stats().total().kernel_calls - before,
-        log.len() as u64,
+        kernel_calls(&log),
         "the notification is counted with the exit: {log:?}"
     );
     // Nothing new: the next wait publishes nothing and notifies nobody.

@@ -326,6 +326,14 @@ impl<K: Kernel + Clone> Harness<K> {
     }
 }
 
+/// The kernel calls among `log`: every invocation but the EL1 physical timer's programming,
+/// which is a register write at EL0, not a call (the VMM's statistics count calls).
+pub fn kernel_calls(log: &[Invocation]) -> u64 {
+    log.iter()
+        .filter(|i| !matches!(i, Invocation::TimerSet(_)))
+        .count() as u64
+}
+
 /// What one exit that resumed the guest did with the vCPU's user context.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ResumeShape {
