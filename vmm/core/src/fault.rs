@@ -230,6 +230,19 @@ fn word_u32(label: u64, index: usize, value: u64) -> Result<u32, FaultError> {
     })
 }
 
+/// A 0/1 flag word.
+fn word_bool(label: u64, index: usize, value: u64) -> Result<bool, FaultError> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        value => Err(FaultError::BadValue {
+            label,
+            index,
+            value,
+        }),
+    }
+}
+
 impl Fault {
     /// Decodes a fault message. Words past the fault's length are ignored.
     pub fn decode(label: u64, words: &[u64]) -> Result<Self, FaultError> {
@@ -238,17 +251,7 @@ impl Fault {
                 let [ip, addr, prefetch, fsr, ..] = *words else {
                     return Err(short(label, words, length::VM_FAULT));
                 };
-                let prefetch = match prefetch {
-                    0 => false,
-                    1 => true,
-                    value => {
-                        return Err(FaultError::BadValue {
-                            label,
-                            index: 2,
-                            value,
-                        });
-                    }
-                };
+                let prefetch = word_bool(label, 2, prefetch)?;
                 Ok(Fault::VmFault {
                     ip: GuestVirtAddr(ip),
                     addr: GuestPhysAddr(addr),
@@ -331,17 +334,7 @@ impl Fault {
                 let [ip, addr, in_recv_phase, kind, ..] = *words else {
                     return Err(short(label, words, length::CAP_FAULT));
                 };
-                let in_recv_phase = match in_recv_phase {
-                    0 => false,
-                    1 => true,
-                    value => {
-                        return Err(FaultError::BadValue {
-                            label,
-                            index: 2,
-                            value,
-                        });
-                    }
-                };
+                let in_recv_phase = word_bool(label, 2, in_recv_phase)?;
                 let extra = match kind {
                     0 | 1 => 0,
                     2 => 1,
