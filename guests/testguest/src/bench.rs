@@ -16,15 +16,46 @@
 
 use blk_pattern::hostile;
 
-use crate::mmio::{TESTDEV, WRITE_PAGE, testdev};
+use crate::mmio::{GICD, Mmio, TESTDEV, UART, WRITE_PAGE, testdev};
 use crate::platform::{self, Platform};
 use crate::report::{Msg, PerOp, esr_ec};
 use crate::virtio::{self, Seg};
 use crate::virtio_blk::{self, Blk, MAX_DATA_SEGS};
 use crate::{arch, gic, psci, vectors};
 
-/// Operations per measurement.
-const ITERATIONS: u64 = 10_000;
+/// The virtio-blk transport's registers (virt's last virtio-mmio slot).
+// SAFETY: device memory of the (emulated or QEMU's) virtio-mmio transport, owned by no Rust object.
+const VIRTIO_BLK: Mmio = unsafe { Mmio::new(virtio_blk::BASE, 0x200) };
+
+/// Operations per measurement: 10,000, or `TESTGUEST_BENCH_ITERATIONS` at build time (the exit
+/// profile, `build/bench/exit-profile.sh`, runs two counts and takes the difference).
+const ITERATIONS: u64 = match option_env!("TESTGUEST_BENCH_ITERATIONS") {
+    Some(n) => parse_u64(n),
+    None => 10_000,
+};
+
+/// A decimal number known at build time (a malformed one fails the build).
+const fn parse_u64(s: &str) -> u64 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n: u64 = 0;
+    assert!(!b.is_empty(), "TESTGUEST_BENCH_ITERATIONS is empty");
+    while i < b.len() {
+        assert!(
+            b[i].is_ascii_digit(),
+            "TESTGUEST_BENCH_ITERATIONS is not a number"
+        );
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
+
+/// Whether the benchmark `name` runs: all of them, or only the one named by
+/// `TESTGUEST_BENCH_ONLY` at build time (then the block benchmarks are skipped too).
+fn selected(name: &str) -> bool {
+    option_env!("TESTGUEST_BENCH_ONLY").is_none_or(|only| only == name)
+}
 /// Polls of the handler's SGI count before one delivery counts as lost.
 const MAX_SGI_POLLS: u32 = 10_000_000;
 
@@ -46,6 +77,9 @@ fn report(name: &str, n: u64, ticks: u64) {
 }
 
 fn measure(name: &str, mut op: impl FnMut(u64)) {
+    if !selected(name) {
+        return;
+    }
     let _ = vectors::take_unexpected();
     let start = arch::now();
     for i in 0..ITERATIONS {
@@ -58,6 +92,9 @@ fn measure(name: &str, mut op: impl FnMut(u64)) {
 /// One SGI to self per iteration: the write to GICD_SGIR, the delivery, the handler's IAR read
 /// and EOI, and the return.
 fn sgi_self() {
+    if !selected("sgi-self") {
+        return;
+    }
     gic::init();
     gic::enable(gic::TEST_SGI);
     vectors::irq_reset();
@@ -245,8 +282,25 @@ pub fn run_all() {
             psci::hvc(psci::PSCI_VERSION, 0, 0, 0);
         });
         measure("write-page", |i| WRITE_PAGE.str_x(0x800, i));
+        // One register of each emulated device: the GIC distributor (GICD_TYPER; the priority
+        // bytes of INTIDs 32..35, which nothing here enables), the virtio-blk transport
+        // (InterruptStatus, read-only), the PL011 (FR, and IMSC written with the mask it has:
+        // none, the bench guest polls).
+        measure("gicd-read", |_| {
+            GICD.ldr_w(0x004);
+        });
+        measure("gicd-write", |_| GICD.str_w(0x420, 0xa0a0_a0a0));
+        measure("virtio-read", |_| {
+            VIRTIO_BLK.ldr_w(0x060);
+        });
+        measure("pl011-read", |_| {
+            UART.ldr_w(0x018);
+        });
+        measure("pl011-write", |_| UART.str_w(0x038, 0));
         sgi_self();
     }
-    blk();
+    if option_env!("TESTGUEST_BENCH_ONLY").is_none() {
+        blk();
+    }
     println!("testguest: bench done");
 }

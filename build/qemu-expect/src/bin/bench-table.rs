@@ -52,20 +52,27 @@ fn main() -> ExitCode {
             &format!("{BLK_INTRO}{}", blk_table(None, Some(&native))),
         );
     }
-    let (full, null, out, native) = match args.as_slice() {
-        [full, null, out] => (full, null, out, None),
-        [full, null, out, native] => (full, null, out, Some(native)),
+    // FULL FLOOR NULL OUT [NATIVE] (FLOOR may be "-": no floor run).
+    let (full, floor, null, out, native) = match args.as_slice() {
+        [full, floor, null, out] => (full, floor, null, out, None),
+        [full, floor, null, out, native] => (full, floor, null, out, Some(native)),
         _ => {
             eprintln!(
-                "usage: bench-table FULL_LOG NULL_LOG OUT [NATIVE_LOG]\n       bench-table --native NATIVE_LOG OUT"
+                "usage: bench-table FULL_LOG FLOOR_LOG|- NULL_LOG OUT [NATIVE_LOG]\n       bench-table --native NATIVE_LOG OUT"
             );
             return ExitCode::from(2);
         }
     };
-    let runs = (read(full), read(null), native.map(|n| read(n)).transpose());
-    let (full, null, native) = match runs {
-        (Ok(f), Ok(n), Ok(na)) => (f, n, na),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let floor = (floor != "-").then_some(floor);
+    let runs = (
+        read(full),
+        floor.map(|f| read(f)).transpose(),
+        read(null),
+        native.map(|n| read(n)).transpose(),
+    );
+    let (full, floor, null, native) = match runs {
+        (Ok(f), Ok(fl), Ok(n), Ok(na)) => (f, fl, n, na),
+        (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             eprintln!("bench-table: {e}");
             return ExitCode::FAILURE;
         }
@@ -76,10 +83,12 @@ fn main() -> ExitCode {
     }
     let mut text = format!(
         "# Exit costs under QEMU -icount shift=0 (virtual time counts instructions)\n\n\
-         Counter frequency {} Hz; averages over the iterations shown. The null VMM only moves \
-         the guest's PC and replies: the floor of an exit.\n\n{}",
+         Counter frequency {} Hz (1 tick = 16 instructions); averages over the iterations \
+         shown. The floor VMM does the least a correct MMIO emulation does on seL4 (ReadRegisters \
+         of the prefix up to the transfer register, WriteRegisters of the result and the PC, \
+         reply); the null VMM only moves the guest's PC and replies.\n\n{}",
         full.cntfrq.unwrap_or(0),
-        table(&full, &null)
+        table(&full, floor.as_ref(), &null)
     );
     if !full.blk.is_empty() || native.is_some() {
         text.push('\n');
