@@ -631,6 +631,7 @@ impl<H, const N: usize, const VCPUS: usize> Exit<'_, H, N, VCPUS> {
         args: Option<[u64; 4]>,
     ) -> Result<ExitReport, Diagnostic> {
         let vcpu_err = |e| diag(HypervisorReason::Vcpu(e), fault);
+        vcpu.expect_gprs(0b1111);
         let x = match args {
             Some(x) => x,
             None => [
@@ -757,6 +758,9 @@ fn sysreg<V: Vcpu, H, P: Platform<H>>(
     s: SysRegTrap,
 ) -> Result<ExitReport, Diagnostic> {
     let vcpu_err = |e| diag(HypervisorReason::Vcpu(e), fault);
+    if s.rt != 31 {
+        vcpu.expect_gprs(1 << s.rt);
+    }
     let value = if s.read {
         None
     } else if s.rt == 31 {

@@ -209,6 +209,9 @@ fn emulate_isv(
     if !abort.sf && size == 8 {
         return Err(MmioError::BadSyndrome);
     }
+    if abort.srt != 31 {
+        vcpu.expect_gprs(1 << abort.srt);
+    }
     let op = if abort.wnr {
         let value = read_xzr(vcpu, abort.srt)?;
         bus_write(bus, gpa, size, value)?;
@@ -261,6 +264,8 @@ fn emulate_insn(
     fault_gpa: GuestPhysAddr,
     bus: &mut (impl MmioBus + ?Sized),
 ) -> Result<MmioOutcome, MmioError> {
+    // The instruction is not known yet: any register may be its base, offset or transfer.
+    vcpu.expect_gprs(crate::vcpu::ALL_GPRS);
     // PSTATE.nRW (M[4]) set: the guest runs AArch32 code, which the A64 decoder must not read.
     if vcpu.pstate()? & (1 << 4) != 0 {
         return Err(MmioError::Aarch32);

@@ -69,7 +69,16 @@ pub trait Vcpu {
     fn sysreg(&mut self, reg: SysReg) -> Result<u64, VcpuError>;
     /// Writes an EL1 system register.
     fn set_sysreg(&mut self, reg: SysReg, value: u64) -> Result<(), VcpuError>;
+    /// A hint before the first access: this exit will use the general registers in `mask` (bit
+    /// n: x<n>), so a lazy implementation can fetch them all at its first miss. Nothing else
+    /// changes: a register not announced is still read correctly, only perhaps at a second cost.
+    fn expect_gprs(&mut self, mask: u32) {
+        let _ = mask;
+    }
 }
+
+/// [`Vcpu::expect_gprs`] mask of every general register x0..x30.
+pub const ALL_GPRS: u32 = (1 << 31) - 1;
 
 /// A plain in-memory vCPU: the executable model the lazy PD implementation is tested against, and
 /// the register file of host tests.

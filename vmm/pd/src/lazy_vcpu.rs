@@ -2,11 +2,17 @@
 //! when asked for and written back only when changed.
 //!
 //! TCB ReadRegisters and WriteRegisters move a *prefix* of `seL4_UserContext` (pc, sp, spsr, x0..
-//! in the kernel's order), so an exit costs at most one read (of the whole context, at the first
-//! register it needs that it does not know) and one write of the prefix up to the highest
-//! changed register. Values the fault message already carries (the IP of a VMFault; x0..x7, IP,
-//! SP and SPSR of an HVC) are seeded and never read.
+//! in the kernel's order), so an exit costs at most one read and one write of the prefix up to
+//! the highest changed register. The read, at the first register the exit needs that it does not
+//! know, covers pc, sp, spsr, x0..x7 and every register the exit announced
+//! ([`Vcpu::expect_gprs`]: the MMIO emulator names the transfer register, or all of them before
+//! it decodes an instruction), not the whole context: the kernel copies, and the PD takes, a
+//! word per register. Values the fault message already carries (the IP of a VMFault; x0..x7,
+//! IP, SP and SPSR of an HVC) are seeded and never read.
 //! vCPU system registers are read and written one by one (ARM VCPU ReadReg/WriteReg).
+//!
+//! One cache lives as long as the VMM and is reset per exit ([`LazyVcpu::begin`]): its register
+//! arrays are neither zeroed nor moved on the hot path.
 
 use microkit_rt::abi::{unknown_syscall, user_context, vcpu_reg};
 use microkit_rt::{Child, Kernel, KernelError};
@@ -19,6 +25,23 @@ const CTX_X0: usize = match user_context::gpr_index(0) {
     Some(i) => i,
     None => 0,
 };
+
+/// The shortest prefix a read fetches: pc, sp, spsr and x0..x7 (a firmware call's arguments).
+const READ_MIN: usize = CTX_X0 + 8;
+
+/// The user-context prefix length that holds every register of `mask` (bit n: x<n>).
+fn prefix_for(mask: u32) -> usize {
+    let mut len = 0;
+    let mut m = mask & vmm_core::vcpu::ALL_GPRS;
+    while m != 0 {
+        let n = m.trailing_zeros() as u8;
+        m &= m - 1;
+        if let Some(i) = user_context::gpr_index(n) {
+            len = len.max(i + 1);
+        }
+    }
+    len
+}
 
 /// The seL4 `seL4_VCPUReg` field of each [`SysReg`].
 pub const fn vcpu_field(r: SysReg) -> u64 {
@@ -44,8 +67,12 @@ pub struct LazyVcpu<K: Kernel> {
     k: K,
     vcpu: Child,
     ctx: [u64; user_context::LEN],
+    /// Where a read lands before it is merged under the registers the exit changed.
+    scratch: [u64; user_context::LEN],
     valid: u64,
     dirty: u64,
+    /// The prefix length the first read fetches (at least [`READ_MIN`]).
+    read_len: usize,
     sys: [u64; SYSREGS],
     sys_valid: u16,
     sys_dirty: u16,
@@ -66,13 +93,26 @@ impl<K: Kernel> LazyVcpu<K> {
             k,
             vcpu,
             ctx: [0; user_context::LEN],
+            scratch: [0; user_context::LEN],
             valid: 0,
             dirty: 0,
+            read_len: READ_MIN,
             sys: [0; SYSREGS],
             sys_valid: 0,
             sys_dirty: 0,
             calls: 0,
         }
+    }
+
+    /// Forgets the last exit: nothing known, nothing changed, no call made. The arrays keep
+    /// their stale contents, which nothing reads before a register is valid again.
+    pub fn begin(&mut self) {
+        self.valid = 0;
+        self.dirty = 0;
+        self.read_len = READ_MIN;
+        self.sys_valid = 0;
+        self.sys_dirty = 0;
+        self.calls = 0;
     }
 
     /// Records a value the fault message carried (index in `abi::user_context` order).
@@ -88,29 +128,32 @@ impl<K: Kernel> LazyVcpu<K> {
         self.calls
     }
 
-    /// Makes registers `0..=index` valid, keeping the ones already known. On a miss the whole
-    /// user context is read with one ReadRegisters.
+    /// Makes registers `0..=index` valid, keeping the ones already known: one ReadRegisters of
+    /// the prefix that also holds every announced register (and pc, sp, spsr, x0..x7), merged
+    /// under the registers this exit changed.
     //
-    // Fix (component tests, vmm/pd/tests/lazy_vcpu.rs): this read only the prefix `0..=index`,
-    // so accesses in ascending order each missed again — an SMC firmware call (x0, x1, x2, x3)
-    // made four ReadRegisters, an ISV = 0 `str x20, [x1], #8` two — against the promise of at
-    // most one read per exit. A longer read costs a few more message words in the same call.
+    // History (component tests, vmm/pd/tests/lazy_vcpu.rs): reading only `0..=index` made
+    // accesses in ascending order miss again (an SMC firmware call's x0..x3 made four
+    // ReadRegisters); then the whole context was read, which cost a word per register in the
+    // kernel and here (a third of an MMIO exit's VMM instructions). The announced prefix keeps
+    // the one read and moves only what the exit uses.
     fn load_prefix(&mut self, index: usize) -> Result<(), VcpuError> {
         let want = (1u64 << (index + 1)) - 1;
         if self.valid & want == want {
             return Ok(());
         }
-        let mut tmp = [0u64; user_context::LEN];
+        let n = self.read_len.max(index + 1).min(user_context::LEN);
         self.calls += 1;
         self.k
-            .vm_read_registers(self.vcpu, &mut tmp)
+            .vm_read_registers(self.vcpu, &mut self.scratch[..n])
             .map_err(kerr)?;
-        for (i, v) in tmp.iter().enumerate() {
-            if self.valid & (1 << i) == 0 {
-                self.ctx[i] = *v;
+        let keep = self.dirty;
+        for (i, (c, v)) in self.ctx.iter_mut().zip(&self.scratch[..n]).enumerate() {
+            if keep & (1 << i) == 0 {
+                *c = *v;
             }
         }
-        self.valid = (1 << user_context::LEN) - 1;
+        self.valid |= (1u64 << n) - 1;
         Ok(())
     }
 
@@ -263,5 +306,8 @@ impl<K: Kernel> Vcpu for LazyVcpu<K> {
         self.sys_valid |= 1 << i;
         self.sys_dirty |= 1 << i;
         Ok(())
+    }
+    fn expect_gprs(&mut self, mask: u32) {
+        self.read_len = self.read_len.max(prefix_for(mask));
     }
 }

@@ -124,6 +124,8 @@ impl core::fmt::Display for VmmError {
 pub struct Vmm<K: Kernel + Clone> {
     k: K,
     vcpu: Child,
+    /// The vCPU's register cache, reset at each exit.
+    regs: LazyVcpu<K>,
     mem: Option<RegionMemory>,
     tree: HandlerTree<DeviceId, HANDLERS>,
     psci: Psci<1>,
@@ -157,6 +159,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         blobs: GuestBlobs,
     ) -> Self {
         let mut vmm = Vmm {
+            regs: LazyVcpu::new(k.clone(), system::GUEST_VCPU_0),
             k,
             vcpu: system::GUEST_VCPU_0,
             mem: None,
@@ -541,8 +544,8 @@ impl<K: Kernel + Clone> Vmm<K> {
             say!(self, "vmm: fault while no guest memory is mapped");
             return None;
         };
-        let mut vcpu = LazyVcpu::new(self.k.clone(), self.vcpu);
-        seed(&mut vcpu, msg.label(), words);
+        self.regs.begin();
+        seed(&mut self.regs, msg.label(), words);
         let mut platform = PlatformCtx {
             devices: &mut self.devices,
             vgic: &mut self.vgic,
@@ -563,7 +566,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             0,
             msg.label(),
             words,
-            &mut vcpu,
+            &mut self.regs,
             &mut exit_mem,
             &mut platform,
         );
@@ -590,7 +593,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             // (the register write-back already moved its PC past the WFI): suspended, and
             // resumed by the next event that can bring one (`notified`): a driver domain's
             // notification, or the timer armed at its virtual timer's deadline.
-            ExitAction::WaitForInterrupt if park => match vcpu.flush() {
+            ExitAction::WaitForInterrupt if park => match self.regs.flush() {
                 // Suspending cancels the pending fault reply: otherwise the next receive finds
                 // the reply object still holding it (the debug kernel reports that as an error).
                 Ok(_) => match self.k.vm_suspend(self.vcpu) {
@@ -602,7 +605,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                     Err(_) => Some(MessageInfo::new(0, 0)),
                 },
                 Err(e) => {
-                    self.stop_with(&mut vcpu, &report, Some(e));
+                    self.stop_with(&report, Some(e));
                     None
                 }
             },
@@ -610,23 +613,23 @@ impl<K: Kernel + Clone> Vmm<K> {
                 // An HVC's results (x0..x3) and PC go back in the fault reply when nothing else
                 // changed: no TCB WriteRegisters (abi::unknown_syscall).
                 if msg.label() == label::UNKNOWN_SYSCALL {
-                    reply_mrs = vcpu.take_syscall_reply(words);
+                    reply_mrs = self.regs.take_syscall_reply(words);
                 }
-                match vcpu.flush() {
+                match self.regs.flush() {
                     Ok(_) => Some(MessageInfo::new(0, reply_mrs.map_or(0, |m| m.len()))),
                     Err(e) => {
-                        self.stop_with(&mut vcpu, &report, Some(e));
+                        self.stop_with(&report, Some(e));
                         None
                     }
                 }
             }
             ExitAction::PowerOff => {
-                let _ = vcpu.flush();
+                let _ = self.regs.flush();
                 self.power_off();
                 None
             }
             ExitAction::Reset if system::SMC => {
-                let _ = vcpu.flush();
+                let _ = self.regs.flush();
                 let _ = self.k.vm_suspend(self.vcpu);
                 self.state = VmState::Off;
                 self.machine_request = Some(fid::SYSTEM_RESET);
@@ -647,14 +650,14 @@ impl<K: Kernel + Clone> Vmm<K> {
                 None
             }
             ExitAction::Stop(_) => {
-                self.stop_with(&mut vcpu, &report, None);
+                self.stop_with(&report, None);
                 None
             }
         };
         let ended = matches!(self.state, VmState::Off | VmState::Stopped);
         // The reply, or the suspension of a VM that ended or was parked, is a kernel call of
         // this exit too.
-        let calls = vcpu.calls()
+        let calls = self.regs.calls()
             + device_calls
             + idle_calls
             + u32::from(reply.is_some() || ended || self.parked);
@@ -831,12 +834,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
     }
 
-    fn stop_with(
-        &mut self,
-        vcpu: &mut LazyVcpu<K>,
-        report: &ExitReport,
-        flush_error: Option<vmm_core::vcpu::VcpuError>,
-    ) {
+    fn stop_with(&mut self, report: &ExitReport, flush_error: Option<vmm_core::vcpu::VcpuError>) {
         self.state = VmState::Stopped;
         match report.action {
             ExitAction::Stop(d) => say!(self, "vmm: VM stopped: {}", d),
@@ -846,7 +844,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                 flush_error
             ),
         }
-        match vcpu.dump() {
+        match self.regs.dump() {
             Ok(regs) => {
                 for (i, name) in user_context::NAMES.iter().enumerate().take(17) {
                     say!(self, "vmm:   {:>5} = {:#018x}", name, regs[i]);

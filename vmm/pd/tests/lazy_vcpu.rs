@@ -142,9 +142,27 @@ proptest! {
         regs in prop::collection::vec(any::<u64>(), vcpu_reg::NUM as usize),
         seeded in any::<u64>().prop_map(|m| m & ((1 << user_context::LEN) - 1)),
         ops in prop::collection::vec(op(), 0..40),
+        prev in prop::collection::vec(op(), 0..12),
+        announce_all in any::<bool>(),
     ) {
         let sim = sim_with(ctx, &regs);
+        // The cache lives as long as the VMM: an earlier exit ran on it (and changed the vCPU);
+        // `begin` must leave nothing of it behind.
         let mut lazy = LazyVcpu::new(sim.kernel(), Child::new(0));
+        for op in &prev {
+            let _ = apply(&mut lazy, op);
+        }
+        prop_assert!(lazy.flush().is_ok());
+        let (ctx, regs) = sim.with_vcpu(0, |v| (v.context, v.regs.to_vec()));
+        let _ = sim.take_log();
+        lazy.begin();
+        // The exit path announces the general registers it will use before the first access
+        // (the MMIO emulator: the transfer register, or all of them for a decoded instruction).
+        let used = ops.iter().fold(0u32, |m, op| match *op {
+            Op::Gpr(n) | Op::SetGpr(n, _) if n <= 30 => m | 1 << n,
+            _ => m,
+        });
+        lazy.expect_gprs(if announce_all { vmm_core::vcpu::ALL_GPRS } else { used });
         // Seeds carry the true values, as a fault message does.
         for (i, &v) in ctx.iter().enumerate() {
             if seeded & (1 << i) != 0 {
