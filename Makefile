@@ -8,6 +8,7 @@
 #   make qemu            boot it in QEMU (Ctrl-A x to quit)
 #   make test-qemu       boot the test system (system.xml + system-test.xml: the runtime self-test
 #                        PDs too) with a timeout and assert the console
+#   make test-qemu-production  boot system.xml itself (no self-test PDs) and assert the console
 #   make test-qemu-hvfault  the deliberately broken VMM: the VM stops, the VMM keeps serving
 #   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM, and
 #                        block throughput under seL4 against the native run (bench-native)
@@ -111,7 +112,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -327,6 +328,11 @@ bench-linux:
 		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
 BENCH_LINUX_CONFIG ?= release
 
+# The production system (system.xml, what a user boots), debug configuration: the VMM, its guest
+# and the driver domains; no self-test PD runs (build/expect/production.txt).
+test-qemu-production:
+	@$(MAKE) --no-print-directory test-qemu BOOT_SYSTEM=production EXPECT=production
+
 # The release configuration: no kernel printing; the guest's console reaches the UART only through
 # the serial driver domain.
 test-qemu-release:
@@ -397,7 +403,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault test-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:
