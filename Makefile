@@ -3,9 +3,12 @@
 # the SDK tarball `make setup` unpacks (see "The Microkit SDK" below).
 #
 #   make                 build the test guest and cross-compile every PD ELF (no SDK needed)
-#   make image           system image with the SDK's microkit tool
+#   make image           system image with the SDK's microkit tool (SYSTEM=production: system.xml,
+#                        the VMM, its guest and the driver domains; SYSTEM=test: the test system)
 #   make qemu            boot it in QEMU (Ctrl-A x to quit)
-#   make test-qemu       boot with a timeout and assert the console
+#   make test-qemu       boot the test system (system.xml + system-test.xml: the runtime self-test
+#                        PDs too) with a timeout and assert the console
+#   make test-qemu-production  boot system.xml itself (no self-test PDs) and assert the console
 #   make test-qemu-hvfault  the deliberately broken VMM: the VM stops, the VMM keeps serving
 #   make bench-qemu      exit-cost benchmark under -icount, full VMM against the null VMM, and
 #                        block throughput under seL4 against the native run (bench-native)
@@ -42,8 +45,29 @@ MICROKIT_SDK = $(eval MICROKIT_SDK := $(shell test -x $(SDK_LOCAL)/bin/microkit 
 endif
 TARGET          := aarch64-unknown-none
 
-# Protection domains: crate name = ELF name in system.xml's <program_image>.
-PDS := selftest-ping selftest-pong vmm serial-driver blk-driver
+# Protection domains: crate name = ELF name in system.xml's <program_image>. The production
+# system (system.xml) has PDS; the test system adds TEST_PDS (system-test.xml, an overlay that
+# sdf-compose splices into system.xml: one source for everything both share).
+PDS      := vmm serial-driver blk-driver
+TEST_PDS := selftest-ping selftest-pong
+# Which system `image` builds: production (system.xml, what a user boots) or test (the boot
+# tests'). Every PD of a test image is generated from the composed test system (SYSTEM_XML), in a
+# target dir of its own: the VMM finds its liveness peer there, the serial driver its self-test
+# clients.
+SYSTEM ?= production
+ifeq ($(SYSTEM),test)
+SYSTEM_PDS  = $(PDS) $(TEST_PDS)
+SYSTEM_FILE = $(OUT)/system-test.xml
+SYSTEM_ENV  = SYSTEM_XML=$(abspath $(SYSTEM_FILE))
+PD_TARGET_DIR ?= target/pd-test-$(MICROKIT_CONFIG)
+else ifeq ($(SYSTEM),production)
+SYSTEM_PDS  = $(PDS)
+SYSTEM_FILE = system.xml
+SYSTEM_ENV  =
+PD_TARGET_DIR ?= target/pd-$(MICROKIT_CONFIG)
+else
+$(error SYSTEM=$(SYSTEM): production or test)
+endif
 
 # The guest the VMM boots: by default the bare-metal test guest and the platform's own DTB;
 # GUEST_IMAGE=<any arm64 Image> (and GUEST_DTB, GUEST_INITRD) boot something else in its place.
@@ -54,6 +78,8 @@ GUEST_INITRD ?=
 # Extra cargo features of the VMM (e.g. VMM_FEATURES=broken-handler) and of the test guest.
 VMM_FEATURES ?=
 GUEST_FEATURES ?=
+# The system test-qemu boots: the test system (its expectations include the self-test PDs).
+BOOT_SYSTEM ?= test
 # Console expectations test-qemu asserts: build/expect/$(EXPECT).txt. EXPECT_EXIT: QEMU must
 # also end by itself (the guest's PSCI SYSTEM_OFF reached the machine); not for a VM that stops.
 EXPECT ?= $(MICROKIT_CONFIG)
@@ -68,7 +94,6 @@ ELF_DIR  := $(OUT)/elf
 IMAGE    := $(OUT)/loader.img
 REPORT   := $(OUT)/report.txt
 QEMU_LOG := $(OUT)/qemu.log
-PD_TARGET_DIR := target/pd-$(MICROKIT_CONFIG)
 
 # The block driver domain's disk: a raw image QEMU presents as a modern virtio-blk-device on
 # virtio-mmio (the first -device lands in the last transport, 0x0a003e00, INTID 79).
@@ -87,7 +112,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -147,15 +172,21 @@ guest:
 	@mkdir -p $(GUEST_DIR)
 	dtc -q -I dts -O dtb -o $(GUEST_DIR)/virt.dtb guests/platform/virt.dts
 
-build: guest
-	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
+# The test system: system.xml with the overlay spliced in, validated (rewritten only on change).
+system-file:
+	@if [ "$(SYSTEM)" = test ]; then \
+		$(CARGO) run -q -p sdf --bin sdf-compose -- system.xml system-test.xml $(SYSTEM_FILE) && \
+		echo "system: $(SYSTEM_FILE) (system.xml + system-test.xml)"; fi
+
+build: guest system-file
+	$(SYSTEM_ENV) MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
 	GUEST_IMAGE=$(abspath $(GUEST_IMAGE)) GUEST_DTB=$(abspath $(GUEST_DTB)) \
 	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) \
-		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(PDS)) \
+		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(SYSTEM_PDS)) \
 		$(if $(VMM_FEATURES),--features vmm/$(VMM_FEATURES))
 	@mkdir -p $(ELF_DIR)
-	@for pd in $(PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
-	@echo "built $(words $(PDS)) PD ELFs for $(MICROKIT_CONFIG) in $(ELF_DIR)"
+	@for pd in $(SYSTEM_PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
+	@echo "built $(words $(SYSTEM_PDS)) PD ELFs of the $(SYSTEM) system for $(MICROKIT_CONFIG) in $(ELF_DIR)"
 
 # Boots need QEMU: a missing one fails the target (`make setup` installs Debian's).
 check-qemu:
@@ -170,9 +201,9 @@ check-sdk:
 
 image: check-sdk build
 	@test -f $(DISK_IMAGE) || truncate -s $(DISK_SIZE) $(DISK_IMAGE)
-	$(MICROKIT_SDK)/bin/microkit system.xml --search-path $(ELF_DIR) \
+	$(MICROKIT_SDK)/bin/microkit $(SYSTEM_FILE) --search-path $(ELF_DIR) \
 		--board $(MICROKIT_BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)
-	@echo "image: $(IMAGE) (report: $(REPORT))"
+	@echo "image: $(IMAGE) of $(SYSTEM_FILE) (report: $(REPORT))"
 
 qemu: image
 	$(QEMU) $(QEMU_ARGS) -serial mon:stdio
@@ -180,7 +211,7 @@ qemu: image
 test-qemu: check-sdk check-qemu
 	@if [ ! -f build/expect/$(EXPECT).txt ]; then \
 		echo "test-qemu: no console expectations build/expect/$(EXPECT).txt"; exit 1; fi; \
-	rm -f $(DISK_IMAGE) && $(MAKE) --no-print-directory image && \
+	rm -f $(DISK_IMAGE) && $(MAKE) --no-print-directory image SYSTEM=$(BOOT_SYSTEM) && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
 		--timeout $(QEMU_TIMEOUT) --linger 2 $(if $(EXPECT_EXIT),--expect-exit) -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
 	if [ -n "$(DISK_CHECK)" ]; then $(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(DISK_IMAGE); fi
@@ -303,6 +334,11 @@ bench-linux:
 		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
 BENCH_LINUX_CONFIG ?= release
 
+# The production system (system.xml, what a user boots), debug configuration: the VMM, its guest
+# and the driver domains; no self-test PD runs (build/expect/production.txt).
+test-qemu-production:
+	@$(MAKE) --no-print-directory test-qemu BOOT_SYSTEM=production EXPECT=production
+
 # The release configuration: no kernel printing; the guest's console reaches the UART only through
 # the serial driver domain.
 test-qemu-release:
@@ -321,7 +357,7 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
-		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
+		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS) $(TEST_PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
 
 host-test:
 	$(CARGO) test --workspace
@@ -373,7 +409,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-release test-qemu-hvfault test-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -146,6 +146,39 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
         }
         let _ = writeln!(w, "}}");
     }
+    let _ = writeln!(
+        w,
+        "/// Every channel of this PD to another PD: (peer, channel), by id.\npub const PEERS: &[(&str, Channel)] = &["
+    );
+    for c in &scope.channels {
+        let _ = writeln!(w, "    ({:?}, Channel::new({})),", c.peer, c.id);
+    }
+    let _ = writeln!(w, "];");
+    let _ = writeln!(
+        w,
+        "/// The first channel to `peer`, if the system this PD was generated from gives it one: for a\n/// peer that one system description has and another has not (the test system's self-test PDs).\npub const fn channel_to(peer: &str) -> Option<Channel> {{\n    let mut i = 0;\n    while i < PEERS.len() {{\n        if str_eq(PEERS[i].0, peer) {{\n            return Some(PEERS[i].1);\n        }}\n        i += 1;\n    }}\n    None\n}}\nconst fn str_eq(a: &str, b: &str) -> bool {{\n    let (a, b) = (a.as_bytes(), b.as_bytes());\n    if a.len() != b.len() {{\n        return false;\n    }}\n    let mut i = 0;\n    while i < a.len() {{\n        if a[i] != b[i] {{\n            return false;\n        }}\n        i += 1;\n    }}\n    true\n}}"
+    );
+    let _ = writeln!(
+        w,
+        "/// Every region this PD maps: (region, size in bytes), in system.xml order.\npub const MAPS: &[(&str, usize)] = &["
+    );
+    for m in &scope.maps {
+        let _ = writeln!(w, "    ({:?}, {:#x}),", m.mr, m.size);
+    }
+    let _ = writeln!(w, "];");
+    let _ = writeln!(
+        w,
+        "/// The region `mr` where the tool mapped it (`None`: no setvar_vaddr map of that name).\n#[cfg(all(target_arch = \"aarch64\", target_os = \"none\"))]\npub fn region(mr: &str) -> Option<Result<microkit_rt::SharedRegion, microkit_rt::RegionError>> {{\n    match mr {{"
+    );
+    for m in scope.maps.iter().filter(|m| m.setvar_vaddr.is_some()) {
+        let _ = writeln!(
+            w,
+            "        {:?} => Some({}_region()),",
+            m.mr,
+            module_name(&m.mr)
+        );
+    }
+    let _ = writeln!(w, "        _ => None,\n    }}\n}}");
     let mut dup = names.clone();
     dup.sort();
     dup.dedup();
@@ -159,9 +192,13 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
     }
     let _ = writeln!(w, "/// This PD's mappings.\npub mod map {{");
     for m in &scope.maps {
+        let phys = m
+            .phys_addr
+            .map(|p| format!(" pub const PHYS_ADDR: u64 = {p:#x};"))
+            .unwrap_or_default();
         let _ = writeln!(
             w,
-            "    /// Region `{}`: {:#x} bytes at {:#x} (r{}w{}x{}, cached: {}).\n    pub mod {} {{ pub const VADDR: u64 = {:#x}; pub const SIZE: usize = {:#x}; }}",
+            "    /// Region `{}`: {:#x} bytes at {:#x} (r{}w{}x{}, cached: {}).\n    pub mod {} {{ pub const VADDR: u64 = {:#x}; pub const SIZE: usize = {:#x};{phys} }}",
             m.mr,
             m.size,
             m.vaddr,
@@ -248,6 +285,44 @@ pub fn required_symbols(sys: &System, pd: &str) -> Vec<String> {
     v
 }
 
+/// The system description PD `pd` is generated from, and the files it was read from:
+/// `$SYSTEM_XML` if set (the Makefile's test builds point it at the composed test system);
+/// else the nearest `system.xml` (production) if it has `pd`; else that file composed with the
+/// test overlay beside it ([`crate::overlay::TEST_OVERLAY`]), for the PDs only the test system
+/// has (the self-test PDs).
+pub fn system_for(
+    pd: &str,
+    start: &std::path::Path,
+) -> Result<(System, Vec<std::path::PathBuf>), SdfError> {
+    let missing = |what: String| SdfError {
+        line: 0,
+        element: String::new(),
+        attribute: None,
+        message: what,
+    };
+    if let Ok(p) = std::env::var("SYSTEM_XML") {
+        let p = std::path::PathBuf::from(p);
+        return Ok((crate::load(&p)?, vec![p]));
+    }
+    let base = start
+        .ancestors()
+        .map(|d| d.join("system.xml"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing(format!("no system.xml above {}", start.display())))?;
+    let sys = crate::load(&base)?;
+    if sys.pd(pd).is_some() {
+        return Ok((sys, vec![base]));
+    }
+    let overlay = base.with_file_name(crate::overlay::TEST_OVERLAY);
+    if overlay.is_file() {
+        let (_, test) = crate::overlay::load_composed(&base, &overlay)?;
+        if test.pd(pd).is_some() {
+            return Ok((test, vec![base, overlay]));
+        }
+    }
+    Ok((sys, vec![base]))
+}
+
 /// Finds system.xml: `$SYSTEM_XML`, else the nearest one in `start` or a parent folder.
 pub fn find_system_xml(start: &std::path::Path) -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("SYSTEM_XML") {
@@ -264,12 +339,15 @@ pub fn find_system_xml(start: &std::path::Path) -> Option<std::path::PathBuf> {
 pub fn build_script(pd: &str) {
     println!("cargo::rerun-if-env-changed=SYSTEM_XML");
     let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let Some(path) = find_system_xml(std::path::Path::new(&manifest)) else {
-        eprintln!("error: no system.xml found above {manifest} (set SYSTEM_XML)");
-        std::process::exit(1);
-    };
-    println!("cargo::rerun-if-changed={}", path.display());
-    let generated = crate::load(&path).and_then(|sys| {
+    let generated = system_for(pd, std::path::Path::new(&manifest)).and_then(|(sys, files)| {
+        for f in &files {
+            println!("cargo::rerun-if-changed={}", f.display());
+        }
+        // A PD only the test overlay has must rebuild when the overlay appears or changes.
+        if let Some(base) = files.first() {
+            let overlay = base.with_file_name(crate::overlay::TEST_OVERLAY);
+            println!("cargo::rerun-if-changed={}", overlay.display());
+        }
         let code = generate(&sys, pd)?;
         Ok((sys, code))
     });
@@ -289,7 +367,7 @@ pub fn build_script(pd: &str) {
             }
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            eprintln!("error: system description for {pd} (above {manifest}): {e}");
             std::process::exit(1);
         }
     }

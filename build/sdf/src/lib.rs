@@ -8,7 +8,10 @@
 
 pub mod codegen;
 pub mod model;
+pub mod overlay;
 pub mod parse;
+pub mod policy;
+pub mod policy_table;
 pub mod scope;
 
 pub use model::*;

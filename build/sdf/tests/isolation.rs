@@ -1,197 +1,555 @@
-//! Isolation, checked on the repository's system.xml: every PD maps exactly the regions its role
-//! needs, memory that a VM sees (guest RAM) reaches no PD but the VMM that owns the VM, and device
-//! memory (regions with a physical address) is mapped by at most one PD. A new PD or map must be
-//! added to the role table below, so a widened grant is a visible, reviewed change.
+//! Isolation, checked on every system description of the repository (system.xml, the production
+//! system, and system.xml + system-test.xml, the boot tests' system) against the declared policy
+//! (`sdf::policy_table::POLICY`): any grant a system makes that the table does not list fails,
+//! naming the subject, the item and the line. The same check is shown failing on deliberately
+//! widened copies, each for the one grant that was widened.
 
-use sdf::{PdScope, System};
-use std::collections::{BTreeMap, BTreeSet};
+use sdf::System;
+use sdf::policy::{Kind, Violation, check};
+use sdf::policy_table::POLICY;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
-fn repo() -> System {
-    let path = sdf::codegen::find_system_xml(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect("system.xml");
-    sdf::load(&path).unwrap_or_else(|e| panic!("{e}"))
+fn root() -> PathBuf {
+    sdf::codegen::find_system_xml(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("system.xml above the crate")
+        .parent()
+        .expect("a folder")
+        .to_path_buf()
 }
 
-/// What each PD (and each VM) may map: its role's regions, nothing else.
-fn roles() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
-    let mut r = BTreeMap::new();
-    // The self-test PDs: their shared region and the client side of their serial TX queue.
-    r.insert(
-        "selftest_ping",
-        BTreeSet::from([
-            "selftest_shared",
-            "serial_tx_queue_selftest_ping",
-            "serial_tx_data_selftest_ping",
-        ]),
-    );
-    r.insert(
-        "selftest_pong",
-        BTreeSet::from([
-            "selftest_shared",
-            "serial_tx_queue_selftest_pong",
-            "serial_tx_data_selftest_pong",
-        ]),
-    );
-    // The VMM: the guest's RAM (to load it and emulate devices) and the write-protected page.
-    r.insert(
-        "vmm",
-        BTreeSet::from([
-            "guest_ram",
-            "guest_wp_page",
-            "serial_tx_queue_vmm",
-            "serial_tx_data_vmm",
-            "serial_rx_queue_vmm",
-            "serial_rx_data_vmm",
-            "blk_req_queue_vmm",
-            "blk_resp_queue_vmm",
-            "blk_storage_info_vmm",
-            "blk_data_vmm",
-        ]),
-    );
-    // The block driver: its device (the virtio-mmio transports), its virtqueue memory, its queues
-    // to the VMM, the data region it shares with it and its serial TX queue; never guest memory.
-    r.insert(
-        "blk_driver",
-        BTreeSet::from([
-            "blk_regs",
-            "blk_dma",
-            "blk_req_queue_vmm",
-            "blk_resp_queue_vmm",
-            "blk_storage_info_vmm",
-            "blk_data_vmm",
-            "serial_tx_queue_blk_driver",
-            "serial_tx_data_blk_driver",
-        ]),
-    );
-    // The serial driver: its device (the PL011), its queues to the VMM and every other PD's TX
-    // queue; never guest memory.
-    r.insert(
-        "serial_driver",
-        BTreeSet::from([
-            "uart",
-            "serial_tx_queue_vmm",
-            "serial_tx_data_vmm",
-            "serial_rx_queue_vmm",
-            "serial_rx_data_vmm",
-            "serial_tx_queue_selftest_ping",
-            "serial_tx_data_selftest_ping",
-            "serial_tx_queue_selftest_pong",
-            "serial_tx_data_selftest_pong",
-            "serial_tx_queue_blk_driver",
-            "serial_tx_data_blk_driver",
-        ]),
-    );
-    // The VM: its RAM, the write-protected page (read-only), the GIC virtual CPU interface.
-    r.insert(
-        "vm:guest",
-        BTreeSet::from(["guest_ram", "guest_wp_page", "gic_vcpu"]),
-    );
-    r
+fn read(name: &str) -> String {
+    std::fs::read_to_string(root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn maps_of(sys: &System) -> BTreeMap<String, BTreeSet<String>> {
-    let mut m = BTreeMap::new();
-    for pd in &sys.pds {
-        let s = PdScope::of(sys, &pd.name).expect("scope");
-        m.insert(
-            pd.name.clone(),
-            s.maps.iter().map(|m| m.mr.clone()).collect(),
-        );
-        if let Some(vm) = s.vm {
-            m.insert(
-                format!("vm:{}", vm.name),
-                vm.maps.iter().map(|m| m.mr.clone()).collect(),
-            );
-        }
-    }
-    m
+fn production_text() -> String {
+    read("system.xml")
 }
 
-#[test]
-fn every_pd_maps_exactly_what_its_role_needs() {
-    let sys = repo();
-    let actual = maps_of(&sys);
-    let roles = roles();
-    for (who, regions) in &actual {
-        let want = roles
-            .get(who.as_str())
-            .unwrap_or_else(|| panic!("{who} has no role in this test: add it"));
-        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-        assert_eq!(
-            regions, &want,
-            "{who} maps {regions:?}, its role allows exactly {want:?}"
-        );
-    }
-    for who in roles.keys() {
-        assert!(actual.contains_key(*who), "role {who} is not in system.xml");
-    }
+fn test_text() -> String {
+    sdf::overlay::compose(&production_text(), &read(sdf::overlay::TEST_OVERLAY))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn guest_memory_reaches_no_pd_but_its_vmm() {
-    let sys = repo();
-    for owner in &sys.pds {
-        let Some(vm) = &owner.virtual_machine else {
-            continue;
+/// Every system description at the repository's root: `<system>` files as they are, overlays
+/// composed onto system.xml. Any other `.xml` there fails the test (it must be one of the two).
+fn every_system() -> Vec<(String, String, System)> {
+    let mut out = vec![];
+    let mut entries: Vec<_> = std::fs::read_dir(root())
+        .expect("repository root")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = if text.contains("<system_overlay") {
+            sdf::overlay::compose(&production_text(), &text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        } else if text.contains("<system>") {
+            text
+        } else {
+            panic!("{name} is neither a <system> nor a <system_overlay>");
         };
-        for m in &vm.maps {
-            let Some(region) = sys.region(&m.mr) else {
-                continue;
-            };
-            if region.phys_addr.is_some() {
-                continue; // device memory given to the VM (the GIC virtual CPU interface)
-            }
-            for pd in &sys.pds {
-                let maps_it = pd.maps.iter().any(|p| p.mr == m.mr);
-                assert!(
-                    !maps_it || pd.name == owner.name,
-                    "PD {} maps guest memory {} of VM {} (only its VMM {} may)",
-                    pd.name,
-                    m.mr,
-                    vm.name,
-                    owner.name
-                );
-            }
-        }
+        let sys = sdf::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        out.push((name, text, sys));
+    }
+    let names: Vec<&str> = out.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"system.xml") && names.contains(&"system-test.xml"),
+        "{names:?}"
+    );
+    out
+}
+
+fn violations(text: &str) -> Vec<Violation> {
+    check(&sdf::parse(text).unwrap_or_else(|e| panic!("{e}")), &POLICY)
+}
+
+fn report(v: &[Violation]) -> String {
+    v.iter().map(|v| format!("\n  {v}")).collect()
+}
+
+#[test]
+fn every_system_description_obeys_the_policy() {
+    for (name, _, sys) in every_system() {
+        let v = check(&sys, &POLICY);
+        assert!(
+            v.is_empty(),
+            "{name} grants what the policy does not:{}",
+            report(&v)
+        );
+    }
+}
+
+#[test]
+fn the_production_system_holds_the_vmm_its_guest_and_the_driver_domains_only() {
+    let sys = sdf::parse(&production_text()).unwrap();
+    let pds: BTreeSet<&str> = sys.pds.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(pds, BTreeSet::from(["vmm", "serial_driver", "blk_driver"]));
+    let vms: Vec<&str> = sys
+        .pds
+        .iter()
+        .filter_map(|p| p.virtual_machine.as_ref().map(|v| v.name.as_str()))
+        .collect();
+    assert_eq!(vms, ["guest"]);
+    assert!(
+        !production_text().contains("selftest"),
+        "system.xml names a self-test PD or region"
+    );
+}
+
+/// (region, vaddr, perms, cached, setvar) of a map, without its line.
+type MapKey = (String, u64, String, bool, Option<String>);
+
+fn map_keys(maps: &[sdf::Map]) -> BTreeSet<MapKey> {
+    maps.iter()
+        .map(|m| {
+            (
+                m.mr.clone(),
+                m.vaddr,
+                format!("{:?}", m.perms),
+                m.cached,
+                m.setvar_vaddr.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_test_system_is_the_production_system_plus_the_self_test_pds() {
+    let prod = sdf::parse(&production_text()).unwrap();
+    let test = sdf::parse(&test_text()).unwrap();
+    let names = |s: &System| -> BTreeSet<String> { s.pds.iter().map(|p| p.name.clone()).collect() };
+    let added: BTreeSet<String> = names(&test).difference(&names(&prod)).cloned().collect();
+    assert_eq!(
+        added,
+        BTreeSet::from(["selftest_ping".to_string(), "selftest_pong".to_string()])
+    );
+    for p in &prod.pds {
+        let t = test.pd(&p.name).unwrap();
+        assert!(
+            map_keys(&p.maps).is_subset(&map_keys(&t.maps)),
+            "{}",
+            p.name
+        );
+        assert_eq!(p.irqs.len(), t.irqs.len(), "{}", p.name);
+        assert_eq!(p.smc, t.smc, "{}", p.name);
+        assert_eq!(p.virtual_machine.is_some(), t.virtual_machine.is_some());
+    }
+    for r in &prod.memory_regions {
+        let t = test.region(&r.name).unwrap();
+        assert_eq!((r.size, r.phys_addr), (t.size, t.phys_addr), "{}", r.name);
+    }
+    // The liveness channel exists only in the test system.
+    let vmm_peers = |s: &System| -> Vec<String> {
+        sdf::PdScope::of(s, "vmm")
+            .unwrap()
+            .channels
+            .iter()
+            .map(|c| c.peer.clone())
+            .collect()
+    };
+    assert!(!vmm_peers(&prod).contains(&"selftest_ping".to_string()));
+    assert!(vmm_peers(&test).contains(&"selftest_ping".to_string()));
+}
+
+#[test]
+fn the_block_driver_maps_one_transport_page_the_one_qemu_puts_its_disk_in() {
+    for (name, _, sys) in every_system() {
+        let r = sys.region("blk_regs").unwrap();
+        assert_eq!((r.phys_addr, r.size), (Some(0xa00_3000), 0x1000), "{name}");
+        // QEMU virt's first virtio-mmio -device: transport 31.
+        let slot31 = 0x0a00_0000 + 31 * 0x200;
+        assert!((0xa00_3000..0xa00_4000).contains(&slot31));
     }
 }
 
 #[test]
 fn device_memory_is_mapped_by_at_most_one_pd() {
-    let sys = repo();
-    for region in sys.memory_regions.iter().filter(|r| r.phys_addr.is_some()) {
-        let users: Vec<&str> = sys
-            .pds
-            .iter()
-            .filter(|p| p.maps.iter().any(|m| m.mr == region.name))
-            .map(|p| p.name.as_str())
-            .collect();
-        assert!(
-            users.len() <= 1,
-            "device region {} is mapped by {users:?}",
-            region.name
-        );
+    for (name, _, sys) in every_system() {
+        for region in sys.memory_regions.iter().filter(|r| r.phys_addr.is_some()) {
+            let users: Vec<&str> = sys
+                .pds
+                .iter()
+                .filter(|p| p.maps.iter().any(|m| m.mr == region.name))
+                .map(|p| p.name.as_str())
+                .collect();
+            assert!(
+                users.len() <= 1,
+                "{name}: device region {} is mapped by {users:?}",
+                region.name
+            );
+        }
     }
 }
 
+// ---- The check, failing on widened copies (the real `check`, on edited XML). ----
+
+/// `text` with `from` replaced by `to` once; the edit must apply.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the test's edit must apply: {from}");
+    text.replacen(from, to, 1)
+}
+
+/// The one violation of `text`, as (subject, kind).
+fn only(text: &str) -> (String, Kind) {
+    let v = violations(text);
+    assert_eq!(v.len(), 1, "{}", report(&v));
+    let v = v.into_iter().next().unwrap();
+    assert!(v.line > 0, "the violation names its line: {v}");
+    (v.subject, v.kind)
+}
+
+const BLK_PD: &str = r#"<protection_domain name="blk_driver" priority="240">"#;
+const BLK_DATA: &str = r#"<map mr="blk_data_vmm" vaddr="0x7000000" perms="r" />"#;
+
 #[test]
-fn the_role_check_can_fail() {
-    // A system where a self-test PD also maps guest RAM must be refused by the role table.
-    let text = std::fs::read_to_string(
-        sdf::codegen::find_system_xml(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap(),
-    )
-    .unwrap();
-    let widened = text.replacen(
-        "<map mr=\"selftest_shared\" vaddr=\"0x4000000\" perms=\"rw\" setvar_vaddr=\"shared_vaddr\" />",
-        "<map mr=\"selftest_shared\" vaddr=\"0x4000000\" perms=\"rw\" setvar_vaddr=\"shared_vaddr\" />\n<map mr=\"guest_ram\" vaddr=\"0x40000000\" perms=\"r\" />",
-        1,
+fn the_unedited_systems_have_no_violation() {
+    assert_eq!(violations(&production_text()), vec![]);
+    assert_eq!(violations(&test_text()), vec![]);
+}
+
+#[test]
+fn an_extra_map_fails() {
+    let t = edit(
+        &production_text(),
+        BLK_DATA,
+        &format!("{BLK_DATA}\n<map mr=\"serial_tx_data_vmm\" vaddr=\"0x8000000\" perms=\"r\" />"),
     );
-    assert_ne!(widened, text, "the test's edit must apply");
-    let sys = sdf::parse(&widened).unwrap();
-    let actual = maps_of(&sys);
-    let want: BTreeSet<String> = roles()["selftest_ping"]
-        .iter()
-        .map(|s| s.to_string())
+    assert_eq!(
+        only(&t),
+        ("blk_driver".into(), Kind::Map("serial_tx_data_vmm".into()))
+    );
+}
+
+#[test]
+fn widened_permissions_fail() {
+    let t = edit(
+        &production_text(),
+        BLK_DATA,
+        r#"<map mr="blk_data_vmm" vaddr="0x7000000" perms="rw" />"#,
+    );
+    assert_eq!(
+        only(&t),
+        (
+            "blk_driver".into(),
+            Kind::Perms {
+                mr: "blk_data_vmm".into(),
+                granted: "rw".into(),
+                allowed: "r"
+            }
+        )
+    );
+    // Narrower than the policy is fine.
+    let t = edit(
+        &production_text(),
+        r#"<map mr="blk_dma" vaddr="0x6000000" perms="rw""#,
+        r#"<map mr="blk_dma" vaddr="0x6000000" perms="r""#,
+    );
+    assert_eq!(violations(&t), vec![]);
+}
+
+#[test]
+fn a_cached_device_map_fails() {
+    let t = edit(
+        &production_text(),
+        r#"<map mr="uart" vaddr="0x5000000" perms="rw" cached="false""#,
+        r#"<map mr="uart" vaddr="0x5000000" perms="rw" cached="true""#,
+    );
+    assert_eq!(
+        only(&t),
+        (
+            "serial_driver".into(),
+            Kind::Cached {
+                mr: "uart".into(),
+                cached: true
+            }
+        )
+    );
+}
+
+#[test]
+fn an_extra_channel_fails_at_both_ends() {
+    let t = edit(
+        &production_text(),
+        "</system>",
+        "<channel><end pd=\"blk_driver\" id=\"5\" /><end pd=\"serial_driver\" id=\"9\" /></channel>\n</system>",
+    );
+    let v: Vec<(String, Kind)> = violations(&t)
+        .into_iter()
+        .map(|v| (v.subject, v.kind))
         .collect();
-    assert_ne!(actual["selftest_ping"], want);
+    assert_eq!(
+        v,
+        [
+            (
+                "serial_driver".into(),
+                Kind::Channel {
+                    id: 9,
+                    peer: "blk_driver".into()
+                }
+            ),
+            (
+                "blk_driver".into(),
+                Kind::Channel {
+                    id: 5,
+                    peer: "serial_driver".into()
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_protected_call_right_not_in_the_policy_fails() {
+    let t = edit(
+        &production_text(),
+        r#"<end pd="vmm" id="3" />"#,
+        r#"<end pd="vmm" id="3" pp="true" />"#,
+    );
+    assert_eq!(
+        only(&t),
+        (
+            "vmm".into(),
+            Kind::Pp {
+                id: 3,
+                peer: "blk_driver".into()
+            }
+        )
+    );
+}
+
+#[test]
+fn an_extra_irq_fails() {
+    let t = edit(
+        &production_text(),
+        BLK_DATA,
+        &format!("{BLK_DATA}\n<irq irq=\"78\" id=\"3\" trigger=\"edge\" />"),
+    );
+    assert_eq!(only(&t), ("blk_driver".into(), Kind::Irq(78)));
+    // The same IRQ on another trigger is another grant.
+    let t = edit(
+        &production_text(),
+        r#"<irq irq="79" id="0" trigger="edge" />"#,
+        r#"<irq irq="79" id="0" />"#,
+    );
+    assert_eq!(only(&t), ("blk_driver".into(), Kind::Irq(79)));
+}
+
+#[test]
+fn smc_on_a_driver_fails() {
+    let t = edit(
+        &production_text(),
+        BLK_PD,
+        r#"<protection_domain name="blk_driver" priority="240" smc="true">"#,
+    );
+    assert_eq!(only(&t), ("blk_driver".into(), Kind::Smc));
+}
+
+#[test]
+fn guest_memory_in_a_driver_fails_even_if_the_table_were_widened() {
+    let t = edit(
+        &production_text(),
+        BLK_DATA,
+        &format!("{BLK_DATA}\n<map mr=\"guest_ram\" vaddr=\"0x40000000\" perms=\"r\" />"),
+    );
+    let v: Vec<Kind> = violations(&t).into_iter().map(|v| v.kind).collect();
+    // Once from the table (the driver may not map guest memory), once from the rule that
+    // holds whatever the table says (only the VM's owner may).
+    assert_eq!(
+        v,
+        [
+            Kind::GuestMemory("guest_ram".into()),
+            Kind::GuestMemory("guest_ram".into())
+        ]
+    );
+    // The rule that does not depend on the table: with every PD allowed guest memory, the map
+    // still fails as guest memory (and as a map the driver's row does not list).
+    let mut wide = POLICY;
+    let pds: Vec<sdf::policy::PdRule> = POLICY
+        .pds
+        .iter()
+        .map(|p| sdf::policy::PdRule {
+            may_map_guest_memory: true,
+            ..*p
+        })
+        .collect();
+    wide.pds = Box::leak(pds.into_boxed_slice());
+    let v = check(&sdf::parse(&t).unwrap(), &wide);
+    assert_eq!(
+        v.iter()
+            .map(|v| (&v.subject[..], &v.kind))
+            .collect::<Vec<_>>(),
+        [
+            ("blk_driver", &Kind::GuestMemory("guest_ram".into())),
+            ("blk_driver", &Kind::Map("guest_ram".into()))
+        ],
+        "{}",
+        report(&v)
+    );
+}
+
+#[test]
+fn a_widened_device_region_fails() {
+    let t = edit(
+        &production_text(),
+        r#"<memory_region name="blk_regs" size="0x1000" phys_addr="0xa003000" />"#,
+        r#"<memory_region name="blk_regs" size="0x4000" phys_addr="0xa000000" />"#,
+    );
+    let v: Vec<Kind> = violations(&t).into_iter().map(|v| v.kind).collect();
+    assert_eq!(
+        v,
+        [
+            Kind::RegionSize {
+                mr: "blk_regs".into(),
+                size: 0x4000,
+                max: 0x1000
+            },
+            Kind::RegionPhys {
+                mr: "blk_regs".into(),
+                phys: Some(0xa00_0000)
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_region_not_in_the_policy_fails() {
+    let t = edit(
+        &production_text(),
+        "</system>",
+        "<memory_region name=\"extra\" size=\"0x1000\" />\n</system>",
+    );
+    assert_eq!(
+        only(&t),
+        ("region:extra".into(), Kind::UnknownRegion("extra".into()))
+    );
+}
+
+#[test]
+fn a_physical_address_not_in_the_policy_fails() {
+    let t = edit(
+        &production_text(),
+        r#"<setvar symbol="data_paddr" region_paddr="blk_data_vmm" />"#,
+        "<setvar symbol=\"data_paddr\" region_paddr=\"blk_data_vmm\" />\n<setvar symbol=\"ram_paddr\" region_paddr=\"guest_ram\" />",
+    );
+    assert_eq!(
+        only(&t),
+        ("blk_driver".into(), Kind::Paddr("guest_ram".into()))
+    );
+}
+
+#[test]
+fn a_parent_not_in_the_policy_fails() {
+    // blk_driver moved inside serial_driver (priority 250 > 240) as its child 0.
+    let text = production_text();
+    let start = text.find(BLK_PD).unwrap();
+    let end =
+        start + text[start..].find("</protection_domain>").unwrap() + "</protection_domain>".len();
+    let blk = text[start..end].replace(
+        BLK_PD,
+        r#"<protection_domain name="blk_driver" priority="240" id="0">"#,
+    );
+    let mut t = format!("{}{}", &text[..start], &text[end..]);
+    t = edit(
+        &t,
+        r#"<irq irq="33" id="0" />"#,
+        &format!("<irq irq=\"33\" id=\"0\" />\n{blk}"),
+    );
+    assert_eq!(
+        only(&t),
+        (
+            "blk_driver".into(),
+            Kind::Parent(Some("serial_driver".into()))
+        )
+    );
+}
+
+#[test]
+fn a_pd_not_in_the_policy_fails() {
+    let t = edit(
+        &production_text(),
+        "</system>",
+        "<protection_domain name=\"extra\" priority=\"1\"><program_image path=\"x.elf\" /></protection_domain>\n</system>",
+    );
+    assert_eq!(only(&t), ("extra".into(), Kind::UnknownPd));
+}
+
+#[test]
+fn a_widened_vm_fails() {
+    let gic = r#"<map mr="gic_vcpu" vaddr="0x8010000" perms="rw" cached="false" />"#;
+    let t = edit(
+        &production_text(),
+        gic,
+        &format!("{gic}\n<map mr=\"uart\" vaddr=\"0x9000000\" perms=\"rw\" cached=\"false\" />"),
+    );
+    assert_eq!(only(&t), ("vm:guest".into(), Kind::Map("uart".into())));
+    let t = edit(
+        &production_text(),
+        r#"<vcpu id="0" />"#,
+        "<vcpu id=\"0\" />\n<vcpu id=\"1\" />",
+    );
+    assert_eq!(only(&t), ("vm:guest".into(), Kind::Vcpus(2)));
+    let t = edit(
+        &production_text(),
+        r#"<map mr="guest_wp_page" vaddr="0x50000000" perms="rx" />"#,
+        r#"<map mr="guest_wp_page" vaddr="0x50000000" perms="rwx" />"#,
+    );
+    assert!(matches!(only(&t).1, Kind::Perms { .. }));
+}
+
+#[test]
+fn the_vms_threads_hold_no_capabilities() {
+    // A system description has no element that gives a VM a capability: no IRQ, channel end,
+    // setvar or child under <virtual_machine>, and no channel end may name it.
+    let vcpu = r#"<vcpu id="0" />"#;
+    for extra in [
+        r#"<irq irq="40" id="5" />"#,
+        r#"<setvar symbol="x" region_paddr="guest_ram" />"#,
+        r#"<protection_domain name="c" priority="1" id="1"><program_image path="c.elf" /></protection_domain>"#,
+        r#"<cspace />"#,
+    ] {
+        let t = edit(&production_text(), vcpu, &format!("{vcpu}\n{extra}"));
+        let e = sdf::parse(&t).unwrap_err();
+        assert!(
+            e.message
+                .contains("unknown element under <virtual_machine>"),
+            "{extra}: {e}"
+        );
+    }
+    let t = edit(
+        &production_text(),
+        "</system>",
+        "<channel><end pd=\"guest\" id=\"1\" /><end pd=\"blk_driver\" id=\"7\" /></channel>\n</system>",
+    );
+    let e = sdf::parse(&t).unwrap_err();
+    assert!(
+        e.message.contains("no protection domain named 'guest'"),
+        "{e}"
+    );
+    // A PD named like the VM (so a channel could seem to reach it) is refused by the policy.
+    let t = edit(
+        &production_text(),
+        "</system>",
+        "<protection_domain name=\"guest\" priority=\"1\"><program_image path=\"x.elf\" /></protection_domain>\n</system>",
+    );
+    let kinds: Vec<Kind> = violations(&t).into_iter().map(|v| v.kind).collect();
+    assert_eq!(kinds, [Kind::VmCapability("guest".into()), Kind::UnknownPd]);
+}
+
+#[test]
+fn the_test_overlay_widened_fails_too() {
+    // The test system is checked like production: a self-test PD with the UART.
+    let overlay = edit(
+        &read(sdf::overlay::TEST_OVERLAY),
+        r#"<map mr="selftest_shared" vaddr="0x4000000" perms="rw" setvar_vaddr="shared_vaddr" />"#,
+        "<map mr=\"selftest_shared\" vaddr=\"0x4000000\" perms=\"rw\" setvar_vaddr=\"shared_vaddr\" />\n<map mr=\"blk_dma\" vaddr=\"0x6000000\" perms=\"rw\" />",
+    );
+    let t = sdf::overlay::compose(&production_text(), &overlay).unwrap();
+    assert_eq!(
+        only(&t),
+        ("selftest_ping".into(), Kind::Map("blk_dma".into()))
+    );
 }

@@ -39,6 +39,7 @@ pub use serial_client::Console;
 use serial_client::serial_println;
 
 pub use mem::QueueMem;
+pub use virtio::PhysWindow;
 use virtio::{DeviceError, InitError, Op, Regs, VirtioBlk, blk, feature};
 
 /// Constants generated from the system description (see build.rs).
@@ -194,34 +195,41 @@ enum Decoded {
 }
 
 impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
-    /// Brings the device up (probe, handshake, queue, DRIVER_OK) in `dma` (device address
-    /// `dma_paddr`; `None`: not mapped, no device), publishes the storage info, and serves whatever the client already queued.
-    /// `data_paddr`/`data_size` describe the data region shared with the client. Queues given
-    /// as `None` are not mapped: requests cannot arrive. Messages go to `console`.
+    /// Brings the device up (probe of the transports in the register window `regs`, at
+    /// physical `regs_window`; handshake, queue, DRIVER_OK) in `dma` (device address
+    /// `dma_paddr`; `None`: not mapped, no device), publishes the storage info, and serves
+    /// whatever the client already queued. `data` is the data region shared with the client:
+    /// the device is pointed only there and into `dma`. Queues given as `None` are not mapped:
+    /// requests cannot arrive. Messages go to `console`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         mut k: K,
         mut console: Console<'q>,
         regs: R,
+        regs_window: PhysWindow,
         dma: Option<SharedRegion>,
         dma_paddr: u64,
-        data_paddr: u64,
-        data_size: usize,
+        data: PhysWindow,
         mem: Option<QueueMem<'q>>,
     ) -> Self {
+        let transports = (regs_window.size / virtio::SLOT_SIZE as u64) as usize;
         let init = match dma {
-            Some(dma) => VirtioBlk::init(regs, dma, dma_paddr),
+            Some(dma) => VirtioBlk::init(regs, transports, dma, dma_paddr, data),
             None => Err((regs, InitError::DmaTooSmall(0))),
         };
         let dev = match init {
             Ok(d) => {
                 let i = d.info();
+                // QEMU virt's numbering of the transports (slot 31 at 0xa003e00).
+                let addr = regs_window
+                    .paddr
+                    .saturating_add((i.slot * virtio::SLOT_SIZE) as u64);
                 serial_println!(
                     console,
                     k,
                     "blk_driver: virtio-blk at slot {} ({:#x}): {} sectors, features {:#x}, queue {}",
-                    i.slot,
-                    0x0a00_0000 + i.slot * virtio::SLOT_SIZE,
+                    addr.saturating_sub(virtio::MMIO_BASE) / virtio::SLOT_SIZE as u64,
+                    addr,
                     i.capacity_sectors,
                     i.features,
                     i.queue_size
@@ -247,8 +255,8 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             k,
             console,
             dev,
-            data_paddr,
-            data_size: data_size as u64,
+            data_paddr: data.paddr,
+            data_size: data.size,
             capacity,
             mem,
             queues: None,
@@ -454,6 +462,11 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 self.stats.submitted += 1;
                 Ok(None)
             }
+            Err(e @ DeviceError::OutsideDma { .. }) => {
+                // Refused before the device saw it (decode checks the same bounds first).
+                self.respond(BlkRespStatus::ERR_INVALID_PARAM, 0, r.id)?;
+                Err(DriverError::Device(e))
+            }
             Err(e) => {
                 self.respond(BlkRespStatus::ERR_IO, 0, r.id)?;
                 Err(DriverError::Device(e))
@@ -652,10 +665,16 @@ pub fn from_system<K: Kernel>(mut k: K) -> BlkDriver<'static, K, Option<SharedRe
         k,
         console,
         regs,
+        PhysWindow {
+            paddr: system::map::blk_regs::PHYS_ADDR,
+            size: system::map::blk_regs::SIZE as u64,
+        },
         dma,
         system::dma_paddr.get(),
-        system::data_paddr.get(),
-        system::map::blk_data_vmm::SIZE,
+        PhysWindow {
+            paddr: system::data_paddr.get(),
+            size: system::map::blk_data_vmm::SIZE as u64,
+        },
         mem,
     )
 }

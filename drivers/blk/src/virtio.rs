@@ -7,10 +7,17 @@
 //! `3i + 1` (data) and `3i + 2` (status), so a chain's head identifies its slot and nothing about
 //! a chain has to be allocated at run time. Everything the device writes (used ring, status
 //! bytes) is checked before use.
+//!
+//! The device's DMA reaches all physical memory on QEMU virt (no SMMU: README, threat model), so
+//! every address the driver gives it is checked first: each descriptor's `addr..addr + len` and
+//! each queue address must lie inside the driver's DMA region or the data region it shares
+//! with its client ([`DmaWindows`]); anything else is refused ([`DeviceError::OutsideDma`],
+//! [`InitError::OutsideDma`]) before a descriptor is written.
 
 use microkit_rt::{RegionError, SharedRegion};
 
-/// MMIO register access to the 0x4000-byte window of the 32 virtio-mmio transports.
+/// MMIO register access to the register window the PD maps: one or more consecutive virtio-mmio
+/// transports of [`SLOT_SIZE`] bytes (system.xml maps the page of transports 24..31).
 pub trait Regs {
     /// 32-bit load at byte `offset` of the window (0 where nothing answers).
     fn read32(&self, offset: usize) -> u32;
@@ -39,8 +46,10 @@ impl<R: Regs> Regs for Option<R> {
     }
 }
 
-/// Number of virtio-mmio transports on QEMU virt.
+/// Number of virtio-mmio transports on QEMU virt (0x0a000000 + 0x200 * i).
 pub const SLOTS: usize = 32;
+/// Physical address of QEMU virt's first virtio-mmio transport.
+pub const MMIO_BASE: u64 = 0x0a00_0000;
 /// Bytes per transport.
 pub const SLOT_SIZE: usize = 0x200;
 /// "virt" in little-endian.
@@ -178,6 +187,13 @@ pub enum InitError {
     DmaTooSmall(usize),
     /// A physical address computation overflowed.
     AddressOverflow,
+    /// A queue address would reach outside the DMA region.
+    OutsideDma {
+        /// Physical address.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// The device set DEVICE_NEEDS_RESET or FAILED during set-up.
     DeviceFailed(u32),
 }
@@ -198,6 +214,51 @@ pub enum DeviceError {
     NeedsReset(u32),
     /// The DMA region refused an access (cannot happen after the size check at set-up).
     Dma(RegionError),
+    /// A descriptor would point outside the DMA region and the data region: refused, nothing
+    /// of the chain was written.
+    OutsideDma {
+        /// Physical address.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+    },
+}
+
+/// A range of physical memory the device may be pointed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhysWindow {
+    /// First byte.
+    pub paddr: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl PhysWindow {
+    /// Whether `addr..addr + len` lies inside the window (an overflowing range does not).
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        let (Some(end), Some(wend)) = (addr.checked_add(len), self.paddr.checked_add(self.size))
+        else {
+            return false;
+        };
+        addr >= self.paddr && end <= wend
+    }
+}
+
+/// Where the device may be pointed: the driver's DMA region (virtqueue, request headers, status
+/// bytes) and the data region shared with the client (buffers). Nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaWindows {
+    /// The DMA region.
+    pub dma: PhysWindow,
+    /// The data region.
+    pub data: PhysWindow,
+}
+
+impl DmaWindows {
+    /// Whether `addr..addr + len` lies inside one of the windows.
+    pub fn allow(&self, addr: u64, len: u64) -> bool {
+        self.dma.contains(addr, len) || self.data.contains(addr, len)
+    }
 }
 
 /// One request as the device sees it.
@@ -228,7 +289,7 @@ pub enum Op {
 /// The device's description, from its configuration space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceInfo {
-    /// Transport slot (0..32).
+    /// Transport slot within the register window (0 = the window's first transport).
     pub slot: usize,
     /// Negotiated features.
     pub features: u64,
@@ -257,6 +318,8 @@ pub struct VirtioBlk<R: Regs> {
     base: usize,
     dma: SharedRegion,
     dma_paddr: u64,
+    /// Where descriptors may point.
+    windows: DmaWindows,
     info: DeviceInfo,
     /// Next free index of the available ring (free-running).
     avail_idx: u16,
@@ -281,10 +344,10 @@ impl<R: Regs> VirtioBlk<R> {
         self.regs.write32(self.base + off, v);
     }
 
-    /// Finds the first version-2 virtio-blk transport.
-    pub fn probe(regs: &R) -> Result<usize, InitError> {
+    /// Finds the first version-2 virtio-blk transport among the `transports` of the window.
+    pub fn probe(regs: &R, transports: usize) -> Result<usize, InitError> {
         let mut legacy_slot = None;
-        for slot in 0..SLOTS {
+        for slot in 0..transports.min(SLOTS) {
             let b = slot * SLOT_SIZE;
             if regs.read32(b + reg::MAGIC_VALUE) != MAGIC
                 || regs.read32(b + reg::DEVICE_ID) != DEVICE_ID_BLK
@@ -300,17 +363,31 @@ impl<R: Regs> VirtioBlk<R> {
         Err(InitError::NoDevice { legacy_slot })
     }
 
-    /// Probes, resets and initialises the device (§3.1.1), sets up queue 0 in `dma` (device
-    /// address `dma_paddr`), sets DRIVER_OK and reads the configuration. On failure after the
-    /// probe, FAILED is set in Status and the registers are given back.
-    pub fn init(regs: R, dma: SharedRegion, dma_paddr: u64) -> Result<Self, (R, InitError)> {
-        let slot = match Self::probe(&regs) {
+    /// Probes the window's `transports`, resets and initialises the device (§3.1.1), sets up
+    /// queue 0 in `dma` (device address `dma_paddr`), sets DRIVER_OK and reads the
+    /// configuration. Descriptors will point only into `dma` or `data` (the data region). On
+    /// failure after the probe, FAILED is set in Status and the registers are given back.
+    pub fn init(
+        regs: R,
+        transports: usize,
+        dma: SharedRegion,
+        dma_paddr: u64,
+        data: PhysWindow,
+    ) -> Result<Self, (R, InitError)> {
+        let slot = match Self::probe(&regs, transports) {
             Ok(s) => s,
             Err(e) => return Err((regs, e)),
         };
         let mut d = VirtioBlk {
             regs,
             base: slot * SLOT_SIZE,
+            windows: DmaWindows {
+                dma: PhysWindow {
+                    paddr: dma_paddr,
+                    size: dma.size() as u64,
+                },
+                data,
+            },
             dma,
             dma_paddr,
             info: DeviceInfo {
@@ -387,6 +464,15 @@ impl<R: Regs> VirtioBlk<R> {
         let avail = paddr(self.dma_paddr, layout::AVAIL)?;
         let used = paddr(self.dma_paddr, layout::USED)?;
         paddr(self.dma_paddr, layout::SIZE)?;
+        for (addr, len) in [
+            (desc, 16 * u64::from(size)),
+            (avail, 6 + 2 * u64::from(size)),
+            (used, 6 + 8 * u64::from(size)),
+        ] {
+            if !self.windows.dma.contains(addr, len) {
+                return Err(InitError::OutsideDma { addr, len });
+            }
+        }
         self.w(reg::QUEUE_NUM, u32::from(size));
         self.w(reg::QUEUE_DESC_LOW, desc as u32);
         self.w(reg::QUEUE_DESC_HIGH, (desc >> 32) as u32);
@@ -418,6 +504,11 @@ impl<R: Regs> VirtioBlk<R> {
             self.info.blk_size = Some(self.r(reg::CONFIG_BLK_SIZE));
         }
         Ok(())
+    }
+
+    /// Where descriptors may point.
+    pub fn windows(&self) -> DmaWindows {
+        self.windows
     }
 
     /// The device's description.
@@ -465,9 +556,24 @@ impl<R: Regs> VirtioBlk<R> {
         let head = 3 * slot;
         let hdr_off = layout::HEADERS + 16 * slot;
         let st_off = layout::STATUS + slot;
-        // Within the DMA region (size checked at set-up; the sum was checked not to overflow).
-        let hdr_pa = self.dma_paddr + hdr_off as u64;
-        let st_pa = self.dma_paddr + st_off as u64;
+        let hdr_pa = self.dma_paddr.wrapping_add(hdr_off as u64);
+        let st_pa = self.dma_paddr.wrapping_add(st_off as u64);
+        // Every address the chain will give the device, checked before anything is written.
+        let data = match op {
+            Op::Read { paddr, len, .. } | Op::Write { paddr, len, .. } => Some((paddr, len)),
+            Op::Flush => None,
+        };
+        for (addr, len) in [(hdr_pa, 16), (st_pa, 1)] {
+            if !self.windows.dma.contains(addr, len) {
+                return Err(DeviceError::OutsideDma { addr, len });
+            }
+        }
+        if let Some((addr, len)) = data {
+            let len = u64::from(len);
+            if len == 0 || !self.windows.allow(addr, len) {
+                return Err(DeviceError::OutsideDma { addr, len });
+            }
+        }
         let (ty, sector) = match op {
             Op::Read { sector, .. } => (blk::T_IN, sector),
             Op::Write { sector, .. } => (blk::T_OUT, sector),

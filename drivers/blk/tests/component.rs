@@ -9,7 +9,7 @@ mod support;
 
 use blk_driver::virtio::{self, InitError, status};
 use blk_driver::{BlkDriver, CLIENT, Console, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
-use blk_driver::{QueueMem, system};
+use blk_driver::{PhysWindow, QueueMem, system};
 use microkit_rt::SharedRegion;
 use microkit_rt::abi::{LABELS, slot};
 use microkit_rt::event_loop::EventLoop;
@@ -27,8 +27,14 @@ use vmm_devices::testing::CompletionMode;
 const UNIT: usize = 4096;
 const DATA_SIZE: usize = system::map::blk_data_vmm::SIZE;
 const DMA_SIZE: usize = system::map::blk_dma::SIZE;
-/// The slot QEMU uses for the first virtio-blk device.
-const QEMU_SLOT: usize = 31;
+/// The slot QEMU uses for the first virtio-blk device (31, at 0xa003e00), as the transport's
+/// index in the page the driver maps (0xa003000: transports 24..31).
+const QEMU_SLOT: usize = 7;
+/// The register window system.xml maps.
+const REGS: PhysWindow = PhysWindow {
+    paddr: system::map::blk_regs::PHYS_ADDR,
+    size: system::map::blk_regs::SIZE as u64,
+};
 
 fn sim() -> Sim {
     Sim::from_repo_system("blk_driver")
@@ -117,10 +123,13 @@ impl Rig {
             sim.kernel(),
             console,
             bus.clone(),
+            REGS,
             Some(phys.dma_region()),
             DMA_PADDR,
-            phys.data_paddr(),
-            DATA_SIZE,
+            PhysWindow {
+                paddr: phys.data_paddr(),
+                size: DATA_SIZE as u64,
+            },
             Some(mem),
         );
         let mut el = sim.event_loop();
@@ -326,7 +335,7 @@ fn init_reaches_driver_ok_with_version_1_and_publishes_storage_info() {
 
 #[test]
 fn any_slot_is_found_and_blk_size_4096_is_reported() {
-    let rig = Rig::with(Opts {
+    let mut rig = Rig::with(Opts {
         slot: 3,
         config: BlkConfig {
             blk_size: BlkSize::B4096,
@@ -338,6 +347,12 @@ fn any_slot_is_found_and_blk_size_4096_is_reported() {
         panic!()
     };
     assert_eq!(i.slot, 3);
+    assert!(
+        rig.text()
+            .starts_with("blk_driver: virtio-blk at slot 27 (0xa003600): "),
+        "{}",
+        rig.text()
+    );
     assert_eq!(rig.info.read().unwrap().sector_size, 4096);
     rig.check_clean();
 }
@@ -729,5 +744,139 @@ fn barrier_waits_for_requests_in_flight() {
     rig.run();
     assert_eq!(rig.responses(), vec![ok(1, 1), ok(0, 2), ok(1, 3)]);
     assert_eq!(rig.read_data(UNIT, UNIT), rig.read_data(0, UNIT));
+    rig.check_clean();
+}
+
+#[test]
+fn the_probe_stays_in_the_mapped_page() {
+    // A device in the next page (transport 32 would be 0xa004000: not mapped) is not found,
+    // and the probe never touched anything past the page.
+    let rig = Rig::with(Opts {
+        slot: support::WINDOW / virtio::SLOT_SIZE,
+        ..Opts::default()
+    });
+    assert_eq!(
+        rig.drv.device_state(),
+        DeviceState::Absent(InitError::NoDevice { legacy_slot: None })
+    );
+    rig.bus
+        .with(|m| assert!(m.refused.is_empty(), "outside the page: {:x?}", m.refused));
+    // The page system.xml maps holds QEMU's transport 31.
+    assert_eq!(
+        REGS.paddr + (QEMU_SLOT * virtio::SLOT_SIZE) as u64,
+        0x0a00_3e00
+    );
+    assert_eq!(REGS.size as usize, support::WINDOW);
+}
+
+/// A live device in its slot, driven directly (below the driver's request checks).
+fn live_virtio() -> (Bus, Phys, virtio::VirtioBlk<Bus>) {
+    let phys = Phys::new(DMA_SIZE, DATA_SIZE);
+    let bus = Bus::with_disk(
+        phys,
+        QEMU_SLOT,
+        64 * UNIT,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let data = PhysWindow {
+        paddr: phys.data_paddr(),
+        size: DATA_SIZE as u64,
+    };
+    let d = virtio::VirtioBlk::init(bus.clone(), 8, phys.dma_region(), DMA_PADDR, data)
+        .map_err(|(_, e)| e)
+        .expect("live");
+    (bus, phys, d)
+}
+
+fn dma_bytes(phys: &Phys) -> Vec<u8> {
+    let mut b = vec![0u8; DMA_SIZE];
+    phys.dma_region().read(0, &mut b).unwrap();
+    b
+}
+
+#[test]
+fn descriptors_outside_the_dma_and_data_regions_are_refused_before_the_device_sees_them() {
+    let (bus, phys, mut d) = live_virtio();
+    assert_eq!(
+        d.windows().data,
+        PhysWindow {
+            paddr: phys.data_paddr(),
+            size: DATA_SIZE as u64
+        }
+    );
+    let end = phys.data_paddr() + DATA_SIZE as u64;
+    let u = UNIT as u32;
+    let dma_before = dma_bytes(&phys);
+    let notifies = bus.with(|m| m.t.stats().notifies);
+    for (paddr, len) in [
+        (end - UNIT as u64, 2 * u),   // leaves the data region
+        (end, u),                     // just past it
+        (0x4000_0000, u),             // guest RAM (or anything else)
+        (DMA_PADDR - UNIT as u64, u), // just below the DMA region
+        (DMA_PADDR - 8, 16),          // straddles its start
+        (u64::MAX - 100, u),          // wraps
+        (phys.data_paddr(), 0),       // empty
+    ] {
+        for op in [
+            virtio::Op::Read {
+                sector: 0,
+                paddr,
+                len,
+            },
+            virtio::Op::Write {
+                sector: 0,
+                paddr,
+                len,
+            },
+        ] {
+            assert_eq!(
+                d.submit(0, op),
+                Err(virtio::DeviceError::OutsideDma {
+                    addr: paddr,
+                    len: u64::from(len)
+                }),
+                "{op:?}"
+            );
+        }
+    }
+    assert_eq!(d.in_flight(), 0);
+    d.publish().unwrap();
+    // Nothing of a refused chain was written: no header, descriptor, status or ring entry; the
+    // device was not notified and read nothing.
+    assert!(dma_bytes(&phys) == dma_before, "the DMA region changed");
+    assert_eq!(bus.with(|m| m.t.stats().notifies), notifies);
+    assert_eq!(bus.disk(), vec![0u8; 64 * UNIT]);
+    // The last unit of the data region is inside: it reaches the device.
+    phys.data_region()
+        .write(DATA_SIZE - UNIT, &[0x5a; UNIT])
+        .unwrap();
+    d.submit(
+        0,
+        virtio::Op::Write {
+            sector: 8,
+            paddr: end - UNIT as u64,
+            len: u,
+        },
+    )
+    .unwrap();
+    d.publish().unwrap();
+    assert_eq!(&bus.disk()[UNIT..2 * UNIT], &[0x5a; UNIT][..]);
+}
+
+#[test]
+fn a_request_leaving_the_data_region_never_reaches_the_virtqueue() {
+    let mut rig = Rig::new();
+    let dma_before = dma_bytes(&rig.phys);
+    let r = rig.io(&[write(DATA_SIZE - UNIT, 0, 2, 1), read(DATA_SIZE, 0, 1, 2)]);
+    assert_eq!(
+        r,
+        vec![
+            err(BlkRespStatus::ERR_INVALID_PARAM, 1),
+            err(BlkRespStatus::ERR_INVALID_PARAM, 2)
+        ]
+    );
+    assert_eq!(rig.drv.stats().submitted, 0);
+    assert!(dma_bytes(&rig.phys) == dma_before, "the virtqueue changed");
     rig.check_clean();
 }

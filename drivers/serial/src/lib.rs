@@ -1,7 +1,7 @@
 //! Serial driver PD `serial_driver`: owns the PL011 UART (MMIO page and IRQ) and serves its
 //! clients through sDDF 0.7.0 serial queues, as sDDF's PL011 driver and TX virtualiser do
 //! together: the vmm (TX and RX: the guest console and the VMM's messages) and every other PD's
-//! own messages (one TX queue each, [`TX_CLIENTS`]).
+//! own messages (one TX queue each, [`tx_clients`]).
 //!
 //! - TX queues (client → driver), one channel per client: on a client's notification (and on
 //!   the TX interrupt) bytes move from the queues into the UART while its TX FIFO is not full
@@ -78,37 +78,58 @@ pub struct TxClientDef {
     pub data_mr: &'static str,
 }
 
-/// Every TX client of system.xml, in the order turns go round: the vmm (guest console and the
-/// VMM's messages), then the PDs' own messages.
-pub const TX_CLIENTS: [TxClientDef; 4] = [
-    TxClientDef {
+/// Most TX clients the driver serves (its client table is fixed-capacity).
+pub const MAX_TX_CLIENTS: usize = 8;
+
+/// Every TX client the system description gives this driver, in the order turns go round: the
+/// vmm (guest console and the VMM's messages, on [`TX_CHANNEL`]), then each other peer P the
+/// driver has a channel to and whose queue it maps as `serial_tx_queue_P` / `serial_tx_data_P`,
+/// by channel id. The production system has the vmm and blk_driver; the test system adds the
+/// self-test PDs. Nothing here names a PD but the vmm: a client is a grant of system.xml.
+pub fn tx_clients() -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
+    tx_clients_of(system::PEERS, system::MAPS)
+}
+
+/// [`tx_clients`] for a given channel table (peer, channel) and map table (region, size).
+pub fn tx_clients_of(
+    peers: &[(&'static str, Channel)],
+    maps: &[(&'static str, usize)],
+) -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
+    let mut v = heapless::Vec::new();
+    let _ = v.push(TxClientDef {
         name: "vmm",
         channel: TX_CHANNEL,
         queue_mr: "serial_tx_queue_vmm",
         data_mr: "serial_tx_data_vmm",
-    },
-    TxClientDef {
-        name: "selftest_ping",
-        channel: system::SELFTEST_PING,
-        queue_mr: "serial_tx_queue_selftest_ping",
-        data_mr: "serial_tx_data_selftest_ping",
-    },
-    TxClientDef {
-        name: "selftest_pong",
-        channel: system::SELFTEST_PONG,
-        queue_mr: "serial_tx_queue_selftest_pong",
-        data_mr: "serial_tx_data_selftest_pong",
-    },
-    TxClientDef {
-        name: "blk_driver",
-        channel: system::BLK_DRIVER,
-        queue_mr: "serial_tx_queue_blk_driver",
-        data_mr: "serial_tx_data_blk_driver",
-    },
-];
+    });
+    let mapped = |prefix: &str, peer: &str| {
+        maps.iter()
+            .map(|(mr, _)| *mr)
+            .find(|mr| mr.strip_prefix(prefix) == Some(peer))
+    };
+    for &(peer, channel) in peers {
+        if peer == "vmm" {
+            continue;
+        }
+        let (Some(queue_mr), Some(data_mr)) = (
+            mapped("serial_tx_queue_", peer),
+            mapped("serial_tx_data_", peer),
+        ) else {
+            continue;
+        };
+        let def = TxClientDef {
+            name: peer,
+            channel,
+            queue_mr,
+            data_mr,
+        };
+        if v.push(def).is_err() {
+            break;
+        }
+    }
+    v
+}
 
-/// Most TX clients the driver serves (its client table is fixed-capacity).
-pub const MAX_TX_CLIENTS: usize = 8;
 /// Most bytes of one turn without a newline: then the next client's turn comes.
 pub const TURN_MAX: usize = 256;
 /// Most bytes (and turns) moved per event: bounds the handler even if the UART never reports a
@@ -908,27 +929,11 @@ pub fn from_system<K: Kernel>(
         })
         .ok()
     };
-    // In the order of TX_CLIENTS.
-    let regions = [
-        (
-            system::serial_tx_queue_vmm_region(),
-            system::serial_tx_data_vmm_region(),
-        ),
-        (
-            system::serial_tx_queue_selftest_ping_region(),
-            system::serial_tx_data_selftest_ping_region(),
-        ),
-        (
-            system::serial_tx_queue_selftest_pong_region(),
-            system::serial_tx_data_selftest_pong_region(),
-        ),
-        (
-            system::serial_tx_queue_blk_driver_region(),
-            system::serial_tx_data_blk_driver_region(),
-        ),
-    ];
     let mut tx: heapless::Vec<TxClient<'static>, MAX_TX_CLIENTS> = heapless::Vec::new();
-    for (def, (h, d)) in TX_CLIENTS.iter().zip(regions) {
+    for def in tx_clients() {
+        let unmapped = || Err(microkit_rt::RegionError::Unmapped);
+        let h = system::region(def.queue_mr).unwrap_or_else(unmapped);
+        let d = system::region(def.data_mr).unwrap_or_else(unmapped);
         let mem = queue(Queue::Tx(def.name), h, d);
         let _ = tx.push(TxClient {
             name: def.name,

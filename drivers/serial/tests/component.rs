@@ -1,6 +1,9 @@
-//! serial_driver driven through its Microkit interface, in its system.xml scope: the simulated
-//! kernel grants exactly the channels, IRQ and regions of `serial_driver` in the system
-//! description in the repository's system.xml. The queues live in the
+//! serial_driver driven through its Microkit interface, in its scope in the test system
+//! (system.xml + system-test.xml, the widest system it serves: four TX clients, the vmm, the
+//! self-test PDs and blk_driver): the simulated kernel grants exactly the channels, IRQ and
+//! regions that system gives `serial_driver`, and the client table is the driver's own
+//! `tx_clients_of` over that scope (production's, from the generated constants, is checked
+//! against system.xml below). The queues live in the
 //! simulation's regions (the client side uses `sddf-queue` over aliases of them); the UART's MMIO
 //! goes to a PL011 model (`tests/support`), since the simulated `uart` region is plain memory.
 
@@ -16,8 +19,9 @@ use sddf_queue::{SerialConsumer, SerialProducer, SignalRequest};
 use serial_driver::pl011::{cr, dr, int, lcr_h};
 use serial_driver::{
     DriverError, IRQ_CHANNEL, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX, TX_CHANNEL,
-    TX_CLIENTS, TxClient, system,
+    TxClient, TxClientDef, system,
 };
+use std::sync::LazyLock;
 use support::{FIFO_DEPTH, ModelUart};
 
 /// Word indices of `serial_queue_t`.
@@ -25,17 +29,76 @@ const TAIL: usize = 0;
 const HEAD: usize = 1;
 
 const CAPACITY: usize = system::map::serial_tx_data_vmm::SIZE;
-/// The data-region sizes of `TX_CLIENTS`, in order.
-const TX_CLIENTS_CAP: [usize; 4] = [
-    system::map::serial_tx_data_vmm::SIZE,
-    system::map::serial_tx_data_selftest_ping::SIZE,
-    system::map::serial_tx_data_selftest_pong::SIZE,
-    system::map::serial_tx_data_blk_driver::SIZE,
-];
 const RX_CAPACITY: usize = system::map::serial_rx_data_vmm::SIZE;
 
+/// The test system: system.xml with the overlay system-test.xml.
+fn test_system() -> sdf::System {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = sdf::codegen::find_system_xml(here).expect("system.xml above the crate");
+    let overlay = base.with_file_name(sdf::overlay::TEST_OVERLAY);
+    sdf::overlay::load_composed(&base, &overlay)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .1
+}
+
 fn sim() -> Sim {
-    Sim::from_repo_system("serial_driver")
+    Sim::new(&test_system(), "serial_driver").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The driver's TX clients in the test system: `tx_clients_of` over its scope.
+static TX_CLIENTS: LazyLock<Vec<TxClientDef>> = LazyLock::new(|| {
+    let s = sim().scope();
+    let leak = |n: &str| -> &'static str { Box::leak(n.to_string().into_boxed_str()) };
+    let peers: Vec<(&'static str, Channel)> = s
+        .channels
+        .iter()
+        .map(|c| (leak(&c.peer), Channel::new(c.id as u8)))
+        .collect();
+    let maps: Vec<(&'static str, usize)> = s
+        .maps
+        .iter()
+        .map(|m| (leak(&m.mr), m.size as usize))
+        .collect();
+    serial_driver::tx_clients_of(&peers, &maps).to_vec()
+});
+
+/// The data-region sizes of `TX_CLIENTS`, in order.
+static TX_CLIENTS_CAP: LazyLock<Vec<usize>> = LazyLock::new(|| {
+    let s = sim().scope();
+    TX_CLIENTS
+        .iter()
+        .map(|d| s.map(d.data_mr).expect("mapped").size as usize)
+        .collect()
+});
+
+#[test]
+fn the_test_system_has_four_tx_clients_and_production_two() {
+    let names: Vec<&str> = TX_CLIENTS.iter().map(|d| d.name).collect();
+    assert_eq!(
+        names,
+        ["vmm", "selftest_ping", "selftest_pong", "blk_driver"]
+    );
+    // This crate is generated from production system.xml: the vmm and blk_driver only.
+    let prod: Vec<(&str, u64, &str, &str)> = serial_driver::tx_clients()
+        .iter()
+        .map(|d| (d.name, d.channel.index() as u64, d.queue_mr, d.data_mr))
+        .collect();
+    assert_eq!(
+        prod,
+        [
+            ("vmm", 1, "serial_tx_queue_vmm", "serial_tx_data_vmm"),
+            (
+                "blk_driver",
+                5,
+                "serial_tx_queue_blk_driver",
+                "serial_tx_data_blk_driver"
+            )
+        ]
+    );
+    // A peer without both queue regions is no client; a channel id is taken once.
+    let only_queue =
+        serial_driver::tx_clients_of(&[("x", Channel::new(3))], &[("serial_tx_queue_x", 0x1000)]);
+    assert_eq!(only_queue.len(), 1, "the vmm only");
 }
 
 /// Splits the wire into the clients' bytes and the driver's own lines. The driver's lines start
@@ -110,7 +173,7 @@ impl Rig {
         let sim = sim();
         let mut clients = vec![];
         let mut producers = vec![];
-        for def in TX_CLIENTS {
+        for def in TX_CLIENTS.iter() {
             let (drv_mem, mem) = queue(&sim, def.queue_mr, def.data_mr);
             let mut tx = SerialProducer::new(mem.header, mem.data, mem.data.len() as u32).unwrap();
             // A client that has not asked for a signal (the flag starts at 0 = "asked").
@@ -647,7 +710,7 @@ fn tx_clients_are_the_channels_and_regions_system_xml_grants() {
         .collect();
     got.sort();
     assert_eq!(got, want);
-    for (d, cap) in TX_CLIENTS.iter().zip(TX_CLIENTS_CAP) {
+    for (d, cap) in TX_CLIENTS.iter().zip(TX_CLIENTS_CAP.iter().copied()) {
         let client = Sim::from_repo_system(d.name).scope();
         for mr in [d.queue_mr, d.data_mr] {
             let m = s.map(mr).expect("the driver maps the client's queue");
@@ -676,7 +739,7 @@ fn every_client_is_served_and_told_on_its_own_channel() {
         wire,
         "vmm: hi\nselftest_ping: hi\nselftest_pong: hi\nblk_driver: hi\n"
     );
-    for d in TX_CLIENTS {
+    for d in TX_CLIENTS.iter() {
         assert_eq!(rig.notifies(d.channel), 0, "nobody asked");
         let st = rig.drv.client_stats(d.channel).unwrap();
         assert_eq!(
@@ -695,7 +758,7 @@ fn every_client_is_served_and_told_on_its_own_channel() {
     );
     rig.sim.notify_from_peer(TX_CLIENTS[ping].channel);
     rig.step();
-    for d in TX_CLIENTS {
+    for d in TX_CLIENTS.iter() {
         let want = usize::from(d.name == "selftest_ping");
         assert_eq!(rig.notifies(d.channel), want, "{}", d.name);
     }
@@ -736,7 +799,7 @@ fn lines_never_interleave_and_clients_take_turns() {
         "whole lines, one per client in turn"
     );
     assert!(rig.drv.stats().tx_fifo_full >= 12, "{:?}", rig.drv.stats());
-    for d in TX_CLIENTS {
+    for d in TX_CLIENTS.iter() {
         assert_eq!(rig.drv.client_stats(d.channel).unwrap().turns, 3);
     }
     rig.flush();
@@ -1066,7 +1129,7 @@ proptest! {
                 }
             }
         }
-        for d in TX_CLIENTS {
+        for d in TX_CLIENTS.iter() {
             rig.sim.notify_from_peer(d.channel);
             rig.step();
         }

@@ -179,11 +179,12 @@ impl Sim {
         self
     }
 
-    /// Loads the repository's system.xml and builds the simulation for `pd`.
+    /// Loads the system description `pd`'s crate is generated from (see
+    /// `sdf::codegen::system_for`: production system.xml, or with the test overlay for a PD
+    /// only the test system has, or `$SYSTEM_XML`) and builds the simulation for `pd`.
     pub fn from_repo_system(pd: &str) -> Sim {
         let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let path = sdf::codegen::find_system_xml(here).expect("system.xml above the workspace");
-        let sys = sdf::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (sys, _) = sdf::codegen::system_for(pd, here).unwrap_or_else(|e| panic!("{e}"));
         Sim::new(&sys, pd).unwrap_or_else(|e| panic!("{e}"))
     }
 

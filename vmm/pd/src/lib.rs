@@ -120,6 +120,10 @@ impl core::fmt::Display for VmmError {
     }
 }
 
+/// The liveness peer's channel: present in the test system (system.xml + system-test.xml), where
+/// the VMM asks selftest_ping for a notification once its VM ended; `None` in production.
+pub const LIVENESS: Option<microkit_rt::Channel> = system::channel_to("selftest_ping");
+
 /// The VMM.
 pub struct Vmm<K: Kernel + Clone> {
     k: K,
@@ -791,10 +795,12 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
     }
 
-    /// With its VM off or stopped, the VMM asks selftest_ping to notify it: the notification's
-    /// arrival (printed by `notified`) shows the PD still serves events.
+    /// With its VM off or stopped, the VMM asks selftest_ping to notify it, in the test system
+    /// (the only one with that channel, [`LIVENESS`]): the notification's arrival (printed by
+    /// `notified`) shows the PD still serves events. The production system has no such peer.
     fn ask_for_liveness_notification(&mut self) {
-        if let Err(e) = self.k.notify(system::SELFTEST_PING) {
+        let Some(ch) = LIVENESS else { return };
+        if let Err(e) = self.k.notify(ch) {
             say!(self, "vmm: cannot notify selftest_ping: {}", e);
         }
     }

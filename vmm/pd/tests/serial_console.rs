@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use microkit_rt::SharedRegion;
+use microkit_rt::{MessageInfo, SharedRegion};
 use microkit_sim::{Invocation, Sim};
 use sddf_queue::serial::SerialConsumer;
 use vmm::Vmm;
@@ -432,8 +432,9 @@ fn a_vmm_line_does_not_tear_an_open_guest_line() {
     let mut r = serial_rig();
     r.h.store(PC0, IMSC, 2, 1, RX_INTERRUPTS);
     r.write(b"linux$ ");
-    // A notification on the self-test channel makes the VMM say a line of its own.
-    r.h.sim.notify_from_peer(vmm::system::SELFTEST_PING);
+    // A notification on a channel the VMM does not serve (0: the test system's liveness
+    // channel) makes it say a line of its own.
+    r.h.sim.raw_event(1, MessageInfo::new(0, 0), &[]);
     r.h.el.step(&mut r.h.vmm);
     r.write(b"ls\n");
     let out = String::from_utf8(r.sent()).unwrap();
@@ -455,7 +456,7 @@ fn an_open_line_longer_than_the_redraw_buffer_is_not_redrawn_but_still_broken() 
     let mut r = serial_rig();
     let long = vec![b'x'; vmm::devices::GUEST_LINE_MAX + 1];
     r.write(&long);
-    r.h.sim.notify_from_peer(vmm::system::SELFTEST_PING);
+    r.h.sim.raw_event(1, MessageInfo::new(0, 0), &[]);
     r.h.el.step(&mut r.h.vmm);
     r.write(b"y\n");
     let out = String::from_utf8(r.sent()).unwrap();

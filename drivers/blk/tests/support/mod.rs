@@ -1,6 +1,8 @@
 //! The independent device for the driver's component tests: the VMM's own guest-facing
 //! virtio-mmio v2 transport and virtio-blk model (`vmm-devices`) over an in-memory disk
-//! (`MemDisk`), placed in one of the 32 transport slots of the register window.
+//! (`MemDisk`), placed in one of the transport slots of the register window (the driver maps
+//! one page: [`WINDOW`] bytes, 8 transports). An access beyond the window is recorded as refused
+//! (on seL4 it would fault the PD).
 //!
 //! "Physical memory" is one leaked buffer holding the driver's DMA region followed by the data
 //! region, at test-chosen physical addresses. The driver's and the client's `SharedRegion`s are
@@ -11,7 +13,7 @@
 
 #![allow(dead_code)]
 
-use blk_driver::virtio::{Regs, SLOT_SIZE, SLOTS};
+use blk_driver::virtio::{Regs, SLOT_SIZE};
 use microkit_rt::SharedRegion;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,6 +22,9 @@ use vmm_core::memory::GuestRam;
 use vmm_devices::blk::{BlkConfig, BlkDevice};
 use vmm_devices::mmio::{IrqAction, MmioTransport};
 use vmm_devices::testing::{CompletionMode, MemDisk};
+
+/// Bytes of the register window the driver maps (system.xml: `blk_regs`, one page).
+pub const WINDOW: usize = 0x1000;
 
 /// Physical address of the DMA region: above 4 GiB, so the HIGH halves of the queue addresses
 /// matter.
@@ -147,7 +152,11 @@ impl Regs for Bus {
     fn read32(&self, offset: usize) -> u32 {
         let mut g = self.0.borrow_mut();
         let Some(m) = g.as_mut() else { return 0 };
-        if offset / SLOT_SIZE != m.slot || offset >= SLOTS * SLOT_SIZE {
+        if offset >= WINDOW {
+            m.refused.push(offset);
+            return 0;
+        }
+        if offset / SLOT_SIZE != m.slot {
             return 0;
         }
         match m.t.read((offset % SLOT_SIZE) as u64, 4) {
@@ -161,7 +170,11 @@ impl Regs for Bus {
     fn write32(&mut self, offset: usize, value: u32) {
         let mut g = self.0.borrow_mut();
         let Some(m) = g.as_mut() else { return };
-        if offset / SLOT_SIZE != m.slot || offset >= SLOTS * SLOT_SIZE {
+        if offset >= WINDOW {
+            m.refused.push(offset);
+            return;
+        }
+        if offset / SLOT_SIZE != m.slot {
             return;
         }
         let off = offset % SLOT_SIZE;

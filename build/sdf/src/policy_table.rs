@@ -1,0 +1,256 @@
+//! The isolation policy: every grant any system description of this project (system.xml, and
+//! system.xml + system-test.xml) may make, per PD and per VM. A small data table, reviewed like
+//! code: widening a PD's reach means editing a line here, and `build/sdf/tests/isolation.rs`
+//! fails on any grant a system makes that is not listed (see [`crate::policy::check`]).
+//!
+//! Rows are allowances, not requirements: the production system has no self-test PDs, and the
+//! serial driver's rows for their TX queues apply only in the test system.
+
+use crate::model::Trigger::{Edge, Level};
+use crate::policy::{ChannelRule, IrqRule, MapRule, PdRule, Policy, RegionRule, VmRule};
+
+const fn region(name: &'static str, max_size: u64) -> RegionRule {
+    RegionRule {
+        name,
+        max_size,
+        phys_addr: None,
+        guest_memory: false,
+    }
+}
+const fn device(name: &'static str, max_size: u64, phys: u64) -> RegionRule {
+    RegionRule {
+        name,
+        max_size,
+        phys_addr: Some(phys),
+        guest_memory: false,
+    }
+}
+const fn guest(name: &'static str, max_size: u64) -> RegionRule {
+    RegionRule {
+        name,
+        max_size,
+        phys_addr: None,
+        guest_memory: true,
+    }
+}
+const fn rw(mr: &'static str) -> MapRule {
+    MapRule {
+        mr,
+        perms: "rw",
+        cached: true,
+    }
+}
+const fn ch(id: u64, peer: &'static str) -> ChannelRule {
+    ChannelRule {
+        id,
+        peer,
+        pp: false,
+    }
+}
+
+/// The policy.
+pub const POLICY: Policy = Policy {
+    regions: &[
+        // Guest memory: the VM's RAM and its write-protected page.
+        guest("guest_ram", 0x1000_0000),
+        guest("guest_wp_page", 0x1000),
+        // Devices: the GICv2 virtual CPU interface (the VM's), the PL011 (the serial driver's),
+        // one virtio-mmio transport page (the block driver's: transports 24..31, QEMU puts the
+        // disk in 31).
+        device("gic_vcpu", 0x1000, 0x0804_0000),
+        device("uart", 0x1000, 0x0900_0000),
+        device("blk_regs", 0x1000, 0x0a00_3000),
+        // Serial queues.
+        region("serial_tx_queue_vmm", 0x1000),
+        region("serial_tx_data_vmm", 0x2000),
+        region("serial_rx_queue_vmm", 0x1000),
+        region("serial_rx_data_vmm", 0x2000),
+        region("serial_tx_queue_blk_driver", 0x1000),
+        region("serial_tx_data_blk_driver", 0x1000),
+        region("serial_tx_queue_selftest_ping", 0x1000),
+        region("serial_tx_data_selftest_ping", 0x1000),
+        region("serial_tx_queue_selftest_pong", 0x1000),
+        region("serial_tx_data_selftest_pong", 0x1000),
+        // Block: the driver's virtqueue memory, the queues, the data region.
+        region("blk_dma", 0x1_0000),
+        region("blk_req_queue_vmm", 0x1000),
+        region("blk_resp_queue_vmm", 0x1000),
+        region("blk_storage_info_vmm", 0x1000),
+        region("blk_data_vmm", 0x20_0000),
+        // Test system only.
+        region("selftest_shared", 0x1000),
+    ],
+    pds: &[
+        // The VMM: its VM's memory (to load it and emulate devices), the client side of the
+        // driver domains' queues, the timer PPI, SMC (the guest's PSCI SYSTEM_OFF/RESET reaches
+        // the firmware once the VM ended). Channel 0 (test system only): the liveness request.
+        PdRule {
+            name: "vmm",
+            parent: None,
+            smc: true,
+            may_map_guest_memory: true,
+            maps: &[
+                rw("guest_ram"),
+                rw("guest_wp_page"),
+                rw("serial_tx_queue_vmm"),
+                rw("serial_tx_data_vmm"),
+                rw("serial_rx_queue_vmm"),
+                rw("serial_rx_data_vmm"),
+                rw("blk_req_queue_vmm"),
+                rw("blk_resp_queue_vmm"),
+                rw("blk_storage_info_vmm"),
+                rw("blk_data_vmm"),
+            ],
+            channels: &[
+                ch(0, "selftest_ping"),
+                ch(1, "serial_driver"),
+                ch(2, "serial_driver"),
+                ch(3, "blk_driver"),
+            ],
+            irqs: &[IrqRule {
+                irq: 30,
+                id: 4,
+                trigger: Level,
+            }],
+            paddrs: &[],
+            vm: Some("guest"),
+        },
+        // The serial driver: the PL011 (uncached) and its IRQ, the VMM's queues, every other
+        // PD's TX queue; never guest memory.
+        PdRule {
+            name: "serial_driver",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                MapRule {
+                    mr: "uart",
+                    perms: "rw",
+                    cached: false,
+                },
+                rw("serial_tx_queue_vmm"),
+                rw("serial_tx_data_vmm"),
+                rw("serial_rx_queue_vmm"),
+                rw("serial_rx_data_vmm"),
+                rw("serial_tx_queue_blk_driver"),
+                rw("serial_tx_data_blk_driver"),
+                rw("serial_tx_queue_selftest_ping"),
+                rw("serial_tx_data_selftest_ping"),
+                rw("serial_tx_queue_selftest_pong"),
+                rw("serial_tx_data_selftest_pong"),
+            ],
+            channels: &[
+                ch(1, "vmm"),
+                ch(2, "vmm"),
+                ch(3, "selftest_ping"),
+                ch(4, "selftest_pong"),
+                ch(5, "blk_driver"),
+            ],
+            irqs: &[IrqRule {
+                irq: 33,
+                id: 0,
+                trigger: Level,
+            }],
+            paddrs: &[],
+            vm: None,
+        },
+        // The block driver: one virtio-mmio transport page (uncached) and its IRQ, its virtqueue
+        // memory, the VMM's queues, the data region read-only (descriptors point at it by
+        // physical address), its serial TX queue; told the physical addresses of its DMA and
+        // data regions (its device's DMA reaches them); never guest memory.
+        PdRule {
+            name: "blk_driver",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                MapRule {
+                    mr: "blk_regs",
+                    perms: "rw",
+                    cached: false,
+                },
+                rw("blk_dma"),
+                rw("blk_req_queue_vmm"),
+                rw("blk_resp_queue_vmm"),
+                rw("blk_storage_info_vmm"),
+                MapRule {
+                    mr: "blk_data_vmm",
+                    perms: "r",
+                    cached: true,
+                },
+                rw("serial_tx_queue_blk_driver"),
+                rw("serial_tx_data_blk_driver"),
+            ],
+            channels: &[ch(1, "vmm"), ch(2, "serial_driver")],
+            irqs: &[IrqRule {
+                irq: 79,
+                id: 0,
+                trigger: Edge,
+            }],
+            paddrs: &["blk_dma", "blk_data_vmm"],
+            vm: None,
+        },
+        // Test system only: the runtime self-test PDs (ping calls pong).
+        PdRule {
+            name: "selftest_ping",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                rw("selftest_shared"),
+                rw("serial_tx_queue_selftest_ping"),
+                rw("serial_tx_data_selftest_ping"),
+            ],
+            channels: &[
+                ChannelRule {
+                    id: 0,
+                    peer: "selftest_pong",
+                    pp: true,
+                },
+                ch(1, "vmm"),
+                ch(2, "serial_driver"),
+            ],
+            irqs: &[],
+            paddrs: &[],
+            vm: None,
+        },
+        PdRule {
+            name: "selftest_pong",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                rw("selftest_shared"),
+                rw("serial_tx_queue_selftest_pong"),
+                rw("serial_tx_data_selftest_pong"),
+            ],
+            channels: &[ch(1, "selftest_ping"), ch(2, "serial_driver")],
+            irqs: &[],
+            paddrs: &[],
+            vm: None,
+        },
+    ],
+    // The VM: its RAM, the write-protected page read-only (writes trap to the VMM), the GIC
+    // virtual CPU interface (uncached). One vCPU.
+    vms: &[VmRule {
+        name: "guest",
+        max_vcpus: 1,
+        maps: &[
+            MapRule {
+                mr: "guest_ram",
+                perms: "rwx",
+                cached: true,
+            },
+            MapRule {
+                mr: "guest_wp_page",
+                perms: "rx",
+                cached: true,
+            },
+            MapRule {
+                mr: "gic_vcpu",
+                perms: "rw",
+                cached: false,
+            },
+        ],
+    }],
+};
