@@ -236,6 +236,10 @@ pub struct HandlerTree<H, const N: usize> {
     /// Disjoint ranges, sorted by start address.
     nodes: heapless::Vec<Node<H>, N>,
     slots: [Slot; N],
+    /// The node the last successful lookup found: a guest polls one device register after
+    /// another, so the next lookup tries it first (O(1)) before the binary search. Only a hint:
+    /// checked against the node's range before use, forgotten when the nodes change.
+    last: core::cell::Cell<usize>,
 }
 
 impl<H, const N: usize> Default for HandlerTree<H, N> {
@@ -256,6 +260,7 @@ impl<H, const N: usize> HandlerTree<H, N> {
         Self {
             nodes: heapless::Vec::new(),
             slots: [Slot::FREE; N],
+            last: core::cell::Cell::new(usize::MAX),
         }
     }
 
@@ -326,6 +331,7 @@ impl<H, const N: usize> HandlerTree<H, N> {
                 handler,
             },
         };
+        self.last.set(usize::MAX);
         if self.nodes.insert(pos, node).is_err() {
             return Err(full);
         }
@@ -376,6 +382,7 @@ impl<H, const N: usize> HandlerTree<H, N> {
         slot.start = None;
         slot.generation = slot.generation.wrapping_add(1);
         // `pos < len` was established by `position`.
+        self.last.set(usize::MAX);
         Ok(self.nodes.remove(pos).entry)
     }
 
@@ -397,12 +404,25 @@ impl<H, const N: usize> HandlerTree<H, N> {
             .ok_or(DeregisterError::Stale(id))
     }
 
-    /// Index of the node with the greatest start `<= gpa`, if any.
+    /// Index of the node with the greatest start `<= gpa`, if any: the last lookup's node when
+    /// its range holds `gpa` (ranges are disjoint, so that node is the floor), else a binary
+    /// search.
     #[inline]
     fn floor(&self, gpa: GuestPhysAddr) -> Option<usize> {
-        self.nodes
+        let hint = self.last.get();
+        if self
+            .nodes
+            .get(hint)
+            .is_some_and(|n| n.entry.range.contains(gpa))
+        {
+            return Some(hint);
+        }
+        let i = self
+            .nodes
             .partition_point(|n| n.entry.range.start() <= gpa)
-            .checked_sub(1)
+            .checked_sub(1)?;
+        self.last.set(i);
+        Some(i)
     }
 
     /// The registration whose range contains `gpa`: O(log n).

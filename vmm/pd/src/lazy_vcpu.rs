@@ -67,7 +67,7 @@ pub struct LazyVcpu<K: Kernel> {
     k: K,
     vcpu: Child,
     ctx: [u64; user_context::LEN],
-    /// Where a read lands before it is merged under the registers the exit changed.
+    /// Where the registers the exit changed wait while a read overwrites the prefix.
     scratch: [u64; user_context::LEN],
     valid: u64,
     dirty: u64,
@@ -143,16 +143,24 @@ impl<K: Kernel> LazyVcpu<K> {
             return Ok(());
         }
         let n = self.read_len.max(index + 1).min(user_context::LEN);
-        self.calls += 1;
-        self.k
-            .vm_read_registers(self.vcpu, &mut self.scratch[..n])
-            .map_err(kerr)?;
-        let keep = self.dirty;
-        for (i, (c, v)) in self.ctx.iter_mut().zip(&self.scratch[..n]).enumerate() {
-            if keep & (1 << i) == 0 {
-                *c = *v;
-            }
+        // The registers this exit changed (usually the PC and one destination) are set aside,
+        // the prefix is read in place, and they are put back over the kernel's stale values.
+        let keep = self.dirty & ((1u64 << n) - 1);
+        let mut bits = keep;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.scratch[i] = self.ctx[i];
         }
+        self.calls += 1;
+        let read = self.k.vm_read_registers(self.vcpu, &mut self.ctx[..n]);
+        let mut bits = keep;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.ctx[i] = self.scratch[i];
+        }
+        read.map_err(kerr)?;
         self.valid |= (1u64 << n) - 1;
         Ok(())
     }
