@@ -13,6 +13,7 @@ pub mod parse;
 pub mod policy;
 pub mod policy_table;
 pub mod scope;
+pub mod sizes;
 
 pub use model::*;
 pub use parse::{SdfError, parse};
