@@ -806,6 +806,13 @@ impl<K: Kernel + Clone> Vmm<K> {
     }
 
     fn print_stats(&mut self) {
+        #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+        say!(
+            self,
+            "vmm: stack: {} of {} bytes used",
+            microkit_rt::sel4::stack::high_water(system::STACK_SIZE),
+            system::STACK_SIZE
+        );
         let mut w = Out {
             console: &mut self.devices.console,
             k: &mut self.k,

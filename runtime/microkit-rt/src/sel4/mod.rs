@@ -7,6 +7,7 @@ pub mod cache;
 pub mod entry;
 pub mod ipc_buffer;
 pub mod kernel;
+pub mod stack;
 pub mod syscall;
 pub mod timer;
 
