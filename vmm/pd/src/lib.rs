@@ -683,8 +683,9 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// A VMFault and an HVC carry the PC in their message; other faults read it. A PSCI
     /// SYSTEM_OFF through HVC still powers the guest off, so a benchmark run ends.
     fn null_exit(&mut self, msg: MessageInfo) -> FaultReply {
-        // The guest's console output (PL011 DR, offset 0) stays emulated, so a benchmark can print its
-        // results; its other registers read as zero (TX FIFO not full) like any device's.
+        // The guest's console output (PL011 DR, offset 0) stays emulated, so a benchmark can
+        // print its results; its other registers read as zero (TX FIFO not full) like any
+        // device's.
         let addr = self.k.mr(1);
         if msg.label() == label::VM_FAULT && addr == layout::PL011_BASE {
             return self.handle_vcpu_fault(msg);
