@@ -319,11 +319,11 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Sends the guest console through the serial driver's TX queue (its header and data
     /// regions, as system.xml maps them); without them it stays on the debug console.
-    pub fn with_serial_console(
-        mut self,
+    pub fn attach_serial_console(
+        &mut self,
         header: Result<SharedRegion, RegionError>,
         data: Result<SharedRegion, RegionError>,
-    ) -> Self {
+    ) {
         let views = serial_queue_views(header, data);
         match views {
             Ok((h, d, cap)) => match sddf_queue::serial::SerialProducer::new(h, d, cap) {
@@ -332,16 +332,26 @@ impl<K: Kernel + Clone> Vmm<K> {
             },
             Err(e) => say!(self, "vmm: serial TX queue not mapped: {:?}", e),
         }
+    }
+
+    /// [`Self::attach_serial_console`] as a builder step (tests; the PD builds in place: a `Vmm`
+    /// is large, and each by-value step may cost a copy of it on the stack).
+    pub fn with_serial_console(
+        mut self,
+        header: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        self.attach_serial_console(header, data);
         self
     }
 
     /// Takes the guest console's input from the serial driver's RX queue (its header and data
     /// regions, as system.xml maps them).
-    pub fn with_serial_input(
-        mut self,
+    pub fn attach_serial_input(
+        &mut self,
         header: Result<SharedRegion, RegionError>,
         data: Result<SharedRegion, RegionError>,
-    ) -> Self {
+    ) {
         let views = serial_queue_views(header, data);
         match views {
             Ok((h, d, cap)) => match sddf_queue::serial::SerialConsumer::new(h, d, cap) {
@@ -354,19 +364,29 @@ impl<K: Kernel + Clone> Vmm<K> {
             },
             Err(e) => say!(self, "vmm: serial RX queue not mapped: {:?}", e),
         }
+    }
+
+    /// [`Self::attach_serial_input`] as a builder step (tests; the PD builds in place: a `Vmm`
+    /// is large, and each by-value step may cost a copy of it on the stack).
+    pub fn with_serial_input(
+        mut self,
+        header: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        self.attach_serial_input(header, data);
         self
     }
 
     /// Offers the guest a virtio-blk device backed by the block driver domain: its request,
     /// response and storage-info queues and the data region, as system.xml maps them. Without
     /// them, or while the driver has no storage, the guest finds no device at the address.
-    pub fn with_block_device(
-        mut self,
+    pub fn attach_block_device(
+        &mut self,
         req: Result<SharedRegion, RegionError>,
         resp: Result<SharedRegion, RegionError>,
         info: Result<SharedRegion, RegionError>,
         data: Result<SharedRegion, RegionError>,
-    ) -> Self {
+    ) {
         let regions = (|| {
             Ok::<_, RegionError>((
                 req?.into_atomic_words()?,
@@ -379,14 +399,14 @@ impl<K: Kernel + Clone> Vmm<K> {
             Ok(r) => r,
             Err(e) => {
                 say!(self, "vmm: block queues not mapped: {:?}", e);
-                return self;
+                return;
             }
         };
         let backend = match QueueBackend::attach(req, resp, info, data) {
             Ok(b) => b,
             Err(e) => {
                 say!(self, "vmm: no virtio-blk for the guest: {:?}", e);
-                return self;
+                return;
             }
         };
         let config = vmm_devices::blk::BlkConfig::default();
@@ -394,7 +414,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             Ok(d) => d,
             Err(e) => {
                 say!(self, "vmm: no virtio-blk for the guest: {:?}", e);
-                return self;
+                return;
             }
         };
         let sectors = dev.capacity();
@@ -417,6 +437,18 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
             Err(e) => say!(self, "vmm: cannot register virtio-blk: {:?}", e),
         }
+    }
+
+    /// [`Self::attach_block_device`] as a builder step (tests; the PD builds in place: a `Vmm`
+    /// is large, and each by-value step may cost a copy of it on the stack).
+    pub fn with_block_device(
+        mut self,
+        req: Result<SharedRegion, RegionError>,
+        resp: Result<SharedRegion, RegionError>,
+        info: Result<SharedRegion, RegionError>,
+        data: Result<SharedRegion, RegionError>,
+    ) -> Self {
+        self.attach_block_device(req, resp, info, data);
         self
     }
 
