@@ -182,8 +182,12 @@ impl<K: Kernel> LazyVcpu<K> {
     /// WriteRegisters of the user-context prefix up to the highest changed register (reading the
     /// unknown ones below it first). Returns the kernel invocations of the whole exit.
     pub fn flush(&mut self) -> Result<u32, VcpuError> {
-        for (i, reg) in SYSREG_ORDER.iter().enumerate() {
-            if self.sys_dirty & (1 << i) != 0 {
+        // Only the changed vCPU registers are visited (usually none).
+        let mut bits = self.sys_dirty;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(reg) = SYSREG_ORDER.get(i) {
                 self.calls += 1;
                 self.k
                     .vcpu_write_reg(self.vcpu, vcpu_field(*reg), self.sys[i])
