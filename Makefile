@@ -17,6 +17,8 @@
 #   make bench-native    the bench guest's block throughput on QEMU without seL4 (no SDK)
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #   make test-host       the part of `make test` that needs neither an SDK nor QEMU
+#   make mutants         cargo-mutants over the queue, driver and VMM crates, one mutant at a time;
+#                        scores in build/mutants/SCORES.md (slow: not part of make test)
 #   make pd-sizes        each PD's memory (ELF segments, stack, system.xml regions) against the
 #                        size goals, in build/out/pd-sizes.md (no SDK)
 #
@@ -115,7 +117,7 @@ or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
 	test-qemu-hvfault test-qemu-production system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
-	fuzz fuzz-cmin pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
+	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -401,6 +403,26 @@ fuzz:
 fuzz-cmin:
 	@for d in $(FUZZ_DIRS); do for t in $$(cd $$d && $(FUZZ) list); do \
 		(cd $$d && $(FUZZ) cmin $$t 2>&1 | tail -n 1) || exit 1; done; done
+
+# Mutation testing (cargo-mutants, `cargo install cargo-mutants --locked`; .cargo/mutants.toml
+# says what is left out): each crate's own tests (`cargo test -p <crate>`) against every mutant of
+# its code, MUTANTS_JOBS at a time (each job builds a copy of the tree; 1 on a small machine).
+# Results in $(BUILD_DIR)/mutants/<crate>/mutants.out (missed.txt: the survivors, diff/: each
+# mutant), the score table in build/mutants/SCORES.md with each crate's wall time. Too slow for
+# make test (see SCORES.md for the times); MUTANTS_CRATES=<crate> re-measures one crate.
+MUTANTS_JOBS   ?= 1
+MUTANTS_CRATES ?= sddf-queue serial-driver blk-driver vmm-devices vmm-core
+MUTANTS_ARGS   ?=
+mutants:
+	@$(CARGO) mutants --version >/dev/null 2>&1 || { echo "mutants: needs cargo-mutants: cargo install cargo-mutants --locked"; exit 1; }
+	@for c in $(MUTANTS_CRATES); do \
+		d=$(BUILD_DIR)/mutants/$$c; rm -rf $$d; mkdir -p $$d; start=$$(date +%s); \
+		echo "mutants: $$c"; \
+		$(CARGO) mutants -p $$c --jobs $(MUTANTS_JOBS) --output $$d $(MUTANTS_ARGS); rc=$$?; \
+		echo $$(( $$(date +%s) - start )) > $$d/seconds; \
+		case $$rc in 0|2|3) ;; *) echo "mutants: $$c: cargo-mutants failed (exit $$rc)"; exit 1;; esac; \
+	done
+	python3 build/mutants/scores.py $(BUILD_DIR)/mutants build/mutants/SCORES.md
 
 # The runtime against the SDK's generated headers and JSON, both configurations (needs the SDK;
 # plain `cargo test` lists it as ignored).

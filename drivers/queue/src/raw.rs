@@ -102,4 +102,19 @@ mod tests {
             assert_eq!(bytes(base, usize::MAX).unwrap_err(), RegionError::TooLarge);
         }
     }
+
+    /// The size limit is exactly `isize::MAX` bytes (what a slice may span), and a region
+    /// that would wrap the address space is refused however small it is. Checked without
+    /// building a view: no memory that large exists.
+    #[test]
+    fn size_limits_are_exact() {
+        let mut page = Page([0; 4096]);
+        let base = page.0.as_mut_ptr();
+        let max = isize::MAX as usize;
+        assert_eq!(check(base, max), Ok(()));
+        assert_eq!(check(base, max + 1), Err(RegionError::TooLarge));
+        let top = core::ptr::without_provenance_mut::<u8>(usize::MAX - 7);
+        assert_eq!(check(top, 8), Err(RegionError::TooLarge));
+        assert_eq!(check(top, 7), Ok(()));
+    }
 }

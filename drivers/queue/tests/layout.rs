@@ -110,6 +110,40 @@ fn field_bytes_sit_at_the_c_offsets() {
     );
 }
 
+/// sDDF 0.7.0 defines four request codes; any other value a client writes is not one of them.
+#[test]
+fn only_the_four_sddf_request_codes_are_known() {
+    for code in [
+        BlkReqCode::READ,
+        BlkReqCode::WRITE,
+        BlkReqCode::FLUSH,
+        BlkReqCode::BARRIER,
+    ] {
+        assert!(code.is_known(), "{code:?}");
+    }
+    for raw in [4, 5, 0x100, u32::MAX] {
+        assert!(!BlkReqCode(raw).is_known(), "{raw}");
+    }
+}
+
+/// The same for the five response statuses a driver may write (a client treats any other as
+/// an error it does not know).
+#[test]
+fn only_the_five_sddf_response_statuses_are_known() {
+    for status in [
+        BlkRespStatus::OK,
+        BlkRespStatus::ERR_UNSPEC,
+        BlkRespStatus::ERR_INVALID_PARAM,
+        BlkRespStatus::ERR_IO,
+        BlkRespStatus::ERR_NO_DEVICE,
+    ] {
+        assert!(status.is_known(), "{status:?}");
+    }
+    for raw in [5, 6, 0x100, u32::MAX] {
+        assert!(!BlkRespStatus(raw).is_known(), "{raw}");
+    }
+}
+
 /// A request queue as C would lay it out (header, then `buffers[]` at 16) is read by the Rust
 /// consumer, and what the Rust producer writes parses back as that layout.
 #[test]

@@ -71,6 +71,7 @@ enum SerialOp {
     Free,
     Available,
     RequestSignal,
+    CancelSignal,
     ConsumerNotify,
     ProducerNotify,
 }
@@ -88,6 +89,7 @@ fn serial_op() -> impl Strategy<Value = SerialOp> {
         1 => Just(SerialOp::Free),
         1 => Just(SerialOp::Available),
         2 => Just(SerialOp::RequestSignal),
+        1 => Just(SerialOp::CancelSignal),
         2 => Just(SerialOp::ConsumerNotify),
         1 => Just(SerialOp::ProducerNotify),
     ]
@@ -197,6 +199,7 @@ proptest! {
                     };
                     prop_assert_eq!(p.request_signal(), Ok(expect));
                 }
+                SerialOp::CancelSignal => { m.flag = 1; p.cancel_signal(); }
                 SerialOp::ConsumerNotify => {
                     let expect = std::mem::take(&mut m.released) && m.flag == 0;
                     if expect { m.flag = 1; }
@@ -747,4 +750,94 @@ fn typed_errors() {
             available: 8
         }
     );
+}
+
+/// The drivers print these errors on the console when a peer corrupts a queue: each message
+/// names the failure and carries the values that were checked, and a wrapped error reads as
+/// the error it wraps.
+#[test]
+fn errors_say_what_went_wrong() {
+    let range = QueueError::OutOfRange {
+        head: 5,
+        tail: 17,
+        capacity: 8,
+    };
+    assert_eq!(
+        range.to_string(),
+        "queue indices out of range: head 5, tail 17, capacity 8"
+    );
+    let regressed = QueueError::PeerIndexRegressed {
+        previous: 12,
+        observed: 11,
+    };
+    assert_eq!(
+        regressed.to_string(),
+        "peer index moved backwards from 12 to 11"
+    );
+
+    assert_eq!(EnqueueError::Full.to_string(), "queue full");
+    assert_eq!(EnqueueError::Corrupt(range).to_string(), range.to_string());
+
+    assert_eq!(
+        SetupError::ZeroCapacity.to_string(),
+        "queue capacity is zero"
+    );
+    assert!(
+        SetupError::CapacityTooLarge
+            .to_string()
+            .contains("overflows")
+    );
+    assert_eq!(
+        SetupError::RegionTooSmall {
+            needed: 68,
+            available: 56
+        }
+        .to_string(),
+        "queue region too small: 56 bytes, 68 needed"
+    );
+    assert_eq!(
+        SetupError::DataRegionTooSmall {
+            needed: 4,
+            available: 3
+        }
+        .to_string(),
+        "data region too small: 3 bytes, 4 needed"
+    );
+    assert_eq!(
+        SetupError::Corrupt(regressed).to_string(),
+        regressed.to_string()
+    );
+
+    assert_eq!(RegionError::Null.to_string(), "shared region at address 0");
+    assert_eq!(
+        RegionError::Misaligned { addr: 0x1002 }.to_string(),
+        "shared region at 0x1002 is misaligned"
+    );
+    assert!(RegionError::TooLarge.to_string().contains("too large"));
+}
+
+/// Attaching to a queue that is exactly full (`tail − head == capacity`, e.g. after the other
+/// side restarted) is valid for both ends; one entry more is not.
+#[test]
+fn both_ends_attach_to_a_full_queue() {
+    let region = zeroed(resp_region_size(4));
+    region[RESP_HEAD].store(7, Ordering::Relaxed);
+    region[RESP_TAIL].store(11, Ordering::Relaxed);
+    let mut p = BlkRespProducer::new(&region, 4).unwrap();
+    let mut c = BlkRespConsumer::new(&region, 4).unwrap();
+    assert_eq!(p.free(), Ok(0));
+    assert_eq!(
+        p.enqueue(&BlkResp::new(BlkRespStatus::OK, 1, 1)),
+        Err(EnqueueError::Full)
+    );
+    assert_eq!(c.available(), Ok(4));
+
+    region[RESP_TAIL].store(12, Ordering::Relaxed);
+    let over = SetupError::Corrupt(QueueError::OutOfRange {
+        head: 7,
+        tail: 12,
+        capacity: 4,
+    });
+    assert_eq!(BlkRespProducer::new(&region, 4).unwrap_err(), over);
+    assert_eq!(BlkRespConsumer::new(&region, 4).unwrap_err(), over);
 }
