@@ -170,6 +170,14 @@ impl Rig {
 
     /// `prep` runs on the vmm's TX producer and raw views before the driver starts.
     fn with(prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>)) -> Rig {
+        Rig::with_uart(ModelUart::default(), prep)
+    }
+
+    /// As [`Rig::with`], on a UART in the given state (as the firmware left it).
+    fn with_uart(
+        uart: ModelUart,
+        prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
+    ) -> Rig {
         let sim = sim();
         let mut clients = vec![];
         let mut producers = vec![];
@@ -191,7 +199,6 @@ impl Rig {
         } = producers.remove(0);
         let (drv_rx, rx_mem) = queue(&sim, "serial_rx_queue_vmm", "serial_rx_data_vmm");
         prep(&mut tx, &tx_mem);
-        let uart = ModelUart::default();
         let drv = SerialDriver::new(sim.kernel(), uart.clone(), clients, Some(drv_rx));
         let rx = SerialConsumer::new(rx_mem.header, rx_mem.data, RX_CAPACITY as u32).unwrap();
         let mut el = sim.event_loop();
@@ -402,6 +409,27 @@ fn init_configures_the_uart_and_drains_what_was_queued() {
     let s = rig.drv.stats();
     assert_eq!((s.tx_bytes, s.own_lines, s.own_dropped), (10, 1, 0));
     rig.check_clean();
+}
+
+/// What the firmware left in the TX FIFO goes out before the driver disables the UART to
+/// reprogram it (nothing flushed), and the wait ends as soon as the UART is idle: one UARTFR
+/// read per byte still in the FIFO, one more that finds it idle, no more.
+#[test]
+fn init_waits_for_the_uart_to_go_idle_and_no_longer() {
+    let uart = ModelUart::default();
+    uart.with(|u| {
+        u.cr = cr::UARTEN | cr::TXE | cr::RXE;
+        u.lcr_h = lcr_h::WLEN_8 | lcr_h::FEN;
+        u.tx_fifo.extend(b"firmware\n");
+        u.shift_on_fr_read = true;
+    });
+    let rig = Rig::with_uart(uart, |_, _| {});
+    rig.uart.with(|u| {
+        assert_eq!(u.flushed, 0);
+        assert_eq!(u.fr_reads_at_disable, Some(10));
+        assert!(u.wire.starts_with(b"firmware\n"));
+    });
+    assert!(rig.wire_text().contains("serial_driver: PL011 configured"));
 }
 
 #[test]
