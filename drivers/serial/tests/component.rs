@@ -18,8 +18,8 @@ use sddf_queue::sync::Ordering;
 use sddf_queue::{SerialConsumer, SerialProducer, SignalRequest};
 use serial_driver::pl011::{cr, dr, int, lcr_h};
 use serial_driver::{
-    DriverError, IRQ_CHANNEL, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX, TX_CHANNEL,
-    TxClient, TxClientDef, system,
+    DriverError, IRQ_CHANNEL, OWN_BUF, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX,
+    TX_CHANNEL, TxClient, TxClientDef, system,
 };
 use std::sync::LazyLock;
 use support::{FIFO_DEPTH, ModelUart};
@@ -880,6 +880,40 @@ fn the_drivers_own_lines_wait_for_a_paused_line_and_go_before_the_next_client() 
         "whole, in order, between turns"
     );
     assert_eq!(rig.drv.stats().own_lines, 3);
+    rig.check_clean();
+}
+
+/// The driver's line buffer holds exactly `OWN_BUF` bytes: lines that fill it to the last
+/// byte are kept, the next one is dropped.
+#[test]
+fn own_lines_fill_the_buffer_to_the_last_byte() {
+    let mut rig = Rig::new();
+    let before = rig.drv.stats();
+    // The vmm's line holds the UART: every own line waits in the buffer.
+    rig.send_as(0, &[vec![b'v'; 40], b"\n".to_vec()].concat());
+    let per_line = 128;
+    assert_eq!(OWN_BUF % per_line, 0);
+    let lines = OWN_BUF / per_line;
+    for i in 0..=lines {
+        // 127 characters and the newline; no two alike (a repeat is counted, not buffered).
+        rig.drv
+            .say(format_args!("{:03}{}", i, "z".repeat(per_line - 4)));
+    }
+    let s = rig.drv.stats();
+    assert_eq!(
+        (
+            s.own_lines - before.own_lines,
+            s.own_dropped - before.own_dropped
+        ),
+        (lines as u64, 1),
+        "{s:?}"
+    );
+    rig.drain_all(9);
+    let said = rig.wire_text();
+    for i in 0..lines {
+        assert!(said.contains(&format!("{i:03}{}\n", "z".repeat(per_line - 4))));
+    }
+    assert!(!said.contains(&format!("{lines:03}z")));
     rig.check_clean();
 }
 
