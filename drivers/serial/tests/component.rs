@@ -652,6 +652,31 @@ fn hostile_tx_indices_give_a_logged_error_and_recover() {
     rig.check_clean();
 }
 
+/// A client whose queue is found corrupt is left out for the rest of that event: its error is
+/// counted once, and the other clients' lines still go out.
+#[test]
+fn a_corrupt_client_is_skipped_for_the_rest_of_the_event() {
+    let mut rig = Rig::new();
+    rig.queue_as(0, b"zero\n");
+    rig.queue_as(2, b"two\n");
+    // The second client (not the first: every slot of the bookkeeping is exercised).
+    let header = &rig.others[0].mem.header;
+    let tail = header[TAIL].load(Ordering::Relaxed);
+    header[TAIL].store(tail.wrapping_add(CAPACITY as u32 + 1), Ordering::Relaxed);
+    let channel = TX_CLIENTS[1].channel;
+    let errors = |rig: &Rig| rig.drv.client_stats(channel).unwrap().errors;
+    let before = errors(&rig);
+    rig.notify_tx();
+    assert_eq!(errors(&rig) - before, 1);
+    rig.drain_all(FIFO_DEPTH);
+    let wire = rig.client_wire();
+    assert!(
+        wire.ends_with(b"zero\ntwo\n"),
+        "{}",
+        String::from_utf8_lossy(&wire)
+    );
+}
+
 #[test]
 fn hostile_rx_indices_drop_bytes_but_the_irq_is_served_and_acked() {
     let mut rig = Rig::new();
