@@ -18,8 +18,8 @@ use sddf_queue::sync::Ordering;
 use sddf_queue::{SerialConsumer, SerialProducer, SignalRequest};
 use serial_driver::pl011::{cr, dr, int, lcr_h};
 use serial_driver::{
-    DriverError, IRQ_CHANNEL, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX, TX_CHANNEL,
-    TxClient, TxClientDef, system,
+    DriverError, IRQ_CHANNEL, OWN_BUF, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX,
+    TX_CHANNEL, TxClient, TxClientDef, system,
 };
 use std::sync::LazyLock;
 use support::{FIFO_DEPTH, ModelUart};
@@ -170,6 +170,14 @@ impl Rig {
 
     /// `prep` runs on the vmm's TX producer and raw views before the driver starts.
     fn with(prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>)) -> Rig {
+        Rig::with_uart(ModelUart::default(), prep)
+    }
+
+    /// As [`Rig::with`], on a UART in the given state (as the firmware left it).
+    fn with_uart(
+        uart: ModelUart,
+        prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
+    ) -> Rig {
         let sim = sim();
         let mut clients = vec![];
         let mut producers = vec![];
@@ -191,7 +199,6 @@ impl Rig {
         } = producers.remove(0);
         let (drv_rx, rx_mem) = queue(&sim, "serial_rx_queue_vmm", "serial_rx_data_vmm");
         prep(&mut tx, &tx_mem);
-        let uart = ModelUart::default();
         let drv = SerialDriver::new(sim.kernel(), uart.clone(), clients, Some(drv_rx));
         let rx = SerialConsumer::new(rx_mem.header, rx_mem.data, RX_CAPACITY as u32).unwrap();
         let mut el = sim.event_loop();
@@ -402,6 +409,27 @@ fn init_configures_the_uart_and_drains_what_was_queued() {
     let s = rig.drv.stats();
     assert_eq!((s.tx_bytes, s.own_lines, s.own_dropped), (10, 1, 0));
     rig.check_clean();
+}
+
+/// What the firmware left in the TX FIFO goes out before the driver disables the UART to
+/// reprogram it (nothing flushed), and the wait ends as soon as the UART is idle: one UARTFR
+/// read per byte still in the FIFO, one more that finds it idle, no more.
+#[test]
+fn init_waits_for_the_uart_to_go_idle_and_no_longer() {
+    let uart = ModelUart::default();
+    uart.with(|u| {
+        u.cr = cr::UARTEN | cr::TXE | cr::RXE;
+        u.lcr_h = lcr_h::WLEN_8 | lcr_h::FEN;
+        u.tx_fifo.extend(b"firmware\n");
+        u.shift_on_fr_read = true;
+    });
+    let rig = Rig::with_uart(uart, |_, _| {});
+    rig.uart.with(|u| {
+        assert_eq!(u.flushed, 0);
+        assert_eq!(u.fr_reads_at_disable, Some(10));
+        assert!(u.wire.starts_with(b"firmware\n"));
+    });
+    assert!(rig.wire_text().contains("serial_driver: PL011 configured"));
 }
 
 #[test]
@@ -622,6 +650,31 @@ fn hostile_tx_indices_give_a_logged_error_and_recover() {
     rig.flush();
     assert_eq!(rig.acks(), rig.irqs);
     rig.check_clean();
+}
+
+/// A client whose queue is found corrupt is left out for the rest of that event: its error is
+/// counted once, and the other clients' lines still go out.
+#[test]
+fn a_corrupt_client_is_skipped_for_the_rest_of_the_event() {
+    let mut rig = Rig::new();
+    rig.queue_as(0, b"zero\n");
+    rig.queue_as(2, b"two\n");
+    // The second client (not the first: every slot of the bookkeeping is exercised).
+    let header = &rig.others[0].mem.header;
+    let tail = header[TAIL].load(Ordering::Relaxed);
+    header[TAIL].store(tail.wrapping_add(CAPACITY as u32 + 1), Ordering::Relaxed);
+    let channel = TX_CLIENTS[1].channel;
+    let errors = |rig: &Rig| rig.drv.client_stats(channel).unwrap().errors;
+    let before = errors(&rig);
+    rig.notify_tx();
+    assert_eq!(errors(&rig) - before, 1);
+    rig.drain_all(FIFO_DEPTH);
+    let wire = rig.client_wire();
+    assert!(
+        wire.ends_with(b"zero\ntwo\n"),
+        "{}",
+        String::from_utf8_lossy(&wire)
+    );
 }
 
 #[test]
@@ -852,6 +905,40 @@ fn the_drivers_own_lines_wait_for_a_paused_line_and_go_before_the_next_client() 
         "whole, in order, between turns"
     );
     assert_eq!(rig.drv.stats().own_lines, 3);
+    rig.check_clean();
+}
+
+/// The driver's line buffer holds exactly `OWN_BUF` bytes: lines that fill it to the last
+/// byte are kept, the next one is dropped.
+#[test]
+fn own_lines_fill_the_buffer_to_the_last_byte() {
+    let mut rig = Rig::new();
+    let before = rig.drv.stats();
+    // The vmm's line holds the UART: every own line waits in the buffer.
+    rig.send_as(0, &[vec![b'v'; 40], b"\n".to_vec()].concat());
+    let per_line = 128;
+    assert_eq!(OWN_BUF % per_line, 0);
+    let lines = OWN_BUF / per_line;
+    for i in 0..=lines {
+        // 127 characters and the newline; no two alike (a repeat is counted, not buffered).
+        rig.drv
+            .say(format_args!("{:03}{}", i, "z".repeat(per_line - 4)));
+    }
+    let s = rig.drv.stats();
+    assert_eq!(
+        (
+            s.own_lines - before.own_lines,
+            s.own_dropped - before.own_dropped
+        ),
+        (lines as u64, 1),
+        "{s:?}"
+    );
+    rig.drain_all(9);
+    let said = rig.wire_text();
+    for i in 0..lines {
+        assert!(said.contains(&format!("{i:03}{}\n", "z".repeat(per_line - 4))));
+    }
+    assert!(!said.contains(&format!("{lines:03}z")));
     rig.check_clean();
 }
 

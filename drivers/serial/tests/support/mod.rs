@@ -40,6 +40,12 @@ pub struct Pl011 {
     pub bad_accesses: Vec<usize>,
     /// Bytes dropped from the TX FIFO when FEN was cleared (the TRM's flush).
     pub flushed: u64,
+    /// Time passes between register reads: the line shifts one byte out of the TX FIFO after
+    /// each UARTFR read (off by default: the tests move the line with [`Pl011::transmit`]).
+    pub shift_on_fr_read: bool,
+    /// UARTFR reads so far, and how many there had been when UARTCR.UARTEN was first cleared.
+    pub fr_reads: usize,
+    pub fr_reads_at_disable: Option<usize>,
 }
 
 impl Default for Pl011 {
@@ -62,6 +68,9 @@ impl Default for Pl011 {
             lcr_h_while_enabled: 0,
             bad_accesses: vec![],
             flushed: 0,
+            shift_on_fr_read: false,
+            fr_reads: 0,
+            fr_reads_at_disable: None,
         }
     }
 }
@@ -194,7 +203,14 @@ impl Pl011 {
                 }
                 v
             }
-            reg::FR => self.fr(),
+            reg::FR => {
+                let v = self.fr();
+                self.fr_reads += 1;
+                if self.shift_on_fr_read {
+                    self.transmit(1);
+                }
+                v
+            }
             reg::IBRD | reg::FBRD => 0,
             reg::LCR_H => self.lcr_h,
             reg::CR => self.cr,
@@ -239,7 +255,12 @@ impl Pl011 {
                 }
                 self.lcr_h = value & 0xff;
             }
-            reg::CR => self.cr = value & 0xff87,
+            reg::CR => {
+                if value & cr::UARTEN == 0 && self.fr_reads_at_disable.is_none() {
+                    self.fr_reads_at_disable = Some(self.fr_reads);
+                }
+                self.cr = value & 0xff87;
+            }
             reg::IFLS => self.ifls = value & 0x3f,
             reg::IMSC => self.imsc = value & int::ALL,
             reg::ICR => self.ris &= !value,
