@@ -18,23 +18,14 @@
 //! description; a malformed overlay gives an [`SdfError`] naming its line, never a panic.
 
 use crate::model::System;
-use crate::parse::{SdfError, parse};
+use crate::parse::{SdfError, err, parse, xml_err};
 use roxmltree::{Document, Node};
 
 /// The file name of the test overlay, beside `system.xml`.
 pub const TEST_OVERLAY: &str = "system-test.xml";
 
-fn line_of(n: &Node) -> u32 {
-    n.document().text_pos_at(n.range().start).row
-}
-
 fn oerr(n: &Node, attribute: Option<&str>, message: impl Into<String>) -> SdfError {
-    SdfError {
-        line: line_of(n),
-        element: n.tag_name().name().to_string(),
-        attribute: attribute.map(str::to_string),
-        message: format!("(overlay) {}", message.into()),
-    }
+    err(n, attribute, format!("(overlay) {}", message.into()))
 }
 
 /// The text of `n`'s children (elements and comments), one per line, indented.
@@ -68,18 +59,8 @@ fn closing_tag(src: &str, n: &Node) -> Option<usize> {
 /// `base` (a `<system>` document) with `overlay` (a `<system_overlay>` document) spliced in.
 /// The result is checked with [`parse`].
 pub fn compose(base: &str, overlay: &str) -> Result<String, SdfError> {
-    let bdoc = Document::parse(base).map_err(|e| SdfError {
-        line: e.pos().row,
-        element: String::new(),
-        attribute: None,
-        message: format!("base: not well-formed XML: {e}"),
-    })?;
-    let odoc = Document::parse(overlay).map_err(|e| SdfError {
-        line: e.pos().row,
-        element: String::new(),
-        attribute: None,
-        message: format!("(overlay) not well-formed XML: {e}"),
-    })?;
+    let bdoc = Document::parse(base).map_err(|e| xml_err("base: ", e))?;
+    let odoc = Document::parse(overlay).map_err(|e| xml_err("(overlay) ", e))?;
     let oroot = odoc.root_element();
     if oroot.tag_name().name() != "system_overlay" {
         return Err(oerr(

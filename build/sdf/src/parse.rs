@@ -37,11 +37,21 @@ impl std::error::Error for SdfError {}
 
 type Result<T> = std::result::Result<T, SdfError>;
 
-fn line_of(n: &Node) -> u32 {
+pub(crate) fn line_of(n: &Node) -> u32 {
     n.document().text_pos_at(n.range().start).row
 }
 
-fn err(n: &Node, attribute: Option<&str>, message: impl Into<String>) -> SdfError {
+/// A document that is not well-formed XML; `what` prefixes the message (which document).
+pub(crate) fn xml_err(what: &str, e: roxmltree::Error) -> SdfError {
+    SdfError {
+        line: e.pos().row,
+        element: String::new(),
+        attribute: None,
+        message: format!("{what}not well-formed XML: {e}"),
+    }
+}
+
+pub(crate) fn err(n: &Node, attribute: Option<&str>, message: impl Into<String>) -> SdfError {
     SdfError {
         line: line_of(n),
         element: n.tag_name().name().to_string(),
@@ -130,12 +140,7 @@ fn elements<'a, 'i>(n: &Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
 
 /// Parses and validates a system description.
 pub fn parse(text: &str) -> Result<System> {
-    let doc = Document::parse(text).map_err(|e| SdfError {
-        line: e.pos().row,
-        element: String::new(),
-        attribute: None,
-        message: format!("not well-formed XML: {e}"),
-    })?;
+    let doc = Document::parse(text).map_err(|e| xml_err("", e))?;
     let root = doc.root_element();
     if root.tag_name().name() != "system" {
         return Err(err(&root, None, "the root element must be <system>"));
