@@ -153,8 +153,10 @@ setup-packages:
 # Unpacks the SDK tarball into $(SDK_LOCAL) after checking its SHA-256 against the .sha256 file
 # beside it (or MICROKIT_SDK_SHA256); a mismatch is refused and nothing is unpacked. Skipped when
 # MICROKIT_SDK is given, and when the same tarball is already unpacked (its checksum is recorded).
+# MICROKIT_SDK is expanded here only when given: expanding the lazy lookup would fix it, empty,
+# before the SDK is unpacked, and `make setup test` would then find no SDK.
 setup-sdk:
-	@if [ "$(SDK_GIVEN)" != undefined ]; then echo "setup: using MICROKIT_SDK=$(MICROKIT_SDK)"; exit 0; fi; \
+	@if [ "$(SDK_GIVEN)" != undefined ]; then echo "setup: using MICROKIT_SDK=$(if $(filter-out undefined,$(SDK_GIVEN)),$(MICROKIT_SDK))"; exit 0; fi; \
 	if [ -z "$(MICROKIT_SDK_TARBALL)" ]; then \
 		echo "setup: no Microkit SDK tarball in ../shared and no MICROKIT_SDK: images and boots will need one ($(SDK_HELP))"; exit 0; fi; \
 	if [ ! -f "$(MICROKIT_SDK_TARBALL)" ]; then echo "setup: MICROKIT_SDK_TARBALL=$(MICROKIT_SDK_TARBALL) does not exist"; exit 1; fi; \
