@@ -4,7 +4,8 @@
 #   build/bench/exit-profile.sh BENCH [VMM_FEATURES]
 #
 # Builds the bench guest twice with only BENCH (a name from guests/testguest/src/bench.rs, e.g.
-# mmio-read) at N1 and N2 iterations, boots each under -icount shift=0,sleep=off with QEMU's
+# mmio-read, or blk-read-64k: then an iteration is one request, and every PD's code counts) at
+# N1 and N2 iterations, boots each under -icount shift=0,sleep=off with QEMU's
 # `-d exec,nochain,in_asm` restricted (-dfilter) to the PDs' code (0x200000..) and the kernel
 # (0x8060000000..), and prints for every function the instructions it ran per exit:
 # (count at N2 - count at N1) / (N2 - N1). Everything done once (boot, loading, the result
@@ -37,13 +38,16 @@ for n in "$n1" "$n2"; do
         GUEST_IMAGE="$root/$dir/guest-$n/testguest-bench.Image" VMM_FEATURES="$features" > "$dir/build-$n.log"
     img=$dir/sys-$n/qemu_virt_aarch64/$config/loader.img
     echo "exit-profile: tracing $bench x $n ($config${features:+, $features})" >&2
-    rm -f "$dir/trace-$n.fifo" && mkfifo "$dir/trace-$n.fifo"
+    rm -f "$dir/trace-$n.fifo" "$dir/disk-$n.img" && mkfifo "$dir/trace-$n.fifo"
+    truncate -s "${PROFILE_DISK_SIZE:-64M}" "$dir/disk-$n.img" # for the blk-* benchmarks
     printf 'bench %s iterations=%s \ntestguest: bench done\n!PANIC\n!seL4(CPU\n' "$bench" "$n" > "$dir/expect.txt"
     cargo run -q -p qemu-expect --bin qemu-expect -- --expect "$dir/expect.txt" \
         --log "$dir/console-$n.log" --timeout 600 --linger 1 -- \
         qemu-system-aarch64 -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
         -device loader,file="$img",addr=0x70000000,cpu-num=0 \
         -icount shift=0,sleep=off -serial stdio -monitor none \
+        -drive if=none,format=raw,file="$dir/disk-$n.img",id=hd0 -device virtio-blk-device,drive=hd0 \
+        -global virtio-mmio.force-legacy=false \
         -d exec,nochain,in_asm -dfilter 0x200000..0x3fffff,0x8060000000..0x80ffffffff \
         -D "$dir/trace-$n.fifo" > /dev/null &
     qemu=$!

@@ -52,7 +52,8 @@ const fn parse_u64(s: &str) -> u64 {
 }
 
 /// Whether the benchmark `name` runs: all of them, or only the one named by
-/// `TESTGUEST_BENCH_ONLY` at build time (then the block benchmarks are skipped too).
+/// `TESTGUEST_BENCH_ONLY` at build time (a block benchmark among them too: then it moves
+/// [`ITERATIONS`] requests and also prints the `iterations=` line, for `exit-profile.sh`).
 fn selected(name: &str) -> bool {
     option_env!("TESTGUEST_BENCH_ONLY").is_none_or(|only| only == name)
 }
@@ -178,10 +179,10 @@ fn wait_irq(b: &mut Blk) -> Result<virtio_blk::Done, Msg> {
 }
 
 /// Streams [`blk_pattern::BENCH_BYTES`] from [`blk_pattern::BENCH_OFFSET`] on in requests of
-/// `size` bytes, [`DEPTH`] in flight, one notification per batch posted, completions waited for
-/// with [`wait_irq`]; returns the ticks from the first post to the last completion.
-fn stream(b: &mut Blk, size: u32, write: bool) -> Result<u64, Msg> {
-    let n = blk_pattern::BENCH_BYTES / u64::from(size);
+/// `size` bytes (`n` requests), [`DEPTH`] in flight, one notification per batch posted,
+/// completions waited for with [`wait_irq`]; returns the ticks from the first post to the last
+/// completion.
+fn stream(b: &mut Blk, size: u32, n: u64, write: bool) -> Result<u64, Msg> {
     let ty = if write {
         hostile::req::OUT
     } else {
@@ -251,14 +252,26 @@ fn blk() {
     gic::set_edge(gic::VIRTIO_BLK_IRQ);
     gic::enable(gic::VIRTIO_BLK_IRQ);
     b.q.interrupts(true);
+    let only = option_env!("TESTGUEST_BENCH_ONLY").is_some();
     for (name, size, write) in BLK_RUNS {
-        let r = stream(&mut b, size, write);
-        match r {
-            Ok(ticks) => println!(
-                "bench {name} bytes={} requests={} depth={DEPTH} ticks={ticks}",
-                blk_pattern::BENCH_BYTES,
-                blk_pattern::BENCH_BYTES / u64::from(size)
-            ),
+        if !selected(name) {
+            continue;
+        }
+        let n = if only {
+            ITERATIONS
+        } else {
+            blk_pattern::BENCH_BYTES / u64::from(size)
+        };
+        match stream(&mut b, size, n, write) {
+            Ok(ticks) => {
+                println!(
+                    "bench {name} bytes={} requests={n} depth={DEPTH} ticks={ticks}",
+                    n * u64::from(size)
+                );
+                if only {
+                    report(name, n, ticks);
+                }
+            }
             Err(e) => println!("bench {name} failed: {e}"),
         }
     }
@@ -299,7 +312,7 @@ pub fn run_all() {
         measure("pl011-write", |_| UART.str_w(0x038, 0));
         sgi_self();
     }
-    if option_env!("TESTGUEST_BENCH_ONLY").is_none() {
+    if BLK_RUNS.iter().any(|&(name, _, _)| selected(name)) {
         blk();
     }
     println!("testguest: bench done");
