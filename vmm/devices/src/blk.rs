@@ -9,8 +9,9 @@
 //! ([`Submitted::Completed`]) or later, when the VMM delivers a [`Completion`] through
 //! [`crate::mmio::MmioTransport::device_event`].
 //!
-//! One virtio request is in progress at a time, moved through the staging buffer in windows of
-//! at most `staging.len() / 4096` units. Per window ([`Phase`]):
+//! Up to [`MAX_REQUESTS`] virtio requests are in progress at once, each in a slot with its own
+//! equal share of the staging buffer (as many slots as the buffer has whole units for), moved
+//! through that share in windows of at most its size. Per window ([`Phase`]):
 //! - read (`IN`): `Reading` — the backend reads the window's units into staging; then the bytes
 //!   the request covers are copied to the guest;
 //! - write (`OUT`): if the window's first or last unit is only partly covered (an unaligned
@@ -19,11 +20,14 @@
 //!   `Writing` writes the whole units;
 //! - `FLUSH`: `Flushing`.
 //!
-//! Requests are processed in order and the next one starts only once no backend operation is
-//! outstanding, so two writes sharing a unit can never interleave their read-modify-write, and
-//! the staging buffer is never reused under a running operation — also after a device reset,
+//! Requests start in the order they arrive, and one waits before its first backend operation
+//! while an earlier request still in progress shares a unit with it (so two writes sharing a
+//! unit never interleave their read-modify-write, and a read sees a write posted before it), or
+//! while either of them is a FLUSH (a flush covers every write before it; nothing overtakes it).
+//! Requests that share nothing run side by side and complete in any order, as virtio allows. A
+//! slot's staging share is never reused under a running operation — also after a device reset,
 //! when outstanding operations are *abandoned*: their completions are recognised by tag and
-//! dropped.
+//! dropped, and their slot takes a new request only once every one of them has come back.
 //!
 //! Request validation (each failure is reported as VIRTIO_BLK_S_IOERR in the status byte):
 //! the chain passed every [`crate::queue`] check; the header (16 bytes) is readable; `IN` and
@@ -56,8 +60,11 @@ pub const MAX_SEG: u32 = MAX_CHAIN as u32 - 2;
 pub const ID_BYTES: usize = 20;
 /// Size of the configuration space (`struct virtio_blk_config` up to its `zoned` part).
 pub const CONFIG_SIZE: usize = 96;
-/// Most backend operations outstanding at once (the two fills of a read-modify-write).
-pub const MAX_OUTSTANDING: usize = 2;
+/// Requests in progress at once (each in its own share of the staging buffer).
+pub const MAX_REQUESTS: usize = 4;
+/// Most backend operations outstanding at once (the two fills of a read-modify-write, per
+/// request in progress).
+pub const MAX_OUTSTANDING: usize = 2 * MAX_REQUESTS;
 
 const HEADER: u64 = 16;
 
@@ -274,6 +281,8 @@ pub struct BlkStats {
     pub unknown_completions: u64,
     /// Requests dropped unanswered because the queue was disabled or the device reset.
     pub abandoned: u64,
+    /// Most requests in progress at once.
+    pub peak_in_progress: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,7 +292,7 @@ enum Kind {
     Flush,
 }
 
-/// The request in progress.
+/// A request in progress.
 #[derive(Debug, Clone, Copy)]
 struct Request {
     head: u16,
@@ -298,7 +307,23 @@ struct Request {
     status: GuestPhysAddr,
     /// Bytes written into the guest's buffers (for the used ring), status byte excluded.
     written: u32,
+    /// Order of arrival: a request waits for every earlier one it conflicts with.
+    seq: u64,
+    /// Its first backend operation was submitted (it no longer waits for conflicts).
+    started: bool,
 }
+
+const NO_REQUEST: Request = Request {
+    head: 0,
+    kind: Kind::Read,
+    pos: 0,
+    len: 0,
+    done: 0,
+    status: GuestPhysAddr(0),
+    written: 0,
+    seq: 0,
+    started: false,
+};
 
 /// One staging window: units `unit..unit + units`, of which the request covers `len` bytes
 /// starting `skip` bytes into the first unit.
@@ -310,12 +335,13 @@ struct Window {
     len: usize,
 }
 
-/// The state of the request in progress.
+/// The state of a request slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// No request.
     Idle,
-    /// The next window is to be submitted.
+    /// The next window is to be submitted (the first one once no earlier request in progress
+    /// conflicts with this one).
     Issue,
     /// A window read is outstanding.
     Reading(Window),
@@ -340,7 +366,37 @@ enum Role {
 struct Op {
     tag: u32,
     role: Role,
+    /// The request slot whose staging share the operation uses.
+    slot: usize,
     abandoned: bool,
+}
+
+/// A request slot: one request in progress, its chain, and its share of the staging buffer.
+struct Slot {
+    chain: DescChain<MAX_CHAIN>,
+    req: Request,
+    phase: Phase,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            chain: DescChain::new(),
+            req: NO_REQUEST,
+            phase: Phase::Idle,
+        }
+    }
+
+    /// Holds a request that has not finished (it occupies its units until it has).
+    fn active(&self) -> bool {
+        !matches!(self.phase, Phase::Idle | Phase::Finished(_))
+    }
+
+    /// The units a read or write covers (flushes cover everything, see `conflicts`).
+    fn units(&self) -> (u64, u64) {
+        let r = self.req;
+        (r.pos / UNIT_SIZE, (r.pos + r.len.max(1) - 1) / UNIT_SIZE)
+    }
 }
 
 /// The virtio-blk device.
@@ -351,9 +407,12 @@ pub struct BlkDevice<B: BlockBackend> {
     read_only: bool,
     queue_sizes: [u16; 1],
     acked: u64,
-    chain: DescChain<MAX_CHAIN>,
-    req: Request,
-    phase: Phase,
+    slots: [Slot; MAX_REQUESTS],
+    /// Slots in use: as many as the staging buffer has room for, at most [`MAX_REQUESTS`].
+    nslots: usize,
+    /// Units of staging per slot (slot `i`'s share starts at `i * slot_units` units).
+    slot_units: u64,
+    next_seq: u64,
     ops: [Option<Op>; MAX_OUTSTANDING],
     next_tag: u32,
     stats: BlkStats,
@@ -372,9 +431,11 @@ impl<B: BlockBackend> BlkDevice<B> {
         if qs == 0 || !qs.is_power_of_two() || qs > crate::queue::MAX_QUEUE_SIZE {
             return Err(BlkConfigError::QueueSize);
         }
-        if (backend.staging().len() as u64) < UNIT_SIZE {
+        let staging_units = backend.staging().len() as u64 / UNIT_SIZE;
+        if staging_units == 0 {
             return Err(BlkConfigError::StagingTooSmall);
         }
+        let nslots = staging_units.min(MAX_REQUESTS as u64) as usize;
         let info = backend.info();
         let capacity = info
             .blocks
@@ -388,17 +449,10 @@ impl<B: BlockBackend> BlkDevice<B> {
             read_only: info.read_only,
             queue_sizes: [qs],
             acked: 0,
-            chain: DescChain::new(),
-            req: Request {
-                head: 0,
-                kind: Kind::Read,
-                pos: 0,
-                len: 0,
-                done: 0,
-                status: GuestPhysAddr(0),
-                written: 0,
-            },
-            phase: Phase::Idle,
+            slots: core::array::from_fn(|_| Slot::new()),
+            nslots,
+            slot_units: staging_units / nslots as u64,
+            next_seq: 0,
             ops: [None; MAX_OUTSTANDING],
             next_tag: 0,
             stats: BlkStats::default(),
@@ -422,7 +476,16 @@ impl<B: BlockBackend> BlkDevice<B> {
     }
     /// Whether a request is in progress.
     pub fn busy(&self) -> bool {
-        self.phase != Phase::Idle
+        self.slots.iter().any(|s| s.phase != Phase::Idle)
+    }
+    /// Requests in progress.
+    pub fn in_progress(&self) -> usize {
+        self.slots.iter().filter(|s| s.phase != Phase::Idle).count()
+    }
+    /// Requests the device works on at once (the staging buffer's share each gets: see the
+    /// module's documentation).
+    pub fn depth(&self) -> usize {
+        self.nslots
     }
     /// Number of backend operations outstanding (abandoned ones included).
     pub fn outstanding(&self) -> usize {
@@ -444,30 +507,57 @@ impl<B: BlockBackend> BlkDevice<B> {
         c
     }
 
-    /// Gives up the request in progress (unanswered) and marks outstanding operations as
+    /// Gives up every request in progress (unanswered) and marks outstanding operations as
     /// abandoned, so that their completions are dropped.
     fn abandon(&mut self) {
-        if self.phase != Phase::Idle {
-            self.stats.abandoned += 1;
-            self.phase = Phase::Idle;
+        for s in self.slots.iter_mut() {
+            if s.phase != Phase::Idle {
+                self.stats.abandoned += 1;
+                s.phase = Phase::Idle;
+            }
         }
         for op in self.ops.iter_mut().flatten() {
             op.abandoned = true;
         }
     }
 
-    /// Ends the request with `status`; outstanding operations of it are abandoned.
-    fn finish_with(&mut self, status: u8) {
+    /// Ends slot `i`'s request with `status`; its outstanding operations are abandoned.
+    fn finish_with(&mut self, i: usize, status: u8) {
         for op in self.ops.iter_mut().flatten() {
-            op.abandoned = true;
+            if op.slot == i {
+                op.abandoned = true;
+            }
         }
-        self.phase = Phase::Finished(status);
+        if let Some(s) = self.slots.get_mut(i) {
+            s.phase = Phase::Finished(status);
+        }
     }
 
-    /// Submits `op` (its tag is assigned here); `None` while it is outstanding, else its result.
-    fn submit(&mut self, role: Role, op: BackendOp) -> Option<Result<(), BackendError>> {
+    fn phase(&self, i: usize) -> Phase {
+        self.slots.get(i).map_or(Phase::Idle, |s| s.phase)
+    }
+
+    fn set_phase(&mut self, i: usize, phase: Phase) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.phase = phase;
+        }
+    }
+
+    fn req(&self, i: usize) -> Request {
+        self.slots.get(i).map_or(NO_REQUEST, |s| s.req)
+    }
+
+    /// Byte offset of slot `i`'s share of the staging buffer.
+    fn base(&self, i: usize) -> usize {
+        (i as u64 * self.slot_units * UNIT_SIZE) as usize
+    }
+
+    /// Submits `op` for slot `i` (its tag is assigned here, its offset is moved into the slot's
+    /// share); `None` while it is outstanding, else its result.
+    fn submit(&mut self, i: usize, role: Role, op: BackendOp) -> Option<Result<(), BackendError>> {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
+        let base = self.base(i);
         let op = match op {
             BackendOp::Read {
                 block,
@@ -478,7 +568,7 @@ impl<B: BlockBackend> BlkDevice<B> {
                 tag: Tag(tag),
                 block,
                 count,
-                offset,
+                offset: base + offset,
             },
             BackendOp::Write {
                 block,
@@ -489,21 +579,22 @@ impl<B: BlockBackend> BlkDevice<B> {
                 tag: Tag(tag),
                 block,
                 count,
-                offset,
+                offset: base + offset,
             },
             BackendOp::Flush { .. } => BackendOp::Flush { tag: Tag(tag) },
         };
-        let Some(slot) = self.ops.iter().position(Option::is_none) else {
-            // Unreachable by construction (at most two operations per window).
+        let Some(free) = self.ops.iter().position(Option::is_none) else {
+            // Unreachable by construction (at most two operations per request in progress).
             return Some(Err(BackendError::Unavailable));
         };
         self.stats.backend_ops += 1;
         match self.backend.submit(op) {
             Ok(Submitted::Pending) => {
-                if let Some(s) = self.ops.get_mut(slot) {
+                if let Some(s) = self.ops.get_mut(free) {
                     *s = Some(Op {
                         tag,
                         role,
+                        slot: i,
                         abandoned: false,
                     });
                 }
@@ -517,63 +608,79 @@ impl<B: BlockBackend> BlkDevice<B> {
         }
     }
 
-    /// Parses the chain just popped and starts the request (or finishes it at once).
-    fn start<M: GuestMemory>(&mut self, mem: &mut M) -> Result<(), DeviceError> {
+    /// Parses the chain just popped into slot `i` and starts the request (or finishes it at
+    /// once).
+    fn start<M: GuestMemory>(&mut self, i: usize, mem: &mut M) -> Result<(), DeviceError> {
         self.stats.requests += 1;
-        let head = self.chain.head();
-        let Some(status) = self.chain.status_byte() else {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Ok(());
+        };
+        let head = slot.chain.head();
+        let Some(status) = slot.chain.status_byte() else {
             return Err(DeviceError::Unreportable {
                 queue: 0,
                 head,
-                error: self.chain.error(),
+                error: slot.chain.error(),
             });
         };
-        self.req = Request {
+        slot.req = Request {
             head,
-            kind: Kind::Read,
-            pos: 0,
-            len: 0,
-            done: 0,
             status,
-            written: 0,
+            seq,
+            ..NO_REQUEST
         };
-        if self.chain.error().is_some() {
+        if slot.chain.error().is_some() {
             self.stats.bad_chains += 1;
-            self.phase = Phase::Finished(blk_status::IOERR);
+            slot.phase = Phase::Finished(blk_status::IOERR);
             return Ok(());
         }
-        self.phase = self.parse(mem);
+        let phase = self.parse(i, mem);
+        self.set_phase(i, phase);
+        let n = self.in_progress() as u64;
+        self.stats.peak_in_progress = self.stats.peak_in_progress.max(n);
         Ok(())
     }
 
-    fn parse<M: GuestMemory>(&mut self, mem: &mut M) -> Phase {
+    fn parse<M: GuestMemory>(&mut self, i: usize, mem: &mut M) -> Phase {
         use blk_status::{IOERR, OK, UNSUPP};
+        let (acked, read_only, id) = (self.acked, self.read_only, self.config.id);
+        let capacity_bytes = self.capacity * SECTOR_SIZE;
+        let Some(slot) = self.slots.get_mut(i) else {
+            return Phase::Idle;
+        };
         let mut h = [0u8; HEADER as usize];
-        if self.chain.read(&*mem, 0, &mut h).is_err() {
+        if slot.chain.read(&*mem, 0, &mut h).is_err() {
             return Phase::Finished(IOERR);
         }
         let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = h;
         let ty = u32::from_le_bytes([t0, t1, t2, t3]);
         let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
-        let readable = u64::from(self.chain.readable_len());
+        let readable = u64::from(slot.chain.readable_len());
         // The status byte exists, so the writable stream has at least one byte.
-        let data_in = u64::from(self.chain.writable_len()).saturating_sub(1);
+        let data_in = u64::from(slot.chain.writable_len()).saturating_sub(1);
         match ty {
-            req_type::IN if readable == HEADER => self.rw(Kind::Read, sector, data_in),
-            req_type::OUT if data_in == 0 && !self.read_only => {
-                self.rw(Kind::Write, sector, readable - HEADER)
+            req_type::IN if readable == HEADER => {
+                rw(&mut slot.req, capacity_bytes, Kind::Read, sector, data_in)
             }
+            req_type::OUT if data_in == 0 && !read_only => rw(
+                &mut slot.req,
+                capacity_bytes,
+                Kind::Write,
+                sector,
+                readable - HEADER,
+            ),
             req_type::IN | req_type::OUT => Phase::Finished(IOERR),
-            req_type::FLUSH if self.acked & feature::FLUSH != 0 => {
-                self.req.kind = Kind::Flush;
+            req_type::FLUSH if acked & feature::FLUSH != 0 => {
+                slot.req.kind = Kind::Flush;
                 Phase::Issue
             }
             req_type::GET_ID if readable == HEADER && data_in > 0 => {
                 let n = core::cmp::min(data_in, ID_BYTES as u64) as usize;
-                let id = self.config.id;
-                match self.chain.write(mem, 0, id.get(..n).unwrap_or(&[])) {
+                match slot.chain.write(mem, 0, id.get(..n).unwrap_or(&[])) {
                     Ok(()) => {
-                        self.req.written = n as u32;
+                        slot.req.written = n as u32;
                         Phase::Finished(OK)
                     }
                     Err(_) => Phase::Finished(IOERR),
@@ -584,47 +691,48 @@ impl<B: BlockBackend> BlkDevice<B> {
         }
     }
 
-    fn rw(&mut self, kind: Kind, sector: u64, len: u64) -> Phase {
-        let capacity_bytes = self.capacity * SECTOR_SIZE;
-        let pos = sector.checked_mul(SECTOR_SIZE);
-        let in_range = pos
-            .and_then(|p| p.checked_add(len))
-            .is_some_and(|end| end <= capacity_bytes);
-        match pos {
-            Some(pos) if in_range && len.is_multiple_of(SECTOR_SIZE) => {
-                self.req.kind = kind;
-                self.req.pos = pos;
-                self.req.len = len;
-                if len == 0 {
-                    Phase::Finished(blk_status::OK)
-                } else {
-                    Phase::Issue
-                }
-            }
-            _ => Phase::Finished(blk_status::IOERR),
-        }
+    /// Whether slot `i`'s request must wait for an earlier one still in progress: one whose
+    /// units overlap its own (a read-modify-write of a shared unit, or a read after a write,
+    /// must see the earlier request whole), or a flush on either side (a flush covers every
+    /// write before it, and nothing after it overtakes it).
+    fn conflicts(&self, i: usize) -> bool {
+        let Some(me) = self.slots.get(i) else {
+            return false;
+        };
+        let (lo, hi) = me.units();
+        self.slots.iter().enumerate().any(|(j, other)| {
+            j != i
+                && other.active()
+                && other.req.seq < me.req.seq
+                && (me.req.kind == Kind::Flush || other.req.kind == Kind::Flush || {
+                    let (olo, ohi) = other.units();
+                    olo <= hi && lo <= ohi
+                })
+        })
     }
 
-    /// Submits the next window (or the flush).
-    fn issue<M: GuestMemory>(&mut self, mem: &mut M) {
-        let r = self.req;
+    /// Submits slot `i`'s next window (or its flush).
+    fn issue<M: GuestMemory>(&mut self, i: usize, mem: &mut M) {
+        let r = self.req(i);
+        if let Some(s) = self.slots.get_mut(i) {
+            s.req.started = true;
+        }
         if r.kind == Kind::Flush {
-            self.phase = Phase::Flushing;
-            if let Some(res) = self.submit(Role::Flush, BackendOp::Flush { tag: Tag(0) }) {
-                self.on_done(Role::Flush, res, mem);
+            self.set_phase(i, Phase::Flushing);
+            if let Some(res) = self.submit(i, Role::Flush, BackendOp::Flush { tag: Tag(0) }) {
+                self.on_done(i, Role::Flush, res, mem);
             }
             return;
         }
-        let staging_units = self.backend.staging().len() as u64 / UNIT_SIZE;
         let pos = r.pos + r.done;
         let end = r.pos + r.len;
         let unit = pos / UNIT_SIZE;
         let last = (end - 1) / UNIT_SIZE;
         let units = (last - unit + 1)
-            .min(staging_units)
+            .min(self.slot_units)
             .min(u64::from(u32::MAX));
         if units == 0 {
-            self.finish_with(blk_status::IOERR);
+            self.finish_with(i, blk_status::IOERR);
             return;
         }
         let win_end = end.min((unit + units) * UNIT_SIZE);
@@ -636,15 +744,15 @@ impl<B: BlockBackend> BlkDevice<B> {
         };
         match r.kind {
             Kind::Read => {
-                self.phase = Phase::Reading(win);
+                self.set_phase(i, Phase::Reading(win));
                 let op = BackendOp::Read {
                     tag: Tag(0),
                     block: win.unit,
                     count: win.units,
                     offset: 0,
                 };
-                if let Some(res) = self.submit(Role::Data, op) {
-                    self.on_done(Role::Data, res, mem);
+                if let Some(res) = self.submit(i, Role::Data, op) {
+                    self.on_done(i, Role::Data, res, mem);
                 }
             }
             _ => {
@@ -661,129 +769,163 @@ impl<B: BlockBackend> BlkDevice<B> {
                 }
                 let pending = fills.iter().flatten().count() as u8;
                 if pending == 0 {
-                    self.write_window(win, mem);
+                    self.write_window(i, win, mem);
                     return;
                 }
-                self.phase = Phase::Filling { win, pending };
-                for i in fills.into_iter().flatten() {
-                    if !matches!(self.phase, Phase::Filling { .. }) {
+                self.set_phase(i, Phase::Filling { win, pending });
+                for f in fills.into_iter().flatten() {
+                    if !matches!(self.phase(i), Phase::Filling { .. }) {
                         break;
                     }
                     self.stats.rmw_fills += 1;
                     let op = BackendOp::Read {
                         tag: Tag(0),
-                        block: win.unit + u64::from(i),
+                        block: win.unit + u64::from(f),
                         count: 1,
-                        offset: i as usize * unit_bytes,
+                        offset: f as usize * unit_bytes,
                     };
-                    if let Some(res) = self.submit(Role::Fill, op) {
-                        self.on_done(Role::Fill, res, mem);
+                    if let Some(res) = self.submit(i, Role::Fill, op) {
+                        self.on_done(i, Role::Fill, res, mem);
                     }
                 }
             }
         }
     }
 
-    /// Merges the guest's data for `win` into staging and writes the window's units.
-    fn write_window<M: GuestMemory>(&mut self, win: Window, mem: &mut M) {
-        let staging = self.backend.staging();
-        let copied = match staging.get_mut(win.skip..win.skip + win.len) {
-            Some(dst) => self.chain.read(&*mem, HEADER + self.req.done, dst).is_ok(),
-            None => false,
+    /// Merges the guest's data for `win` into slot `i`'s staging and writes the window's units.
+    fn write_window<M: GuestMemory>(&mut self, i: usize, win: Window, mem: &mut M) {
+        let base = self.base(i);
+        let done = self.req(i).done;
+        let copied = match (
+            self.slots.get(i),
+            self.backend
+                .staging()
+                .get_mut(base + win.skip..base + win.skip + win.len),
+        ) {
+            (Some(slot), Some(dst)) => slot.chain.read(&*mem, HEADER + done, dst).is_ok(),
+            _ => false,
         };
         if !copied {
-            self.finish_with(blk_status::IOERR);
+            self.finish_with(i, blk_status::IOERR);
             return;
         }
-        self.phase = Phase::Writing(win);
+        self.set_phase(i, Phase::Writing(win));
         let op = BackendOp::Write {
             tag: Tag(0),
             block: win.unit,
             count: win.units,
             offset: 0,
         };
-        if let Some(res) = self.submit(Role::Data, op) {
-            self.on_done(Role::Data, res, mem);
+        if let Some(res) = self.submit(i, Role::Data, op) {
+            self.on_done(i, Role::Data, res, mem);
         }
     }
 
-    /// One operation of the request in progress ended.
-    fn on_done<M: GuestMemory>(&mut self, role: Role, res: Result<(), BackendError>, mem: &mut M) {
+    /// One operation of slot `i`'s request ended.
+    fn on_done<M: GuestMemory>(
+        &mut self,
+        i: usize,
+        role: Role,
+        res: Result<(), BackendError>,
+        mem: &mut M,
+    ) {
         if res.is_err() {
-            self.finish_with(blk_status::IOERR);
+            self.finish_with(i, blk_status::IOERR);
             return;
         }
-        match (self.phase, role) {
+        match (self.phase(i), role) {
             (Phase::Reading(win), Role::Data) => {
-                let staging = self.backend.staging();
-                let copied = match staging.get(win.skip..win.skip + win.len) {
-                    Some(src) => self.chain.write(mem, self.req.done, src).is_ok(),
-                    None => false,
+                let base = self.base(i);
+                let done = self.req(i).done;
+                let copied = match (
+                    self.slots.get(i),
+                    self.backend
+                        .staging()
+                        .get(base + win.skip..base + win.skip + win.len),
+                ) {
+                    (Some(slot), Some(src)) => slot.chain.write(mem, done, src).is_ok(),
+                    _ => false,
                 };
                 if !copied {
-                    self.finish_with(blk_status::IOERR);
+                    self.finish_with(i, blk_status::IOERR);
                     return;
                 }
-                self.req.written = self.req.written.saturating_add(win.len as u32);
-                self.advance(win);
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.req.written = s.req.written.saturating_add(win.len as u32);
+                }
+                self.advance(i, win);
             }
             (Phase::Filling { win, pending }, Role::Fill) => {
                 if pending > 1 {
-                    self.phase = Phase::Filling {
-                        win,
-                        pending: pending - 1,
-                    };
+                    self.set_phase(
+                        i,
+                        Phase::Filling {
+                            win,
+                            pending: pending - 1,
+                        },
+                    );
                 } else {
-                    self.write_window(win, mem);
+                    self.write_window(i, win, mem);
                 }
             }
-            (Phase::Writing(win), Role::Data) => self.advance(win),
-            (Phase::Flushing, Role::Flush) => self.phase = Phase::Finished(blk_status::OK),
+            (Phase::Writing(win), Role::Data) => self.advance(i, win),
+            (Phase::Flushing, Role::Flush) => self.set_phase(i, Phase::Finished(blk_status::OK)),
             // A completion that does not fit the phase: the backend misbehaved.
-            _ => self.finish_with(blk_status::IOERR),
+            _ => self.finish_with(i, blk_status::IOERR),
         }
     }
 
-    fn advance(&mut self, win: Window) {
-        self.req.done += win.len as u64;
-        self.phase = if self.req.done >= self.req.len {
-            Phase::Finished(blk_status::OK)
-        } else {
-            Phase::Issue
-        };
+    fn advance(&mut self, i: usize, win: Window) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.req.done += win.len as u64;
+            s.phase = if s.req.done >= s.req.len {
+                Phase::Finished(blk_status::OK)
+            } else {
+                Phase::Issue
+            };
+        }
     }
 
-    /// Reports the finished request through the status byte and the used ring.
+    /// Reports slot `i`'s finished request through the status byte and the used ring.
     fn complete<M: GuestMemory>(
         &mut self,
+        i: usize,
         q: &mut Queue,
         mem: &mut M,
         status: u8,
     ) -> Result<bool, DeviceError> {
-        self.phase = Phase::Idle;
+        self.set_phase(i, Phase::Idle);
         match status {
             blk_status::OK => self.stats.ok += 1,
             blk_status::UNSUPP => self.stats.unsupp += 1,
             _ => self.stats.ioerr += 1,
         }
-        let head = self.req.head;
+        let r = self.req(i);
         if !q.ready() {
             self.stats.abandoned += 1;
             return Ok(false);
         }
-        if mem.write(self.req.status, &[status]).is_err() {
+        if mem.write(r.status, &[status]).is_err() {
             return Err(DeviceError::Unreportable {
                 queue: 0,
-                head,
+                head: r.head,
                 error: None,
             });
         }
-        q.add_used(mem, head, self.req.written.saturating_add(1))
+        q.add_used(mem, r.head, r.written.saturating_add(1))
             .map_err(|error| DeviceError::Queue { queue: 0, error })?;
         Ok(true)
     }
 
-    /// Runs requests until the queue is empty or the backend has to answer.
+    /// A slot that can take a new request: idle, and no operation of an earlier (abandoned)
+    /// request still uses its staging share.
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.nslots).find(|&i| {
+            self.phase(i) == Phase::Idle && !self.ops.iter().flatten().any(|op| op.slot == i)
+        })
+    }
+
+    /// Runs requests until the queue is empty or every slot waits for the backend.
     fn pump<M: GuestMemory>(
         &mut self,
         queues: &mut [Queue],
@@ -798,26 +940,38 @@ impl<B: BlockBackend> BlkDevice<B> {
         // (a driver adding more kicks again).
         let mut budget = q.size();
         loop {
-            match self.phase {
-                Phase::Issue => self.issue(mem),
-                Phase::Finished(status) => used |= self.complete(q, mem, status)?,
-                Phase::Reading(_) | Phase::Filling { .. } | Phase::Writing(_) | Phase::Flushing => {
-                    break;
-                }
-                Phase::Idle => {
-                    if !q.ready() || self.outstanding() > 0 || budget == 0 {
-                        break;
+            let mut progress = false;
+            for i in 0..self.nslots {
+                match self.phase(i) {
+                    Phase::Finished(status) => {
+                        used |= self.complete(i, q, mem, status)?;
+                        progress = true;
                     }
-                    budget -= 1;
-                    let popped = q
-                        .pop_into(&*mem, &mut self.chain)
-                        .map_err(|error| DeviceError::Queue { queue: 0, error })?;
-                    if !popped {
-                        break;
+                    Phase::Issue if self.req(i).started || !self.conflicts(i) => {
+                        self.issue(i, mem);
+                        progress = true;
                     }
-                    self.start(mem)?;
+                    _ => {}
                 }
             }
+            if progress {
+                continue;
+            }
+            let Some(i) = self.free_slot() else { break };
+            if !q.ready() || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            let Some(slot) = self.slots.get_mut(i) else {
+                break;
+            };
+            let popped = q
+                .pop_into(&*mem, &mut slot.chain)
+                .map_err(|error| DeviceError::Queue { queue: 0, error })?;
+            if !popped {
+                break;
+            }
+            self.start(i, mem)?;
         }
         if used && q.ready() {
             let wanted = q
@@ -826,6 +980,27 @@ impl<B: BlockBackend> BlkDevice<B> {
             return Ok(Notify { used: wanted });
         }
         Ok(Notify::NONE)
+    }
+}
+
+/// Checks a read or write's range and sets `req` up for it.
+fn rw(req: &mut Request, capacity_bytes: u64, kind: Kind, sector: u64, len: u64) -> Phase {
+    let pos = sector.checked_mul(SECTOR_SIZE);
+    let in_range = pos
+        .and_then(|p| p.checked_add(len))
+        .is_some_and(|end| end <= capacity_bytes);
+    match pos {
+        Some(pos) if in_range && len.is_multiple_of(SECTOR_SIZE) => {
+            req.kind = kind;
+            req.pos = pos;
+            req.len = len;
+            if len == 0 {
+                Phase::Finished(blk_status::OK)
+            } else {
+                Phase::Issue
+            }
+        }
+        _ => Phase::Finished(blk_status::IOERR),
     }
 }
 
@@ -892,7 +1067,7 @@ impl<B: BlockBackend> VirtioDevice for BlkDevice<B> {
                 if event.result.is_err() {
                     self.stats.backend_errors += 1;
                 }
-                self.on_done(op.role, event.result, mem);
+                self.on_done(op.slot, op.role, event.result, mem);
             }
         }
         self.pump(queues, mem)

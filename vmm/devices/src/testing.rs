@@ -36,7 +36,7 @@ pub struct DiskStats {
 }
 
 /// Most operations a deferred [`MemDisk`] holds.
-pub const MAX_PENDING: usize = 8;
+pub const MAX_PENDING: usize = crate::blk::MAX_OUTSTANDING;
 
 /// An in-memory disk of `disk.len() / 4096` blocks with its own staging buffer.
 pub struct MemDisk<'a> {

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use vmm_devices::blk::{
-    self, BlkConfig, BlkDevice, BlkSize, CONFIG_SIZE, Completion, ID_BYTES, Tag, blk_status,
-    req_type,
+    self, BackendOp, BlkConfig, BlkDevice, BlkSize, CONFIG_SIZE, Completion, ID_BYTES, Tag,
+    blk_status, req_type,
 };
 use vmm_devices::feature::VERSION_1;
 use vmm_devices::mmio::{
@@ -438,7 +438,8 @@ fn backend_failures_fail_the_request_only() {
 fn deferred_fills_complete_in_any_order() {
     let mut disk = pattern(5, DISK);
     let mut model = disk.clone();
-    let mut staging = vec![0u8; 4 * 4096];
+    // Three units per request slot.
+    let mut staging = vec![0u8; blk::MAX_REQUESTS * 3 * 4096];
     let mut env = blk_env(
         &mut disk,
         &mut staging,
@@ -711,4 +712,122 @@ fn bad_data_descriptor_is_ioerr() {
     assert_eq!(env.t.device().stats().bad_chains, 4);
     assert_eq!(env.t.device().backend().contents(), &before[..]);
     assert_eq!(env.t.state(), DeviceState::Live);
+}
+
+/// A deferred device with one unit of staging per request slot.
+fn slotted<'a>(disk: &'a mut [u8], staging: &'a mut Vec<u8>) -> BlkEnv<'a> {
+    *staging = vec![0u8; blk::MAX_REQUESTS * 4096];
+    blk_env(
+        disk,
+        staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    )
+}
+
+#[test]
+fn requests_sharing_no_unit_run_side_by_side_and_complete_in_any_order() {
+    let mut disk = pattern(21, DISK);
+    let model = disk.clone();
+    let mut staging = vec![];
+    let mut env = slotted(&mut disk, &mut staging);
+    assert_eq!(env.t.device().depth(), blk::MAX_REQUESTS);
+    let posted: Vec<_> = [0u64, 8, 24]
+        .iter()
+        .map(|&s| env.post_request(req_type::IN, s, &[], 4096, &[]))
+        .collect();
+    let _ = env.notify(0);
+    // All three reads reach the backend before any completes, each in its own staging share.
+    let pending = env.t.device().backend().pending().to_vec();
+    assert_eq!(pending.len(), 3, "{pending:?}");
+    let mut offsets: Vec<usize> = pending
+        .iter()
+        .map(|op| match *op {
+            BackendOp::Read { offset, .. } => offset,
+            _ => panic!("not a read: {op:?}"),
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 3, "distinct staging shares: {pending:?}");
+    assert_eq!(env.t.device().in_progress(), 3);
+    // Newest first: the used ring takes them in that order.
+    env.drain(true);
+    let heads: Vec<u32> = std::iter::from_fn(|| env.pop_used(0).map(|u| u.0)).collect();
+    let want: Vec<u32> = posted.iter().rev().map(|p| u32::from(p.head)).collect();
+    assert_eq!(heads, want);
+    for (p, s) in posted.iter().zip([0usize, 8, 24]) {
+        assert_eq!(env.read_mem(p.status, 1), [blk_status::OK]);
+        let got = env.read_mem(p.ins[0].addr, 4096);
+        assert_eq!(got, model[s * 512..s * 512 + 4096], "sector {s}");
+    }
+}
+
+#[test]
+fn a_request_waits_for_an_earlier_one_sharing_a_unit_and_sees_its_result() {
+    let mut disk = pattern(22, DISK);
+    let mut staging = vec![];
+    let mut env = slotted(&mut disk, &mut staging);
+    let data = pattern(23, 512);
+    // A sub-unit write to unit 0, a read of the same sector, and a read of unit 1.
+    let w = env.post_request(req_type::OUT, 3, &data, 0, &[]);
+    let r0 = env.post_request(req_type::IN, 3, &[], 512, &[]);
+    let r1 = env.post_request(req_type::IN, 8, &[], 4096, &[]);
+    let _ = env.notify(0);
+    // The write's fill and the unit-1 read go out; the read of unit 0 waits.
+    let pending = env.t.device().backend().pending().to_vec();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert_eq!(env.t.device().in_progress(), 3);
+    assert!(
+        pending
+            .iter()
+            .any(|op| matches!(*op, BackendOp::Read { block: 1, .. }))
+    );
+    env.drain(true);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    assert_eq!(used.len(), 3);
+    assert_eq!(env.results(&w, &used).status, blk_status::OK);
+    let read = env.results(&r0, &used);
+    assert_eq!(read.status, blk_status::OK);
+    assert_eq!(read.data, data, "the read saw the earlier write");
+    assert_eq!(env.results(&r1, &used).status, blk_status::OK);
+}
+
+#[test]
+fn a_flush_waits_for_earlier_requests_and_later_ones_wait_for_it() {
+    let mut disk = pattern(24, DISK);
+    let mut staging = vec![];
+    let mut env = slotted(&mut disk, &mut staging);
+    let data = pattern(25, 4096);
+    let w = env.post_request(req_type::OUT, 0, &data, 0, &[]);
+    let f = env.post_request(req_type::FLUSH, 0, &[], 0, &[]);
+    let r = env.post_request(req_type::IN, 16, &[], 4096, &[]);
+    let _ = env.notify(0);
+    let kinds = |env: &BlkEnv| {
+        env.t
+            .device()
+            .backend()
+            .pending()
+            .iter()
+            .map(|op| match op {
+                BackendOp::Read { .. } => 'r',
+                BackendOp::Write { .. } => 'w',
+                BackendOp::Flush { .. } => 'f',
+            })
+            .collect::<String>()
+    };
+    assert_eq!(kinds(&env), "w", "only the write goes out");
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    let _ = env.event(c);
+    assert_eq!(kinds(&env), "f", "then the flush, alone");
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    let _ = env.event(c);
+    assert_eq!(kinds(&env), "r", "then the read");
+    env.drain(false);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    for p in [&w, &f, &r] {
+        assert_eq!(env.results(p, &used).status, blk_status::OK);
+    }
 }

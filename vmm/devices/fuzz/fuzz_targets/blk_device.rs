@@ -65,7 +65,7 @@ fn check(t: &Blk<'_>) {
     assert_eq!(t.error().is_some(), needs_reset);
     assert!(t.state() != DeviceState::NeedsReset || needs_reset);
     assert_eq!(t.interrupt_status() & !3, 0);
-    assert!(t.device().outstanding() <= 2);
+    assert!(t.device().outstanding() <= vmm_devices::blk::MAX_OUTSTANDING);
 }
 
 fn run(data: &[u8]) {

@@ -386,6 +386,29 @@ impl BlkEnv<'_> {
         Posted { head, ins, status }
     }
 
+    /// Takes every used element published so far, whatever their order, into `into` (head →
+    /// used length).
+    pub fn collect_used(&mut self, into: &mut std::collections::HashMap<u32, u32>) {
+        while let Some((id, len)) = self.pop_used(0) {
+            assert!(into.insert(id, len).is_none(), "head {id} used twice");
+        }
+    }
+
+    /// `p`'s results, from the used elements [`Self::collect_used`] took.
+    pub fn results(&mut self, p: &Posted, used: &std::collections::HashMap<u32, u32>) -> BlkDone {
+        let used_len = *used.get(&u32::from(p.head)).expect("request completed");
+        let status = self.read_mem(p.status, 1)[0];
+        let mut data = Vec::new();
+        for s in &p.ins {
+            data.extend(self.read_mem(s.addr, s.len as usize));
+        }
+        BlkDone {
+            status,
+            data,
+            used_len,
+        }
+    }
+
     /// Takes the next used element, which must be `p`'s, and reads its results.
     pub fn reap(&mut self, p: &Posted) -> BlkDone {
         let (id, used_len) = self.pop_used(0).expect("request completed");
