@@ -115,7 +115,7 @@ MICROKIT_SDK_TARBALL=<microkit-sdk-$(SDK_VERSION)-linux-x86-64.tar.gz>), or pass
 MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from github.com/seL4/microkit, \
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
-.PHONY: all setup setup-toolchains setup-packages setup-sdk guest build image qemu test-qemu test-qemu-release \
+.PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
 	test-qemu-hvfault test-qemu-production system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
@@ -184,7 +184,15 @@ system-file:
 		$(CARGO) run -q -p sdf --bin sdf-compose -- system.xml system-test.xml $(SYSTEM_FILE) && \
 		echo "system: $(SYSTEM_FILE) (system.xml + system-test.xml)"; fi
 
-build: guest system-file
+# The VMM's virtio devices are cache-coherent (it skips cache maintenance once the guest's caches
+# are on: vmm/pd/src/guest_memory.rs), so the guest's DTB must mark both transports dma-coherent.
+VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00
+check-guest-dtb:
+	@for n in $(VIRTIO_NODES); do \
+		fdtget -p $(GUEST_DTB) $$n | grep -qx dma-coherent || { \
+		echo "build: $(GUEST_DTB): $$n is not marked dma-coherent; the VMM's virtio devices are cache-coherent and skip cache maintenance while the guest's caches are on (vmm/pd/src/guest_memory.rs)"; exit 1; }; done
+
+build: guest system-file check-guest-dtb
 	$(SYSTEM_ENV) MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
 	GUEST_IMAGE=$(abspath $(GUEST_IMAGE)) GUEST_DTB=$(abspath $(GUEST_DTB)) \
 	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) \

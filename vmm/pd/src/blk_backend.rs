@@ -146,6 +146,12 @@ impl QueueBackend {
         }
     }
 
+    /// Whether responses wait in the queue (or the queue is corrupt: [`Self::next_completion`]
+    /// reports that).
+    pub fn responses_waiting(&mut self) -> bool {
+        !matches!(self.resp.available(), Ok(0))
+    }
+
     /// Counters.
     pub fn stats(&self) -> &BackendStats {
         &self.stats

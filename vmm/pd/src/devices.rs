@@ -529,6 +529,10 @@ pub struct GlueStats {
     pub timer_wakes: u64,
     /// Guest HVCs the kernel took for one of its system calls (capability faults).
     pub kernel_syscall_hvcs: u64,
+    /// Device calls made with the guest's caches on (guest memory without cache maintenance).
+    pub coherent_calls: u64,
+    /// Device calls made with cache maintenance (the guest's caches off, or unknown).
+    pub maintained_calls: u64,
 }
 
 /// The exit path's (and the notification path's) view of the devices.
@@ -571,6 +575,32 @@ impl<K: Kernel> PlatformCtx<'_, K> {
         }
     }
 
+    /// Before a device call that may move guest data: whether the guest now runs with its MMU
+    /// and data cache on (`SCTLR_EL1.M` and `.C`), so that guest memory needs no cache
+    /// maintenance (see [`crate::guest_memory`]). One kernel call; if it fails, maintenance
+    /// stays on.
+    fn refresh_coherence(&mut self) {
+        const SCTLR_M: u64 = 1 << 0;
+        const SCTLR_C: u64 = 1 << 2;
+        let on = match Child::try_new(self.vcpu as u64) {
+            Some(child) => {
+                self.inj.calls += 1;
+                self.inj
+                    .k
+                    .vcpu_read_reg(child, microkit_rt::abi::vcpu_reg::SCTLR)
+                    .is_ok_and(|v| v & (SCTLR_M | SCTLR_C) == SCTLR_M | SCTLR_C)
+            }
+            None => false,
+        };
+        self.mem.set_coherent(on);
+        let n = if on {
+            &mut self.glue.coherent_calls
+        } else {
+            &mut self.glue.maintained_calls
+        };
+        *n = n.saturating_add(1);
+    }
+
     /// Tells the block driver about requests queued since the last kick.
     fn kick_blk(&mut self) {
         let kick = self
@@ -589,6 +619,14 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     /// when the model asks, and kicks the driver for the requests the model issued meanwhile.
     pub fn blk_completions(&mut self) {
         let mut raise = false;
+        if self
+            .devices
+            .blk
+            .as_mut()
+            .is_some_and(|b| b.device_mut().backend_mut().responses_waiting())
+        {
+            self.refresh_coherence();
+        }
         if let Some(blk) = self.devices.blk.as_mut() {
             // Bounded: at most one response per queue entry the driver can have published.
             for _ in 0..crate::blk_backend::QUEUE_CAPACITY {
@@ -728,6 +766,10 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
                 Ok(())
             }
             DeviceId::VirtioBlk => {
+                if self.devices.blk.is_none() {
+                    return Err(BusError::Unmapped);
+                }
+                self.refresh_coherence();
                 let Some(d) = self.devices.blk.as_mut() else {
                     return Err(BusError::Unmapped);
                 };
@@ -738,6 +780,10 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
                 Ok(())
             }
             DeviceId::VirtioConsole => {
+                if self.devices.vcon.is_none() {
+                    return Err(BusError::Unmapped);
+                }
+                self.refresh_coherence();
                 let Some(d) = self.devices.vcon.as_mut() else {
                     return Err(BusError::Unmapped);
                 };

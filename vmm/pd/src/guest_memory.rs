@@ -1,11 +1,24 @@
 //! Guest RAM as the VMM reaches it: the regions system.xml maps into both the guest and the VMM
 //! (main RAM and the write-protected page), behind the core's checked [`GuestMemory`] accessor.
-//! Every write is cleaned to the point of coherency and every read invalidated first: the guest
-//! may run with caches off, so its own accesses bypass the VMM's cached view.
+//!
+//! Cache maintenance: a guest running with its caches off (before it enables its MMU, or after
+//! it turns them off again) reads and writes memory non-cacheably, past the cached view the VMM
+//! has of the same bytes. While that may be the case, every write is cleaned to the point of
+//! coherency and every read invalidated first. Once the guest runs with its MMU and data cache
+//! on (`SCTLR_EL1.M` and `.C`, which the VMM reads before each device call that moves guest
+//! data, [`RegionMemory::set_coherent`]), both sides access the memory as cacheable and the data
+//! caches keep them coherent (physically tagged, in one coherence domain), so the maintenance
+//! is skipped. That also needs the guest to map the buffers it shares with the VMM's virtio
+//! devices as cacheable memory, which its device tree asks for: the platform DTB marks both
+//! virtio-mmio nodes `dma-coherent` (as QEMU's own virt DTB does, and as KVM relies on), and
+//! `make image` refuses a guest DTB without it. The guest's own cache maintenance on
+//! non-coherent paths stays safe: with stage 2 on, an EL1 `DC IVAC` is a clean and invalidate.
 //!
 //! [`View`] is a second handle on the same memory for one exit: the exit path keeps the
 //! instruction emulator's view while a virtio device writes guest RAM through another. Both copy
 //! bytes through [`SharedRegion`], which never hands out references into the memory.
+
+use core::cell::Cell;
 
 use microkit_rt::SharedRegion;
 use vmm_core::addr::GuestPhysAddr;
@@ -25,6 +38,9 @@ pub struct RegionMemory {
     pub ram: Window,
     /// The write-protected page.
     pub wp: Window,
+    /// The guest accesses its RAM as cacheable: no cache maintenance (see the module's doc).
+    /// Off until the VMM has seen the guest's caches on.
+    pub coherent: Cell<bool>,
 }
 
 impl RegionMemory {
@@ -46,6 +62,11 @@ impl RegionMemory {
 }
 
 impl RegionMemory {
+    /// Says whether the guest now runs with its MMU and data cache on (from `SCTLR_EL1`).
+    pub fn set_coherent(&self, on: bool) {
+        self.coherent.set(on);
+    }
+
     /// A handle for one exit (see [`View`]).
     pub fn view(&self) -> View<'_> {
         View(self)
@@ -57,8 +78,11 @@ impl RegionMemory {
             gpa,
             len: buf.len(),
         };
-        // No line of ours is dirty (writes are cleaned at once), so this only drops stale lines.
-        r.clean_invalidate(off, buf.len()).map_err(|_| err)?;
+        if !self.coherent.get() {
+            // No line of ours is dirty (writes are cleaned at once), so this only drops stale
+            // lines.
+            r.clean_invalidate(off, buf.len()).map_err(|_| err)?;
+        }
         r.read(off, buf).map_err(|_| err)
     }
 
@@ -69,6 +93,9 @@ impl RegionMemory {
             len: buf.len(),
         };
         r.write(off, buf).map_err(|_| err)?;
+        if self.coherent.get() {
+            return Ok(());
+        }
         r.clean_invalidate(off, buf.len()).map_err(|_| err)
     }
 }
@@ -85,6 +112,13 @@ impl GuestMemory for RegionMemory {
 /// A shared handle on [`RegionMemory`] that can write.
 #[derive(Clone, Copy)]
 pub struct View<'a>(&'a RegionMemory);
+
+impl View<'_> {
+    /// [`RegionMemory::set_coherent`].
+    pub fn set_coherent(&self, on: bool) {
+        self.0.set_coherent(on);
+    }
+}
 
 impl GuestMemory for View<'_> {
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {

@@ -190,6 +190,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                         gpa: system::guest::guest_wp_page::GPA,
                         region: wp,
                     },
+                    coherent: core::cell::Cell::new(false),
                 });
             }
             (ram, wp) => {
@@ -859,6 +860,12 @@ impl<K: Kernel + Clone> Vmm<K> {
             g.timer_arms,
             g.timer_wakes
         );
+        say!(
+            self,
+            "vmm: device calls: coherent={} cache-maintained={}",
+            g.coherent_calls,
+            g.maintained_calls
+        );
         if let Some(blk) = self.devices.blk.as_ref() {
             let s = *blk.device().stats();
             let t = *blk.stats();
@@ -866,13 +873,14 @@ impl<K: Kernel + Clone> Vmm<K> {
             say!(
                 self,
                 "vmm: virtio-blk requests={} ok={} ioerr={} unsupp={} bad-chains={} rmw-fills={} \
-                 driver-requests={} needs-reset={} resets={}",
+                 peak-in-progress={} driver-requests={} needs-reset={} resets={}",
                 s.requests,
                 s.ok,
                 s.ioerr,
                 s.unsupp,
                 s.bad_chains,
                 s.rmw_fills,
+                s.peak_in_progress,
                 b.requests,
                 t.needs_reset,
                 t.resets

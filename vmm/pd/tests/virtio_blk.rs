@@ -449,3 +449,49 @@ fn a_guest_waiting_in_wfi_for_block_io_is_parked_and_the_response_resumes_it() {
     assert!(log.iter().any(|i| matches!(i, Invocation::Reply { .. })));
     assert!(!r.h.vmm.parked());
 }
+
+fn sctlr_reads(log: &[Invocation]) -> usize {
+    log.iter()
+        .filter(|i| {
+            matches!(i, Invocation::VcpuReadReg { field, .. }
+                if *field == microkit_rt::abi::vcpu_reg::SCTLR)
+        })
+        .count()
+}
+
+/// Guest memory skips cache maintenance only while the guest runs with its MMU and data cache
+/// on: the VMM reads SCTLR_EL1 before the notify's device call and before the responses' one,
+/// and counts each call as coherent or cache-maintained by what it read.
+#[test]
+fn cache_maintenance_follows_the_guests_sctlr_m_and_c_bits() {
+    use microkit_rt::abi::vcpu_reg::SCTLR;
+    let mut r = rig();
+    r.init();
+    let before = *r.h.vmm.glue_stats();
+    // Caches off (reset value): both calls maintain.
+    let mut log = r.request(0, 8, 4096, true);
+    log.extend(r.run_until_used());
+    assert_eq!(r.status(), 0);
+    assert_eq!(sctlr_reads(&log), 2, "one read per device call: {log:?}");
+    let g = *r.h.vmm.glue_stats();
+    assert_eq!(g.maintained_calls - before.maintained_calls, 2);
+    assert_eq!(g.coherent_calls, before.coherent_calls);
+    // MMU on, data cache off: still maintained.
+    r.h.sim.with_vcpu(0, |v| v.regs[SCTLR as usize] = 0x1);
+    r.request(0, 16, 4096, true);
+    r.run_until_used();
+    let g2 = *r.h.vmm.glue_stats();
+    assert_eq!(g2.maintained_calls - g.maintained_calls, 2);
+    assert_eq!(g2.coherent_calls, g.coherent_calls);
+    // MMU and data cache on: coherent, and the data still arrives.
+    r.h.sim
+        .with_vcpu(0, |v| v.regs[SCTLR as usize] = 0x30d0_1805);
+    r.put(DATA, &[0u8; 4096]);
+    r.request(0, 24, 4096, true);
+    r.run_until_used();
+    let g3 = *r.h.vmm.glue_stats();
+    assert_eq!(g3.coherent_calls - g2.coherent_calls, 2);
+    assert_eq!(g3.maintained_calls, g2.maintained_calls);
+    assert_eq!(r.status(), 0);
+    assert_eq!(r.get(DATA, 4096), r.drv.disk[24 * 512..24 * 512 + 4096]);
+}
