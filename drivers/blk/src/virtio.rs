@@ -456,9 +456,8 @@ impl<R: Regs> VirtioBlk<R> {
         self.info.queue_size = size;
         self.info.req_slots = usize::from(size) / 3;
         // Rings start zeroed: avail.flags = 0 (interrupts wanted), idx 0; used idx 0.
-        let zero = [0u8; layout::SIZE];
         self.dma
-            .write(0, &zero)
+            .fill(0, layout::SIZE, 0)
             .map_err(|_| InitError::DmaTooSmall(self.dma.size()))?;
         let desc = paddr(self.dma_paddr, layout::DESC)?;
         let avail = paddr(self.dma_paddr, layout::AVAIL)?;

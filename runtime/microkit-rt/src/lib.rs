@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod abi;
+pub mod copy;
 pub mod event_loop;
 pub mod handler;
 pub mod kernel;

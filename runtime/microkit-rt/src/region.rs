@@ -78,9 +78,7 @@ impl SharedRegion {
         self.check(offset, buf.len())?;
         // SAFETY: the range was checked to lie inside the mapped region (see `from_raw`); `buf`
         // is ordinary memory that cannot overlap a region no Rust reference points into.
-        unsafe {
-            core::ptr::copy_nonoverlapping(self.base.add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        unsafe { crate::copy::copy(buf.as_mut_ptr(), self.base.add(offset), buf.len()) };
         Ok(())
     }
 
@@ -88,7 +86,15 @@ impl SharedRegion {
     pub fn write(&self, offset: usize, buf: &[u8]) -> Result<(), RegionError> {
         self.check(offset, buf.len())?;
         // SAFETY: as in `read`, with the roles of source and destination swapped.
-        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), self.base.add(offset), buf.len()) };
+        unsafe { crate::copy::copy(self.base.add(offset), buf.as_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `offset` to `value`.
+    pub fn fill(&self, offset: usize, len: usize, value: u8) -> Result<(), RegionError> {
+        self.check(offset, len)?;
+        // SAFETY: the range was checked to lie inside the mapped region (see `from_raw`).
+        unsafe { core::ptr::write_bytes(self.base.add(offset), value, len) };
         Ok(())
     }
 
@@ -209,5 +215,49 @@ impl SharedRegion {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(buf: &mut [u8]) -> SharedRegion {
+        // SAFETY: the buffer outlives the region in each test and is reached only through it.
+        unsafe { SharedRegion::from_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    #[test]
+    fn fill_sets_exactly_its_range_and_refuses_to_leave_the_region() {
+        let mut buf = vec![0xaau8; 100];
+        let r = region(&mut buf);
+        r.fill(10, 80, 0).unwrap();
+        assert_eq!(
+            r.fill(50, 51, 1),
+            Err(RegionError::OutOfBounds {
+                offset: 50,
+                len: 51,
+                size: 100
+            })
+        );
+        assert!(r.fill(usize::MAX, 2, 1).is_err());
+        let mut out = [0u8; 100];
+        r.read(0, &mut out).unwrap();
+        assert!(out[..10].iter().all(|&b| b == 0xaa));
+        assert!(out[10..90].iter().all(|&b| b == 0));
+        assert!(out[90..].iter().all(|&b| b == 0xaa));
+    }
+
+    #[test]
+    fn read_and_write_copy_through_the_region_in_bounds_only() {
+        let mut buf = vec![0u8; 300];
+        let r = region(&mut buf);
+        let data: Vec<u8> = (0..=255).collect();
+        r.write(7, &data).unwrap();
+        let mut back = vec![0u8; 256];
+        r.read(7, &mut back).unwrap();
+        assert_eq!(back, data);
+        assert!(r.write(45, &data).is_err());
+        assert!(r.read(45, &mut back).is_err());
     }
 }
