@@ -76,7 +76,7 @@ pub const POLICY: Policy = Policy {
         region("blk_req_queue_vmm", 0x1000),
         region("blk_resp_queue_vmm", 0x1000),
         region("blk_storage_info_vmm", 0x1000),
-        region("blk_data_vmm", 0x20_0000),
+        region("blk_data_vmm", 0x40_0000),
         // Test system only.
         region("selftest_shared", 0x1000),
     ],

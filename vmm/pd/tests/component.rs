@@ -82,7 +82,7 @@ fn scope_is_what_system_xml_grants() {
                 0x1000,
                 Some("blk_storage_info_vaddr")
             ),
-            ("blk_data_vmm", 0x20_0000, Some("blk_data_vaddr")),
+            ("blk_data_vmm", 0x40_0000, Some("blk_data_vaddr")),
         ]
     );
     let vm = s.vm.expect("vmm owns a VM");
