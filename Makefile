@@ -335,7 +335,8 @@ linux: check-qemu linux-image
 	$(QEMU) $(LINUX_QEMU_ARGS) -serial mon:stdio
 
 test-linux: check-qemu linux-image
-	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/linux.txt \
+	sed "s/@DISK_MD5@/$$(md5sum < $(LINUX_DISK) | cut -d' ' -f1)/" build/expect/linux.txt > $(LINUX_BUILD)/linux.txt
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect $(LINUX_BUILD)/linux.txt \
 		--log $(LINUX_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 --expect-exit -- \
 		$(QEMU) $(LINUX_QEMU_ARGS) -serial stdio -monitor none
 	guests/linux/check-disk.sh $(LINUX_DISK) \

@@ -529,10 +529,30 @@ pub struct GlueStats {
     pub timer_wakes: u64,
     /// Guest HVCs the kernel took for one of its system calls (capability faults).
     pub kernel_syscall_hvcs: u64,
+    /// Where the block path's time goes, in timer ticks.
+    pub blk_time: BlkTime,
     /// Device calls made with the guest's caches on (guest memory without cache maintenance).
     pub coherent_calls: u64,
     /// Device calls made with cache maintenance (the guest's caches off, or unknown).
     pub maintained_calls: u64,
+}
+
+/// The block path's stages in timer ticks (CNTPCT_EL0, read without a kernel call), summed:
+/// what the VMM spends on the guest's virtio-blk register writes (the notify: popping chains,
+/// copying write data into staging, queuing sDDF requests, the kick), how long the driver
+/// domain and the device take (from a kick while none was unanswered to the next batch of
+/// responses), and what the VMM spends on each batch of responses (copying read data to the
+/// guest, the used ring, the interrupt, the next requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlkTime {
+    /// Guest register writes to the virtio-blk transport.
+    pub intake: u64,
+    /// Kick to responses.
+    pub driver: u64,
+    /// Response batches.
+    pub completion: u64,
+    /// When the oldest unanswered kick went out.
+    pub kicked_at: Option<u64>,
 }
 
 /// The exit path's (and the notification path's) view of the devices.
@@ -609,6 +629,9 @@ impl<K: Kernel> PlatformCtx<'_, K> {
             .as_mut()
             .is_some_and(|b| b.device_mut().backend_mut().take_kick());
         if kick {
+            if self.glue.blk_time.kicked_at.is_none() {
+                self.glue.blk_time.kicked_at = Some(self.inj.k.timer_now());
+            }
             self.glue.blk_kicks = self.glue.blk_kicks.saturating_add(1);
             self.inj.calls += 1;
             let _ = self.inj.k.notify(BLK);
@@ -618,6 +641,11 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     /// Hands the block driver's responses to the device model, raises the device's interrupt
     /// when the model asks, and kicks the driver for the requests the model issued meanwhile.
     pub fn blk_completions(&mut self) {
+        let t0 = self.inj.k.timer_now();
+        if let Some(k) = self.glue.blk_time.kicked_at.take() {
+            let t = &mut self.glue.blk_time;
+            t.driver = t.driver.saturating_add(t0.saturating_sub(k));
+        }
         let mut raise = false;
         if self
             .devices
@@ -644,6 +672,10 @@ impl<K: Kernel> PlatformCtx<'_, K> {
             self.raise(virtio::layout::BLK_IRQ);
         }
         self.kick_blk();
+        let t = &mut self.glue.blk_time;
+        t.completion = t
+            .completion
+            .saturating_add(self.inj.k.timer_now().saturating_sub(t0));
     }
 
     /// Moves console bytes: what the virtio console's model sent goes to the serial TX queue
@@ -769,15 +801,21 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
                 if self.devices.blk.is_none() {
                     return Err(BusError::Unmapped);
                 }
+                let t0 = self.inj.k.timer_now();
                 self.refresh_coherence();
                 let Some(d) = self.devices.blk.as_mut() else {
                     return Err(BusError::Unmapped);
                 };
-                if virtio::raises(d.write(&mut self.mem, offset, size, value)?) {
+                let r = d.write(&mut self.mem, offset, size, value);
+                if r.is_ok_and(virtio::raises) {
                     self.raise(virtio::layout::BLK_IRQ);
                 }
                 self.kick_blk();
-                Ok(())
+                let t = &mut self.glue.blk_time;
+                t.intake = t
+                    .intake
+                    .saturating_add(self.inj.k.timer_now().saturating_sub(t0));
+                r.map(|_| ())
             }
             DeviceId::VirtioConsole => {
                 if self.devices.vcon.is_none() {

@@ -885,6 +885,15 @@ impl<K: Kernel + Clone> Vmm<K> {
                 t.needs_reset,
                 t.resets
             );
+            let bt = g.blk_time;
+            let per = |x: u64| x.checked_div(b.requests).unwrap_or(0);
+            say!(
+                self,
+                "vmm: virtio-blk ticks per driver request: intake={} driver={} completion={}",
+                per(bt.intake),
+                per(bt.driver),
+                per(bt.completion)
+            );
         }
     }
 

@@ -495,3 +495,25 @@ fn cache_maintenance_follows_the_guests_sctlr_m_and_c_bits() {
     assert_eq!(r.status(), 0);
     assert_eq!(r.get(DATA, 4096), r.drv.disk[24 * 512..24 * 512 + 4096]);
 }
+
+/// The block path's stage times: the driver stage runs from a kick while none was unanswered to
+/// the next batch of responses, by the timer's count (the simulated timer moves only when told).
+#[test]
+fn the_driver_stage_is_timed_from_the_first_unanswered_kick_to_the_responses() {
+    let mut r = rig();
+    r.init();
+    r.h.sim.set_timer_now(1_000);
+    let log = r.request(0, 8, 4096, true);
+    assert_eq!(kicks(&log), 1);
+    r.h.sim.set_timer_now(1_250);
+    r.run_until_used();
+    let t = r.h.vmm.glue_stats().blk_time;
+    assert_eq!(t.driver, 250);
+    assert_eq!(t.kicked_at, None, "answered");
+    // A second request: only its own wait is added.
+    r.h.sim.set_timer_now(5_000);
+    r.request(0, 16, 4096, true);
+    r.h.sim.set_timer_now(5_040);
+    r.run_until_used();
+    assert_eq!(r.h.vmm.glue_stats().blk_time.driver, 290);
+}
