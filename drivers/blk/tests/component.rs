@@ -19,7 +19,7 @@ use sddf_queue::SerialConsumer;
 use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
 use sddf_queue::layout::{BlkReq, BlkReqCode, BlkResp, BlkRespStatus};
 use sddf_queue::sync::Ordering;
-use support::{Bus, DMA_PADDR, Phys};
+use support::{Bus, DMA_PADDR, Phys, ReadHook, WriteHook, last_write};
 use vmm_devices::blk::{BlkConfig, BlkSize};
 use vmm_devices::mmio::DeviceState as ModelState;
 use vmm_devices::testing::CompletionMode;
@@ -46,6 +46,10 @@ struct Opts {
     present: bool,
     config: BlkConfig,
     slot: usize,
+    read_only: bool,
+    /// Installed before the driver starts (its set-up sees them).
+    read_hook: Option<ReadHook>,
+    write_hook: Option<WriteHook>,
 }
 
 impl Default for Opts {
@@ -56,6 +60,9 @@ impl Default for Opts {
             present: true,
             config: BlkConfig::default(),
             slot: QEMU_SLOT,
+            read_only: false,
+            read_hook: None,
+            write_hook: None,
         }
     }
 }
@@ -91,7 +98,19 @@ impl Rig {
         assert_eq!(scope.map("blk_data_vmm").unwrap().size as usize, DATA_SIZE);
         let phys = Phys::new(DMA_SIZE, DATA_SIZE);
         let bus = if o.present {
-            Bus::with_disk(phys, o.slot, o.disk_units * UNIT, o.mode, o.config)
+            let bus = Bus::with_disk_ro(
+                phys,
+                o.slot,
+                o.disk_units * UNIT,
+                o.mode,
+                o.config,
+                o.read_only,
+            );
+            bus.with(|m| {
+                m.read_hook = o.read_hook;
+                m.write_hook = o.write_hook;
+            });
+            bus
         } else {
             Bus::empty()
         };
@@ -514,6 +533,9 @@ fn out_of_range_requests_are_refused_and_the_device_is_untouched() {
         assert_eq!((s.reads, s.writes), (0, 0));
     });
     assert_eq!(rig.notifies(), 1);
+    // Refused by the driver's own checks, not by the virtqueue's address check behind them.
+    assert_eq!(rig.drv.stats().device_errors, 0);
+    assert!(!rig.text().contains("failed"), "{}", rig.text());
     rig.check_clean();
 }
 
@@ -542,6 +564,10 @@ fn device_io_error_becomes_err_io() {
     let r = rig.io(&[read(0, 4, 2, 1), read(0, 6, 1, 2)]);
     assert_eq!(r, vec![err(BlkRespStatus::ERR_IO, 1), ok(1, 2)]);
     assert_eq!(rig.drv.stats().io_errors, 1);
+    // The failing request in the second slot: its own status byte is read.
+    let r = rig.io(&[read(0, 6, 1, 3), read(UNIT, 5, 1, 4)]);
+    assert_eq!(r, vec![ok(1, 3), err(BlkRespStatus::ERR_IO, 4)]);
+    assert_eq!(rig.drv.stats().io_errors, 2);
     rig.check_clean();
 }
 
@@ -628,6 +654,9 @@ fn hostile_device_used_index_fails_requests_instead_of_hanging() {
     );
     assert!(matches!(rig.drv.device_state(), DeviceState::Failed(_)));
     assert!(!rig.info.is_ready());
+    assert_eq!(rig.drv.stats().device_errors, 1);
+    rig.bus
+        .with(|m| assert_eq!(last_write(&m.writes, virtio::reg::STATUS), 0, "reset"));
     // Later requests are answered too.
     rig.submit(&[read(0, 0, 1, 3)]);
     assert_eq!(rig.responses(), vec![err(BlkRespStatus::ERR_IO, 3)]);
@@ -879,4 +908,672 @@ fn a_request_leaving_the_data_region_never_reaches_the_virtqueue() {
     assert_eq!(rig.drv.stats().submitted, 0);
     assert!(dma_bytes(&rig.phys) == dma_before, "the virtqueue changed");
     rig.check_clean();
+}
+
+// ---- Set-up against devices and buses that misbehave (register hooks, `tests/support`). ----
+
+/// The window offset of register `reg` of the device in QEMU's slot.
+fn at(reg: usize) -> usize {
+    QEMU_SLOT * virtio::SLOT_SIZE + reg
+}
+
+/// A device offering its features without `strip` and with `add`.
+fn offer(strip: u64, add: u64) -> ReadHook {
+    Box::new(move |off, v, writes| {
+        if off != at(virtio::reg::DEVICE_FEATURES) {
+            return v;
+        }
+        let shift = if last_write(writes, virtio::reg::DEVICE_FEATURES_SEL) == 0 {
+            0
+        } else {
+            32
+        };
+        (v & !((strip >> shift) as u32)) | (add >> shift) as u32
+    })
+}
+
+/// A device whose Status reads change once the driver has written DRIVER_OK: `f` of the value.
+fn status_after_driver_ok(f: fn(u32) -> u32) -> ReadHook {
+    Box::new(move |off, v, writes| {
+        if off == at(virtio::reg::STATUS)
+            && last_write(writes, virtio::reg::STATUS) & status::DRIVER_OK != 0
+        {
+            f(v)
+        } else {
+            v
+        }
+    })
+}
+
+fn hooked(read_hook: ReadHook) -> Rig {
+    Rig::with(Opts {
+        read_hook: Some(read_hook),
+        ..Opts::default()
+    })
+}
+
+/// The set-up failed with `e`, and the driver set FAILED on top of the Status it read last.
+fn assert_failed_at_setup(rig: &Rig, e: InitError, last_status: u32) {
+    assert_eq!(rig.drv.device_state(), DeviceState::Absent(e));
+    assert!(!rig.info.is_ready());
+    rig.bus.with(|m| {
+        assert_eq!(
+            last_write(&m.writes, virtio::reg::STATUS),
+            last_status | status::FAILED
+        )
+    });
+}
+
+#[test]
+fn a_device_without_version_1_is_refused() {
+    let mut rig = hooked(offer(virtio::feature::VERSION_1, 0));
+    assert_failed_at_setup(&rig, InitError::NoVersion1, 3);
+    let r = rig.io(&[read(0, 0, 1, 1)]);
+    assert_eq!(r, vec![err(BlkRespStatus::ERR_NO_DEVICE, 1)]);
+    assert_eq!(rig.drv.stats().no_device, 1);
+}
+
+#[test]
+fn features_ok_that_does_not_stick_is_refused() {
+    let rig = hooked(Box::new(|off, v, _| {
+        if off == at(virtio::reg::STATUS) {
+            v & !status::FEATURES_OK
+        } else {
+            v
+        }
+    }));
+    assert_failed_at_setup(&rig, InitError::FeaturesRefused, 3);
+}
+
+#[test]
+fn driver_ok_must_stick_without_needs_reset_or_failed() {
+    let d = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    // DRIVER_OK does not read back.
+    let rig = hooked(status_after_driver_ok(|v| v & !status::DRIVER_OK));
+    let s = d & !status::DRIVER_OK;
+    assert_failed_at_setup(&rig, InitError::DeviceFailed(s), s);
+    // DRIVER_OK with DEVICE_NEEDS_RESET.
+    let rig = hooked(status_after_driver_ok(|v| v | status::DEVICE_NEEDS_RESET));
+    let s = d | status::DEVICE_NEEDS_RESET;
+    assert_failed_at_setup(&rig, InitError::DeviceFailed(s), s);
+    // DRIVER_OK with FAILED: FAILED stays set in the driver's last write.
+    let rig = hooked(status_after_driver_ok(|v| v | status::FAILED));
+    let s = d | status::FAILED;
+    assert_failed_at_setup(&rig, InitError::DeviceFailed(s), s);
+}
+
+#[test]
+fn a_queue_already_live_or_too_small_is_refused() {
+    let rig = hooked(Box::new(|off, v, _| {
+        if off == at(virtio::reg::QUEUE_READY) {
+            1
+        } else {
+            v
+        }
+    }));
+    assert_failed_at_setup(
+        &rig,
+        InitError::QueueUnavailable {
+            max: u32::from(BlkConfig::default().queue_size),
+        },
+        3 | status::FEATURES_OK,
+    );
+    // Three descriptors cannot hold a request with its data.
+    let rig = hooked(Box::new(|off, v, _| {
+        if off == at(virtio::reg::QUEUE_NUM_MAX) {
+            3
+        } else {
+            v
+        }
+    }));
+    assert_failed_at_setup(
+        &rig,
+        InitError::QueueUnavailable { max: 3 },
+        3 | status::FEATURES_OK,
+    );
+}
+
+#[test]
+fn a_queue_of_four_serves_one_request_at_a_time() {
+    let mut rig = Rig::with(Opts {
+        config: BlkConfig {
+            queue_size: 4,
+            ..BlkConfig::default()
+        },
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    assert!(rig.drv.device_live());
+    rig.bus.with(|m| assert_eq!(m.t.queues()[0].size(), 4));
+    assert_eq!(rig.info.read().unwrap().queue_depth, 1);
+    let b = rig.fill(0, UNIT, 3);
+    rig.submit(&[write(0, 2, 1, 1), read(UNIT, 2, 1, 2)]);
+    assert_eq!(rig.drv.stats().submitted, 1);
+    rig.run();
+    assert_eq!(rig.responses(), vec![ok(1, 1), ok(1, 2)]);
+    assert_eq!(rig.read_data(UNIT, UNIT), b);
+    rig.check_clean();
+}
+
+#[test]
+fn the_dma_region_must_hold_the_whole_layout_and_no_more() {
+    let data = |phys: &Phys| PhysWindow {
+        paddr: phys.data_paddr(),
+        size: DATA_SIZE as u64,
+    };
+    // Exactly layout::SIZE: enough.
+    let phys = Phys::new(virtio::layout::SIZE, DATA_SIZE);
+    let bus = Bus::with_disk(
+        phys,
+        QEMU_SLOT,
+        64 * UNIT,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let r = virtio::VirtioBlk::init(bus, 8, phys.dma_region(), DMA_PADDR, data(&phys));
+    assert!(r.is_ok(), "{:?}", r.err().map(|(_, e)| e));
+    // One page less: refused before the device is touched (only FAILED is written).
+    let phys = Phys::new(virtio::layout::SIZE - UNIT, DATA_SIZE);
+    let bus = Bus::with_disk(
+        phys,
+        QEMU_SLOT,
+        64 * UNIT,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let r = virtio::VirtioBlk::init(bus.clone(), 8, phys.dma_region(), DMA_PADDR, data(&phys));
+    assert_eq!(
+        r.err().map(|(_, e)| e),
+        Some(InitError::DmaTooSmall(virtio::layout::SIZE - UNIT))
+    );
+    bus.with(|m| assert_eq!(m.writes, vec![(virtio::reg::STATUS, status::FAILED)]));
+}
+
+#[test]
+fn the_probe_skips_other_devices_and_reports_legacy_block_transports() {
+    // A version-2 console (DeviceID 3) in slot 2 comes first: skipped.
+    let rig = hooked(Box::new(|off, v, _| {
+        match (off / virtio::SLOT_SIZE, off % virtio::SLOT_SIZE) {
+            (2, virtio::reg::MAGIC_VALUE) => virtio::MAGIC,
+            (2, virtio::reg::VERSION) => 2,
+            (2, virtio::reg::DEVICE_ID) => 3,
+            _ => v,
+        }
+    }));
+    let DeviceState::Live(i) = rig.drv.device_state() else {
+        panic!("{:?}", rig.drv.device_state())
+    };
+    assert_eq!(i.slot, QEMU_SLOT);
+    // Legacy (version 1) block transports in slots 4 and 7: none usable, the first reported.
+    let rig = hooked(Box::new(|off, v, _| {
+        match (off / virtio::SLOT_SIZE, off % virtio::SLOT_SIZE) {
+            (4, virtio::reg::MAGIC_VALUE) => virtio::MAGIC,
+            (4 | QEMU_SLOT, virtio::reg::VERSION) => 1,
+            (4, virtio::reg::DEVICE_ID) => virtio::DEVICE_ID_BLK,
+            _ => v,
+        }
+    }));
+    assert_eq!(
+        rig.drv.device_state(),
+        DeviceState::Absent(InitError::NoDevice {
+            legacy_slot: Some(4)
+        })
+    );
+}
+
+fn live_info(rig: &Rig) -> virtio::DeviceInfo {
+    match rig.drv.device_state() {
+        DeviceState::Live(i) => i,
+        s => panic!("{s:?}"),
+    }
+}
+
+#[test]
+fn capacity_is_read_as_64_bits_under_a_stable_generation() {
+    // 2^32 + 512 sectors: the high half counts.
+    let rig = hooked(Box::new(|off, v, _| {
+        if off == at(virtio::reg::CONFIG_CAPACITY + 4) {
+            1
+        } else {
+            v
+        }
+    }));
+    assert_eq!(live_info(&rig).capacity_sectors, (1 << 32) + 512);
+    assert_eq!(rig.drv.capacity(), ((1 << 32) + 512) / 8);
+    assert_eq!(rig.info.read().unwrap().capacity, ((1 << 32) + 512) / 8);
+    // A configuration generation other than 0 is not part of the capacity.
+    let rig = hooked(Box::new(|off, v, _| {
+        if off == at(virtio::reg::CONFIG_GENERATION) {
+            5
+        } else {
+            v
+        }
+    }));
+    assert_eq!(live_info(&rig).capacity_sectors, 512);
+    // The configuration changes between the first generation read and the second: the
+    // capacity read in between is discarded and read again.
+    let mut gen_reads = 0;
+    let mut cap_reads = 0;
+    let rig = hooked(Box::new(move |off, v, _| {
+        if off == at(virtio::reg::CONFIG_GENERATION) {
+            gen_reads += 1;
+            u32::from(gen_reads > 1)
+        } else if off == at(virtio::reg::CONFIG_CAPACITY) {
+            cap_reads += 1;
+            if cap_reads == 1 { 0xdead } else { v }
+        } else {
+            v
+        }
+    }));
+    assert_eq!(live_info(&rig).capacity_sectors, 512);
+    assert_eq!(rig.drv.capacity(), 64);
+}
+
+#[test]
+fn storage_info_follows_the_negotiated_features() {
+    // A read-only disk.
+    let rig = Rig::with(Opts {
+        read_only: true,
+        ..Opts::default()
+    });
+    assert_eq!(rig.info.read().unwrap().read_only, 1);
+    // No VIRTIO_BLK_F_BLK_SIZE: blk_size is not read, sectors are 512 bytes.
+    let rig = hooked(offer(virtio::feature::BLK_SIZE, 0));
+    let i = live_info(&rig);
+    assert_eq!(i.features & virtio::feature::BLK_SIZE, 0);
+    assert_eq!(i.blk_size, None);
+    rig.bus.with(|m| {
+        assert!(!m.reads.contains(&virtio::reg::CONFIG_BLK_SIZE));
+    });
+    assert_eq!(rig.info.read().unwrap().sector_size, 512);
+    // A blk_size that is no power of two, or outside 512..=4096: 512 is published.
+    for b in [256, 1536, 3000, 8192, 65536] {
+        let rig = hooked(Box::new(move |off, v, _| {
+            if off == at(virtio::reg::CONFIG_BLK_SIZE) {
+                b
+            } else {
+                v
+            }
+        }));
+        assert_eq!(live_info(&rig).blk_size, Some(b));
+        assert_eq!(rig.info.read().unwrap().sector_size, 512, "blk_size {b}");
+    }
+}
+
+#[test]
+fn flush_without_a_write_cache_is_answered_at_once() {
+    let mut rig = hooked(offer(virtio::feature::FLUSH, 0));
+    let notifies = rig.bus.with(|m| m.t.stats().notifies);
+    let r = rig.io(&[BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, 7)]);
+    assert_eq!(r, vec![ok(0, 7)]);
+    assert_eq!(rig.drv.stats().submitted, 0);
+    rig.bus.with(|m| {
+        assert_eq!(m.t.stats().notifies, notifies, "the device saw nothing");
+        assert_eq!(m.t.device().backend().stats.flushes, 0);
+    });
+    rig.check_clean();
+}
+
+#[test]
+fn a_request_the_device_does_not_support_is_an_invalid_parameter() {
+    // The device offers FLUSH but drops it from what the driver accepts: it answers the
+    // driver's flush UNSUPP.
+    let mut rig = Rig::with(Opts {
+        write_hook: Some(Box::new(|off, v| {
+            if off == virtio::reg::DRIVER_FEATURES {
+                v & !(virtio::feature::FLUSH as u32)
+            } else {
+                v
+            }
+        })),
+        ..Opts::default()
+    });
+    let r = rig.io(&[BlkReq::new(BlkReqCode::FLUSH, 0, 0, 0, 8)]);
+    assert_eq!(r, vec![err(BlkRespStatus::ERR_INVALID_PARAM, 8)]);
+    let s = rig.drv.stats();
+    assert_eq!((s.submitted, s.invalid, s.io_errors), (1, 1, 0));
+    rig.check_clean();
+}
+
+#[test]
+fn statistics_count_every_request_and_answer() {
+    let mut rig = Rig::new();
+    rig.bus
+        .with(|m| m.t.device_mut().backend_mut().fail_blocks = Some(9..10));
+    rig.io(&[
+        write(0, 0, 1, 1),                      // ok
+        read(UNIT, 0, 1, 2),                    // ok
+        read(0, 9, 1, 3),                       // device error
+        BlkReq::new(BlkReqCode(7), 0, 0, 1, 4), // invalid
+        read(0, 64, 1, 5),                      // invalid
+    ]);
+    rig.io(&[read(0, 1, 2, 6)]);
+    assert_eq!(
+        rig.drv.stats(),
+        blk_driver::Stats {
+            requests: 6,
+            submitted: 4,
+            ok: 3,
+            io_errors: 1,
+            invalid: 2,
+            irqs: 2,
+            ..blk_driver::Stats::default()
+        }
+    );
+    rig.check_clean();
+}
+
+/// The client's response queue indices.
+fn resp_indices(rig: &Rig) -> (u32, u32) {
+    (
+        rig.raw.resp[0].load(Ordering::Acquire),
+        rig.raw.resp[1].load(Ordering::Acquire),
+    )
+}
+
+#[test]
+fn responses_lost_to_a_corrupt_response_queue_are_counted() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1)]);
+    // The client moves its head back, as if the queue were full: an index regression.
+    let (head, tail) = resp_indices(&rig);
+    assert_eq!((head, tail), (0, 0));
+    rig.raw.resp[0].store(tail.wrapping_sub(QUEUE_CAPACITY), Ordering::Release);
+    rig.run();
+    let s = rig.drv.stats();
+    assert_eq!((s.ok, s.lost_responses, s.queue_errors), (1, 1, 1));
+    assert_eq!(resp_indices(&rig).1, 0, "nothing enqueued");
+    // A head past the tail: lost too.
+    rig.raw.resp[0].store(0x8000_0000, Ordering::Release);
+    rig.submit(&[read(0, 1, 1, 2)]);
+    assert_eq!(rig.drv.stats().submitted, 1, "no room promised: not taken");
+    rig.raw.resp[0].store(0, Ordering::Release);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(rig.drv.stats().submitted, 2);
+    rig.raw.resp[0].store(0x8000_0000, Ordering::Release);
+    rig.run();
+    let s = rig.drv.stats();
+    assert_eq!((s.ok, s.lost_responses), (2, 2));
+    assert_eq!(resp_indices(&rig).1, 0, "nothing enqueued");
+}
+
+fn bad(id: u32) -> BlkReq {
+    BlkReq::new(BlkReqCode(9), 0, 0, 1, id)
+}
+
+#[test]
+fn requests_wait_until_their_responses_have_room() {
+    // Nothing in flight: 64 answers fill the response queue; the 65th request stays queued.
+    let mut rig = Rig::new();
+    rig.submit(&(1..=64).map(bad).collect::<Vec<_>>());
+    assert_eq!(rig.drv.stats().requests, 64);
+    rig.submit(&[bad(65)]);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(rig.drv.stats().requests, 64, "no room for its response");
+    assert_eq!(rig.responses().len(), 64);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(
+        rig.responses(),
+        vec![err(BlkRespStatus::ERR_INVALID_PARAM, 65)]
+    );
+    assert_eq!(rig.drv.stats().lost_responses, 0);
+
+    // Two reads in flight keep two entries free.
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    let mut reqs = vec![read(0, 0, 1, 1), read(UNIT, 1, 1, 2)];
+    reqs.extend((3..=64).map(bad));
+    rig.submit(&reqs);
+    rig.submit(&[bad(65), bad(66)]);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(rig.drv.stats().requests, 64);
+    rig.run();
+    assert_eq!(rig.drv.stats().lost_responses, 0);
+    let r = rig.responses();
+    assert_eq!(r.len(), 64);
+    assert!(r.contains(&ok(1, 1)) && r.contains(&ok(1, 2)));
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    let inv = BlkRespStatus::ERR_INVALID_PARAM;
+    assert_eq!(rig.responses(), vec![err(inv, 65), err(inv, 66)]);
+    rig.check_clean();
+}
+
+#[test]
+fn notifications_on_other_channels_are_reported_and_ignored() {
+    let mut rig = Rig::new();
+    rig.io(&[read(0, 0, 1, 1)]);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert!(!rig.text().contains("ignored"), "{}", rig.text());
+    rig.sim.notify_from_peer(system::SERIAL_DRIVER);
+    rig.step();
+    let line = format!(
+        "blk_driver: ignored notification on channels {:#x}\n",
+        1u64 << system::SERIAL_DRIVER.index()
+    );
+    assert_eq!(rig.text().matches("ignored").count(), 1);
+    assert!(rig.text().ends_with(&line), "{}", rig.text());
+    rig.check_clean();
+}
+
+#[test]
+fn the_register_window_is_read_and_written_through_the_mapped_region() {
+    use virtio::Regs;
+    let sim = sim();
+    let mut regs = sim
+        .region("blk_regs")
+        .expect("blk_driver maps its registers");
+    let view = Sim::alias(&regs);
+    assert_eq!(regs.read32(0xe00), 0);
+    view.write_u32(0xe00, virtio::MAGIC).unwrap();
+    assert_eq!(regs.read32(0xe00), virtio::MAGIC);
+    assert_eq!(regs.read32(support::WINDOW), 0, "outside: nothing answers");
+    regs.write32(0xe70, 0x8f);
+    assert_eq!(view.read_u32(0xe70).unwrap(), 0x8f);
+    // As an optional region.
+    let mut some = Some(Sim::alias(&regs));
+    assert_eq!(some.read32(0xe00), virtio::MAGIC);
+    some.write32(0xe70, 0x0f);
+    assert_eq!(view.read_u32(0xe70).unwrap(), 0x0f);
+    let mut none: Option<SharedRegion> = None;
+    assert_eq!(none.read32(0xe00), 0);
+    none.write32(0xe70, 0x1);
+    assert_eq!(view.read_u32(0xe70).unwrap(), 0x0f);
+}
+
+// ---- Interrupts and the used ring. ----
+
+#[test]
+fn a_used_buffer_interrupt_reads_only_interrupt_status() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1)]);
+    rig.bus.with(|m| m.reads.clear());
+    rig.run();
+    assert_eq!(rig.responses(), vec![ok(1, 1)]);
+    rig.bus.with(|m| {
+        assert_eq!(m.reads, vec![virtio::reg::INTERRUPT_STATUS]);
+        assert_eq!(
+            m.writes.last(),
+            Some(&(virtio::reg::INTERRUPT_ACK, virtio::int::USED_BUFFER))
+        );
+    });
+    rig.check_clean();
+}
+
+#[test]
+fn a_configuration_change_keeps_the_device_live() {
+    let mut rig = Rig::new();
+    rig.bus.with(|m| {
+        assert_eq!(m.t.config_changed(), vmm_devices::mmio::IrqAction::Raise);
+        m.irq_pending = true;
+    });
+    rig.run();
+    assert!(rig.drv.device_live());
+    assert_eq!(rig.drv.stats().device_errors, 0);
+    assert_eq!(rig.io(&[read(0, 0, 1, 1)]), vec![ok(1, 1)]);
+    rig.check_clean();
+}
+
+#[test]
+fn device_needs_reset_fails_the_requests_in_flight_and_resets_it() {
+    let broken = std::rc::Rc::new(std::cell::Cell::new(false));
+    let b = broken.clone();
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        read_hook: Some(Box::new(move |off, v, _| {
+            if !b.get() {
+                v
+            } else if off == at(virtio::reg::INTERRUPT_STATUS) {
+                v | virtio::int::CONFIG_CHANGE
+            } else if off == at(virtio::reg::STATUS) {
+                v | status::DEVICE_NEEDS_RESET
+            } else {
+                v
+            }
+        })),
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1), read(UNIT, 1, 1, 2)]);
+    broken.set(true);
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    let io = BlkRespStatus::ERR_IO;
+    assert_eq!(rig.responses(), vec![err(io, 1), err(io, 2)]);
+    let s = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    assert_eq!(
+        rig.drv.device_state(),
+        DeviceState::Failed(virtio::DeviceError::NeedsReset(
+            s | status::DEVICE_NEEDS_RESET
+        ))
+    );
+    assert!(!rig.info.is_ready());
+    assert_eq!(rig.drv.stats().device_errors, 1);
+    rig.bus
+        .with(|m| assert_eq!(last_write(&m.writes, virtio::reg::STATUS), 0, "reset"));
+    rig.submit(&[read(0, 0, 1, 3)]);
+    assert_eq!(rig.responses(), vec![err(io, 3)]);
+}
+
+/// A hostile device's used element `id` at position `at`, the used index then `idx`.
+fn hostile_used(phys: &Phys, at: usize, id: u32, idx: u16) {
+    let dma = phys.dma_region();
+    dma.write_u32(virtio::layout::USED + 4 + 8 * at, id)
+        .unwrap();
+    dma.write_u32(virtio::layout::USED, u32::from(idx) << 16)
+        .unwrap();
+}
+
+#[test]
+fn used_elements_naming_no_chain_in_flight_are_reported_and_skipped() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1)]);
+    // Not a chain head (slot 0 is in flight).
+    hostile_used(&rig.phys, 0, 1, 1);
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    assert_eq!(rig.responses(), vec![]);
+    assert_eq!(rig.drv.stats().device_errors, 1);
+    assert!(rig.text().contains("blk_driver: device: BadUsedId(1)\n"));
+    // The head of slot 1, which is not in flight.
+    hostile_used(&rig.phys, 1, 3, 2);
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    assert_eq!(rig.responses(), vec![]);
+    assert_eq!(rig.drv.stats().device_errors, 2);
+    assert!(rig.text().contains("blk_driver: device: BadUsedId(3)\n"));
+    // Slot 0's chain, with its status byte written: completed.
+    rig.phys
+        .dma_region()
+        .write(virtio::layout::STATUS, &[virtio::blk::S_OK])
+        .unwrap();
+    hostile_used(&rig.phys, 2, 0, 3);
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    assert_eq!(rig.responses(), vec![ok(1, 1)]);
+    assert!(rig.drv.device_live());
+}
+
+#[test]
+fn the_used_index_may_move_by_a_whole_queue() {
+    let mut rig = Rig::with(Opts {
+        config: BlkConfig {
+            queue_size: 4,
+            ..BlkConfig::default()
+        },
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    rig.submit(&[read(0, 0, 1, 1)]);
+    rig.phys
+        .dma_region()
+        .write(virtio::layout::STATUS, &[virtio::blk::S_OK])
+        .unwrap();
+    // Four elements: slot 0's chain, then three naming it again (no longer in flight).
+    hostile_used(&rig.phys, 0, 0, 4);
+    rig.sim.irq(IRQ_CHANNEL);
+    rig.step();
+    assert_eq!(rig.responses(), vec![ok(1, 1)]);
+    assert!(rig.drv.device_live());
+    assert_eq!(rig.drv.stats().device_errors, 3);
+}
+
+#[test]
+fn a_slot_in_flight_is_not_reused_and_chains_use_their_slots_layout() {
+    let (_bus, phys, mut d) = live_virtio();
+    let u = UNIT as u32;
+    let rd = |i: u64| virtio::Op::Read {
+        sector: 8 * i,
+        paddr: phys.data_paddr() + i * UNIT as u64,
+        len: u,
+    };
+    for i in 0..3 {
+        d.submit(i as usize, rd(i)).unwrap();
+    }
+    assert_eq!(d.submit(1, rd(1)), Err(virtio::DeviceError::BadUsedId(1)));
+    let n = d.info().req_slots;
+    assert_eq!(
+        d.submit(n, rd(0)),
+        Err(virtio::DeviceError::BadUsedId(n as u32))
+    );
+    assert_eq!(d.in_flight(), 3);
+    let dma = dma_bytes(&phys);
+    let desc = |i: usize| {
+        let b = &dma[virtio::layout::DESC + 16 * i..][..16];
+        (
+            u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            u32::from_le_bytes(b[8..12].try_into().unwrap()),
+            u16::from_le_bytes(b[12..14].try_into().unwrap()),
+            u16::from_le_bytes(b[14..16].try_into().unwrap()),
+        )
+    };
+    for i in 0..3usize {
+        let hdr = virtio::layout::HEADERS + 16 * i;
+        let st = virtio::layout::STATUS + i;
+        let h = 3 * i as u16;
+        assert_eq!(desc(3 * i), (DMA_PADDR + hdr as u64, 16, 1, h + 1));
+        assert_eq!(
+            desc(3 * i + 1),
+            (phys.data_paddr() + (i * UNIT) as u64, u, 1 | 2, h + 2)
+        );
+        assert_eq!(desc(3 * i + 2), (DMA_PADDR + st as u64, 1, 2, 0));
+        assert_eq!(dma[hdr..hdr + 4], virtio::blk::T_IN.to_le_bytes());
+        assert_eq!(dma[hdr + 8..hdr + 16], (8 * i as u64).to_le_bytes());
+        assert_eq!(dma[st], virtio::blk::S_UNWRITTEN);
+    }
 }

@@ -85,6 +85,26 @@ pub struct Model {
     pub refused: Vec<usize>,
     /// Every register write, in order (offset in the slot, value).
     pub writes: Vec<(usize, u32)>,
+    /// Every register read of the device's slot, in order (offset in the slot).
+    pub reads: Vec<usize>,
+    /// A misbehaving device or bus: changes what a read in the window returns (window offset,
+    /// the value the window would give, the device's writes so far).
+    pub read_hook: Option<ReadHook>,
+    /// A misbehaving device: changes what a write to the device's slot stores (offset in the
+    /// slot, value written; `writes` records the value as written).
+    pub write_hook: Option<WriteHook>,
+}
+
+pub type ReadHook = Box<dyn FnMut(usize, u32, &[(usize, u32)]) -> u32>;
+pub type WriteHook = Box<dyn FnMut(usize, u32) -> u32>;
+
+/// The last value written to the slot's register `reg` (0 if never).
+pub fn last_write(writes: &[(usize, u32)], reg: usize) -> u32 {
+    writes
+        .iter()
+        .rev()
+        .find(|(o, _)| *o == reg)
+        .map_or(0, |(_, v)| *v)
 }
 
 /// The register window as the driver sees it (`None`: nothing answers, all-zero MMIO).
@@ -103,9 +123,23 @@ impl Bus {
         mode: CompletionMode,
         config: BlkConfig,
     ) -> Bus {
+        Bus::with_disk_ro(phys, slot, disk_bytes, mode, config, false)
+    }
+
+    /// As [`Bus::with_disk`], the disk read-only if `read_only`.
+    pub fn with_disk_ro(
+        phys: Phys,
+        slot: usize,
+        disk_bytes: usize,
+        mode: CompletionMode,
+        config: BlkConfig,
+        read_only: bool,
+    ) -> Bus {
         let disk: &'static mut [u8] = Box::leak(vec![0u8; disk_bytes].into_boxed_slice());
         let staging: &'static mut [u8] = Box::leak(vec![0u8; 64 * 4096].into_boxed_slice());
-        let dev = BlkDevice::new(MemDisk::new(disk, staging, mode), config).expect("device");
+        let mut disk = MemDisk::new(disk, staging, mode);
+        disk.set_read_only(read_only);
+        let dev = BlkDevice::new(disk, config).expect("device");
         Bus(Rc::new(RefCell::new(Some(Model {
             t: MmioTransport::new(dev),
             slot,
@@ -113,6 +147,9 @@ impl Bus {
             irq_pending: false,
             refused: vec![],
             writes: vec![],
+            reads: vec![],
+            read_hook: None,
+            write_hook: None,
         }))))
     }
 
@@ -156,15 +193,21 @@ impl Regs for Bus {
             m.refused.push(offset);
             return 0;
         }
-        if offset / SLOT_SIZE != m.slot {
-            return 0;
-        }
-        match m.t.read((offset % SLOT_SIZE) as u64, 4) {
-            Ok(v) => v as u32,
-            Err(_) => {
-                m.refused.push(offset);
-                0
+        let v = if offset / SLOT_SIZE != m.slot {
+            0
+        } else {
+            m.reads.push(offset % SLOT_SIZE);
+            match m.t.read((offset % SLOT_SIZE) as u64, 4) {
+                Ok(v) => v as u32,
+                Err(_) => {
+                    m.refused.push(offset);
+                    0
+                }
             }
+        };
+        match &mut m.read_hook {
+            Some(h) => h(offset, v, &m.writes),
+            None => v,
         }
     }
     fn write32(&mut self, offset: usize, value: u32) {
@@ -179,6 +222,10 @@ impl Regs for Bus {
         }
         let off = offset % SLOT_SIZE;
         m.writes.push((off, value));
+        let value = match &mut m.write_hook {
+            Some(h) => h(off, value),
+            None => value,
+        };
         let phys = m.phys;
         match phys.with_ram(|ram| m.t.write(ram, off as u64, 4, u64::from(value))) {
             Ok(IrqAction::Raise) => m.irq_pending = true,
