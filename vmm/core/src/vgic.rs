@@ -594,6 +594,17 @@ impl Vgic {
         vcpu: usize,
         ids: core::ops::Range<u32>,
     ) -> Result<(), VgicError> {
+        // Fast path (a guest programming priorities, targets or enables of idle interrupts):
+        // with every queue empty and no rescan owed, purging and draining do nothing, and a kick
+        // does something only for a pending interrupt.
+        let settled = self
+            .cpus
+            .iter()
+            .take(self.num_vcpus)
+            .all(|c| c.queue.is_empty() && !c.rescan);
+        if settled && !ids.clone().any(|id| self.is_pending(vcpu, id)) {
+            return Ok(());
+        }
         let mut result = Ok(());
         for v in 0..self.num_vcpus {
             self.purge(v);
