@@ -187,7 +187,7 @@ system-file:
 # The VMM's virtio devices are cache-coherent (it skips cache maintenance once the guest's caches
 # are on: vmm/pd/src/guest_memory.rs), so the guest's DTB must mark both transports dma-coherent.
 VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00
-check-guest-dtb:
+check-guest-dtb: guest
 	@for n in $(VIRTIO_NODES); do \
 		fdtget -p $(GUEST_DTB) $$n | grep -qx dma-coherent || { \
 		echo "build: $(GUEST_DTB): $$n is not marked dma-coherent; the VMM's virtio devices are cache-coherent and skip cache maintenance while the guest's caches are on (vmm/pd/src/guest_memory.rs)"; exit 1; }; done
