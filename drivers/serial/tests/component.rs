@@ -1563,9 +1563,11 @@ fn a_queue_found_corrupt_in_a_kept_turn_counts_one_error_and_no_turn() {
     assert_eq!(stats(&rig, 0).turns, 1, "32 bytes, then the error");
     rig.tx_mem.header[TAIL].store(tail, Ordering::Relaxed);
     rig.drain_all(FIFO_DEPTH);
-    // ping's turn waits before it moved a byte: the vmm's prompt fills the FIFO, and the line
-    // break ping's line needs finds no room.
-    rig.send(&[b'>'; FIFO_DEPTH]);
+    // ping's turn waits before it moved a byte: the vmm's line and prompt fill the FIFO, and
+    // the line break ping's line needs finds no room. (The prompt, written again after the
+    // break, leaves room for more: ping is looked at again, and must be skipped.)
+    rig.send(&[&[b'x'; FIFO_DEPTH - 9][..], b"
+linux$ >"].concat());
     rig.send_as(1, b"ping\n");
     assert_eq!(rig.uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH);
     let header = &rig.others[0].mem.header;
