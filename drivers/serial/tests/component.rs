@@ -1566,8 +1566,14 @@ fn a_queue_found_corrupt_in_a_kept_turn_counts_one_error_and_no_turn() {
     // ping's turn waits before it moved a byte: the vmm's line and prompt fill the FIFO, and
     // the line break ping's line needs finds no room. (The prompt, written again after the
     // break, leaves room for more: ping is looked at again, and must be skipped.)
-    rig.send(&[&[b'x'; FIFO_DEPTH - 9][..], b"
-linux$ >"].concat());
+    rig.send(
+        &[
+            &[b'x'; FIFO_DEPTH - 9][..],
+            b"
+linux$ >",
+        ]
+        .concat(),
+    );
     rig.send_as(1, b"ping\n");
     assert_eq!(rig.uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH);
     let header = &rig.others[0].mem.header;
@@ -1578,4 +1584,103 @@ linux$ >"].concat());
     assert_eq!(stats(&rig, 1).errors, 1);
     assert_eq!(stats(&rig, 1).turns, 0, "no byte moved: no turn");
     rig.check_clean();
+}
+
+/// The burst spent to the last unit by an open line's redraw, with another client's line
+/// waiting: 24-byte lines of ping cost 25, the prompt written again after each 7: 128 pairs
+/// take the whole burst.
+#[test]
+#[ignore = "bug: service_tx's `budget -= 1` underflows after a redraw spent the burst \
+            (a debug build panics, a release build loses the bound); found by the mutation \
+            tests, see build/mutants/SCORES.md"]
+fn a_redraw_that_spends_the_burst_ends_the_event() {
+    let mut rig = Rig::new();
+    rig.send_as(0, b"linux$ ");
+    rig.drain_all(FIFO_DEPTH);
+    let text = numbered_lines(b'p', 130, 24);
+    rig.queue_as(1, &text);
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let (before, at) = (rig.drv.stats(), rig.written().len());
+    rig.sim.notify_from_peer(TX_CLIENTS[1].channel);
+    rig.step();
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 128 * 24);
+    assert!(rig.txim());
+    rig.sim.notify_from_peer(TX_CLIENTS[1].channel);
+    rig.step();
+    let mut want = vec![];
+    for l in text.chunks(24) {
+        want.extend_from_slice(b"\n");
+        want.extend_from_slice(l);
+        want.extend_from_slice(b"linux$ ");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&rig.written()[at..]),
+        String::from_utf8_lossy(&want)
+    );
+    rig.check_clean();
+}
+
+/// An interrupt clears exactly the conditions it read from UARTMIS (a raw one that is masked,
+/// the TX level here, is left for when it is enabled), and is counted.
+#[test]
+fn an_interrupt_clears_what_it_read_and_is_counted() {
+    let mut rig = Rig::new();
+    rig.uart.with(|u| {
+        assert_eq!(u.ris & int::TX, int::TX, "the line drained the FIFO");
+        assert_eq!(u.imsc & int::TX, 0);
+        u.receive(b"r");
+        u.idle();
+    });
+    let irqs = rig.drv.stats().irqs;
+    rig.settle();
+    rig.uart.with(|u| {
+        assert_eq!(u.icr_writes.last(), Some(&int::RT));
+        assert_eq!(u.ris, int::TX);
+    });
+    assert_eq!(rig.drv.stats().irqs - irqs, 1);
+    assert_eq!(rig.irqs, 1);
+    assert_eq!(rig.read_rx(4), b"r");
+    rig.check_clean();
+}
+
+/// The TX queues are served on TX events only (a client's notification, the TX interrupt):
+/// bytes a client queued without telling the driver wait through an RX interrupt and the
+/// vmm's RX notification.
+#[test]
+fn tx_queues_are_served_on_tx_events_only() {
+    let mut rig = Rig::new();
+    rig.queue_as(0, b"quiet\n");
+    let at = rig.written().len();
+    rig.uart.with(|u| {
+        u.receive(b"r");
+        u.idle();
+    });
+    rig.settle();
+    assert_eq!(rig.read_rx(4), b"r");
+    rig.flush();
+    assert_eq!(rig.written().len(), at, "nothing sent");
+    rig.notify_tx();
+    assert_eq!(rig.written()[at..], b"quiet\n"[..]);
+    rig.check_clean();
+}
+
+/// A TX interrupt does not touch the RX side: without an RX queue it reports nothing.
+#[test]
+fn a_tx_interrupt_leaves_the_rx_side_alone() {
+    let (sim, uart, mut drv, mut tx, mut el) = unmapped_ping();
+    uart.with(|u| u.shift_on_fr_read = false);
+    let errors = drv.stats().queue_errors;
+    tx.enqueue_slice(&[b'v'; 2 * FIFO_DEPTH]).unwrap();
+    sim.notify_from_peer(TX_CHANNEL);
+    el.step(&mut drv);
+    uart.with(|u| {
+        assert_eq!(u.tx_fifo.len(), FIFO_DEPTH);
+        u.transmit(FIFO_DEPTH);
+        assert_eq!(u.mis(), int::TX);
+    });
+    sim.irq(IRQ_CHANNEL);
+    el.step(&mut drv);
+    assert_eq!(drv.stats().irqs, 1);
+    assert_eq!(drv.stats().queue_errors, errors, "no RX error");
+    assert_eq!(uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH, "TX served");
 }
