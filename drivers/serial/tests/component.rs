@@ -1723,3 +1723,33 @@ fn the_register_bits_are_the_trms() {
         "UARTIMSC / RIS / MIS / ICR"
     );
 }
+
+/// The driver's register access on the target: 32-bit accesses at the register's offset in
+/// the mapped `uart` region (outside it a read is all ones and a write is dropped); an absent
+/// UART (`None`) reads all ones, takes no write and is not present.
+#[test]
+fn registers_are_read_and_written_through_the_mapped_region() {
+    use microkit_rt::SharedRegion;
+    use serial_driver::Uart;
+    use serial_driver::pl011::reg;
+    let sim = sim();
+    let mut uart = sim.region("uart").expect("serial_driver maps the uart");
+    let raw = Sim::alias(&uart);
+    uart.write32(reg::IBRD, 0x1234_5678);
+    assert_eq!(raw.read_u32(reg::IBRD), Ok(0x1234_5678));
+    raw.write_u32(reg::FR, 0x90).unwrap();
+    assert_eq!(uart.read32(reg::FR), 0x90);
+    let outside = raw.size();
+    assert_eq!(uart.read32(outside), u32::MAX, "outside: all ones");
+    uart.write32(outside, 0);
+    assert!(uart.present());
+    let mut some = Some(uart);
+    some.write32(reg::FBRD, 0x2a);
+    assert_eq!(raw.read_u32(reg::FBRD), Ok(0x2a));
+    assert_eq!(some.read32(reg::FR), 0x90);
+    assert!(some.present());
+    let mut none: Option<SharedRegion> = None;
+    assert_eq!(none.read32(reg::FR), u32::MAX);
+    none.write32(reg::DR, 1);
+    assert!(!none.present());
+}
