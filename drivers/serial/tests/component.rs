@@ -564,12 +564,14 @@ fn rx_queue_full_drops_and_counts() {
 fn line_errors_are_counted_and_the_byte_still_delivered() {
     let mut rig = Rig::new();
     rig.uart.with(|u| {
+        u.receive(b"a");
         u.receive_with(b"?", dr::FE);
+        u.receive(b"b");
         u.idle();
     });
     rig.settle();
-    assert_eq!(rig.drv.stats().rx_line_errors, 1);
-    assert_eq!(rig.read_rx(4), b"?");
+    assert_eq!(rig.drv.stats().rx_line_errors, 1, "the flagged byte only");
+    assert_eq!(rig.read_rx(4), b"a?b");
 }
 
 /// Something that happens before an interrupt.
@@ -1305,4 +1307,449 @@ fn a_line_break_waits_for_room_in_the_fifo() {
     let want = [&prompt[..], b"\nping\n", &prompt[..]].concat();
     assert_eq!(rig.client_wire(), want);
     rig.check_clean();
+}
+
+/// `n` lines of `len` bytes each (the newline included), numbered, tagged `tag`.
+fn numbered_lines(tag: u8, n: usize, len: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|k| {
+            let mut l = format!("{}{k:04}", tag as char).into_bytes();
+            l.resize(len - 1, b'.');
+            l.push(b'\n');
+            l
+        })
+        .collect()
+}
+
+impl Rig {
+    /// Whether the TX interrupt is enabled (UARTIMSC.TXIM).
+    fn txim(&self) -> bool {
+        self.uart.with(|u| u.imsc & int::TX != 0)
+    }
+
+    /// Everything the driver wrote to the UART: the wire and what is still in the FIFO.
+    fn written(&self) -> Vec<u8> {
+        self.uart
+            .with(|u| [&u.wire[..], &u.tx_fifo.iter().copied().collect::<Vec<_>>()].concat())
+    }
+}
+
+/// On a line faster than the driver (the FIFO never fills: the model shifts a byte out on
+/// every UARTFR read), one event moves at most `TX_BURST` (4096) units: every turn costs one,
+/// every byte one. 16-byte lines cost 17: 240 lines leave 16, the 241st turn gets 15 bytes and
+/// the burst ends inside its line. That turn is kept (its line comes out whole, before the
+/// next client's), the TX interrupt is on for the rest, and the FIFO never filled (not
+/// counted as full).
+#[test]
+fn a_burst_that_runs_out_inside_a_line_keeps_the_turn() {
+    let mut rig = Rig::new();
+    let text = numbered_lines(b'v', 250, 16);
+    rig.queue_as(0, &text);
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let (before, wire_before) = (rig.drv.stats(), rig.written().len());
+    let vmm = |rig: &Rig| rig.drv.client_stats(TX_CHANNEL).unwrap();
+    let turns = vmm(&rig).turns;
+    rig.notify_tx();
+    let s = rig.drv.stats();
+    assert_eq!(s.tx_bytes - before.tx_bytes, 240 * 16 + 15);
+    assert_eq!(rig.written()[wire_before..], text[..240 * 16 + 15]);
+    assert_eq!(vmm(&rig).turns - turns, 240, "the 241st turn is not over");
+    assert_eq!(s.tx_fifo_full, before.tx_fifo_full, "the FIFO never filled");
+    assert!(rig.txim(), "bytes are left: the TX interrupt is on");
+    // ping speaks now: the vmm's kept line is finished first, then turns alternate.
+    rig.send_as(1, b"ping\n");
+    rig.notify_tx();
+    let want = [&text[..241 * 16], b"ping\n", &text[241 * 16..]].concat();
+    assert_eq!(rig.written()[wire_before..], want[..]);
+    assert_eq!(vmm(&rig).turns - turns, 250);
+    assert!(!rig.txim(), "everything went: the TX interrupt is off");
+    assert_eq!(rig.drv.stats().tx_fifo_full, before.tx_fifo_full);
+    rig.check_clean();
+}
+
+/// The burst spent to the last unit at the end of a line: the event stops there even with
+/// bytes left (the TX interrupt on for them); spent to the last unit with nothing left, the
+/// TX interrupt stays off. 15-byte lines cost 16: 256 of them take the whole burst.
+#[test]
+fn a_burst_spent_exactly_stops_and_waits_only_for_bytes_left() {
+    let mut rig = Rig::new();
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let text = numbered_lines(b'a', 257, 15);
+    rig.queue_as(0, &text);
+    let (before, at) = (rig.drv.stats(), rig.written().len());
+    rig.notify_tx();
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 256 * 15);
+    assert!(rig.txim(), "one line is left");
+    rig.notify_tx();
+    assert_eq!(rig.written()[at..], text[..]);
+    assert!(!rig.txim());
+    // Exactly one burst's worth, nothing after it.
+    let text = numbered_lines(b'b', 256, 15);
+    rig.queue_as(0, &text);
+    let at = rig.written().len();
+    rig.notify_tx();
+    assert_eq!(rig.written()[at..], text[..]);
+    assert!(
+        !rig.txim(),
+        "budget spent, but nothing waits: no TX interrupt"
+    );
+    assert_eq!(rig.drv.stats().tx_fifo_full, before.tx_fifo_full);
+    rig.check_clean();
+}
+
+/// The driver's own line waiting at the start of an event is paid from the same burst as the
+/// clients' bytes: 33 own bytes leave 4063 = 239 lines of 16 (cost 17 each).
+#[test]
+fn own_lines_are_paid_from_the_burst() {
+    let mut rig = Rig::new();
+    // The vmm's line fills the FIFO exactly: the own line waits for room.
+    rig.send_as(0, &[vec![b'v'; FIFO_DEPTH - 1], b"\n".to_vec()].concat());
+    let own = "serial_driver: paid by the burst";
+    assert_eq!(own.len() + 1, 33);
+    rig.drv.say(format_args!("{own}"));
+    assert!(rig.txim());
+    // The line takes the FIFO (the interrupt is not delivered yet); the clients queue more.
+    rig.uart.with(|u| u.transmit(FIFO_DEPTH));
+    let text = numbered_lines(b'v', 240, 16);
+    rig.queue_as(0, &text);
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let (before, at) = (rig.drv.stats(), rig.written().len());
+    rig.notify_tx();
+    let want = [format!("{own}\n").as_bytes(), &text[..239 * 16]].concat();
+    assert_eq!(rig.written()[at..], want[..]);
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 239 * 16);
+    assert!(rig.txim(), "one line is left");
+    assert_eq!(rig.drv.stats().tx_fifo_full, before.tx_fifo_full);
+    rig.check_clean();
+}
+
+/// An open line written again after another client's line is paid from the burst too: with
+/// the vmm's prompt open, each 17-byte line of ping costs 18 and the prompt written again
+/// after it 7. 163 such pairs and ping's 164th line leave 3 units: the burst ends inside the
+/// prompt's redraw, which goes on where it stopped next time. The FIFO never filled.
+#[test]
+fn redrawing_an_open_line_is_paid_from_the_burst() {
+    let mut rig = Rig::new();
+    rig.send_as(0, b"linux$ ");
+    rig.drain_all(FIFO_DEPTH);
+    let text = numbered_lines(b'p', 164, 17);
+    rig.queue_as(1, &text);
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let (before, at) = (rig.drv.stats(), rig.written().len());
+    let ping = TX_CLIENTS[1].channel;
+    rig.sim.notify_from_peer(ping);
+    rig.step();
+    let mut want = vec![];
+    for l in text.chunks(17) {
+        want.extend_from_slice(b"\n");
+        want.extend_from_slice(l);
+        want.extend_from_slice(b"linux$ ");
+    }
+    let cut = want.len() - 4;
+    assert_eq!(
+        String::from_utf8_lossy(&rig.written()[at..]),
+        String::from_utf8_lossy(&want[..cut])
+    );
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 164 * 17);
+    assert!(rig.txim(), "the redraw is not over");
+    assert_eq!(rig.drv.stats().tx_fifo_full, before.tx_fifo_full);
+    // The rest of the prompt, then the vmm's line goes on.
+    rig.send_as(0, b"ls\n");
+    want.extend_from_slice(b"ls\n");
+    assert_eq!(
+        String::from_utf8_lossy(&rig.written()[at..]),
+        String::from_utf8_lossy(&want)
+    );
+    assert!(!rig.txim());
+    rig.check_clean();
+}
+
+/// A driver whose second TX client (ping) has no queue mapped, nor the RX queue, on a UART
+/// whose line keeps up (everything the driver writes is on the wire or in the FIFO).
+fn unmapped_ping() -> (
+    Sim,
+    ModelUart,
+    SerialDriver<'static, SimKernel, ModelUart>,
+    SerialProducer<'static>,
+    EventLoop<SimTransport>,
+) {
+    let sim = sim();
+    let uart = ModelUart::default();
+    uart.with(|u| u.shift_on_fr_read = true);
+    let vmm = &TX_CLIENTS[0];
+    let (drv_mem, mem) = queue(&sim, vmm.queue_mr, vmm.data_mr);
+    let mut tx = SerialProducer::new(mem.header, mem.data, mem.data.len() as u32).unwrap();
+    tx.cancel_signal();
+    let clients = [
+        TxClient {
+            name: vmm.name,
+            channel: vmm.channel,
+            mem: Some(drv_mem),
+        },
+        TxClient {
+            name: TX_CLIENTS[1].name,
+            channel: TX_CLIENTS[1].channel,
+            mem: None,
+        },
+    ];
+    let drv = SerialDriver::new(sim.kernel(), uart.clone(), clients, None);
+    let mut el = sim.event_loop();
+    el.start();
+    (sim, uart, drv, tx, el)
+}
+
+/// An unmapped client is an error when it signals (counted for it, reported on the UART),
+/// not when another client does.
+#[test]
+fn an_unmapped_client_is_reported_when_it_signals_and_only_then() {
+    let (sim, uart, mut drv, mut tx, mut el) = unmapped_ping();
+    let ping = TX_CLIENTS[1].channel;
+    let errors =
+        |d: &SerialDriver<'static, SimKernel, ModelUart>| d.client_stats(ping).unwrap().errors;
+    assert_eq!(errors(&drv), 1, "counted at init");
+    let queue_errors = drv.stats().queue_errors;
+    // The vmm signals: ping's missing queue is not an error of this event.
+    tx.enqueue_slice(b"vmm\n").unwrap();
+    sim.notify_from_peer(TX_CHANNEL);
+    el.step(&mut drv);
+    assert_eq!(errors(&drv), 1);
+    assert_eq!(drv.stats().queue_errors, queue_errors);
+    // ping signals: one error, said once.
+    sim.notify_from_peer(ping);
+    el.step(&mut drv);
+    assert_eq!(errors(&drv), 2);
+    assert_eq!(drv.stats().queue_errors, queue_errors + 1);
+    let wire =
+        uart.with(|u| [&u.wire[..], &u.tx_fifo.iter().copied().collect::<Vec<_>>()].concat());
+    let (clients, said) = split_wire(&wire);
+    assert_eq!(clients, b"vmm\n");
+    let report = "serial_driver: notified handler failed: Tx queue of selftest_ping not mapped\n";
+    assert_eq!(said.matches(report).count(), 1, "{said}");
+    assert_eq!(drv.client_stats(TX_CHANNEL).unwrap().errors, 0);
+    assert_eq!(sim.console(), "");
+}
+
+/// Without an RX queue every received byte is dropped and counted (and line errors still
+/// counted); the interrupt is served all the same.
+#[test]
+fn bytes_received_without_an_rx_queue_are_dropped_and_counted() {
+    let (sim, uart, mut drv, _tx, mut el) = unmapped_ping();
+    uart.with(|u| {
+        u.receive(b"ab");
+        u.receive_with(b"?", dr::PE);
+        u.idle();
+    });
+    sim.irq(IRQ_CHANNEL);
+    el.step(&mut drv);
+    let s = drv.stats();
+    assert_eq!((s.rx_bytes, s.rx_dropped, s.rx_line_errors), (0, 3, 1));
+    assert!(uart.with(|u| u.rx_fifo.is_empty() && !u.irq_line()));
+}
+
+/// A queue found corrupt in the middle of a kept turn (the client moved its tail while its
+/// line waited for the FIFO) ends that turn with one error, and the client is not looked at
+/// again in that event; a turn that moved no byte is not counted as one.
+#[test]
+fn a_queue_found_corrupt_in_a_kept_turn_counts_one_error_and_no_turn() {
+    let mut rig = Rig::new();
+    let stats = |rig: &Rig, c: usize| rig.drv.client_stats(TX_CLIENTS[c].channel).unwrap();
+    // The vmm's line is paused by the full FIFO with 8 bytes left.
+    rig.send(&[vec![b'v'; 39], b"\n".to_vec()].concat());
+    let tail = rig.tx_mem.header[TAIL].load(Ordering::Relaxed);
+    rig.tx_mem.header[TAIL].store(tail.wrapping_add(CAPACITY as u32), Ordering::Relaxed);
+    rig.uart.with(|u| u.transmit(FIFO_DEPTH));
+    rig.irq();
+    assert_eq!(stats(&rig, 0).errors, 1, "once in the event");
+    assert_eq!(stats(&rig, 0).turns, 1, "32 bytes, then the error");
+    rig.tx_mem.header[TAIL].store(tail, Ordering::Relaxed);
+    rig.drain_all(FIFO_DEPTH);
+    // ping's turn waits before it moved a byte: the vmm's line and prompt fill the FIFO, and
+    // the line break ping's line needs finds no room. (The prompt, written again after the
+    // break, leaves room for more: ping is looked at again, and must be skipped.)
+    rig.send(
+        &[
+            &[b'x'; FIFO_DEPTH - 9][..],
+            b"
+linux$ >",
+        ]
+        .concat(),
+    );
+    rig.send_as(1, b"ping\n");
+    assert_eq!(rig.uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH);
+    let header = &rig.others[0].mem.header;
+    let tail = header[TAIL].load(Ordering::Relaxed);
+    header[TAIL].store(tail.wrapping_add(CAPACITY as u32), Ordering::Relaxed);
+    rig.uart.with(|u| u.transmit(FIFO_DEPTH));
+    rig.irq();
+    assert_eq!(stats(&rig, 1).errors, 1);
+    assert_eq!(stats(&rig, 1).turns, 0, "no byte moved: no turn");
+    rig.check_clean();
+}
+
+/// The burst spent to the last unit by an open line's redraw, with another client's line
+/// waiting: 24-byte lines of ping cost 25, the prompt written again after each 7: 128 pairs
+/// take the whole burst.
+#[test]
+#[ignore = "bug: service_tx's `budget -= 1` underflows after a redraw spent the burst \
+            (a debug build panics, a release build loses the bound); found by the mutation \
+            tests, see build/mutants/SCORES.md"]
+fn a_redraw_that_spends_the_burst_ends_the_event() {
+    let mut rig = Rig::new();
+    rig.send_as(0, b"linux$ ");
+    rig.drain_all(FIFO_DEPTH);
+    let text = numbered_lines(b'p', 130, 24);
+    rig.queue_as(1, &text);
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    let (before, at) = (rig.drv.stats(), rig.written().len());
+    rig.sim.notify_from_peer(TX_CLIENTS[1].channel);
+    rig.step();
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 128 * 24);
+    assert!(rig.txim());
+    rig.sim.notify_from_peer(TX_CLIENTS[1].channel);
+    rig.step();
+    let mut want = vec![];
+    for l in text.chunks(24) {
+        want.extend_from_slice(b"\n");
+        want.extend_from_slice(l);
+        want.extend_from_slice(b"linux$ ");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&rig.written()[at..]),
+        String::from_utf8_lossy(&want)
+    );
+    rig.check_clean();
+}
+
+/// An interrupt clears exactly the conditions it read from UARTMIS (a raw one that is masked,
+/// the TX level here, is left for when it is enabled), and is counted.
+#[test]
+fn an_interrupt_clears_what_it_read_and_is_counted() {
+    let mut rig = Rig::new();
+    rig.uart.with(|u| {
+        assert_eq!(u.ris & int::TX, int::TX, "the line drained the FIFO");
+        assert_eq!(u.imsc & int::TX, 0);
+        u.receive(b"r");
+        u.idle();
+    });
+    let irqs = rig.drv.stats().irqs;
+    rig.settle();
+    rig.uart.with(|u| {
+        assert_eq!(u.icr_writes.last(), Some(&int::RT));
+        assert_eq!(u.ris, int::TX);
+    });
+    assert_eq!(rig.drv.stats().irqs - irqs, 1);
+    assert_eq!(rig.irqs, 1);
+    assert_eq!(rig.read_rx(4), b"r");
+    rig.check_clean();
+}
+
+/// The TX queues are served on TX events only (a client's notification, the TX interrupt):
+/// bytes a client queued without telling the driver wait through an RX interrupt and the
+/// vmm's RX notification.
+#[test]
+fn tx_queues_are_served_on_tx_events_only() {
+    let mut rig = Rig::new();
+    rig.queue_as(0, b"quiet\n");
+    let at = rig.written().len();
+    rig.uart.with(|u| {
+        u.receive(b"r");
+        u.idle();
+    });
+    rig.settle();
+    assert_eq!(rig.read_rx(4), b"r");
+    rig.flush();
+    assert_eq!(rig.written().len(), at, "nothing sent");
+    rig.notify_tx();
+    assert_eq!(rig.written()[at..], b"quiet\n"[..]);
+    rig.check_clean();
+}
+
+/// A TX interrupt does not touch the RX side: without an RX queue it reports nothing.
+#[test]
+fn a_tx_interrupt_leaves_the_rx_side_alone() {
+    let (sim, uart, mut drv, mut tx, mut el) = unmapped_ping();
+    uart.with(|u| u.shift_on_fr_read = false);
+    let errors = drv.stats().queue_errors;
+    tx.enqueue_slice(&[b'v'; 2 * FIFO_DEPTH]).unwrap();
+    sim.notify_from_peer(TX_CHANNEL);
+    el.step(&mut drv);
+    uart.with(|u| {
+        assert_eq!(u.tx_fifo.len(), FIFO_DEPTH);
+        u.transmit(FIFO_DEPTH);
+        assert_eq!(u.mis(), int::TX);
+    });
+    sim.irq(IRQ_CHANNEL);
+    el.step(&mut drv);
+    assert_eq!(drv.stats().irqs, 1);
+    assert_eq!(drv.stats().queue_errors, errors, "no RX error");
+    assert_eq!(uart.with(|u| u.tx_fifo.len()), FIFO_DEPTH, "TX served");
+}
+
+/// The register bits as the PL011 TRM (DDI 0183, 3.3) gives them. The model in
+/// `tests/support` is built on the same constants, so it cannot see one that is wrong: they
+/// are checked against the manual here.
+#[test]
+fn the_register_bits_are_the_trms() {
+    use serial_driver::pl011::fr;
+    assert_eq!(
+        [dr::DATA, dr::FE, dr::PE, dr::BE, dr::OE, dr::ERRORS],
+        [0xff, 0x100, 0x200, 0x400, 0x800, 0xf00],
+        "UARTDR"
+    );
+    assert_eq!(
+        [fr::BUSY, fr::RXFE, fr::TXFF, fr::RXFF, fr::TXFE],
+        [0x08, 0x10, 0x20, 0x40, 0x80],
+        "UARTFR"
+    );
+    assert_eq!(
+        [
+            lcr_h::BRK,
+            lcr_h::PEN,
+            lcr_h::STP2,
+            lcr_h::FEN,
+            lcr_h::WLEN_8
+        ],
+        [0x01, 0x02, 0x08, 0x10, 0x60],
+        "UARTLCR_H"
+    );
+    assert_eq!(
+        [cr::UARTEN, cr::TXE, cr::RXE],
+        [0x001, 0x100, 0x200],
+        "UARTCR"
+    );
+    assert_eq!(
+        [int::RX, int::TX, int::RT, int::ALL],
+        [0x10, 0x20, 0x40, 0x7ff],
+        "UARTIMSC / RIS / MIS / ICR"
+    );
+}
+
+/// The driver's register access on the target: 32-bit accesses at the register's offset in
+/// the mapped `uart` region (outside it a read is all ones and a write is dropped); an absent
+/// UART (`None`) reads all ones, takes no write and is not present.
+#[test]
+fn registers_are_read_and_written_through_the_mapped_region() {
+    use microkit_rt::SharedRegion;
+    use serial_driver::Uart;
+    use serial_driver::pl011::reg;
+    let sim = sim();
+    let mut uart = sim.region("uart").expect("serial_driver maps the uart");
+    let raw = Sim::alias(&uart);
+    uart.write32(reg::IBRD, 0x1234_5678);
+    assert_eq!(raw.read_u32(reg::IBRD), Ok(0x1234_5678));
+    raw.write_u32(reg::FR, 0x90).unwrap();
+    assert_eq!(uart.read32(reg::FR), 0x90);
+    let outside = raw.size();
+    assert_eq!(uart.read32(outside), u32::MAX, "outside: all ones");
+    uart.write32(outside, 0);
+    assert!(uart.present());
+    let mut some = Some(uart);
+    some.write32(reg::FBRD, 0x2a);
+    assert_eq!(raw.read_u32(reg::FBRD), Ok(0x2a));
+    assert_eq!(some.read32(reg::FR), 0x90);
+    assert!(some.present());
+    let mut none: Option<SharedRegion> = None;
+    assert_eq!(none.read32(reg::FR), u32::MAX);
+    none.write32(reg::DR, 1);
+    assert!(!none.present());
 }

@@ -46,6 +46,8 @@ pub struct Pl011 {
     /// UARTFR reads so far, and how many there had been when UARTCR.UARTEN was first cleared.
     pub fr_reads: usize,
     pub fr_reads_at_disable: Option<usize>,
+    /// Every value written to UARTICR, in order.
+    pub icr_writes: Vec<u32>,
 }
 
 impl Default for Pl011 {
@@ -71,6 +73,7 @@ impl Default for Pl011 {
             shift_on_fr_read: false,
             fr_reads: 0,
             fr_reads_at_disable: None,
+            icr_writes: vec![],
         }
     }
 }
@@ -263,7 +266,10 @@ impl Pl011 {
             }
             reg::IFLS => self.ifls = value & 0x3f,
             reg::IMSC => self.imsc = value & int::ALL,
-            reg::ICR => self.ris &= !value,
+            reg::ICR => {
+                self.icr_writes.push(value);
+                self.ris &= !value;
+            }
             reg::IBRD | reg::FBRD => {}
             _ => self.bad_accesses.push(offset),
         }
