@@ -689,6 +689,12 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                         fifo_full = budget > 0;
                         break;
                     }
+                    // The driver's own lines (or an open line written again) may have spent
+                    // the burst: no turn starts on an empty budget (the TX interrupt brings
+                    // the next event).
+                    if budget == 0 {
+                        break;
+                    }
                     match self.pick(&mut bad, &mut result) {
                         Some(i) => Turn {
                             client: i,

@@ -1590,9 +1590,6 @@ linux$ >",
 /// waiting: 24-byte lines of ping cost 25, the prompt written again after each 7: 128 pairs
 /// take the whole burst.
 #[test]
-#[ignore = "bug: service_tx's `budget -= 1` underflows after a redraw spent the burst \
-            (a debug build panics, a release build loses the bound); found by the mutation \
-            tests, see build/mutants/SCORES.md"]
 fn a_redraw_that_spends_the_burst_ends_the_event() {
     let mut rig = Rig::new();
     rig.send_as(0, b"linux$ ");
