@@ -8,7 +8,9 @@
 //! on (`SCTLR_EL1.M` and `.C`, which the VMM reads before each device call that moves guest
 //! data, [`RegionMemory::set_coherent`]), both sides access the memory as cacheable and the data
 //! caches keep them coherent (physically tagged, in one coherence domain), so the maintenance
-//! is skipped. That also needs the guest to map the buffers it shares with the VMM's virtio
+//! is skipped, for the rest of that exit or notification only: each starts with maintenance on,
+//! so a path that reads no `SCTLR_EL1` (the WRITE page, an instruction fetch, console input)
+//! never relies on an older reading. That also needs the guest to map the buffers it shares with the VMM's virtio
 //! devices as cacheable memory, which its device tree asks for: the platform DTB marks both
 //! virtio-mmio nodes `dma-coherent` (as QEMU's own virt DTB does, and as KVM relies on), and
 //! `make image` refuses a guest DTB without it. The guest's own cache maintenance on

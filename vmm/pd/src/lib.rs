@@ -458,6 +458,7 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// virtio console still holds.
     fn service_devices(&mut self) {
         let Some(mem) = self.mem.as_ref() else { return };
+        mem.set_coherent(false);
         let mut ctx = PlatformCtx {
             devices: &mut self.devices,
             vgic: &mut self.vgic,
@@ -535,6 +536,11 @@ impl<K: Kernel + Clone> Vmm<K> {
         &self.glue
     }
 
+    /// Whether guest memory currently skips cache maintenance (see [`guest_memory`]).
+    pub fn memory_coherent(&self) -> bool {
+        self.mem.as_ref().is_some_and(|m| m.coherent.get())
+    }
+
     /// The guest's virtio-blk device, if offered.
     pub fn virtio_blk(&self) -> Option<&devices::VirtioBlk> {
         self.devices.blk.as_ref()
@@ -583,6 +589,9 @@ impl<K: Kernel + Clone> Vmm<K> {
         };
         self.regs.begin();
         seed(&mut self.regs, msg.label(), words);
+        // Cache maintenance stays on unless a device call of this exit reads SCTLR_EL1 (the
+        // guest may have turned its caches off since the last one).
+        mem.set_coherent(false);
         let mut platform = PlatformCtx {
             devices: &mut self.devices,
             vgic: &mut self.vgic,

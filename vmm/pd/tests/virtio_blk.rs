@@ -494,6 +494,18 @@ fn cache_maintenance_follows_the_guests_sctlr_m_and_c_bits() {
     assert_eq!(g3.maintained_calls, g2.maintained_calls);
     assert_eq!(r.status(), 0);
     assert_eq!(r.get(DATA, 4096), r.drv.disk[24 * 512..24 * 512 + 4096]);
+    // The reading holds for the call that made it: the next exit (a register read of the
+    // device, no SCTLR_EL1 read) starts with maintenance on again.
+    assert!(r.h.vmm.memory_coherent());
+    r.r32(0x70);
+    assert!(!r.h.vmm.memory_coherent());
+    // So does a driver's notification with no response to copy.
+    r.request(0, 32, 4096, true);
+    r.run_until_used();
+    assert!(r.h.vmm.memory_coherent());
+    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.el.step(&mut r.h.vmm);
+    assert!(!r.h.vmm.memory_coherent());
 }
 
 /// The block path's stage times: the driver stage runs from a kick while none was unanswered to
