@@ -5,13 +5,14 @@
 //! per instruction. A virtio-blk window of 512 KiB then cost the VMM some 270,000 instructions
 //! of copying (measured under `-icount`). [`copy`] moves 128 bytes per iteration with four
 //! `ldp`/`stp` pairs of 128-bit SIMD registers, about 10 bytes per instruction, and leaves the
-//! tail of fewer than 128 bytes to `copy_nonoverlapping`. (The SIMD registers cost a PD that
-//! uses them the kernel's lazy FPU switch when another thread used the FPU last: a trap and a
-//! register save and restore, a few thousand instructions, small against a bulk copy; with
+//! tail of fewer than 128 bytes to `copy_nonoverlapping`, that is to the `memcpy` below. (The
+//! SIMD registers cost a PD that uses them the kernel's lazy FPU switch when another thread used
+//! the FPU last, a trap and a register save and restore, small against a bulk copy; with
 //! general-purpose `ldp`/`stp` pairs the loop moved about 5 bytes per instruction, and the
 //! Linux guest's 1 MiB read requests cost 12,000 timer ticks each in the VMM's completion stage
 //! against 6,100 now.) On the host it is `copy_nonoverlapping` throughout, so host tests check
-//! the split into blocks and tail, not the instructions.
+//! the split into blocks and tail, not the instructions; the boot tests (every guest byte the
+//! VMM moves, the disk checks, `md5sum /dev/vda` in the Linux session) run the assembly.
 
 /// Bytes per block of the unrolled loop.
 pub const BLOCK: usize = 128;
