@@ -64,6 +64,15 @@ impl RegionMemory {
 }
 
 impl RegionMemory {
+    /// Guest memory of main RAM and the write-protected page, with cache maintenance on.
+    pub fn new(ram: Window, wp: Window) -> Self {
+        RegionMemory {
+            ram,
+            wp,
+            coherent: Cell::new(false),
+        }
+    }
+
     /// Says whether the guest now runs with its MMU and data cache on (from `SCTLR_EL1`).
     pub fn set_coherent(&self, on: bool) {
         self.coherent.set(on);

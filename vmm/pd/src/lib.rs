@@ -181,17 +181,16 @@ impl<K: Kernel + Clone> Vmm<K> {
         };
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
-                vmm.mem = Some(RegionMemory {
-                    ram: Window {
+                vmm.mem = Some(RegionMemory::new(
+                    Window {
                         gpa: system::guest::guest_ram::GPA,
                         region: ram,
                     },
-                    wp: Window {
+                    Window {
                         gpa: system::guest::guest_wp_page::GPA,
                         region: wp,
                     },
-                    coherent: core::cell::Cell::new(false),
-                });
+                ));
             }
             (ram, wp) => {
                 say!(

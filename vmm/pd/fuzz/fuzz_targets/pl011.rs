@@ -144,16 +144,16 @@ fn run(w: &World, input: &Input) {
     let mut glue = GlueStats::default();
     // SAFETY: leaked buffers that live for the process; only SharedRegion touches them.
     let region = |(p, n): (*mut u8, usize)| unsafe { SharedRegion::from_raw(p, n) };
-    let mem = RegionMemory {
-        ram: Window {
+    let mem = RegionMemory::new(
+        Window {
             gpa: 0x4000_0000,
             region: region(w.ram),
         },
-        wp: Window {
+        Window {
             gpa: 0x5000_0000,
             region: region((w.ram.0, 0)),
         },
-    };
+    );
     let mut ctx = PlatformCtx {
         devices: &mut devices,
         vgic: &mut vgic,
