@@ -93,40 +93,12 @@ fn measure(name: &str, mut op: impl FnMut(u64)) {
 /// One SGI to self per iteration: the write to GICD_SGIR, the delivery, the handler's IAR read
 /// and EOI, and the return.
 fn sgi_self() {
-    if !selected("sgi-self") {
-        return;
-    }
-    gic::init();
-    gic::enable(gic::TEST_SGI);
-    vectors::irq_reset();
-    let _ = vectors::take_unexpected();
-    arch::irq_unmask();
-    let start = arch::now();
-    let mut lost = None;
-    for i in 0..ITERATIONS {
-        let want = (i + 1) as u32;
-        gic::sgi_self(gic::TEST_SGI);
-        let mut polls = 0;
-        while vectors::sgi_count() < want {
-            polls += 1;
-            if polls == MAX_SGI_POLLS {
-                lost = Some(i);
-                break;
-            }
-        }
-        if lost.is_some() {
-            break;
-        }
-    }
-    let ticks = arch::now() - start;
-    arch::irq_mask();
-    gic::disable(gic::TEST_SGI);
-    match lost {
-        Some(i) => {
-            println!("bench sgi-self failed: SGI {i} not delivered after {MAX_SGI_POLLS} polls")
-        }
-        None => report("sgi-self", ITERATIONS, ticks),
-    }
+    irq_round_trips(
+        "sgi-self",
+        gic::TEST_SGI,
+        || gic::sgi_self(gic::TEST_SGI),
+        vectors::sgi_count,
+    );
 }
 
 /// One virtual timer interrupt per iteration: the guest arms CNTV to fire at once (a timer
@@ -135,11 +107,26 @@ fn sgi_self() {
 /// maintenance exit, where the VMM acknowledges the PPI so that it can fire again), and the loop
 /// sees the count move.
 fn timer_ppi() {
-    if !selected("timer-ppi") {
+    irq_round_trips(
+        "timer-ppi",
+        gic::VTIMER_IRQ,
+        || {
+            arch::set_cntv_tval(0);
+            arch::set_cntv_ctl(arch::CNTV_ENABLE);
+        },
+        || vectors::irq_log().timer,
+    );
+    arch::set_cntv_ctl(0);
+}
+
+/// The benchmark `name`: [`ITERATIONS`] times, `raise` makes interrupt `irq` pending and the
+/// loop waits until the handler's `count` has moved past it.
+fn irq_round_trips(name: &str, irq: u32, raise: impl Fn(), count: impl Fn() -> u32) {
+    if !selected(name) {
         return;
     }
     gic::init();
-    gic::enable(gic::VTIMER_IRQ);
+    gic::enable(irq);
     vectors::irq_reset();
     let _ = vectors::take_unexpected();
     arch::irq_unmask();
@@ -147,10 +134,9 @@ fn timer_ppi() {
     let mut lost = None;
     for i in 0..ITERATIONS {
         let want = (i + 1) as u32;
-        arch::set_cntv_tval(0);
-        arch::set_cntv_ctl(arch::CNTV_ENABLE);
+        raise();
         let mut polls = 0;
-        while vectors::irq_log().timer < want {
+        while count() < want {
             polls += 1;
             if polls == MAX_SGI_POLLS {
                 lost = Some(i);
@@ -163,13 +149,12 @@ fn timer_ppi() {
     }
     let ticks = arch::now() - start;
     arch::irq_mask();
-    arch::set_cntv_ctl(0);
-    gic::disable(gic::VTIMER_IRQ);
+    gic::disable(irq);
     match lost {
-        Some(i) => println!(
-            "bench timer-ppi failed: timer interrupt {i} not delivered after {MAX_SGI_POLLS} polls"
-        ),
-        None => report("timer-ppi", ITERATIONS, ticks),
+        Some(i) => {
+            println!("bench {name} failed: interrupt {i} not delivered after {MAX_SGI_POLLS} polls")
+        }
+        None => report(name, ITERATIONS, ticks),
     }
 }
 

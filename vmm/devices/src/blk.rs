@@ -552,6 +552,12 @@ impl<B: BlockBackend> BlkDevice<B> {
         (i as u64 * self.slot_units * UNIT_SIZE) as usize
     }
 
+    /// The staging bytes `win` covers for the request in slot `i`.
+    fn staged(&self, i: usize, win: Window) -> core::ops::Range<usize> {
+        let start = self.base(i) + win.skip;
+        start..start + win.len
+    }
+
     /// Submits `op` for slot `i` (its tag is assigned here, its offset is moved into the slot's
     /// share); `None` while it is outstanding, else its result.
     fn submit(&mut self, i: usize, role: Role, op: BackendOp) -> Option<Result<(), BackendError>> {
@@ -794,14 +800,9 @@ impl<B: BlockBackend> BlkDevice<B> {
 
     /// Merges the guest's data for `win` into slot `i`'s staging and writes the window's units.
     fn write_window<M: GuestMemory>(&mut self, i: usize, win: Window, mem: &mut M) {
-        let base = self.base(i);
         let done = self.req(i).done;
-        let copied = match (
-            self.slots.get(i),
-            self.backend
-                .staging()
-                .get_mut(base + win.skip..base + win.skip + win.len),
-        ) {
+        let range = self.staged(i, win);
+        let copied = match (self.slots.get(i), self.backend.staging().get_mut(range)) {
             (Some(slot), Some(dst)) => slot.chain.read(&*mem, HEADER + done, dst).is_ok(),
             _ => false,
         };
@@ -835,14 +836,9 @@ impl<B: BlockBackend> BlkDevice<B> {
         }
         match (self.phase(i), role) {
             (Phase::Reading(win), Role::Data) => {
-                let base = self.base(i);
                 let done = self.req(i).done;
-                let copied = match (
-                    self.slots.get(i),
-                    self.backend
-                        .staging()
-                        .get(base + win.skip..base + win.skip + win.len),
-                ) {
+                let range = self.staged(i, win);
+                let copied = match (self.slots.get(i), self.backend.staging().get(range)) {
                     (Some(slot), Some(src)) => slot.chain.write(mem, done, src).is_ok(),
                     _ => false,
                 };

@@ -42,7 +42,7 @@ pub struct RegionMemory {
     pub wp: Window,
     /// The guest accesses its RAM as cacheable: no cache maintenance (see the module's doc).
     /// Off until the VMM has seen the guest's caches on.
-    pub coherent: Cell<bool>,
+    coherent: Cell<bool>,
 }
 
 impl RegionMemory {
@@ -76,6 +76,11 @@ impl RegionMemory {
     /// Says whether the guest now runs with its MMU and data cache on (from `SCTLR_EL1`).
     pub fn set_coherent(&self, on: bool) {
         self.coherent.set(on);
+    }
+
+    /// Whether accesses skip cache maintenance now.
+    pub fn coherent(&self) -> bool {
+        self.coherent.get()
     }
 
     /// A handle for one exit (see [`View`]).

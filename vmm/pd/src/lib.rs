@@ -537,7 +537,7 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Whether guest memory currently skips cache maintenance (see [`guest_memory`]).
     pub fn memory_coherent(&self) -> bool {
-        self.mem.as_ref().is_some_and(|m| m.coherent.get())
+        self.mem.as_ref().is_some_and(RegionMemory::coherent)
     }
 
     /// The guest's virtio-blk device, if offered.

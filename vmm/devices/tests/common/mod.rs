@@ -397,22 +397,18 @@ impl BlkEnv<'_> {
     /// `p`'s results, from the used elements [`Self::collect_used`] took.
     pub fn results(&mut self, p: &Posted, used: &std::collections::HashMap<u32, u32>) -> BlkDone {
         let used_len = *used.get(&u32::from(p.head)).expect("request completed");
-        let status = self.read_mem(p.status, 1)[0];
-        let mut data = Vec::new();
-        for s in &p.ins {
-            data.extend(self.read_mem(s.addr, s.len as usize));
-        }
-        BlkDone {
-            status,
-            data,
-            used_len,
-        }
+        self.done(p, used_len)
     }
 
     /// Takes the next used element, which must be `p`'s, and reads its results.
     pub fn reap(&mut self, p: &Posted) -> BlkDone {
         let (id, used_len) = self.pop_used(0).expect("request completed");
         assert_eq!(id, u32::from(p.head));
+        self.done(p, used_len)
+    }
+
+    /// `p`'s status byte and incoming data, with the used length the device reported.
+    fn done(&mut self, p: &Posted, used_len: u32) -> BlkDone {
         let status = self.read_mem(p.status, 1)[0];
         let mut data = Vec::new();
         for s in &p.ins {
