@@ -31,6 +31,7 @@ use microkit_rt::{
     Channel, ChannelSet, DeferredAction, Handler, Kernel, KernelError, SharedRegion,
 };
 use sddf_queue::blk::{BlkReqConsumer, BlkRespProducer, StorageInfoWriter};
+use sddf_queue::restart::DriverLife;
 use sddf_queue::layout::{
     BLK_TRANSFER_SIZE, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo,
 };
@@ -121,6 +122,8 @@ pub struct Stats {
     pub device_errors: u64,
     /// Queue errors caused by the client.
     pub queue_errors: u64,
+    /// Fault injection: crashes that were due (host builds, which do not crash).
+    pub crashes_due: u64,
 }
 
 /// The request behind a chain in flight.
@@ -176,6 +179,64 @@ pub struct BlkDriver<'q, K: Kernel, R: Regs> {
     pending: [Option<Pending>; virtio::MAX_REQ_SLOTS],
     stats: Stats,
     deferred: Option<DeferredAction>,
+    /// This life of the driver ([`sddf_queue::restart`]): the queues are not touched until the
+    /// client has acknowledged it. `None` without a storage-info region (no client to wait for).
+    life: Option<DriverLife<'q>>,
+    /// Fault injection: the request of this life at which the driver crashes.
+    crash: CrashPlan,
+}
+
+/// Fault injection for the restart tests (feature `fault-injection`, off by default): the
+/// driver crashes (a wild load, a VM fault its monitor sees) when it takes the `after`-th
+/// request of its first life, and the `every`-th of each later life; 0 never. The requests
+/// before it in the same life may be on the device, so a crash leaves several in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CrashPlan {
+    /// Request of the first life (generation 1) that crashes the driver.
+    pub after: u64,
+    /// Request of each later life that crashes it again.
+    pub every: u64,
+}
+
+impl CrashPlan {
+    /// The plan built in: `BLK_CRASH_AFTER` and `BLK_CRASH_EVERY` at build time, with the
+    /// `fault-injection` feature; never without it.
+    pub const BUILT_IN: CrashPlan = if cfg!(feature = "fault-injection") {
+        CrashPlan {
+            after: parse_u64(option_env!("BLK_CRASH_AFTER")),
+            every: parse_u64(option_env!("BLK_CRASH_EVERY")),
+        }
+    } else {
+        CrashPlan { after: 0, every: 0 }
+    };
+
+    /// Whether taking request number `request` (from 1) of life `generation` crashes the
+    /// driver.
+    pub const fn due(&self, generation: u32, request: u64) -> bool {
+        let n = if generation <= 1 {
+            self.after
+        } else {
+            self.every
+        };
+        n != 0 && request == n
+    }
+}
+
+/// A decimal number from a build-time variable (0 when unset or not a number).
+pub const fn parse_u64(s: Option<&str>) -> u64 {
+    let Some(s) = s else { return 0 };
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n: u64 = 0;
+    while i < b.len() {
+        let d = b[i];
+        if !d.is_ascii_digit() {
+            return 0;
+        }
+        n = n.saturating_mul(10).saturating_add((d - b'0') as u64);
+        i += 1;
+    }
+    n
 }
 
 /// Keeps the first error.
@@ -265,6 +326,8 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             pending: [None; virtio::MAX_REQ_SLOTS],
             stats: Stats::default(),
             deferred: None,
+            life: None,
+            crash: CrashPlan::BUILT_IN,
         };
         match info {
             Some(Ok(w)) => {
@@ -276,11 +339,51 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             }
             None => {}
         }
+        drv.begin_life();
         if let Err(e) = drv.service() {
             drv.count(&e);
             serial_println!(drv.console, drv.k, "blk_driver: init: {}", e);
         }
         drv
+    }
+
+    /// Starts this life's handshake ([`sddf_queue::restart`]): a new generation, announced to
+    /// the client, which re-synchronises the queues and acknowledges it.
+    fn begin_life(&mut self) {
+        let Some(m) = self.mem else { return };
+        match DriverLife::begin(m.info) {
+            Ok(life) => {
+                let g = life.generation();
+                self.life = Some(life);
+                if g > 1 {
+                    serial_println!(
+                        self.console,
+                        self.k,
+                        "blk_driver: restarted: generation {}, device re-initialised, waiting for the client",
+                        g
+                    );
+                }
+                if let Err(e) = self.k.notify(CLIENT) {
+                    serial_println!(self.console, self.k, "blk_driver: announce: {}", e);
+                }
+            }
+            Err(e) => serial_println!(self.console, self.k, "blk_driver: generation: {}", e),
+        }
+    }
+
+    /// Whether the client acknowledged this life (the queues are in a state it set up).
+    fn synchronised(&self) -> bool {
+        self.life.as_ref().is_none_or(DriverLife::acknowledged)
+    }
+
+    /// This life's generation (0 without the handshake).
+    pub fn generation(&self) -> u32 {
+        self.life.as_ref().map_or(0, DriverLife::generation)
+    }
+
+    /// Replaces the fault-injection plan (tests; the target uses [`CrashPlan::BUILT_IN`]).
+    pub fn set_crash_plan(&mut self, plan: CrashPlan) {
+        self.crash = plan;
     }
 
     fn publish_info(&mut self) {
@@ -477,6 +580,9 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
     /// Moves requests from the queue to the device (or answers them) while every one of them
     /// is sure of room for its response.
     fn service_requests(&mut self) -> Result<(), DriverError> {
+        if !self.synchronised() {
+            return Ok(());
+        }
         self.attach()?;
         let mut result = Ok(());
         loop {
@@ -498,6 +604,9 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 None => match q.req.dequeue() {
                     Ok(Some(r)) => {
                         self.stats.requests += 1;
+                        if self.crash.due(self.generation(), self.stats.requests) {
+                            self.crash_now(&r);
+                        }
                         r
                     }
                     Ok(None) => break,
@@ -522,6 +631,28 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             first(&mut result, Err(DriverError::Device(e)));
         }
         result
+    }
+
+    /// Fault injection: the driver dies here (the request taken, earlier ones on the device).
+    #[cfg(all(feature = "fault-injection", target_arch = "aarch64", target_os = "none"))]
+    fn crash_now(&mut self, r: &BlkReq) {
+        serial_println!(
+            self.console,
+            self.k,
+            "blk_driver: fault injection: crashing at request {} (id {}), {} on the device",
+            self.stats.requests,
+            r.id,
+            self.pending.iter().flatten().count()
+        );
+        microkit_rt::fault_injection::wild_load();
+    }
+
+    /// Fault injection is built only for the target with the `fault-injection` feature; a
+    /// plan set in host tests only records that the crash was due.
+    #[cfg(not(all(feature = "fault-injection", target_arch = "aarch64", target_os = "none")))]
+    fn crash_now(&mut self, r: &BlkReq) {
+        self.stats.crashes_due += 1;
+        let _ = r;
     }
 
     fn fail_device(&mut self, e: DeviceError) -> Result<(), DriverError> {

@@ -8,7 +8,7 @@
 mod support;
 
 use blk_driver::virtio::{self, InitError, status};
-use blk_driver::{BlkDriver, CLIENT, Console, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
+use blk_driver::{BlkDriver, CLIENT, CrashPlan, Console, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
 use blk_driver::{PhysWindow, QueueMem, system};
 use microkit_rt::SharedRegion;
 use microkit_rt::abi::{LABELS, slot};
@@ -17,6 +17,7 @@ use microkit_sim::{Invocation, Sim, SimKernel, SimTransport};
 use proptest::prelude::*;
 use sddf_queue::SerialConsumer;
 use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
+use sddf_queue::restart::ClientSync;
 use sddf_queue::layout::{BlkReq, BlkReqCode, BlkResp, BlkRespStatus};
 use sddf_queue::sync::Ordering;
 use support::{Bus, DMA_PADDR, Phys, ReadHook, WriteHook, last_write};
@@ -50,6 +51,8 @@ struct Opts {
     /// Installed before the driver starts (its set-up sees them).
     read_hook: Option<ReadHook>,
     write_hook: Option<WriteHook>,
+    /// The client acknowledges the driver's first life at once.
+    acknowledge: bool,
 }
 
 impl Default for Opts {
@@ -63,6 +66,7 @@ impl Default for Opts {
             read_only: false,
             read_hook: None,
             write_hook: None,
+            acknowledge: true,
         }
     }
 }
@@ -84,6 +88,8 @@ struct Rig {
     /// The serial driver's end of the driver's TX queue (its messages).
     out: SerialConsumer<'static>,
     text: String,
+    /// The driver's TX queue regions (a restarted driver maps them again).
+    tx_regions: (SharedRegion, SharedRegion),
 }
 
 impl Rig {
@@ -136,9 +142,10 @@ impl Rig {
             Sim::alias(&td).into_atomic_bytes().unwrap(),
         );
         let out = SerialConsumer::new(oh, od, od.len() as u32).unwrap();
+        let tx_regions = (Sim::alias(&th), Sim::alias(&td));
         let console = Console::from_regions(system::SERIAL_DRIVER, Ok(th), Ok(td));
         assert_eq!(console.unusable(), None);
-        let drv = BlkDriver::new(
+        let mut drv = BlkDriver::new(
             sim.kernel(),
             console,
             bus.clone(),
@@ -159,7 +166,24 @@ impl Rig {
             .into_iter()
             .filter(|i| *i != serial)
             .collect();
-        assert_eq!(log, vec![Invocation::IrqAck(IRQ_CHANNEL.index())]);
+        // The driver announces its first life to the client, then the loop acks the IRQ.
+        assert_eq!(
+            log,
+            vec![
+                Invocation::Notify(CLIENT.index()),
+                Invocation::IrqAck(IRQ_CHANNEL.index())
+            ]
+        );
+        assert_eq!(drv.generation(), 1);
+        // The client (this rig) acknowledges it, as the VMM does on the notification.
+        let mut sync = ClientSync::new(raw.info).unwrap();
+        assert_eq!(sync.pending(), Some(1));
+        if o.acknowledge {
+            sync.acknowledge(1);
+            sim.notify_from_peer(CLIENT);
+            el.step(&mut drv);
+            sim.take_log();
+        }
         Rig {
             req: BlkReqProducer::new(raw.req, QUEUE_CAPACITY).unwrap(),
             resp: BlkRespConsumer::new(raw.resp, QUEUE_CAPACITY).unwrap(),
@@ -174,7 +198,34 @@ impl Rig {
             log: vec![],
             out,
             text: String::new(),
+            tx_regions,
         }
+    }
+
+    /// The driver crashed and its monitor restarted it: a new driver over the same memory and
+    /// device (its stack state gone), as `from_system` builds it after a restart.
+    fn restart(&mut self) {
+        let console = Console::from_regions(
+            system::SERIAL_DRIVER,
+            Ok(Sim::alias(&self.tx_regions.0)),
+            Ok(Sim::alias(&self.tx_regions.1)),
+        );
+        self.drv = BlkDriver::new(
+            self.sim.kernel(),
+            console,
+            self.bus.clone(),
+            REGS,
+            Some(self.phys.dma_region()),
+            DMA_PADDR,
+            PhysWindow {
+                paddr: self.phys.data_paddr(),
+                size: DATA_SIZE as u64,
+            },
+            Some(self.raw),
+        );
+        self.el = self.sim.event_loop();
+        self.el.start();
+        self.log.extend(self.sim.take_log());
     }
 
     /// Everything the driver printed so far (through the serial driver).
@@ -1576,4 +1627,98 @@ fn a_slot_in_flight_is_not_reused_and_chains_use_their_slots_layout() {
         assert_eq!(dma[hdr + 8..hdr + 16], (8 * i as u64).to_le_bytes());
         assert_eq!(dma[st], virtio::blk::S_UNWRITTEN);
     }
+}
+
+#[test]
+fn the_queues_wait_for_the_clients_acknowledgement() {
+    let mut rig = Rig::with(Opts {
+        acknowledge: false,
+        ..Opts::default()
+    });
+    let b = rig.fill(0, UNIT, 3);
+    rig.submit(&[write(0, 2, 1, 1)]);
+    rig.run();
+    assert_eq!(rig.responses(), vec![], "nothing served before the acknowledgement");
+    assert_eq!(rig.drv.stats().requests, 0, "the request queue is not even read");
+    rig.bus
+        .with(|m| assert_eq!(m.t.device().backend().stats.writes, 0));
+    let mut sync = ClientSync::new(rig.raw.info).unwrap();
+    // A stale acknowledgement (another generation) does not open the queues either.
+    sync.acknowledge(7);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    assert_eq!(rig.drv.stats().requests, 0);
+    sync.acknowledge(1);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    rig.run();
+    assert_eq!(rig.responses(), vec![ok(1, 1)]);
+    assert_eq!(&rig.bus.disk()[2 * UNIT..3 * UNIT], &b[..]);
+    rig.check_clean();
+}
+
+#[test]
+fn a_restarted_driver_resets_the_device_and_serves_the_queues_the_client_reset() {
+    let mut rig = Rig::with(Opts {
+        mode: CompletionMode::Deferred,
+        ..Opts::default()
+    });
+    let a = rig.fill(0, UNIT, 5);
+    let b = rig.fill(UNIT, UNIT, 6);
+    // Two writes on the device, neither completed: then the driver dies.
+    rig.submit(&[write(0, 3, 1, 10), write(UNIT, 4, 1, 11)]);
+    assert_eq!(rig.drv.stats().submitted, 2);
+    rig.restart();
+    assert_eq!(rig.drv.generation(), 2);
+    assert!(
+        rig.text()
+            .contains("blk_driver: restarted: generation 2, device re-initialised"),
+        "{}",
+        rig.text()
+    );
+    assert!(
+        rig.log.contains(&Invocation::Notify(CLIENT.index())),
+        "the new life is announced"
+    );
+    // The device was reset: what the old chains did on the disk reaches no one (the model's
+    // disk still finishes its operations; the reset transport drops them).
+    while rig.bus.complete_one() {}
+    rig.run();
+    assert_eq!(rig.responses(), vec![], "the old life's chains answer nothing");
+    // The client re-synchronises: reset queues, the two writes again, acknowledgement.
+    let mut sync = ClientSync::new(rig.raw.info).unwrap();
+    assert_eq!(sync.pending(), Some(2));
+    rig.req = BlkReqProducer::reset(rig.raw.req, QUEUE_CAPACITY).unwrap();
+    rig.resp = BlkRespConsumer::reset(rig.raw.resp, QUEUE_CAPACITY).unwrap();
+    rig.req.enqueue(&write(0, 3, 1, 10)).unwrap();
+    rig.req.enqueue(&write(UNIT, 4, 1, 11)).unwrap();
+    sync.acknowledge(2);
+    rig.sim.notify_from_peer(CLIENT);
+    rig.step();
+    rig.run();
+    let mut r = rig.responses();
+    r.sort_by_key(|r| r.id);
+    assert_eq!(r, vec![ok(1, 10), ok(1, 11)]);
+    assert_eq!(&rig.bus.disk()[3 * UNIT..4 * UNIT], &a[..]);
+    assert_eq!(&rig.bus.disk()[4 * UNIT..5 * UNIT], &b[..]);
+}
+
+#[test]
+fn the_crash_plan_fires_at_its_request_of_each_life() {
+    let plan = CrashPlan { after: 3, every: 2 };
+    assert!(!plan.due(1, 2) && plan.due(1, 3) && !plan.due(1, 4));
+    assert!(!plan.due(2, 1) && plan.due(2, 2) && !plan.due(2, 3));
+    assert!(plan.due(9, 2));
+    assert!(!CrashPlan::default().due(1, 0) && !CrashPlan::default().due(2, 0));
+    assert_eq!(blk_driver::parse_u64(Some("40")), 40);
+    assert_eq!(blk_driver::parse_u64(Some("4x")), 0);
+    assert_eq!(blk_driver::parse_u64(None), 0);
+    // Host builds do not crash: the driver counts the crash that was due and goes on.
+    let mut rig = Rig::new();
+    rig.drv.set_crash_plan(plan);
+    for id in 0..4 {
+        rig.io(&[read(0, 1, 1, id)]);
+    }
+    assert_eq!(rig.drv.stats().crashes_due, 1, "the third request of life 1");
+    assert_eq!(CrashPlan::BUILT_IN, CrashPlan::default(), "off without the feature");
 }

@@ -45,7 +45,28 @@ pub struct BlkReqProducer<'a> {
     plugged: bool,
 }
 
+/// Stores 0 in a queue's two indices (the client's reset after a driver restart, while the
+/// driver waits for its acknowledgement: see [`crate::restart`]).
+fn zero_indices(region: &[AtomicU32], head: usize, tail: usize) {
+    for i in [head, tail] {
+        if let Some(w) = region.get(i) {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<'a> BlkReqProducer<'a> {
+    /// Empties the request queue (head = tail = 0, unplugged) and attaches to it: only while the
+    /// driver does not use the queue (a restarted driver waiting for its acknowledgement,
+    /// [`crate::restart`]). Entries not yet taken are dropped: the caller queues them again.
+    pub fn reset(region: &'a [AtomicU32], capacity: u32) -> Result<Self, SetupError> {
+        zero_indices(region, word::REQ_HEAD, word::REQ_TAIL);
+        if let Some(w) = region.get(word::REQ_PLUGGED) {
+            w.store(plugged_word(false), Ordering::Relaxed);
+        }
+        Self::new(region, capacity)
+    }
+
     /// Attaches to a request queue region (`blk_req_queue_t`, at least
     /// [`req_region_size`]`(capacity)` bytes) holding `capacity` entries; `capacity` is the
     /// local, trusted value (sDDF: `num_buffers` from the configuration).
@@ -204,6 +225,13 @@ pub struct BlkRespConsumer<'a> {
 }
 
 impl<'a> BlkRespConsumer<'a> {
+    /// Empties the response queue (head = tail = 0) and attaches to it: only while the driver
+    /// does not use the queue (see [`BlkReqProducer::reset`]); take the responses first.
+    pub fn reset(region: &'a [AtomicU32], capacity: u32) -> Result<Self, SetupError> {
+        zero_indices(region, word::RESP_HEAD, word::RESP_TAIL);
+        Self::new(region, capacity)
+    }
+
     /// Attaches to a response queue region holding `capacity` entries.
     pub fn new(region: &'a [AtomicU32], capacity: u32) -> Result<Self, SetupError> {
         let (header, entries) =

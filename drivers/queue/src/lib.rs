@@ -81,6 +81,7 @@ pub mod error;
 pub mod layout;
 #[cfg(not(loom))]
 pub mod raw;
+pub mod restart;
 mod ring;
 pub mod serial;
 pub mod sync;

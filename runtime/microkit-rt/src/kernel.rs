@@ -51,6 +51,18 @@ pub trait Kernel {
         resume: bool,
         regs: &[u64],
     ) -> Result<(), KernelError>;
+    /// TCB ReadRegisters on the thread of child PD `child` (its TCB capability, which Microkit
+    /// gives a parent for each child): the first `out.len()` words of its user context.
+    fn child_read_registers(&mut self, child: Child, out: &mut [u64]) -> Result<(), KernelError>;
+    /// TCB WriteRegisters on the thread of child PD `child`; `resume` restarts the thread (a
+    /// thread blocked on its fault is taken off that IPC first, as `microkit_pd_restart` relies
+    /// on).
+    fn child_write_registers(
+        &mut self,
+        child: Child,
+        resume: bool,
+        regs: &[u64],
+    ) -> Result<(), KernelError>;
     /// TCB Resume on the VM thread of `vcpu`.
     fn vm_resume(&mut self, vcpu: Child) -> Result<(), KernelError>;
     /// TCB Suspend on the VM thread of `vcpu`.

@@ -30,3 +30,5 @@ pub use patched::Patched;
 pub use region::{RegionError, SharedRegion};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use sel4::Sel4Kernel;
+#[cfg(all(target_arch = "aarch64", target_os = "none", feature = "fault-injection"))]
+pub use sel4::fault_injection;

@@ -38,6 +38,14 @@ pub enum Invocation {
         resume: bool,
         regs: Vec<u64>,
     },
+    /// TCB ReadRegisters of a child PD's thread.
+    ChildReadRegisters { child: u8, count: usize },
+    /// TCB WriteRegisters of a child PD's thread.
+    ChildWriteRegisters {
+        child: u8,
+        resume: bool,
+        regs: Vec<u64>,
+    },
     /// TCB Resume of a VM thread.
     VmResume(u8),
     /// TCB Suspend of a VM thread.
@@ -84,6 +92,16 @@ pub struct SimVcpu {
     pub running: bool,
 }
 
+/// State of one simulated child PD's thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimChild {
+    /// User context in `abi::user_context` order (as the Microkit tool starts it: PC at the
+    /// ELF's entry, SP at the stack top; tests set it with [`Sim::with_child`]).
+    pub context: [u64; user_context::LEN],
+    /// Whether the thread runs (false while it waits on its fault, until restarted).
+    pub running: bool,
+}
+
 type Responder = Box<dyn FnMut(u8, MessageInfo, &mut [u64; MSG_MAX_LENGTH]) -> MessageInfo>;
 
 struct State {
@@ -96,6 +114,8 @@ struct State {
     debug_console: bool,
     events: VecDeque<(u64, MessageInfo, Vec<u64>)>,
     vcpus: BTreeMap<u8, SimVcpu>,
+    /// Child PDs' threads: user context (`abi::user_context` order) and whether they run.
+    children: BTreeMap<u8, SimChild>,
     responder: Option<Responder>,
     /// The EL1 physical timer's count (tests move it: [`Sim::set_timer_now`]).
     timer_now: u64,
@@ -123,6 +143,17 @@ impl State {
             return Err(KernelError::Sel4(error::INVALID_CAPABILITY));
         }
         Ok(self.vcpus.get_mut(&v.index()).expect("checked"))
+    }
+    fn child(&mut self, c: Child, op: &str) -> Result<&mut SimChild, KernelError> {
+        if !self.children.contains_key(&c.index()) {
+            let name = self.scope.name.clone();
+            self.violate(format!(
+                "{name}: {op} on child {} it does not have",
+                c.index()
+            ));
+            return Err(KernelError::Sel4(error::INVALID_CAPABILITY));
+        }
+        Ok(self.children.get_mut(&c.index()).expect("checked"))
     }
 }
 
@@ -158,6 +189,19 @@ impl Sim {
                 )
             })
             .collect();
+        let children = scope
+            .children
+            .iter()
+            .map(|c| {
+                (
+                    c.id as u8,
+                    SimChild {
+                        context: [0; user_context::LEN],
+                        running: true,
+                    },
+                )
+            })
+            .collect();
         Ok(Sim(Rc::new(RefCell::new(State {
             scope,
             mrs: [0; MSG_MAX_LENGTH],
@@ -167,6 +211,7 @@ impl Sim {
             debug_console: true,
             events: VecDeque::new(),
             vcpus,
+            children,
             responder: None,
             timer_now: 0,
             last_event: None,
@@ -287,8 +332,12 @@ impl Sim {
         );
     }
 
-    /// vCPU (or child) `child` faults with `label` and message registers `mrs`.
+    /// vCPU (or child) `child` faults with `label` and message registers `mrs` (a child PD's
+    /// thread stops running until it is restarted or answered).
     pub fn fault(&self, child: Child, label: u64, mrs: &[u64]) {
+        if let Some(c) = self.0.borrow_mut().children.get_mut(&child.index()) {
+            c.running = false;
+        }
         let s = self.0.borrow();
         let ok = s.vcpus.contains_key(&child.index())
             || s.scope
@@ -345,6 +394,14 @@ impl Sim {
     /// Moves the EL1 physical timer's count (it does not move by itself).
     pub fn set_timer_now(&self, now: u64) {
         self.0.borrow_mut().timer_now = now;
+    }
+
+    /// Reads or changes a simulated child PD's thread.
+    pub fn with_child<R>(&self, c: u8, f: impl FnOnce(&mut SimChild) -> R) -> R {
+        let mut s = self.0.borrow_mut();
+        f(s.children
+            .get_mut(&c)
+            .unwrap_or_else(|| panic!("no child {c} in scope")))
     }
 
     /// Reads or changes a simulated vCPU.
@@ -454,6 +511,43 @@ impl Kernel for SimKernel {
         s.mrs[2..2 + regs.len()].copy_from_slice(regs);
         s.log.push(Invocation::VmWriteRegisters {
             vcpu: vcpu.index(),
+            resume,
+            regs: regs.to_vec(),
+        });
+        Ok(())
+    }
+    fn child_read_registers(&mut self, child: Child, out: &mut [u64]) -> Result<(), KernelError> {
+        if out.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(out.len()));
+        }
+        let mut s = self.0.borrow_mut();
+        let ctx = s.child(child, "ReadRegisters")?.context;
+        out.copy_from_slice(&ctx[..out.len()]);
+        s.mrs[..out.len()].copy_from_slice(&ctx[..out.len()]);
+        s.log.push(Invocation::ChildReadRegisters {
+            child: child.index(),
+            count: out.len(),
+        });
+        Ok(())
+    }
+    fn child_write_registers(
+        &mut self,
+        child: Child,
+        resume: bool,
+        regs: &[u64],
+    ) -> Result<(), KernelError> {
+        if regs.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(regs.len()));
+        }
+        let mut s = self.0.borrow_mut();
+        let c = s.child(child, "WriteRegisters")?;
+        c.context[..regs.len()].copy_from_slice(regs);
+        c.running |= resume;
+        s.mrs[0] = resume as u64;
+        s.mrs[1] = regs.len() as u64;
+        s.mrs[2..2 + regs.len()].copy_from_slice(regs);
+        s.log.push(Invocation::ChildWriteRegisters {
+            child: child.index(),
             resume,
             regs: regs.to_vec(),
         });

@@ -21,6 +21,33 @@ impl Sel4Kernel {
         }
     }
 
+    /// TCB ReadRegisters on the TCB in `tcb`: the first `out.len()` words of its user context.
+    fn read_registers(tcb: u64, out: &mut [u64]) -> Result<(), KernelError> {
+        if out.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(out.len()));
+        }
+        ipc_buffer::set_mr(0, registers_flags_word(false, 0));
+        ipc_buffer::set_mr(1, out.len() as u64);
+        Self::invoke(tcb, LABELS.tcb_read_registers, 2)?;
+        for (i, r) in out.iter_mut().enumerate() {
+            *r = ipc_buffer::mr(i);
+        }
+        Ok(())
+    }
+
+    /// TCB WriteRegisters on the TCB in `tcb`.
+    fn write_registers(tcb: u64, resume: bool, regs: &[u64]) -> Result<(), KernelError> {
+        if regs.len() > user_context::LEN {
+            return Err(KernelError::TooManyRegisters(regs.len()));
+        }
+        ipc_buffer::set_mr(0, registers_flags_word(resume, 0));
+        ipc_buffer::set_mr(1, regs.len() as u64);
+        for (i, r) in regs.iter().enumerate() {
+            ipc_buffer::set_mr(2 + i, *r);
+        }
+        Self::invoke(tcb, LABELS.tcb_write_registers, 2 + regs.len()).map(|_| ())
+    }
+
     fn invoke(cap: u64, label: u64, length: usize) -> Result<MessageInfo, KernelError> {
         let reply = syscall::call(cap, MessageInfo::new(label, length));
         match reply.label() {
@@ -61,16 +88,7 @@ impl Kernel for Sel4Kernel {
     }
 
     fn vm_read_registers(&mut self, vcpu: Child, out: &mut [u64]) -> Result<(), KernelError> {
-        if out.len() > user_context::LEN {
-            return Err(KernelError::TooManyRegisters(out.len()));
-        }
-        ipc_buffer::set_mr(0, registers_flags_word(false, 0));
-        ipc_buffer::set_mr(1, out.len() as u64);
-        Self::invoke(vcpu.vm_tcb_slot(), LABELS.tcb_read_registers, 2)?;
-        for (i, r) in out.iter_mut().enumerate() {
-            *r = ipc_buffer::mr(i);
-        }
-        Ok(())
+        Self::read_registers(vcpu.vm_tcb_slot(), out)
     }
 
     fn vm_write_registers(
@@ -79,20 +97,20 @@ impl Kernel for Sel4Kernel {
         resume: bool,
         regs: &[u64],
     ) -> Result<(), KernelError> {
-        if regs.len() > user_context::LEN {
-            return Err(KernelError::TooManyRegisters(regs.len()));
-        }
-        ipc_buffer::set_mr(0, registers_flags_word(resume, 0));
-        ipc_buffer::set_mr(1, regs.len() as u64);
-        for (i, r) in regs.iter().enumerate() {
-            ipc_buffer::set_mr(2 + i, *r);
-        }
-        Self::invoke(
-            vcpu.vm_tcb_slot(),
-            LABELS.tcb_write_registers,
-            2 + regs.len(),
-        )
-        .map(|_| ())
+        Self::write_registers(vcpu.vm_tcb_slot(), resume, regs)
+    }
+
+    fn child_read_registers(&mut self, child: Child, out: &mut [u64]) -> Result<(), KernelError> {
+        Self::read_registers(child.tcb_slot(), out)
+    }
+
+    fn child_write_registers(
+        &mut self,
+        child: Child,
+        resume: bool,
+        regs: &[u64],
+    ) -> Result<(), KernelError> {
+        Self::write_registers(child.tcb_slot(), resume, regs)
     }
 
     fn vm_resume(&mut self, vcpu: Child) -> Result<(), KernelError> {

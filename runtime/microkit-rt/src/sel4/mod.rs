@@ -5,6 +5,8 @@
 
 pub mod cache;
 pub mod entry;
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection;
 pub mod ipc_buffer;
 pub mod kernel;
 pub mod stack;
