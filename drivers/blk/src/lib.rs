@@ -31,10 +31,10 @@ use microkit_rt::{
     Channel, ChannelSet, DeferredAction, Handler, Kernel, KernelError, SharedRegion,
 };
 use sddf_queue::blk::{BlkReqConsumer, BlkRespProducer, StorageInfoWriter};
-use sddf_queue::restart::DriverLife;
 use sddf_queue::layout::{
     BLK_TRANSFER_SIZE, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo,
 };
+use sddf_queue::restart::DriverLife;
 use sddf_queue::{EnqueueError, QueueError, SetupError};
 pub use serial_client::Console;
 use serial_client::serial_println;
@@ -634,7 +634,11 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
     }
 
     /// Fault injection: the driver dies here (the request taken, earlier ones on the device).
-    #[cfg(all(feature = "fault-injection", target_arch = "aarch64", target_os = "none"))]
+    #[cfg(all(
+        feature = "fault-injection",
+        target_arch = "aarch64",
+        target_os = "none"
+    ))]
     fn crash_now(&mut self, r: &BlkReq) {
         serial_println!(
             self.console,
@@ -649,7 +653,11 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
 
     /// Fault injection is built only for the target with the `fault-injection` feature; a
     /// plan set in host tests only records that the crash was due.
-    #[cfg(not(all(feature = "fault-injection", target_arch = "aarch64", target_os = "none")))]
+    #[cfg(not(all(
+        feature = "fault-injection",
+        target_arch = "aarch64",
+        target_os = "none"
+    )))]
     fn crash_now(&mut self, r: &BlkReq) {
         self.stats.crashes_due += 1;
         let _ = r;

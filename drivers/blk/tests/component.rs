@@ -8,7 +8,7 @@
 mod support;
 
 use blk_driver::virtio::{self, InitError, status};
-use blk_driver::{BlkDriver, CLIENT, CrashPlan, Console, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
+use blk_driver::{BlkDriver, CLIENT, Console, CrashPlan, DeviceState, IRQ_CHANNEL, QUEUE_CAPACITY};
 use blk_driver::{PhysWindow, QueueMem, system};
 use microkit_rt::SharedRegion;
 use microkit_rt::abi::{LABELS, slot};
@@ -17,8 +17,8 @@ use microkit_sim::{Invocation, Sim, SimKernel, SimTransport};
 use proptest::prelude::*;
 use sddf_queue::SerialConsumer;
 use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
-use sddf_queue::restart::ClientSync;
 use sddf_queue::layout::{BlkReq, BlkReqCode, BlkResp, BlkRespStatus};
+use sddf_queue::restart::ClientSync;
 use sddf_queue::sync::Ordering;
 use support::{Bus, DMA_PADDR, Phys, ReadHook, WriteHook, last_write};
 use vmm_devices::blk::{BlkConfig, BlkSize};
@@ -1638,8 +1638,16 @@ fn the_queues_wait_for_the_clients_acknowledgement() {
     let b = rig.fill(0, UNIT, 3);
     rig.submit(&[write(0, 2, 1, 1)]);
     rig.run();
-    assert_eq!(rig.responses(), vec![], "nothing served before the acknowledgement");
-    assert_eq!(rig.drv.stats().requests, 0, "the request queue is not even read");
+    assert_eq!(
+        rig.responses(),
+        vec![],
+        "nothing served before the acknowledgement"
+    );
+    assert_eq!(
+        rig.drv.stats().requests,
+        0,
+        "the request queue is not even read"
+    );
     rig.bus
         .with(|m| assert_eq!(m.t.device().backend().stats.writes, 0));
     let mut sync = ClientSync::new(rig.raw.info).unwrap();
@@ -1684,7 +1692,11 @@ fn a_restarted_driver_resets_the_device_and_serves_the_queues_the_client_reset()
     // disk still finishes its operations; the reset transport drops them).
     while rig.bus.complete_one() {}
     rig.run();
-    assert_eq!(rig.responses(), vec![], "the old life's chains answer nothing");
+    assert_eq!(
+        rig.responses(),
+        vec![],
+        "the old life's chains answer nothing"
+    );
     // The client re-synchronises: reset queues, the two writes again, acknowledgement.
     let mut sync = ClientSync::new(rig.raw.info).unwrap();
     assert_eq!(sync.pending(), Some(2));
@@ -1719,6 +1731,14 @@ fn the_crash_plan_fires_at_its_request_of_each_life() {
     for id in 0..4 {
         rig.io(&[read(0, 1, 1, id)]);
     }
-    assert_eq!(rig.drv.stats().crashes_due, 1, "the third request of life 1");
-    assert_eq!(CrashPlan::BUILT_IN, CrashPlan::default(), "off without the feature");
+    assert_eq!(
+        rig.drv.stats().crashes_due,
+        1,
+        "the third request of life 1"
+    );
+    assert_eq!(
+        CrashPlan::BUILT_IN,
+        CrashPlan::default(),
+        "off without the feature"
+    );
 }

@@ -30,5 +30,9 @@ pub use patched::Patched;
 pub use region::{RegionError, SharedRegion};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use sel4::Sel4Kernel;
-#[cfg(all(target_arch = "aarch64", target_os = "none", feature = "fault-injection"))]
+#[cfg(all(
+    target_arch = "aarch64",
+    target_os = "none",
+    feature = "fault-injection"
+))]
 pub use sel4::fault_injection;

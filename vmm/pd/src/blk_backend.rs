@@ -8,9 +8,18 @@
 //! success count is short, is counted and turned into a dropped or failed completion — never a
 //! panic. The driver is notified through a deferred kick ([`QueueBackend::take_kick`]) that the
 //! VMM sends once per exit or notification, after every request of it is queued.
+//!
+//! Driver restarts ([`sddf_queue::restart`]): every request stays in [`QueueBackend`]'s table
+//! until its response arrives. When the driver announces a new generation (it crashed and its
+//! monitor restarted it), [`QueueBackend::resync`] (after the caller took every response the
+//! old life published) resets both queues, queues again each request still without a
+//! response, oldest first, and acknowledges the generation; the guest sees neither an error
+//! nor a hang.
 
+use core::sync::atomic::AtomicU32;
 use sddf_queue::blk::{BlkReqProducer, BlkRespConsumer, StorageInfoReader};
 use sddf_queue::layout::{BLK_TRANSFER_SIZE, BlkReq, BlkReqCode, BlkRespStatus};
+use sddf_queue::restart::ClientSync;
 use sddf_queue::{EnqueueError, QueueError, SetupError};
 use vmm_devices::blk::{
     BackendError, BackendOp, BlockBackend, Completion, MAX_OUTSTANDING, StorageInfo, Submitted,
@@ -46,22 +55,35 @@ pub struct BackendStats {
     pub short: u64,
     /// Times the driver corrupted a queue's indices.
     pub corrupt: u64,
+    /// Driver generations re-synchronised with (the first one at boot included).
+    pub resyncs: u64,
+    /// Requests queued again after a driver restart.
+    pub resubmitted: u64,
 }
 
+/// A request waiting for its response: what was queued, and when (submission order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
-    tag: u32,
-    count: u16,
+    req: BlkReq,
+    seq: u64,
 }
 
 /// The block driver domain as a [`BlockBackend`].
 pub struct QueueBackend {
     req: BlkReqProducer<'static>,
     resp: BlkRespConsumer<'static>,
+    /// The queue regions (reset after a driver restart).
+    req_region: &'static [AtomicU32],
+    resp_region: &'static [AtomicU32],
+    sync: ClientSync<'static>,
     staging: &'static mut [u8],
     info: StorageInfo,
     in_flight: [Option<InFlight>; MAX_OUTSTANDING],
+    /// Submission counter (orders re-submission).
+    seq: u64,
     kick: bool,
+    /// The driver must be notified even with nothing queued (an acknowledgement).
+    must_notify: bool,
     stats: BackendStats,
 }
 
@@ -69,13 +91,14 @@ impl QueueBackend {
     /// Attaches to the queues (request, response, storage info) and the data region. The
     /// storage info must be ready: the driver outranks the VMM and publishes it in its `init`.
     pub fn attach(
-        req: &'static [core::sync::atomic::AtomicU32],
-        resp: &'static [core::sync::atomic::AtomicU32],
-        info: &'static [core::sync::atomic::AtomicU32],
+        req_region: &'static [AtomicU32],
+        resp_region: &'static [AtomicU32],
+        info: &'static [AtomicU32],
         data: &'static mut [u8],
     ) -> Result<Self, AttachError> {
-        let req = BlkReqProducer::new(req, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
-        let resp = BlkRespConsumer::new(resp, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
+        let req = BlkReqProducer::new(req_region, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
+        let resp = BlkRespConsumer::new(resp_region, QUEUE_CAPACITY).map_err(AttachError::Setup)?;
+        let sync = ClientSync::new(info).map_err(AttachError::Setup)?;
         let reader = StorageInfoReader::new(info).map_err(AttachError::Setup)?;
         let si = reader.read().ok_or(AttachError::NotReady)?;
         if si.capacity == 0 || si.capacity > u64::MAX / UNIT_SIZE {
@@ -93,20 +116,64 @@ impl QueueBackend {
         Ok(QueueBackend {
             req,
             resp,
+            req_region,
+            resp_region,
+            sync,
             staging,
             info: StorageInfo {
                 blocks: si.capacity,
                 read_only: si.read_only != 0,
             },
             in_flight: [None; MAX_OUTSTANDING],
+            seq: 0,
             kick: false,
+            must_notify: false,
             stats: BackendStats::default(),
         })
     }
 
-    /// Whether the driver must be notified now (requests were queued since the last call).
+    /// Whether the driver must be notified now (requests were queued, or a generation
+    /// acknowledged, since the last call).
     pub fn take_kick(&mut self) -> bool {
-        core::mem::take(&mut self.kick) && self.req.take_notify()
+        let queued = core::mem::take(&mut self.kick) && self.req.take_notify();
+        core::mem::take(&mut self.must_notify) || queued
+    }
+
+    /// A driver generation announced and not yet re-synchronised with: the driver started (at
+    /// boot, or again after a crash) and waits for [`Self::resync`].
+    pub fn restart_pending(&self) -> Option<u32> {
+        self.sync.pending()
+    }
+
+    /// The generation re-synchronised with last (0: none yet).
+    pub fn generation(&self) -> u32 {
+        self.sync.acknowledged()
+    }
+
+    /// Re-synchronises with driver generation `generation`: both queues reset to empty, every
+    /// request still without a response queued again, oldest first, the generation
+    /// acknowledged, the driver to be notified ([`Self::take_kick`]). Take every response
+    /// first ([`Self::next_completion`] until `None`): the ones the old life published are
+    /// complete, and the reset drops them. Returns the number of requests queued again.
+    pub fn resync(&mut self, generation: u32) -> Result<usize, SetupError> {
+        self.req = BlkReqProducer::reset(self.req_region, QUEUE_CAPACITY)?;
+        self.resp = BlkRespConsumer::reset(self.resp_region, QUEUE_CAPACITY)?;
+        let mut order: [Option<InFlight>; MAX_OUTSTANDING] = self.in_flight;
+        order.sort_unstable_by_key(|f| f.map_or(u64::MAX, |f| f.seq));
+        let mut n = 0;
+        for f in order.iter().flatten() {
+            // Never full (MAX_OUTSTANDING < QUEUE_CAPACITY) nor corrupt (just reset); a failure
+            // leaves the request in the table, to be queued again at the next generation.
+            if self.req.enqueue(&f.req).is_ok() {
+                n += 1;
+            }
+        }
+        self.sync.acknowledge(generation);
+        self.kick = n > 0;
+        self.must_notify = true;
+        self.stats.resyncs += 1;
+        self.stats.resubmitted += n as u64;
+        Ok(n)
     }
 
     /// Takes the next response, as the completion the device model expects. `Ok(None)` when no
@@ -125,7 +192,7 @@ impl QueueBackend {
             let slot = self
                 .in_flight
                 .iter_mut()
-                .find(|f| f.is_some_and(|f| f.tag == resp.id));
+                .find(|f| f.is_some_and(|f| f.req.id == resp.id));
             let Some(op) = slot.and_then(Option::take) else {
                 self.stats.unknown_ids += 1;
                 continue;
@@ -133,14 +200,14 @@ impl QueueBackend {
             let result = if resp.status != BlkRespStatus::OK {
                 self.stats.errors += 1;
                 Err(BackendError::Io)
-            } else if resp.success_count < op.count {
+            } else if resp.success_count < op.req.count {
                 self.stats.short += 1;
                 Err(BackendError::Io)
             } else {
                 Ok(())
             };
             return Ok(Some(Completion {
-                tag: Tag(op.tag),
+                tag: Tag(op.req.id),
                 result,
             }));
         }
@@ -207,8 +274,9 @@ impl BlockBackend for QueueBackend {
             }
         }
         if let Some(s) = self.in_flight.get_mut(slot) {
-            *s = Some(InFlight { tag, count });
+            *s = Some(InFlight { req, seq: self.seq });
         }
+        self.seq = self.seq.wrapping_add(1);
         self.stats.requests += 1;
         self.kick = true;
         Ok(Submitted::Pending)

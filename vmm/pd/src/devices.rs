@@ -535,6 +535,10 @@ pub struct GlueStats {
     pub coherent_calls: u64,
     /// Device calls made with cache maintenance (the guest's caches off, or unknown).
     pub maintained_calls: u64,
+    /// Block driver restarts re-synchronised with (generations after the first).
+    pub blk_restarts: u64,
+    /// When the last restart was re-synchronised with (timer ticks), until its first response.
+    pub blk_resynced_at: Option<u64>,
 }
 
 /// The block path's stages in timer ticks (CNTPCT_EL0, read without a kernel call), summed:
@@ -621,6 +625,55 @@ impl<K: Kernel> PlatformCtx<'_, K> {
         *n = n.saturating_add(1);
     }
 
+    /// One line of the VMM's own output (through the serial driver when attached).
+    fn vmm_line(&mut self, args: core::fmt::Arguments<'_>) {
+        use core::fmt::Write as _;
+        struct W<'a, K: Kernel>(&'a mut Console, &'a mut K);
+        impl<K: Kernel> core::fmt::Write for W<'_, K> {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                self.0.write_vmm(self.1, s.as_bytes());
+                Ok(())
+            }
+        }
+        let mut w = W(&mut self.devices.console, &mut self.inj.k);
+        let _ = w.write_fmt(args);
+        let _ = w.write_str("\n");
+    }
+
+    /// A block driver generation waiting for the VMM (the driver started, at boot or after a
+    /// crash): its queues are reset and every request without a response queued again
+    /// ([`crate::blk_backend::QueueBackend::resync`]); the kick that follows acknowledges it.
+    fn blk_resync(&mut self) {
+        let Some(blk) = self.devices.blk.as_mut() else {
+            return;
+        };
+        let backend = blk.device_mut().backend_mut();
+        let Some(g) = backend.restart_pending() else {
+            return;
+        };
+        let restart = backend.generation() != 0;
+        let in_flight = backend.in_flight();
+        let r = backend.resync(g);
+        let now = self.inj.k.timer_now();
+        match r {
+            Ok(n) if restart => {
+                self.glue.blk_restarts = self.glue.blk_restarts.saturating_add(1);
+                self.glue.blk_resynced_at = Some(now);
+                // The old life's kick will never be answered.
+                self.glue.blk_time.kicked_at = None;
+                self.vmm_line(format_args!(
+                    "vmm: blk_driver restarted (generation {}): queues reset, {} of {} requests in flight re-submitted (t={})",
+                    g, n, in_flight, now
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => self.vmm_line(format_args!(
+                "vmm: blk_driver generation {}: cannot reset the queues: {:?}",
+                g, e
+            )),
+        }
+    }
+
     /// Tells the block driver about requests queued since the last kick.
     fn kick_blk(&mut self) {
         let kick = self
@@ -655,11 +708,15 @@ impl<K: Kernel> PlatformCtx<'_, K> {
         {
             self.refresh_coherence();
         }
+        let mut answered = false;
         if let Some(blk) = self.devices.blk.as_mut() {
             // Bounded: at most one response per queue entry the driver can have published.
             for _ in 0..crate::blk_backend::QUEUE_CAPACITY {
                 match blk.device_mut().backend_mut().next_completion() {
-                    Ok(Some(c)) => raise |= virtio::raises(blk.device_event(&mut self.mem, c)),
+                    Ok(Some(c)) => {
+                        answered = true;
+                        raise |= virtio::raises(blk.device_event(&mut self.mem, c));
+                    }
                     Ok(None) => break,
                     Err(_) => {
                         self.glue.blk_queue_errors = self.glue.blk_queue_errors.saturating_add(1);
@@ -668,9 +725,19 @@ impl<K: Kernel> PlatformCtx<'_, K> {
                 }
             }
         }
+        if answered && let Some(at) = self.glue.blk_resynced_at.take() {
+            let now = self.inj.k.timer_now();
+            self.vmm_line(format_args!(
+                "vmm: blk_driver serves again: first response {} ticks after the re-synchronisation (t={})",
+                now.saturating_sub(at),
+                now
+            ));
+        }
         if raise {
             self.raise(virtio::layout::BLK_IRQ);
         }
+        // After the responses the old life published: a new life of the driver waits.
+        self.blk_resync();
         self.kick_blk();
         let t = &mut self.glue.blk_time;
         t.completion = t

@@ -530,7 +530,15 @@ impl<K: Kernel + Clone> Vmm<K> {
         self.parked
     }
 
-    /// Counters of the device glue.
+    /// Block requests waiting for the driver's response (`None` without virtio-blk).
+    pub fn blk_in_flight(&self) -> Option<usize> {
+        self.devices
+            .blk
+            .as_ref()
+            .map(|b| b.device().backend().in_flight())
+    }
+
+    /// The glue's counters.
     pub fn glue_stats(&self) -> &GlueStats {
         &self.glue
     }

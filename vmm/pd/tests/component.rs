@@ -717,6 +717,17 @@ impl Kernel for RefusingReads {
     ) -> Result<(), KernelError> {
         self.inner.vm_write_registers(vcpu, resume, regs)
     }
+    fn child_read_registers(&mut self, child: Child, out: &mut [u64]) -> Result<(), KernelError> {
+        self.inner.child_read_registers(child, out)
+    }
+    fn child_write_registers(
+        &mut self,
+        child: Child,
+        resume: bool,
+        regs: &[u64],
+    ) -> Result<(), KernelError> {
+        self.inner.child_write_registers(child, resume, regs)
+    }
     fn vm_resume(&mut self, vcpu: Child) -> Result<(), KernelError> {
         self.inner.vm_resume(vcpu)
     }

@@ -11,7 +11,10 @@ mod common;
 use common::*;
 use microkit_sim::{Invocation, Sim};
 use sddf_queue::blk::{BlkReqConsumer, BlkRespProducer, StorageInfoWriter};
+use sddf_queue::layout::BlkReq;
 use sddf_queue::layout::{BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo};
+use sddf_queue::restart::DriverLife;
+use std::sync::atomic::AtomicU32;
 use vmm::Vmm;
 use zerocopy::FromZeros;
 
@@ -43,33 +46,78 @@ struct Driver {
     fail_next: Option<BlkRespStatus>,
     /// The response queue's raw memory (to corrupt it).
     resp_raw: microkit_rt::SharedRegion,
+    /// The raw queue and storage-info words (a restarted driver attaches to them again).
+    words: [&'static [AtomicU32]; 3],
+    /// The driver's life, when it takes part in the restart handshake.
+    life: Option<DriverLife<'static>>,
 }
 
 impl Driver {
+    /// Takes the next request, if the driver may (its life acknowledged).
+    fn take(&mut self) -> Option<BlkReq> {
+        if self.life.as_ref().is_some_and(|l| !l.acknowledged()) {
+            return None;
+        }
+        let r = self.req.dequeue().unwrap()?;
+        self.seen
+            .push((r.code, r.io_or_offset, r.block_number, r.count));
+        Some(r)
+    }
+
+    /// What the device does with `r`: the data moves between the disk and the data region.
+    fn perform(&mut self, r: &BlkReq) {
+        let off = r.io_or_offset as usize;
+        let len = r.count as usize * UNIT;
+        let pos = r.block_number as usize * UNIT;
+        match r.code {
+            BlkReqCode::READ => self.data.write(off, &self.disk[pos..pos + len]).unwrap(),
+            BlkReqCode::WRITE => self.data.read(off, &mut self.disk[pos..pos + len]).unwrap(),
+            _ => {}
+        }
+    }
+
+    /// Publishes `r`'s response.
+    fn answer(&mut self, r: &BlkReq, status: BlkRespStatus) {
+        let count = if status == BlkRespStatus::OK {
+            r.count
+        } else {
+            0
+        };
+        self.resp
+            .enqueue(&BlkResp::new(status, count, r.id))
+            .unwrap();
+    }
+
     /// Serves every queued request; returns how many.
     fn serve(&mut self) -> usize {
         let mut n = 0;
-        while let Some(r) = self.req.dequeue().unwrap() {
+        while let Some(r) = self.take() {
             n += 1;
-            self.seen
-                .push((r.code, r.io_or_offset, r.block_number, r.count));
             if let Some(status) = self.fail_next.take() {
-                self.resp.enqueue(&BlkResp::new(status, 0, r.id)).unwrap();
+                self.answer(&r, status);
                 continue;
             }
-            let off = r.io_or_offset as usize;
-            let len = r.count as usize * UNIT;
-            let pos = r.block_number as usize * UNIT;
-            match r.code {
-                BlkReqCode::READ => self.data.write(off, &self.disk[pos..pos + len]).unwrap(),
-                BlkReqCode::WRITE => self.data.read(off, &mut self.disk[pos..pos + len]).unwrap(),
-                _ => {}
-            }
-            self.resp
-                .enqueue(&BlkResp::new(BlkRespStatus::OK, r.count, r.id))
-                .unwrap();
+            self.perform(&r);
+            self.answer(&r, BlkRespStatus::OK);
         }
         n
+    }
+
+    /// The driver dies wherever it is and its monitor restarts it: its queue handles are gone
+    /// (they lived on its stack); the new life announces itself and waits for the client.
+    fn restart(&mut self) -> u32 {
+        let life = DriverLife::begin(self.words[2]).unwrap();
+        let g = life.generation();
+        self.life = Some(life);
+        g
+    }
+
+    /// The acknowledged life attaches to the queues (as the real driver does on its first
+    /// event after the acknowledgement).
+    fn attach(&mut self) {
+        assert!(self.life.as_ref().is_some_and(DriverLife::acknowledged));
+        self.req = BlkReqConsumer::new(self.words[0], 64).unwrap();
+        self.resp = BlkRespProducer::new(self.words[1], 64).unwrap();
     }
 }
 
@@ -99,6 +147,10 @@ fn rig_with(ready: bool) -> Rig {
     );
     let resp_raw = Sim::alias(&resp);
     let info_words = d_info.into_atomic_words().unwrap();
+    let (req_words, resp_words) = (
+        d_req.into_atomic_words().unwrap(),
+        d_resp.into_atomic_words().unwrap(),
+    );
     if ready {
         let mut si = BlkStorageInfo::new_zeroed();
         si.capacity = UNITS;
@@ -107,8 +159,8 @@ fn rig_with(ready: bool) -> Rig {
         StorageInfoWriter::new(info_words).unwrap().publish(&si);
     }
     let drv = Driver {
-        req: BlkReqConsumer::new(d_req.into_atomic_words().unwrap(), 64).unwrap(),
-        resp: BlkRespProducer::new(d_resp.into_atomic_words().unwrap(), 64).unwrap(),
+        req: BlkReqConsumer::new(req_words, 64).unwrap(),
+        resp: BlkRespProducer::new(resp_words, 64).unwrap(),
         data: d_data,
         disk: (0..UNITS as usize * UNIT)
             .map(|i| (i / 512) as u8 ^ 0xa5)
@@ -116,6 +168,8 @@ fn rig_with(ready: bool) -> Rig {
         seen: vec![],
         fail_next: None,
         resp_raw,
+        words: [req_words, resp_words, info_words],
+        life: None,
     };
     let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
     let vmm = Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs()).with_block_device(
@@ -528,4 +582,242 @@ fn the_driver_stage_is_timed_from_the_first_unanswered_kick_to_the_responses() {
     r.h.sim.set_timer_now(5_040);
     r.run_until_used();
     assert_eq!(r.h.vmm.glue_stats().blk_time.driver, 290);
+}
+
+impl Rig {
+    /// The driver notifies the VMM once (responses, or a new life).
+    fn notify_vmm(&mut self) -> Vec<Invocation> {
+        self.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+        self.h.el.step(&mut self.h.vmm);
+        self.h.sim.take_log()
+    }
+}
+
+/// A rig whose driver takes part in the restart handshake: its first life announced and
+/// acknowledged, as at boot.
+fn rig_with_lives() -> Rig {
+    let mut r = rig();
+    assert_eq!(r.drv.restart(), 1);
+    let log = r.notify_vmm();
+    assert_eq!(kicks(&log), 1, "the acknowledgement is notified: {log:?}");
+    r.drv.attach();
+    r.init();
+    r
+}
+
+/// Where in a request's life the driver dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashPoint {
+    /// Before the guest's request reaches the VMM.
+    BeforeSubmit,
+    /// Queued by the VMM, not yet taken.
+    AfterSubmit,
+    /// Taken by the driver, not yet on the device.
+    Taken,
+    /// The device did it (the disk or the data region changed), no response yet.
+    Performed,
+    /// The response published, the VMM not yet notified.
+    Answered,
+}
+
+/// One write of 8 sectors at unit 5 with the driver crashing at `point`: the guest's request
+/// completes exactly once, OK, with the bytes on the disk; returns the VMM's console text and
+/// how many times the driver saw the request.
+fn crash_at(point: CrashPoint) -> (String, usize) {
+    let mut r = rig_with_lives();
+    let pattern: Vec<u8> = (0..UNIT).map(|i| (i * 7 % 253) as u8).collect();
+    r.put(DATA, &pattern);
+    let used_before = r.used_idx();
+    let restart = |r: &mut Rig| {
+        assert_eq!(r.drv.restart(), 2);
+        let log = r.notify_vmm();
+        assert!(
+            kicks(&log) >= 1,
+            "the VMM acknowledges with a kick: {log:?}"
+        );
+        r.drv.attach();
+    };
+    if point == CrashPoint::BeforeSubmit {
+        restart(&mut r);
+    }
+    r.request(1, 5 * 8, UNIT as u32, false);
+    match point {
+        CrashPoint::BeforeSubmit => {}
+        CrashPoint::AfterSubmit => restart(&mut r),
+        CrashPoint::Taken | CrashPoint::Performed | CrashPoint::Answered => {
+            let req = r.drv.take().expect("the VMM queued the write");
+            if point != CrashPoint::Taken {
+                r.drv.perform(&req);
+            }
+            if point == CrashPoint::Answered {
+                r.drv.answer(&req, BlkRespStatus::OK);
+            }
+            restart(&mut r);
+        }
+    }
+    if r.used_idx() == used_before {
+        r.run_until_used();
+    }
+    assert_eq!(
+        r.used_idx(),
+        used_before.wrapping_add(1),
+        "{point:?}: completed exactly once"
+    );
+    assert_eq!(r.status(), 0, "{point:?}: VIRTIO_BLK_S_OK");
+    assert_eq!(&r.drv.disk[5 * UNIT..6 * UNIT], &pattern[..], "{point:?}");
+    // Nothing more comes: no request is left in the queue, none is answered twice.
+    assert_eq!(r.drv.serve(), 0, "{point:?}: nothing left to serve");
+    assert_eq!(r.h.vmm.blk_in_flight(), Some(0), "{point:?}");
+    assert!(
+        r.h.sim.violations().is_empty(),
+        "{:?}",
+        r.h.sim.violations()
+    );
+    let seen = r
+        .drv
+        .seen
+        .iter()
+        .filter(|s| s.0 == BlkReqCode::WRITE)
+        .count();
+    (r.h.sim.console(), seen)
+}
+
+#[test]
+fn a_driver_crash_before_submit_loses_nothing() {
+    let (text, seen) = crash_at(CrashPoint::BeforeSubmit);
+    assert!(
+        text.contains("vmm: blk_driver restarted (generation 2): queues reset, 0 of 0 requests in flight re-submitted"),
+        "{text}"
+    );
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn a_request_queued_but_not_taken_is_resubmitted_once() {
+    let (text, seen) = crash_at(CrashPoint::AfterSubmit);
+    assert!(
+        text.contains("1 of 1 requests in flight re-submitted"),
+        "{text}"
+    );
+    assert_eq!(seen, 1, "the dead driver never took it");
+}
+
+#[test]
+fn a_request_the_driver_took_is_resubmitted() {
+    let (text, seen) = crash_at(CrashPoint::Taken);
+    assert!(
+        text.contains("1 of 1 requests in flight re-submitted"),
+        "{text}"
+    );
+    assert_eq!(seen, 2);
+}
+
+#[test]
+fn a_write_the_device_did_is_resubmitted_and_idempotent() {
+    let (text, seen) = crash_at(CrashPoint::Performed);
+    assert!(
+        text.contains("1 of 1 requests in flight re-submitted"),
+        "{text}"
+    );
+    assert_eq!(seen, 2, "written twice, the same bytes");
+}
+
+#[test]
+fn a_response_published_before_the_crash_is_taken_not_resubmitted() {
+    let (text, seen) = crash_at(CrashPoint::Answered);
+    assert!(
+        text.contains("0 of 0 requests in flight re-submitted"),
+        "{text}"
+    );
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn several_requests_in_flight_are_resubmitted_in_order_and_the_first_response_is_timed() {
+    let mut r = rig_with_lives();
+    // Three reads in one notify: three chains, three units of the disk.
+    for (i, unit) in [(0u16, 3u64), (1, 9), (2, 20)] {
+        let d = 3 * i;
+        let mut hdr = [0u8; 16];
+        hdr[8..16].copy_from_slice(&(unit * 8).to_le_bytes());
+        let hdr_at = HDR + 16 * u64::from(i);
+        r.put(hdr_at, &hdr);
+        r.put(STATUS + u64::from(i), &[0xff]);
+        r.desc(d, hdr_at, 16, 1, d + 1);
+        r.desc(
+            d + 1,
+            DATA + UNIT as u64 * u64::from(i),
+            UNIT as u32,
+            1 | 2,
+            d + 2,
+        );
+        r.desc(d + 2, STATUS + u64::from(i), 1, 2, 0);
+        r.put(AVAIL + 4 + 2 * u64::from(i), &d.to_le_bytes());
+    }
+    r.avail_idx = 3;
+    r.put(AVAIL + 2, &3u16.to_le_bytes());
+    r.w32(0x50, 0);
+    assert_eq!(r.h.vmm.blk_in_flight(), Some(3));
+    // The driver takes two and dies.
+    let a = r.drv.take().unwrap();
+    let b = r.drv.take().unwrap();
+    assert_eq!(r.drv.restart(), 2);
+    r.h.sim.set_timer_now(1000);
+    r.notify_vmm();
+    r.drv.attach();
+    // Re-submitted oldest first: the same three requests, in the order the guest made them.
+    let again: Vec<BlkReq> = std::iter::from_fn(|| r.drv.take()).collect();
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[0], a);
+    assert_eq!(again[1], b);
+    assert_eq!(
+        again.iter().map(|q| q.block_number).collect::<Vec<_>>(),
+        [3, 9, 20]
+    );
+    for q in &again {
+        r.drv.perform(q);
+        r.drv.answer(q, BlkRespStatus::OK);
+    }
+    r.h.sim.set_timer_now(1500);
+    r.notify_vmm();
+    assert_eq!(r.used_idx(), 3, "all three completed once");
+    for i in 0..3u64 {
+        let unit = [3usize, 9, 20][i as usize];
+        assert_eq!(r.get(STATUS + i, 1), [0]);
+        assert_eq!(
+            r.get(DATA + UNIT as u64 * i, UNIT),
+            r.drv.disk[unit * UNIT..(unit + 1) * UNIT]
+        );
+    }
+    let text = r.h.sim.console();
+    assert!(
+        text.contains("3 of 3 requests in flight re-submitted (t=1000)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vmm: blk_driver serves again: first response 500 ticks after the re-synchronisation (t=1500)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_driver_dying_again_before_the_acknowledgement_is_resynchronised_again() {
+    let mut r = rig_with_lives();
+    r.put(DATA, &[0u8; UNIT]);
+    r.request(0, 8, UNIT as u32, true);
+    // Two lives announced before the VMM runs: it acknowledges the latest only.
+    r.drv.restart();
+    assert_eq!(r.drv.restart(), 3);
+    r.notify_vmm();
+    r.drv.attach();
+    r.run_until_used();
+    assert_eq!(r.status(), 0);
+    assert_eq!(r.get(DATA, UNIT), r.drv.disk[UNIT..2 * UNIT]);
+    // Another crash after that: generation 4, nothing in flight.
+    assert_eq!(r.drv.restart(), 4);
+    r.notify_vmm();
+    assert!(r.drv.life.as_ref().unwrap().acknowledged());
+    let text = r.h.sim.console();
+    assert!(text.contains("restarted (generation 3)"), "{text}");
+    assert!(text.contains("restarted (generation 4)"), "{text}");
 }
