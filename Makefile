@@ -389,6 +389,8 @@ clippy:
 
 host-test:
 	$(CARGO) test --workspace
+	# The drivers' fault injection (off by default): host builds count the crashes they would make.
+	$(CARGO) test -p serial-driver -p blk-driver --features serial-driver/fault-injection,blk-driver/fault-injection
 
 # Model checking of the shared-memory queue protocol with loom (its own target dir: --cfg loom
 # changes every crate's build).

@@ -100,14 +100,14 @@ pub fn compose(base: &str, overlay: &str) -> Result<String, SdfError> {
                     .attribute("pd")
                     .ok_or_else(|| oerr(&c, Some("pd"), "missing required attribute"))?;
                 let target = broot
-                    .children()
+                    .descendants()
                     .filter(|b| b.is_element() && b.tag_name().name() == "protection_domain")
                     .find(|b| b.attribute("name") == Some(pd))
                     .ok_or_else(|| {
                         oerr(
                             &c,
                             Some("pd"),
-                            format!("no top-level protection domain named '{pd}' in the base"),
+                            format!("no protection domain named '{pd}' in the base"),
                         )
                     })?;
                 let at = closing_tag(base, &target).ok_or_else(|| {

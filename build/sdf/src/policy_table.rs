@@ -67,6 +67,9 @@ pub const POLICY: Policy = Policy {
         region("serial_rx_data_vmm", 0x2000),
         region("serial_tx_queue_blk_driver", 0x1000),
         region("serial_tx_data_blk_driver", 0x1000),
+        region("serial_tx_queue_driver_monitor", 0x1000),
+        region("serial_tx_data_driver_monitor", 0x1000),
+        region("serial_driver_state", 0x1000),
         region("serial_tx_queue_selftest_ping", 0x1000),
         region("serial_tx_data_selftest_ping", 0x1000),
         region("serial_tx_queue_selftest_pong", 0x1000),
@@ -115,11 +118,29 @@ pub const POLICY: Policy = Policy {
             paddrs: &[],
             vm: Some("guest"),
         },
+        // The driver domains' monitor: the parent of both drivers (their TCBs, their faults);
+        // its own serial TX queue; nothing else: no guest memory, no queue or data region of
+        // the drivers.
+        PdRule {
+            name: "driver_monitor",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                rw("serial_tx_queue_driver_monitor"),
+                rw("serial_tx_data_driver_monitor"),
+            ],
+            channels: &[ch(1, "serial_driver")],
+            irqs: &[],
+            paddrs: &[],
+            vm: None,
+        },
         // The serial driver: the PL011 (uncached) and its IRQ, the VMM's queues, every other
-        // PD's TX queue; never guest memory.
+        // PD's TX queue, its own state page (what a restart must not forget); never guest
+        // memory. A child of the monitor, which restarts it.
         PdRule {
             name: "serial_driver",
-            parent: None,
+            parent: Some("driver_monitor"),
             smc: false,
             may_map_guest_memory: false,
             maps: &[
@@ -138,6 +159,9 @@ pub const POLICY: Policy = Policy {
                 rw("serial_tx_data_selftest_ping"),
                 rw("serial_tx_queue_selftest_pong"),
                 rw("serial_tx_data_selftest_pong"),
+                rw("serial_tx_queue_driver_monitor"),
+                rw("serial_tx_data_driver_monitor"),
+                rw("serial_driver_state"),
             ],
             channels: &[
                 ch(1, "vmm"),
@@ -145,6 +169,7 @@ pub const POLICY: Policy = Policy {
                 ch(3, "selftest_ping"),
                 ch(4, "selftest_pong"),
                 ch(5, "blk_driver"),
+                ch(6, "driver_monitor"),
             ],
             irqs: &[IrqRule {
                 irq: 33,
@@ -157,10 +182,11 @@ pub const POLICY: Policy = Policy {
         // The block driver: one virtio-mmio transport page (uncached) and its IRQ, its virtqueue
         // memory, the VMM's queues, the data region read-only (descriptors point at it by
         // physical address), its serial TX queue; told the physical addresses of its DMA and
-        // data regions (its device's DMA reaches them); never guest memory.
+        // data regions (its device's DMA reaches them); never guest memory. A child of the
+        // monitor, which restarts it.
         PdRule {
             name: "blk_driver",
-            parent: None,
+            parent: Some("driver_monitor"),
             smc: false,
             may_map_guest_memory: false,
             maps: &[

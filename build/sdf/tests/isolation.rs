@@ -87,7 +87,10 @@ fn every_system_description_obeys_the_policy() {
 fn the_production_system_holds_the_vmm_its_guest_and_the_driver_domains_only() {
     let sys = sdf::parse(&production_text()).unwrap();
     let pds: BTreeSet<&str> = sys.pds.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(pds, BTreeSet::from(["vmm", "serial_driver", "blk_driver"]));
+    assert_eq!(
+        pds,
+        BTreeSet::from(["vmm", "driver_monitor", "serial_driver", "blk_driver"])
+    );
     let vms: Vec<&str> = sys
         .pds
         .iter()
@@ -202,7 +205,7 @@ fn only(text: &str) -> (String, Kind) {
     (v.subject, v.kind)
 }
 
-const BLK_PD: &str = r#"<protection_domain name="blk_driver" priority="240">"#;
+const BLK_PD: &str = r#"<protection_domain name="blk_driver" id="1" priority="240">"#;
 const BLK_DATA: &str = r#"<map mr="blk_data_vmm" vaddr="0x7000000" perms="r" />"#;
 
 #[test]
@@ -343,7 +346,7 @@ fn smc_on_a_driver_fails() {
     let t = edit(
         &production_text(),
         BLK_PD,
-        r#"<protection_domain name="blk_driver" priority="240" smc="true">"#,
+        r#"<protection_domain name="blk_driver" id="1" priority="240" smc="true">"#,
     );
     assert_eq!(only(&t), ("blk_driver".into(), Kind::Smc));
 }
@@ -443,14 +446,14 @@ fn a_physical_address_not_in_the_policy_fails() {
 
 #[test]
 fn a_parent_not_in_the_policy_fails() {
-    // blk_driver moved inside serial_driver (priority 250 > 240) as its child 0.
+    // blk_driver moved from the monitor into serial_driver (priority 250 > 240) as its child 0.
     let text = production_text();
     let start = text.find(BLK_PD).unwrap();
     let end =
         start + text[start..].find("</protection_domain>").unwrap() + "</protection_domain>".len();
     let blk = text[start..end].replace(
         BLK_PD,
-        r#"<protection_domain name="blk_driver" priority="240" id="0">"#,
+        r#"<protection_domain name="blk_driver" id="0" priority="240">"#,
     );
     let mut t = format!("{}{}", &text[..start], &text[end..]);
     t = edit(

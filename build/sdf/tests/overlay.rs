@@ -61,7 +61,7 @@ fn malformed_overlays_are_errors_with_their_line() {
         ),
         (
             "<system_overlay>\n<extend pd=\"nope\" /></system_overlay>",
-            "no top-level",
+            "no protection domain named",
         ),
         (
             "<system_overlay>\n<extend pd=\"p\" x=\"1\" /></system_overlay>",

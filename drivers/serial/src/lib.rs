@@ -48,6 +48,7 @@ use microkit_rt::{
 };
 use sddf_queue::{EnqueueError, QueueError, SerialConsumer, SerialProducer, SetupError};
 
+use core::sync::atomic::{AtomicU32, Ordering};
 pub use mem::QueueMem;
 pub use pl011::Uart;
 use pl011::{cr, dr, fr, int, lcr_h, reg};
@@ -217,6 +218,47 @@ pub struct Stats {
     pub own_dropped: u64,
     /// The driver's own lines not sent because they repeated the one before.
     pub own_repeated: u64,
+    /// This life of the driver (1 at boot, +1 per restart; 0 without its state page).
+    pub life: u32,
+    /// Bytes the previous life had read from the UART and not handed over when it died (at
+    /// most; counted from its state page).
+    pub rx_lost_in_crash: u32,
+    /// Fault injection: crash commands seen (host builds, which do not crash).
+    pub crashes_due: u64,
+}
+
+/// The command that crashes the driver with the `fault-injection` feature: a TX client writes
+/// it (the test guest, on its console).
+pub const CRASH_COMMAND: &[u8] = b"@@crash-serial-driver@@";
+
+/// Word indices in the driver's state page (`serial_driver_state`), which outlives restarts.
+pub mod state {
+    /// The driver's life: incremented at each start.
+    pub const LIFE: usize = 0;
+    /// Bytes read from the UART and not yet published to the RX queue.
+    pub const RX_IN_HAND: usize = 1;
+    /// Words used.
+    pub const WORDS: usize = 2;
+}
+
+/// Matches [`CRASH_COMMAND`] in a byte stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct CommandMatch(usize);
+
+impl CommandMatch {
+    /// Feeds one byte; true when the command is complete.
+    fn feed(&mut self, b: u8) -> bool {
+        if CRASH_COMMAND.get(self.0) == Some(&b) {
+            self.0 += 1;
+        } else {
+            self.0 = usize::from(CRASH_COMMAND.first() == Some(&b));
+        }
+        if self.0 == CRASH_COMMAND.len() {
+            self.0 = 0;
+            return true;
+        }
+        false
+    }
 }
 
 /// One own line being formatted: cut at [`OWN_LINE_MAX`] with room kept for the ending.
@@ -386,6 +428,10 @@ pub struct SerialDriver<'q, K: Kernel, U: Uart> {
     imsc: u32,
     stats: Stats,
     deferred: Option<DeferredAction>,
+    /// The state page's words, once given ([`SerialDriver::with_state`]).
+    state: Option<&'q [AtomicU32]>,
+    /// Fault injection: the crash command as it arrives.
+    command: CommandMatch,
 }
 
 fn attach_rx(m: QueueMem<'_>) -> Result<SerialProducer<'_>, DriverError> {
@@ -428,6 +474,8 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             imsc: 0,
             stats: Stats::default(),
             deferred: None,
+            state: None,
+            command: CommandMatch::default(),
         };
         d.configure();
         d.say(format_args!(
@@ -473,6 +521,59 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             }
         }
         d
+    }
+
+    /// Takes the driver's state page (`serial_driver_state`: [`state`] words), which outlives a
+    /// restart: starts the next life and says what the last one lost. Without it (`None`, or a
+    /// page too small: said), lives are not counted and nothing is remembered across them.
+    pub fn with_state(mut self, page: Option<&'q [AtomicU32]>) -> Self {
+        let Some(words) = page.filter(|w| w.len() >= state::WORDS) else {
+            if page.is_some() {
+                self.say(format_args!("serial_driver: state page too small"));
+            }
+            return self;
+        };
+        let life = words[state::LIFE].load(Ordering::Relaxed).wrapping_add(1);
+        words[state::LIFE].store(life, Ordering::Relaxed);
+        let lost = words[state::RX_IN_HAND].swap(0, Ordering::Relaxed);
+        self.stats.life = life;
+        self.stats.rx_lost_in_crash = lost;
+        if life > 1 {
+            self.say(format_args!(
+                "serial_driver: restarted (life {}): UART configured again, {} received bytes lost in the crash",
+                life, lost
+            ));
+        }
+        self.state = Some(words);
+        self
+    }
+
+    /// Records in the state page how many bytes read from the UART are not yet published.
+    fn in_hand(&self, n: u32) {
+        if let Some(w) = self.state {
+            w[state::RX_IN_HAND].store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Fault injection: a client wrote the crash command; its bytes so far are handed back
+    /// first, so the restarted driver does not read the command again.
+    #[cfg(all(
+        feature = "fault-injection",
+        target_arch = "aarch64",
+        target_os = "none"
+    ))]
+    fn crash_now(&mut self) {
+        microkit_rt::fault_injection::wild_load();
+    }
+
+    /// Host builds (and builds without the feature) count the command instead of crashing.
+    #[cfg(not(all(
+        feature = "fault-injection",
+        target_arch = "aarch64",
+        target_os = "none"
+    )))]
+    fn crash_now(&mut self) {
+        self.stats.crashes_due += 1;
     }
 
     fn configure(&mut self) {
@@ -739,6 +840,11 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                         turn.bytes += 1;
                         c.stats.bytes += 1;
                         self.stats.tx_bytes += 1;
+                        if cfg!(feature = "fault-injection") && self.command.feed(b) {
+                            tx.publish();
+                            self.crash_now();
+                            break 'turns;
+                        }
                         if b == b'\n' || turn.bytes >= TURN_MAX {
                             break;
                         }
@@ -805,11 +911,15 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
     /// fit); notifies the client once if bytes were added.
     fn service_rx(&mut self) -> Result<(), DriverError> {
         let mut result = self.attach_rx();
+        let mut read = 0u32;
         for _ in 0..RX_BURST {
             if self.uart.read32(reg::FR) & fr::RXFE != 0 {
                 break;
             }
+            // Counted before the read: a crash after it loses a byte the next life reports.
+            self.in_hand(read.saturating_add(1));
             let word = self.uart.read32(reg::DR);
+            read = read.saturating_add(1);
             if word & dr::ERRORS != 0 {
                 self.stats.rx_line_errors += 1;
             }
@@ -829,12 +939,17 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         }
         if let Slot::Attached(rx) = &mut self.rx {
             rx.publish();
-            if rx.take_notify() {
-                first(
-                    &mut result,
-                    self.k.notify(RX_CHANNEL).map_err(DriverError::Kernel),
-                );
-            }
+        }
+        if read > 0 {
+            self.in_hand(0);
+        }
+        if let Slot::Attached(rx) = &mut self.rx
+            && rx.take_notify()
+        {
+            first(
+                &mut result,
+                self.k.notify(RX_CHANNEL).map_err(DriverError::Kernel),
+            );
         }
         result
     }
@@ -952,7 +1067,15 @@ pub fn from_system<K: Kernel>(
         system::serial_rx_queue_vmm_region(),
         system::serial_rx_data_vmm_region(),
     );
-    let mut d = SerialDriver::new(k, uart, tx, rx);
+    let (state, state_err) =
+        match system::serial_driver_state_region().and_then(|r| r.into_atomic_words()) {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e)),
+        };
+    let mut d = SerialDriver::new(k, uart, tx, rx).with_state(state);
+    if let Some(e) = state_err {
+        d.say(format_args!("serial_driver: state page: {:?}", e));
+    }
     for (q, e) in unusable {
         d.say(format_args!("serial_driver: {}: {}", q, e));
     }

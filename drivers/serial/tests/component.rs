@@ -19,9 +19,10 @@ use sddf_queue::{SerialConsumer, SerialProducer, SignalRequest};
 use serial_driver::pl011::{cr, dr, int, lcr_h};
 use serial_driver::{
     DriverError, IRQ_CHANNEL, OWN_BUF, Queue, QueueMem, RX_CHANNEL, SerialDriver, TURN_MAX,
-    TX_CHANNEL, TxClient, TxClientDef, system,
+    TX_CHANNEL, TxClient, TxClientDef, state, system,
 };
 use std::sync::LazyLock;
+use std::sync::atomic::AtomicU32;
 use support::{FIFO_DEPTH, ModelUart};
 
 /// Word indices of `serial_queue_t`.
@@ -72,13 +73,20 @@ static TX_CLIENTS_CAP: LazyLock<Vec<usize>> = LazyLock::new(|| {
 });
 
 #[test]
-fn the_test_system_has_four_tx_clients_and_production_two() {
+fn the_test_system_has_five_tx_clients_and_production_three() {
     let names: Vec<&str> = TX_CLIENTS.iter().map(|d| d.name).collect();
     assert_eq!(
         names,
-        ["vmm", "selftest_ping", "selftest_pong", "blk_driver"]
+        [
+            "vmm",
+            "selftest_ping",
+            "selftest_pong",
+            "blk_driver",
+            "driver_monitor"
+        ]
     );
-    // This crate is generated from production system.xml: the vmm and blk_driver only.
+    // This crate is generated from production system.xml: the vmm, blk_driver and the
+    // driver monitor only.
     let prod: Vec<(&str, u64, &str, &str)> = serial_driver::tx_clients()
         .iter()
         .map(|d| (d.name, d.channel.index() as u64, d.queue_mr, d.data_mr))
@@ -92,6 +100,12 @@ fn the_test_system_has_four_tx_clients_and_production_two() {
                 5,
                 "serial_tx_queue_blk_driver",
                 "serial_tx_data_blk_driver"
+            ),
+            (
+                "driver_monitor",
+                6,
+                "serial_tx_queue_driver_monitor",
+                "serial_tx_data_driver_monitor"
             )
         ]
     );
@@ -178,6 +192,15 @@ impl Rig {
         uart: ModelUart,
         prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
     ) -> Rig {
+        Rig::with_uart_state(uart, None, prep)
+    }
+
+    /// As [`Rig::with_uart`], with the driver's state page (`serial_driver_state`).
+    fn with_uart_state(
+        uart: ModelUart,
+        page: Option<&'static [AtomicU32]>,
+        prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
+    ) -> Rig {
         let sim = sim();
         let mut clients = vec![];
         let mut producers = vec![];
@@ -199,7 +222,8 @@ impl Rig {
         } = producers.remove(0);
         let (drv_rx, rx_mem) = queue(&sim, "serial_rx_queue_vmm", "serial_rx_data_vmm");
         prep(&mut tx, &tx_mem);
-        let drv = SerialDriver::new(sim.kernel(), uart.clone(), clients, Some(drv_rx));
+        let drv =
+            SerialDriver::new(sim.kernel(), uart.clone(), clients, Some(drv_rx)).with_state(page);
         let rx = SerialConsumer::new(rx_mem.header, rx_mem.data, RX_CAPACITY as u32).unwrap();
         let mut el = sim.event_loop();
         el.start();
@@ -792,7 +816,7 @@ fn every_client_is_served_and_told_on_its_own_channel() {
     let wire = String::from_utf8(rig.client_wire()).unwrap();
     assert_eq!(
         wire,
-        "vmm: hi\nselftest_ping: hi\nselftest_pong: hi\nblk_driver: hi\n"
+        "vmm: hi\nselftest_ping: hi\nselftest_pong: hi\nblk_driver: hi\ndriver_monitor: hi\n"
     );
     for d in TX_CLIENTS.iter() {
         assert_eq!(rig.notifies(d.channel), 0, "nobody asked");
@@ -1013,7 +1037,10 @@ fn a_hostile_client_does_not_disturb_the_others() {
     ping.header[TAIL].store(tail.wrapping_add(0x10_0000), Ordering::Relaxed);
     rig.drain_all(7);
     let wire = rig.client_wire();
-    assert_eq!(wire, [line(0, 0), line(2, 0), line(3, 0)].concat());
+    assert_eq!(
+        wire,
+        [line(0, 0), line(2, 0), line(3, 0), line(4, 0)].concat()
+    );
     assert!(
         rig.said().contains(
             "Tx queue of selftest_ping corrupted by the client: queue indices out of range"
@@ -1040,7 +1067,7 @@ fn a_hostile_client_does_not_disturb_the_others() {
     rig.send_as(0, b"vmm\n");
     rig.drain_all(7);
     let wire = rig.client_wire();
-    let rest = &wire[3 * 40..];
+    let rest = &wire[4 * 40..];
     // ping's line stopped where the FIFO took it (its turn ended with the error); pong's and
     // the vmm's lines came whole, in turn order.
     let want = [&line(1, 0)[..32], &line(2, 1), b"vmm\n"].concat();
@@ -1749,4 +1776,60 @@ fn registers_are_read_and_written_through_the_mapped_region() {
     assert_eq!(none.read32(reg::FR), u32::MAX);
     none.write32(reg::DR, 1);
     assert!(!none.present());
+}
+
+/// The driver's state page, as the simulation maps it (shared by the lives of one test).
+fn state_page() -> &'static [AtomicU32] {
+    sim()
+        .region("serial_driver_state")
+        .expect("the serial driver maps its state page")
+        .into_atomic_words()
+        .unwrap()
+}
+
+#[test]
+fn a_restart_counts_its_life_and_reports_the_bytes_the_last_one_had_in_hand() {
+    let page = state_page();
+    let mut rig = Rig::with_uart_state(ModelUart::default(), Some(page), |_, _| {});
+    assert_eq!(rig.drv.stats().life, 1);
+    assert!(!rig.said().contains("restarted"), "{}", rig.said());
+    // Bytes read and handed over: nothing left in hand.
+    rig.uart.with(|u| {
+        u.receive(b"abc");
+        u.idle();
+    });
+    rig.settle();
+    assert_eq!(rig.read_rx(8), b"abc");
+    assert_eq!(page[state::RX_IN_HAND].load(Ordering::Relaxed), 0);
+    // The life dies with two bytes read and not published; the next one says so.
+    page[state::RX_IN_HAND].store(2, Ordering::Relaxed);
+    let mut rig = Rig::with_uart_state(ModelUart::default(), Some(page), |_, _| {});
+    assert_eq!(rig.drv.stats().life, 2);
+    assert_eq!(rig.drv.stats().rx_lost_in_crash, 2);
+    assert_eq!(page[state::RX_IN_HAND].load(Ordering::Relaxed), 0);
+    assert!(
+        rig.said().contains(
+            "serial_driver: restarted (life 2): UART configured again, 2 received bytes lost in the crash"
+        ),
+        "{}",
+        rig.said()
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn the_crash_command_hands_back_its_bytes_before_the_crash() {
+    let mut rig = Rig::new();
+    rig.send_as(0, b"x @@crash-serial-driver@@ y\n");
+    rig.drain_all(FIFO_DEPTH);
+    assert_eq!(rig.drv.stats().crashes_due, 1);
+    // Everything up to the command's last byte was handed back at the crash: a restarted
+    // driver starts after it.
+    let wire = String::from_utf8(rig.client_wire()).unwrap();
+    assert!(wire.starts_with("x @@crash-serial-driver@@"), "{wire}");
+    // A command split across writes is seen too; a near miss is not.
+    rig.send_as(0, b"@@crash-serial-");
+    rig.send_as(0, b"driver@@\n@@crash-serial-drivex@@\n");
+    rig.drain_all(FIFO_DEPTH);
+    assert_eq!(rig.drv.stats().crashes_due, 2);
 }
