@@ -52,7 +52,7 @@ TARGET          := aarch64-unknown-none
 # Protection domains: crate name = ELF name in system.xml's <program_image>. The production
 # system (system.xml) has PDS; the test system adds TEST_PDS (system-test.xml, an overlay that
 # sdf-compose splices into system.xml: one source for everything both share).
-PDS      := vmm serial-driver blk-driver
+PDS      := vmm serial-driver blk-driver driver-monitor
 TEST_PDS := selftest-ping selftest-pong
 # Which system `image` builds: production (system.xml, what a user boots) or test (the boot
 # tests'). Every PD of a test image is generated from the composed test system (SYSTEM_XML), in a
@@ -82,6 +82,10 @@ GUEST_INITRD ?=
 # Extra cargo features of the VMM (e.g. VMM_FEATURES=broken-handler) and of the test guest.
 VMM_FEATURES ?=
 GUEST_FEATURES ?=
+# Extra cargo features of the other PDs (e.g. blk-driver/fault-injection), and the environment
+# their build sees (e.g. BLK_CRASH_EVERY=15): test-qemu-restart's crashing drivers.
+PD_FEATURES ?=
+PD_ENV ?=
 # The system test-qemu boots: the test system (its expectations include the self-test PDs).
 BOOT_SYSTEM ?= test
 # Console expectations test-qemu asserts: build/expect/$(EXPECT).txt. EXPECT_EXIT: QEMU must
@@ -116,7 +120,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -197,9 +201,10 @@ check-guest-dtb: guest
 build: guest system-file check-guest-dtb
 	$(SYSTEM_ENV) MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
 	GUEST_IMAGE=$(abspath $(GUEST_IMAGE)) GUEST_DTB=$(abspath $(GUEST_DTB)) \
-	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) \
+	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) $(PD_ENV) \
 		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(SYSTEM_PDS)) \
-		$(if $(VMM_FEATURES),--features vmm/$(VMM_FEATURES))
+		$(if $(VMM_FEATURES),--features vmm/$(VMM_FEATURES)) \
+		$(if $(PD_FEATURES),--features "$(PD_FEATURES)")
 	@mkdir -p $(ELF_DIR)
 	@for pd in $(SYSTEM_PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
 	@echo "built $(words $(SYSTEM_PDS)) PD ELFs of the $(SYSTEM) system for $(MICROKIT_CONFIG) in $(ELF_DIR)"
@@ -242,6 +247,31 @@ test-qemu: check-sdk check-qemu
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
 		--timeout $(QEMU_TIMEOUT) --linger 2 $(if $(EXPECT_EXIT),--expect-exit) -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
 	if [ -n "$(DISK_CHECK)" ]; then $(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(DISK_IMAGE); fi
+
+# Driver restarts: the test system with drivers built with fault injection (their own target
+# dir and BUILD_DIR). The block driver crashes in its first life on the request that finds two
+# already on the device (the guest's batch of four: several in flight), then on every
+# BLK_CRASH_EVERY-th request of each later life; the test guest (feature serial-crash) writes
+# the serial driver's crash command first. driver_monitor restarts each; every block case must
+# pass, blk-disk-check must find every byte the plan wrote, and the console must come back
+# (build/expect/restart.txt). The restart time is the figure between the monitor's fault line
+# and the VMM's first response (timer ticks; 16 instructions each under -icount shift=0).
+RESTART_BUILD := $(BUILD_DIR)/restart
+RESTART_OUT   := $(RESTART_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+BLK_CRASH_EVERY ?= 15
+RESTART_IMAGE_ARGS = SYSTEM=test BUILD_DIR=$(RESTART_BUILD) PD_TARGET_DIR=target/pd-restart-$(MICROKIT_CONFIG) \
+	GUEST_FEATURES=serial-crash PD_FEATURES="blk-driver/fault-injection serial-driver/fault-injection" \
+	PD_ENV="BLK_CRASH_BUSY=2 BLK_CRASH_EVERY=$(BLK_CRASH_EVERY)"
+test-qemu-restart: check-sdk check-qemu
+	@rm -f $(RESTART_OUT)/disk.img && $(MAKE) --no-print-directory image $(RESTART_IMAGE_ARGS) && \
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/restart.txt --log $(RESTART_OUT)/qemu.log \
+		--timeout $(QEMU_TIMEOUT) --linger 2 --expect-exit -- \
+		$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
+		-device loader,file=$(RESTART_OUT)/loader.img,addr=0x70000000,cpu-num=0 \
+		-drive if=none,format=raw,file=$(RESTART_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
+		-global virtio-mmio.force-legacy=false -icount shift=0,sleep=off -serial stdio -monitor none && \
+	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(RESTART_OUT)/disk.img && \
+	build/bench/restart-time.sh $(RESTART_OUT)/qemu.log
 
 # Exit-cost benchmark: the bench build of the test guest measures round trips with the virtual
 # counter, under -icount (virtual time counts instructions, so the figures are deterministic),
@@ -459,7 +489,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -187,38 +187,49 @@ pub struct BlkDriver<'q, K: Kernel, R: Regs> {
 }
 
 /// Fault injection for the restart tests (feature `fault-injection`, off by default): the
-/// driver crashes (a wild load, a VM fault its monitor sees) when it takes the `after`-th
-/// request of its first life, and the `every`-th of each later life; 0 never. The requests
-/// before it in the same life may be on the device, so a crash leaves several in flight.
+/// driver crashes (a wild load, a VM fault its monitor sees) when it takes a request and
+///
+/// - in its first life, `busy` (non-zero) or more requests are already on the device, so the
+///   crash leaves several in flight (once: later lives see the same burst re-submitted);
+/// - in its first life, it is the `after`-th request;
+/// - in each later life, it is the `every`-th request.
+///
+/// 0 turns each off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CrashPlan {
     /// Request of the first life (generation 1) that crashes the driver.
     pub after: u64,
     /// Request of each later life that crashes it again.
     pub every: u64,
+    /// Requests on the device at which a request taken in the first life crashes it.
+    pub busy: u64,
 }
 
 impl CrashPlan {
-    /// The plan built in: `BLK_CRASH_AFTER` and `BLK_CRASH_EVERY` at build time, with the
-    /// `fault-injection` feature; never without it.
+    /// The plan built in: `BLK_CRASH_AFTER`, `BLK_CRASH_EVERY` and `BLK_CRASH_BUSY` at build
+    /// time, with the `fault-injection` feature; never without it.
     pub const BUILT_IN: CrashPlan = if cfg!(feature = "fault-injection") {
         CrashPlan {
             after: parse_u64(option_env!("BLK_CRASH_AFTER")),
             every: parse_u64(option_env!("BLK_CRASH_EVERY")),
+            busy: parse_u64(option_env!("BLK_CRASH_BUSY")),
         }
     } else {
-        CrashPlan { after: 0, every: 0 }
+        CrashPlan {
+            after: 0,
+            every: 0,
+            busy: 0,
+        }
     };
 
-    /// Whether taking request number `request` (from 1) of life `generation` crashes the
-    /// driver.
-    pub const fn due(&self, generation: u32, request: u64) -> bool {
-        let n = if generation <= 1 {
-            self.after
+    /// Whether taking request number `request` (from 1) of life `generation`, with
+    /// `on_device` requests on the device, crashes the driver.
+    pub const fn due(&self, generation: u32, request: u64, on_device: u64) -> bool {
+        if generation <= 1 {
+            (self.after != 0 && request == self.after) || (self.busy != 0 && on_device >= self.busy)
         } else {
-            self.every
-        };
-        n != 0 && request == n
+            self.every != 0 && request == self.every
+        }
     }
 }
 
@@ -604,7 +615,11 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 None => match q.req.dequeue() {
                     Ok(Some(r)) => {
                         self.stats.requests += 1;
-                        if self.crash.due(self.generation(), self.stats.requests) {
+                        let on_device = self.pending.iter().flatten().count() as u64;
+                        if self
+                            .crash
+                            .due(self.generation(), self.stats.requests, on_device)
+                        {
                             self.crash_now(&r);
                         }
                         r

@@ -1717,11 +1717,22 @@ fn a_restarted_driver_resets_the_device_and_serves_the_queues_the_client_reset()
 
 #[test]
 fn the_crash_plan_fires_at_its_request_of_each_life() {
-    let plan = CrashPlan { after: 3, every: 2 };
-    assert!(!plan.due(1, 2) && plan.due(1, 3) && !plan.due(1, 4));
-    assert!(!plan.due(2, 1) && plan.due(2, 2) && !plan.due(2, 3));
-    assert!(plan.due(9, 2));
-    assert!(!CrashPlan::default().due(1, 0) && !CrashPlan::default().due(2, 0));
+    let plan = CrashPlan {
+        after: 3,
+        every: 2,
+        busy: 0,
+    };
+    assert!(!plan.due(1, 2, 0) && plan.due(1, 3, 0) && !plan.due(1, 4, 0));
+    assert!(!plan.due(2, 1, 0) && plan.due(2, 2, 0) && !plan.due(2, 3, 0));
+    assert!(plan.due(9, 2, 5));
+    let busy = CrashPlan {
+        after: 0,
+        every: 0,
+        busy: 2,
+    };
+    assert!(!busy.due(1, 5, 1) && busy.due(1, 5, 2) && busy.due(1, 1, 3));
+    assert!(!busy.due(2, 5, 3), "the first life only");
+    assert!(!CrashPlan::default().due(1, 0, 9) && !CrashPlan::default().due(2, 0, 9));
     assert_eq!(blk_driver::parse_u64(Some("40")), 40);
     assert_eq!(blk_driver::parse_u64(Some("4x")), 0);
     assert_eq!(blk_driver::parse_u64(None), 0);

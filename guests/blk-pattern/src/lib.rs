@@ -51,6 +51,10 @@ pub struct Extent {
     /// Data segment lengths of the request, in order (they add up to `len`); empty: the driver
     /// splits the data as it likes.
     pub segments: &'static [u32],
+    /// Batch: consecutive extents with the same non-zero number are posted together and
+    /// notified once, so several requests are in flight at once (the restart test crashes the
+    /// block driver among them); 0: one request at a time.
+    pub batch: u8,
 }
 
 impl Extent {
@@ -71,12 +75,25 @@ const fn ext(name: &'static str, offset: u64, len: u64, seed: u32) -> Extent {
         len,
         seed,
         segments: &[],
+        batch: 0,
+    }
+}
+
+const fn batched(name: &'static str, offset: u64, len: u64, seed: u32, batch: u8) -> Extent {
+    Extent {
+        batch,
+        ..ext(name, offset, len, seed)
     }
 }
 
 /// The writes, in order. Offsets in the comments are unit-relative (`u` = 4096 bytes,
 /// `s` = 512 bytes).
 pub const EXTENTS: &[Extent] = &[
+    // Four requests in flight at once (one notify), on whole units of their own.
+    batched("batch-a", 0x38_0000, 0x4000, 0xb1, 1),
+    batched("batch-b", 0x38_8000, 0x4000, 0xb2, 1),
+    batched("batch-c", 0x39_0000, 0x4000, 0xb3, 1),
+    batched("batch-d", 0x39_8000, 0x4000, 0xb4, 1),
     // Two whole aligned units: no read-modify-write.
     ext("aligned-units", 0x1_0000, 0x2000, 0x11),
     // Four units with one seed, then a write from sector 3 of the first unit to sector 5 of the
@@ -105,6 +122,7 @@ pub const EXTENTS: &[Extent] = &[
         len: 0x2200,
         seed: 0x72,
         segments: &[0x200, 0x600, 0x1000, 0x800, 0x200],
+        batch: 0,
     },
     // The last two units, then the last three sectors of the disk.
     ext("end-neighbours", DISK_BYTES - 0x2000, 0x2000, 0x81),
@@ -173,6 +191,16 @@ pub const SENTINELS: &[Sentinel] = &[
     Sentinel {
         name: "after-multi",
         offset: 0x30_4000,
+        len: 0x1000,
+    },
+    Sentinel {
+        name: "between-batch",
+        offset: 0x38_4000,
+        len: 0x4000,
+    },
+    Sentinel {
+        name: "after-batch",
+        offset: 0x39_c000,
         len: 0x1000,
     },
     Sentinel {

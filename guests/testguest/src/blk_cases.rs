@@ -160,10 +160,21 @@ pub fn blk_get_id() -> CaseResult {
     })
 }
 
-/// Segments of an extent's request: its own (each in its own buffer, with gaps between) or the
+/// Most extents in one batch.
+const MAX_BATCH: usize = 4;
+/// Data-buffer bytes each extent of a batch has to itself.
+const BATCH_STRIDE: usize = 0x8000;
+
+/// Segments of an extent's request (its data from byte `at` of the data buffers on): its own (each in its own buffer, with gaps between) or the
 /// driver's split of one buffer. The pattern is written into the buffers on the way.
-fn extent_segments(b: &Blk, e: &Extent, out: &mut [Seg; MAX_DATA_SEGS]) -> Result<usize, Msg> {
+fn extent_segments(
+    b: &Blk,
+    e: &Extent,
+    at: usize,
+    out: &mut [Seg; MAX_DATA_SEGS],
+) -> Result<usize, Msg> {
     let data = vblk::data();
+    let data = data.sub(at, data.len() - at);
     let len = e.len as usize;
     if e.segments.is_empty() {
         data.fill_with(0, len, |i| {
@@ -200,24 +211,58 @@ fn extent_segments(b: &Blk, e: &Extent, out: &mut [Seg; MAX_DATA_SEGS]) -> Resul
     Ok(e.segments.len())
 }
 
-/// Every extent of the plan, in order, one OUT request each: status OK, used length 1.
+/// Every extent of the plan, in order, one OUT request each: status OK, used length 1. The
+/// extents of a batch are posted together (each in its own part of the data buffers) and
+/// notified once; their completions may come in any order.
 pub fn blk_write_patterns() -> CaseResult {
     with_blk(|b| {
-        for e in EXTENTS {
-            let mut segs = [Seg::out(0, 0); MAX_DATA_SEGS];
-            let n = extent_segments(b, e, &mut segs)?;
-            let d = b
-                .run(hostile::req::OUT, e.offset / SECTOR, &segs[..n])
-                .ctx(e.name)?;
+        let mut i = 0;
+        while let Some(first) = EXTENTS.get(i) {
+            let n = if first.batch == 0 {
+                1
+            } else {
+                EXTENTS[i..]
+                    .iter()
+                    .take_while(|e| e.batch == first.batch)
+                    .count()
+            };
+            let batch = &EXTENTS[i..i + n];
             ensure!(
-                d.status == hostile::status::OK && d.used_len == 1,
-                "{} ({:#x}+{:#x}): status {:#x}, used length {}, want 0 and 1",
-                e.name,
-                e.offset,
-                e.len,
-                d.status,
-                d.used_len
+                n <= MAX_BATCH,
+                "a batch of {} extents, at most {}",
+                n,
+                MAX_BATCH
             );
+            let mut heads = [0u16; MAX_BATCH];
+            for (k, e) in batch.iter().enumerate() {
+                let mut segs = [Seg::out(0, 0); MAX_DATA_SEGS];
+                let used = extent_segments(b, e, k * BATCH_STRIDE, &mut segs)?;
+                heads[k] = b
+                    .post(hostile::req::OUT, e.offset / SECTOR, &segs[..used])
+                    .ctx(e.name)?;
+            }
+            b.notify();
+            for _ in 0..n {
+                let d = b.wait().ctx(first.name)?;
+                let k = heads[..n].iter().position(|&h| h == d.head);
+                ensure!(
+                    k.is_some(),
+                    "{}: completion of head {}, not one of the batch's",
+                    first.name,
+                    d.head
+                );
+                let e = &batch[k.unwrap_or(0)];
+                ensure!(
+                    d.status == hostile::status::OK && d.used_len == 1,
+                    "{} ({:#x}+{:#x}): status {:#x}, used length {}, want 0 and 1",
+                    e.name,
+                    e.offset,
+                    e.len,
+                    d.status,
+                    d.used_len
+                );
+            }
+            i += n;
         }
         Ok(())
     })

@@ -135,6 +135,8 @@ extern "C" fn kmain(x0: u64, x1: u64, x2: u64, x3: u64, daif: u64, sctlr: u64) -
         kmain as *const () as usize,
         crate::arch::cntfrq()
     );
+    #[cfg(feature = "serial-crash")]
+    println!("testguest: crashing the serial driver: @@crash-serial-driver@@");
     #[cfg(not(feature = "bench"))]
     crate::cases::run_all();
     #[cfg(feature = "hvfault-probe")]
