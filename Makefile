@@ -231,7 +231,10 @@ check-sdk:
 	@if [ ! -d "$(MICROKIT_SDK)/board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)" ]; then \
 		echo "MICROKIT_SDK=$(MICROKIT_SDK) has no board/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)"; exit 1; fi
 
+# A PD its monitor restarts in place keeps no state in its image's writable memory beyond what
+# the Microkit tool patches (sdf::restartable): checked on every image.
 image: check-sdk build
+	@$(CARGO) run -q -p sdf --bin check-restartable -- --system $(SYSTEM_FILE) --elf-dir $(ELF_DIR)
 	@test -f $(DISK_IMAGE) || truncate -s $(DISK_SIZE) $(DISK_IMAGE)
 	$(MICROKIT_SDK)/bin/microkit $(SYSTEM_FILE) --search-path $(ELF_DIR) \
 		--board $(MICROKIT_BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)

@@ -12,6 +12,7 @@ pub mod overlay;
 pub mod parse;
 pub mod policy;
 pub mod policy_table;
+pub mod restartable;
 pub mod scope;
 pub mod sizes;
 
