@@ -194,7 +194,7 @@ pub fn check(sections: &[Section], symbols: &[Symbol], allowed: &[String]) -> Ve
     let mut problems = vec![];
     let mut ranges = vec![];
     for s in symbols {
-        if allowed.iter().any(|a| *a == s.name) {
+        if allowed.contains(&s.name) {
             ranges.push((s.addr, s.addr.saturating_add(s.size)));
         } else {
             problems.push(Problem::Symbol(s.clone()));
