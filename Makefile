@@ -120,7 +120,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -274,7 +274,7 @@ test-qemu-restart: check-sdk check-qemu
 		-drive if=none,format=raw,file=$(RESTART_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
 		-global virtio-mmio.force-legacy=false -icount shift=0,sleep=off -serial stdio -monitor none && \
 	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(RESTART_OUT)/disk.img && \
-	build/bench/restart-time.sh $(RESTART_OUT)/qemu.log
+	build/bench/restart-time.sh --icount $(RESTART_OUT)/qemu.log
 
 # Exit-cost benchmark: the bench build of the test guest measures round trips with the virtual
 # counter, under -icount (virtual time counts instructions, so the figures are deterministic),
@@ -377,6 +377,34 @@ test-linux: check-qemu linux-image
 	guests/linux/check-disk.sh $(LINUX_DISK) \
 		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
 		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+
+# The block driver crashing under Linux: the Linux image with a block driver built with fault
+# injection (writes only: its 4th write request, then the 3rd of its second life, no third
+# crash), in a build of its own. The runner writes a file of known md5 onto ext4 with dd while
+# the driver crashes twice (build/expect/linux-restart.txt); the host then checks the image:
+# e2fsck -fn clean, the file byte for byte. The restart times (timer ticks, wall clock: no
+# -icount here) follow from the console.
+LINUX_RESTART_BUILD := $(BUILD_DIR)/linux-restart
+LINUX_RESTART_OUT   := $(LINUX_RESTART_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+LINUX_RESTART_LINES := 400000
+test-linux-restart: check-qemu check-sdk linux-guest
+	@mkdir -p $(LINUX_RESTART_OUT) && cp $(LINUX_DIR)/disk.img $(LINUX_RESTART_OUT)/disk.img
+	@$(MAKE) --no-print-directory image BUILD_DIR=$(LINUX_RESTART_BUILD) \
+		PD_TARGET_DIR=target/pd-linux-restart-$(MICROKIT_CONFIG) GUEST_IMAGE=$(LINUX_DIR)/Image \
+		GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz GUEST_DTB=$(LINUX_DIR)/virt-shell.dtb \
+		DISK_IMAGE=$(LINUX_RESTART_OUT)/disk.img PD_FEATURES=blk-driver/fault-injection \
+		PD_ENV="BLK_CRASH_WRITES_ONLY=1 BLK_CRASH_AFTER=4 BLK_CRASH_EVERY=3 BLK_CRASH_LIVES=2"
+	sed "s/@SRC_MD5@/$$(seq 1 $(LINUX_RESTART_LINES) | md5sum | cut -d' ' -f1)/" build/expect/linux-restart.txt \
+		> $(LINUX_RESTART_BUILD)/linux-restart.txt
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect $(LINUX_RESTART_BUILD)/linux-restart.txt \
+		--log $(LINUX_RESTART_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 --expect-exit -- \
+		$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
+		-device loader,file=$(LINUX_RESTART_OUT)/loader.img,addr=0x70000000,cpu-num=0 \
+		-drive if=none,format=raw,file=$(LINUX_RESTART_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
+		-global virtio-mmio.force-legacy=false -serial stdio -monitor none
+	guests/linux/check-disk.sh $(LINUX_RESTART_OUT)/disk.img \
+		/big.txt $$(seq 1 $(LINUX_RESTART_LINES) | md5sum | cut -d' ' -f1)
+	build/bench/restart-time.sh $(LINUX_RESTART_BUILD)/qemu.log
 
 # The idle Linux guest's cost: QEMU's host CPU time and the VMM's exits while the shell sleeps
 # IDLE_S seconds (30), against the same kernel natively (build/bench/linux-idle.sh); table in
@@ -492,7 +520,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -184,6 +184,8 @@ pub struct BlkDriver<'q, K: Kernel, R: Regs> {
     life: Option<DriverLife<'q>>,
     /// Fault injection: the request of this life at which the driver crashes.
     crash: CrashPlan,
+    /// Fault injection: requests of this life the plan counted.
+    crash_counted: u64,
 }
 
 /// Fault injection for the restart tests (feature `fault-injection`, off by default): the
@@ -192,9 +194,9 @@ pub struct BlkDriver<'q, K: Kernel, R: Regs> {
 /// - in its first life, `busy` (non-zero) or more requests are already on the device, so the
 ///   crash leaves several in flight (once: later lives see the same burst re-submitted);
 /// - in its first life, it is the `after`-th request;
-/// - in each later life, it is the `every`-th request.
+/// - in each later life up to life `lives` (0: every life), it is the `every`-th request.
 ///
-/// 0 turns each off.
+/// With `writes_only`, only write requests count and crash. 0 turns each trigger off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CrashPlan {
     /// Request of the first life (generation 1) that crashes the driver.
@@ -203,6 +205,10 @@ pub struct CrashPlan {
     pub every: u64,
     /// Requests on the device at which a request taken in the first life crashes it.
     pub busy: u64,
+    /// The last life that may crash (0: no limit).
+    pub lives: u64,
+    /// Count (and crash on) write requests only.
+    pub writes_only: bool,
 }
 
 impl CrashPlan {
@@ -213,19 +219,30 @@ impl CrashPlan {
             after: parse_u64(option_env!("BLK_CRASH_AFTER")),
             every: parse_u64(option_env!("BLK_CRASH_EVERY")),
             busy: parse_u64(option_env!("BLK_CRASH_BUSY")),
+            lives: parse_u64(option_env!("BLK_CRASH_LIVES")),
+            writes_only: parse_u64(option_env!("BLK_CRASH_WRITES_ONLY")) != 0,
         }
     } else {
         CrashPlan {
             after: 0,
             every: 0,
             busy: 0,
+            lives: 0,
+            writes_only: false,
         }
     };
+
+    /// Whether request `r` counts towards the plan.
+    pub fn counts(&self, r: &BlkReq) -> bool {
+        !self.writes_only || r.code == BlkReqCode::WRITE
+    }
 
     /// Whether taking request number `request` (from 1) of life `generation`, with
     /// `on_device` requests on the device, crashes the driver.
     pub const fn due(&self, generation: u32, request: u64, on_device: u64) -> bool {
-        if generation <= 1 {
+        if self.lives != 0 && generation as u64 > self.lives {
+            false
+        } else if generation <= 1 {
             (self.after != 0 && request == self.after) || (self.busy != 0 && on_device >= self.busy)
         } else {
             self.every != 0 && request == self.every
@@ -339,6 +356,7 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             deferred: None,
             life: None,
             crash: CrashPlan::BUILT_IN,
+            crash_counted: 0,
         };
         match info {
             Some(Ok(w)) => {
@@ -615,12 +633,15 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
                 None => match q.req.dequeue() {
                     Ok(Some(r)) => {
                         self.stats.requests += 1;
-                        let on_device = self.pending.iter().flatten().count() as u64;
-                        if self
-                            .crash
-                            .due(self.generation(), self.stats.requests, on_device)
-                        {
-                            self.crash_now(&r);
+                        if self.crash.counts(&r) {
+                            self.crash_counted += 1;
+                            let on_device = self.pending.iter().flatten().count() as u64;
+                            if self
+                                .crash
+                                .due(self.generation(), self.crash_counted, on_device)
+                            {
+                                self.crash_now(&r);
+                            }
                         }
                         r
                     }
@@ -659,7 +680,7 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             self.console,
             self.k,
             "blk_driver: fault injection: crashing at request {} (id {}), {} on the device",
-            self.stats.requests,
+            self.crash_counted,
             r.id,
             self.pending.iter().flatten().count()
         );

@@ -1720,19 +1720,39 @@ fn the_crash_plan_fires_at_its_request_of_each_life() {
     let plan = CrashPlan {
         after: 3,
         every: 2,
-        busy: 0,
+        ..CrashPlan::default()
     };
     assert!(!plan.due(1, 2, 0) && plan.due(1, 3, 0) && !plan.due(1, 4, 0));
     assert!(!plan.due(2, 1, 0) && plan.due(2, 2, 0) && !plan.due(2, 3, 0));
     assert!(plan.due(9, 2, 5));
     let busy = CrashPlan {
-        after: 0,
-        every: 0,
         busy: 2,
+        ..CrashPlan::default()
     };
     assert!(!busy.due(1, 5, 1) && busy.due(1, 5, 2) && busy.due(1, 1, 3));
     assert!(!busy.due(2, 5, 3), "the first life only");
     assert!(!CrashPlan::default().due(1, 0, 9) && !CrashPlan::default().due(2, 0, 9));
+    // At most two lives crash.
+    let two = CrashPlan {
+        after: 1,
+        every: 1,
+        lives: 2,
+        ..CrashPlan::default()
+    };
+    assert!(two.due(1, 1, 0) && two.due(2, 1, 0) && !two.due(3, 1, 0));
+    // Writes only: reads neither count nor crash.
+    let writes = CrashPlan {
+        after: 2,
+        writes_only: true,
+        ..CrashPlan::default()
+    };
+    assert!(!writes.counts(&read(0, 1, 1, 0)) && writes.counts(&write(0, 1, 1, 0)));
+    let mut rig = Rig::new();
+    rig.drv.set_crash_plan(writes);
+    rig.io(&[read(0, 1, 1, 1), read(0, 1, 1, 2), write(0, 1, 1, 3)]);
+    assert_eq!(rig.drv.stats().crashes_due, 0, "one write so far");
+    rig.io(&[read(0, 1, 1, 4), write(0, 1, 1, 5)]);
+    assert_eq!(rig.drv.stats().crashes_due, 1, "the second write");
     assert_eq!(blk_driver::parse_u64(Some("40")), 40);
     assert_eq!(blk_driver::parse_u64(Some("4x")), 0);
     assert_eq!(blk_driver::parse_u64(None), 0);
