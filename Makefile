@@ -447,6 +447,11 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=$(PD_TARGET_DIR) \
 		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS) $(TEST_PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
+	# The drivers with fault injection (test-qemu-restart's build), host and target.
+	$(CARGO) clippy -p serial-driver -p blk-driver --all-targets --features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
+	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-restart-$(MICROKIT_CONFIG) \
+		$(CARGO) clippy --release --target $(TARGET) -p serial-driver -p blk-driver \
+		--features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
 
 host-test:
 	$(CARGO) test --workspace
