@@ -52,7 +52,6 @@ pub const fn next_generation(g: u32) -> u32 {
 /// The driver's side of the handshake.
 #[derive(Debug)]
 pub struct DriverLife<'a> {
-    generation: &'a AtomicU32,
     ack: &'a AtomicU32,
     mine: u32,
 }
@@ -64,11 +63,7 @@ impl<'a> DriverLife<'a> {
         let (generation, ack) = words(region)?;
         let mine = next_generation(generation.load(Ordering::Relaxed));
         generation.store(mine, Ordering::Release);
-        Ok(Self {
-            generation,
-            ack,
-            mine,
-        })
+        Ok(Self { ack, mine })
     }
 
     /// This life's generation.
@@ -80,11 +75,6 @@ impl<'a> DriverLife<'a> {
     /// filled are visible once this is true).
     pub fn acknowledged(&self) -> bool {
         self.ack.load(Ordering::Acquire) == self.mine
-    }
-
-    /// Stores this life's generation again (a client that saw a stray value re-reads it).
-    pub fn republish(&self) {
-        self.generation.store(self.mine, Ordering::Release);
     }
 }
 

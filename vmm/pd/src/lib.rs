@@ -901,6 +901,14 @@ impl<K: Kernel + Clone> Vmm<K> {
                 t.needs_reset,
                 t.resets
             );
+            if g.blk_restarts > 0 {
+                say!(
+                    self,
+                    "vmm: blk_driver restarts={} requests re-submitted={}",
+                    g.blk_restarts,
+                    b.resubmitted
+                );
+            }
             let bt = g.blk_time;
             let per = |x: u64| x.checked_div(b.requests).unwrap_or(0);
             say!(
