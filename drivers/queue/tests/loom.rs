@@ -256,3 +256,51 @@ fn blk_plug_no_lost_wakeup() {
         }
     });
 }
+
+/// The restart handshake (`sddf_queue::restart`): a restarted driver announces its generation
+/// and waits; the client resets both queues, queues again the request the dead driver had
+/// taken, and acknowledges. Once the driver sees the acknowledgement, it attaches and finds
+/// exactly that request, whole: the acknowledgement's Release/Acquire covers the client's
+/// index and entry writes (a Relaxed acknowledgement lets the driver read a stale tail or
+/// entry here).
+#[test]
+fn restart_handshake() {
+    use sddf_queue::layout::{BlkReq, BlkReqCode};
+    use sddf_queue::restart::{ACK_OFFSET, ClientSync, DriverLife};
+    model(15, || {
+        const CAP: u32 = 2;
+        let req = words(req_region_size(CAP) / 4, &[]);
+        let info = words(ACK_OFFSET / 4 + 1, &[]);
+        // Life 1: acknowledged; the client queued request 7; the driver took it and died.
+        let mut client = ClientSync::new(info).unwrap();
+        let first = DriverLife::begin(info).unwrap();
+        client.acknowledge(first.generation());
+        let mut p = BlkReqProducer::new(req, CAP).unwrap();
+        let lost = BlkReq::new(BlkReqCode::WRITE, 0x2000, 5, 1, 7);
+        p.enqueue(&lost).unwrap();
+        let mut old = BlkReqConsumer::new(req, CAP).unwrap();
+        assert_eq!(old.dequeue().unwrap(), Some(lost));
+        // Life 2.
+        let driver = thread::spawn(move || {
+            let life = DriverLife::begin(info).unwrap();
+            assert_eq!(life.generation(), 2);
+            while !life.acknowledged() {
+                thread::yield_now();
+            }
+            let mut c = BlkReqConsumer::new(req, CAP).unwrap();
+            assert_eq!(c.dequeue().unwrap(), Some(lost));
+            assert_eq!(c.dequeue().unwrap(), None);
+        });
+        let g = loop {
+            match client.pending() {
+                Some(g) => break g,
+                None => thread::yield_now(),
+            }
+        };
+        assert_eq!(g, 2);
+        let mut p = BlkReqProducer::reset(req, CAP).unwrap();
+        p.enqueue(&lost).unwrap();
+        client.acknowledge(g);
+        driver.join().unwrap();
+    });
+}
