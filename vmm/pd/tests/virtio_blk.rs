@@ -821,3 +821,114 @@ fn a_driver_dying_again_before_the_acknowledgement_is_resynchronised_again() {
     assert!(text.contains("restarted (generation 3)"), "{text}");
     assert!(text.contains("restarted (generation 4)"), "{text}");
 }
+
+/// What the driver side does next in [`random_crashes_never_lose_or_repeat_a_request`].
+#[derive(Debug, Clone, Copy)]
+enum DriverStep {
+    /// Take the next queued request.
+    Take,
+    /// The device does the `n`-th request taken (mod the number taken).
+    Perform(usize),
+    /// Publish the response of the `n`-th request done.
+    Answer(usize),
+    /// Notify the VMM.
+    Notify,
+    /// Die wherever it is; the monitor restarts it; the new life announces itself.
+    Crash,
+}
+
+fn driver_step() -> impl proptest::strategy::Strategy<Value = DriverStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => Just(DriverStep::Take),
+        2 => (0..4usize).prop_map(DriverStep::Perform),
+        2 => (0..4usize).prop_map(DriverStep::Answer),
+        2 => Just(DriverStep::Notify),
+        1 => Just(DriverStep::Crash),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Up to four writes in flight while the driver takes, performs, answers and crashes in any
+    /// order: afterwards every guest request has completed exactly once, OK, its bytes are on
+    /// the disk, and the VMM waits for nothing.
+    #[test]
+    fn random_crashes_never_lose_or_repeat_a_request(
+        n in 1..=4u16,
+        steps in proptest::collection::vec(driver_step(), 0..40),
+    ) {
+        let mut r = rig_with_lives();
+        let pattern = |i: u16| -> Vec<u8> {
+            (0..UNIT).map(|b| (b as u16 ^ (i * 37 + 11)) as u8).collect()
+        };
+        // n writes of one unit each, units 8, 10, 12, 14, in one notify.
+        for i in 0..n {
+            let d = 3 * i;
+            let mut hdr = [0u8; 16];
+            hdr[0..4].copy_from_slice(&1u32.to_le_bytes());
+            hdr[8..16].copy_from_slice(&((8 + 2 * u64::from(i)) * 8).to_le_bytes());
+            let hdr_at = HDR + 16 * u64::from(i);
+            r.put(hdr_at, &hdr);
+            r.put(STATUS + u64::from(i), &[0xff]);
+            let data = DATA + UNIT as u64 * u64::from(i);
+            r.put(data, &pattern(i));
+            r.desc(d, hdr_at, 16, 1, d + 1);
+            r.desc(d + 1, data, UNIT as u32, 1, d + 2);
+            r.desc(d + 2, STATUS + u64::from(i), 1, 2, 0);
+            r.put(AVAIL + 4 + 2 * u64::from(i), &d.to_le_bytes());
+        }
+        r.avail_idx = n;
+        r.put(AVAIL + 2, &n.to_le_bytes());
+        r.w32(0x50, 0);
+        let (mut taken, mut done): (Vec<BlkReq>, Vec<BlkReq>) = (vec![], vec![]);
+        for s in steps {
+            match s {
+                DriverStep::Take => taken.extend(r.drv.take()),
+                DriverStep::Perform(k) if !taken.is_empty() => {
+                    let q = taken.remove(k % taken.len());
+                    r.drv.perform(&q);
+                    done.push(q);
+                }
+                DriverStep::Answer(k) if !done.is_empty() => {
+                    let q = done.remove(k % done.len());
+                    r.drv.answer(&q, BlkRespStatus::OK);
+                }
+                DriverStep::Notify => {
+                    r.notify_vmm();
+                }
+                DriverStep::Crash => {
+                    taken.clear();
+                    done.clear();
+                    r.drv.restart();
+                    r.notify_vmm();
+                    r.drv.attach();
+                }
+                DriverStep::Perform(_) | DriverStep::Answer(_) => {}
+            }
+        }
+        // The driver then works honestly until the guest has everything.
+        for q in taken.drain(..).chain(done.drain(..)) {
+            r.drv.perform(&q);
+            r.drv.answer(&q, BlkRespStatus::OK);
+        }
+        for _ in 0..16 {
+            if r.used_idx() == n {
+                break;
+            }
+            r.drv.serve();
+            r.notify_vmm();
+        }
+        proptest::prop_assert_eq!(r.used_idx(), n, "every request completed once");
+        for i in 0..n {
+            proptest::prop_assert_eq!(r.get(STATUS + u64::from(i), 1), vec![0u8]);
+            let unit = 8 + 2 * usize::from(i);
+            proptest::prop_assert_eq!(&r.drv.disk[unit * UNIT..(unit + 1) * UNIT], &pattern(i)[..]);
+        }
+        proptest::prop_assert_eq!(r.drv.serve(), 0, "nothing left queued");
+        r.notify_vmm();
+        proptest::prop_assert_eq!(r.used_idx(), n, "no completion twice");
+        proptest::prop_assert_eq!(r.h.vmm.blk_in_flight(), Some(0));
+        proptest::prop_assert!(r.h.sim.violations().is_empty());
+    }
+}
