@@ -459,6 +459,20 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         tx: impl IntoIterator<Item = TxClient<'q>>,
         rx: Option<QueueMem<'q>>,
     ) -> Self {
+        Self::with_state(k, uart, tx, rx, None)
+    }
+
+    /// As [`SerialDriver::new`], with the driver's state page (`serial_driver_state`: [`state`]
+    /// words), which outlives a restart: the driver starts its next life and, restarted, first
+    /// ends whatever line the UART shows unfinished and says what the last life lost. Without
+    /// it (`None`, or a page too small: said), lives are not counted.
+    pub fn with_state(
+        k: K,
+        uart: U,
+        tx: impl IntoIterator<Item = TxClient<'q>>,
+        rx: Option<QueueMem<'q>>,
+        page: Option<&'q [AtomicU32]>,
+    ) -> Self {
         let mut d = SerialDriver {
             k,
             uart,
@@ -477,6 +491,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             state: None,
             command: CommandMatch::default(),
         };
+        d.begin_life(page);
         d.configure();
         d.say(format_args!(
             "serial_driver: PL011 configured (8N1, FIFOs, RX interrupts)"
@@ -523,15 +538,13 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         d
     }
 
-    /// Takes the driver's state page (`serial_driver_state`: [`state`] words), which outlives a
-    /// restart: starts the next life and says what the last one lost. Without it (`None`, or a
-    /// page too small: said), lives are not counted and nothing is remembered across them.
-    pub fn with_state(mut self, page: Option<&'q [AtomicU32]>) -> Self {
+    /// Starts this life in the state page (see [`SerialDriver::with_state`]).
+    fn begin_life(&mut self, page: Option<&'q [AtomicU32]>) {
         let Some(words) = page.filter(|w| w.len() >= state::WORDS) else {
             if page.is_some() {
                 self.say(format_args!("serial_driver: state page too small"));
             }
-            return self;
+            return;
         };
         let life = words[state::LIFE].load(Ordering::Relaxed).wrapping_add(1);
         words[state::LIFE].store(life, Ordering::Relaxed);
@@ -539,13 +552,14 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         self.stats.life = life;
         self.stats.rx_lost_in_crash = lost;
         if life > 1 {
+            // The last life may have died in the middle of a client's line.
+            self.buffer_own(b"\n");
             self.say(format_args!(
-                "serial_driver: restarted (life {}): UART configured again, {} received bytes lost in the crash",
+                "serial_driver: restarted (life {}), {} received bytes lost in the crash",
                 life, lost
             ));
         }
         self.state = Some(words);
-        self
     }
 
     /// Records in the state page how many bytes read from the UART are not yet published.
@@ -1072,7 +1086,7 @@ pub fn from_system<K: Kernel>(
             Ok(w) => (Some(w), None),
             Err(e) => (None, Some(e)),
         };
-    let mut d = SerialDriver::new(k, uart, tx, rx).with_state(state);
+    let mut d = SerialDriver::with_state(k, uart, tx, rx, state);
     if let Some(e) = state_err {
         d.say(format_args!("serial_driver: state page: {:?}", e));
     }

@@ -222,8 +222,7 @@ impl Rig {
         } = producers.remove(0);
         let (drv_rx, rx_mem) = queue(&sim, "serial_rx_queue_vmm", "serial_rx_data_vmm");
         prep(&mut tx, &tx_mem);
-        let drv =
-            SerialDriver::new(sim.kernel(), uart.clone(), clients, Some(drv_rx)).with_state(page);
+        let drv = SerialDriver::with_state(sim.kernel(), uart.clone(), clients, Some(drv_rx), page);
         let rx = SerialConsumer::new(rx_mem.header, rx_mem.data, RX_CAPACITY as u32).unwrap();
         let mut el = sim.event_loop();
         el.start();
@@ -1808,11 +1807,17 @@ fn a_restart_counts_its_life_and_reports_the_bytes_the_last_one_had_in_hand() {
     assert_eq!(rig.drv.stats().rx_lost_in_crash, 2);
     assert_eq!(page[state::RX_IN_HAND].load(Ordering::Relaxed), 0);
     assert!(
-        rig.said().contains(
-            "serial_driver: restarted (life 2): UART configured again, 2 received bytes lost in the crash"
-        ),
+        rig.said()
+            .contains("serial_driver: restarted (life 2), 2 received bytes lost in the crash"),
         "{}",
         rig.said()
+    );
+    // A restarted driver first ends the line the last life may have left open.
+    assert!(
+        rig.wire_text()
+            .starts_with("\nserial_driver: restarted (life 2)"),
+        "{:?}",
+        rig.wire_text()
     );
 }
 
