@@ -382,8 +382,8 @@ test-linux: check-qemu linux-image
 # injection (writes only: its 4th write request, then the 3rd of its second life, no third
 # crash), in a build of its own. The runner writes a file of known md5 onto ext4 with dd while
 # the driver crashes twice (build/expect/linux-restart.txt); the host then checks the image:
-# e2fsck -fn clean, the file byte for byte. The restart times (timer ticks, wall clock: no
-# -icount here) follow from the console.
+# e2fsck -fn clean, the file byte for byte. Under -icount shift=0,sleep=off, so the restart
+# times that follow from the console are instructions (an idle wait for host I/O is skipped).
 LINUX_RESTART_BUILD := $(BUILD_DIR)/linux-restart
 LINUX_RESTART_OUT   := $(LINUX_RESTART_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
 LINUX_RESTART_LINES := 400000
@@ -401,10 +401,10 @@ test-linux-restart: check-qemu check-sdk linux-guest
 		$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
 		-device loader,file=$(LINUX_RESTART_OUT)/loader.img,addr=0x70000000,cpu-num=0 \
 		-drive if=none,format=raw,file=$(LINUX_RESTART_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
-		-global virtio-mmio.force-legacy=false -serial stdio -monitor none
+		-global virtio-mmio.force-legacy=false -icount shift=0,sleep=off -serial stdio -monitor none
 	guests/linux/check-disk.sh $(LINUX_RESTART_OUT)/disk.img \
 		/big.txt $$(seq 1 $(LINUX_RESTART_LINES) | md5sum | cut -d' ' -f1)
-	build/bench/restart-time.sh $(LINUX_RESTART_BUILD)/qemu.log
+	build/bench/restart-time.sh --icount $(LINUX_RESTART_BUILD)/qemu.log
 
 # The idle Linux guest's cost: QEMU's host CPU time and the VMM's exits while the shell sleeps
 # IDLE_S seconds (30), against the same kernel natively (build/bench/linux-idle.sh); table in
