@@ -165,8 +165,9 @@ const MAX_BATCH: usize = 4;
 /// Data-buffer bytes each extent of a batch has to itself.
 const BATCH_STRIDE: usize = 0x8000;
 
-/// Segments of an extent's request (its data from byte `at` of the data buffers on): its own (each in its own buffer, with gaps between) or the
-/// driver's split of one buffer. The pattern is written into the buffers on the way.
+/// Segments of an extent's request, its data from byte `at` of the data buffers on: its own
+/// (each in its own buffer, with gaps between) or the driver's split of one buffer. The pattern
+/// is written into the buffers on the way.
 fn extent_segments(
     b: &Blk,
     e: &Extent,
