@@ -492,7 +492,7 @@ fuzz-cmin:
 # mutant), the score table in build/mutants/SCORES.md with each crate's wall time. Too slow for
 # make test (see SCORES.md for the times); MUTANTS_CRATES=<crate> re-measures one crate.
 MUTANTS_JOBS   ?= 1
-MUTANTS_CRATES ?= sddf-queue serial-driver blk-driver vmm-devices vmm-core
+MUTANTS_CRATES ?= sddf-queue serial-driver blk-driver driver-monitor vmm-devices vmm-core
 MUTANTS_ARGS   ?=
 mutants:
 	@$(CARGO) mutants --version >/dev/null 2>&1 || { echo "mutants: needs cargo-mutants: cargo install cargo-mutants --locked"; exit 1; }

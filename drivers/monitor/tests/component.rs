@@ -320,3 +320,27 @@ fn a_fault_from_a_child_it_does_not_watch_is_reported_not_acted_on() {
             .any(|i| matches!(i, Invocation::ChildWriteRegisters { .. }))
     );
 }
+
+#[test]
+fn the_event_loops_reports_go_to_the_monitors_own_queue() {
+    let mut r = rig();
+    r.sim.take_log();
+    // A fault badge naming a child system.xml does not give the monitor (a bad kernel).
+    r.sim.raw_event(
+        1 << microkit_rt::abi::badge::FAULT_BIT | 5,
+        MessageInfo::new(fault_label::VM_FAULT, 4),
+        &vm_fault(0x21_0000, 0x8),
+    );
+    r.el.step(&mut r.mon);
+    assert!(
+        r.text()
+            .contains("driver_monitor: fault handler failed: fault from unknown child 5"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.sim.console(), "", "not on the kernel's debug console");
+    assert!(!r.sim.take_log().iter().any(|i| matches!(
+        i,
+        Invocation::ChildWriteRegisters { .. } | Invocation::Reply { .. }
+    )));
+}
