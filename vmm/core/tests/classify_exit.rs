@@ -325,6 +325,35 @@ fn read_fault_on_a_write_range_is_a_hypervisor_fault() {
     assert_eq!(r.class, TrapClass::HypervisorFault);
 }
 
+/// The line the VMM prints when it stops a VM: the reason, then each part it knows.
+#[test]
+fn a_diagnostic_prints_the_reason_and_what_is_known() {
+    let mut w = World::new();
+    let ExitAction::Stop(d) = w
+        .run(6, &vmfault(WP, dabt(3, false, 1, true, false)))
+        .action
+    else {
+        panic!("a read of a write-protected range stops the VM")
+    };
+    let (fault, syndrome, handler) = (d.fault.unwrap(), d.syndrome.unwrap(), d.handler.unwrap());
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "hypervisor fault: ReadFaultOnWriteRange; fault {fault:?}; syndrome {syndrome:?}; \
+             handler {handler:?}"
+        )
+    );
+    assert!(d.to_string().contains("; fault VmFault {"));
+    // A message that does not decode: the reason alone.
+    let ExitAction::Stop(d) = w.run(99, &[]).action else {
+        panic!("an unknown label stops the VM")
+    };
+    assert_eq!(
+        d.to_string(),
+        "hypervisor fault: BadFaultMessage(UnknownLabel(99))"
+    );
+}
+
 #[test]
 fn unbacked_access_is_a_synchronous_external_abort_with_far() {
     let mut w = World::new();

@@ -345,6 +345,37 @@ fn explicit_placements() {
     assert_eq!(l.kernel.start(), GuestPhysAddr(0x4028_0000));
 }
 
+/// The initrd window is 1 GiB-aligned: its base is the kernel's or the initrd's start rounded down
+/// to 1 GiB (not merely that start), and it spans less than 32 GiB, to the initrd's last byte.
+#[test]
+fn the_initrd_window_starts_at_a_1g_boundary() {
+    const GIB: u64 = 1 << 30;
+    let h = parse_image(&image(0, 0x1000, 0, 64)).unwrap();
+    // The kernel at 0x8020_0000, 2 MiB above the 1 GiB boundary 0x8000_0000.
+    let r = ram(0x8020_0000, 40 * GIB);
+    let with_initrd_at = |a: u64| {
+        let req = LayoutRequest {
+            dtb: Place::Auto,
+            initrd: Place::At(GuestPhysAddr(a)),
+        };
+        plan(r, &h, 0x100, Some(0x1000), req)
+    };
+    let lo = 0x8000_0000;
+    // Last byte at lo + 32 GiB - 1: inside the window.
+    let l = with_initrd_at(lo + 32 * GIB - 0x1000).unwrap();
+    assert_eq!(l.kernel.start(), GuestPhysAddr(0x8020_0000));
+    assert_eq!(l.initrd.unwrap().last(), GuestPhysAddr(lo + 32 * GIB - 1));
+    // One byte further: 32 GiB from the boundary, though less from the kernel itself.
+    assert_eq!(
+        with_initrd_at(lo + 32 * GIB - 0xfff),
+        Err(LayoutError::InitrdWindow)
+    );
+    assert_eq!(
+        with_initrd_at(lo + 32 * GIB),
+        Err(LayoutError::InitrdWindow)
+    );
+}
+
 /// Reference model of automatic placement (both `Auto`): kernel at the first 2 MiB boundary of
 /// RAM plus text_offset, DTB at the next 2 MiB boundary after the kernel, initrd 4 KiB-aligned
 /// right after the kernel if it fits below the DTB, else 4 KiB-aligned after the DTB; `None` when
