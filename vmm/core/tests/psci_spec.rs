@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
-use vmm_core::psci::{PowerState, Psci, PsciAction, fid};
+use vmm_core::psci::{PowerState, Psci, PsciAction, fid, ret, ret_x0};
 
 const NOT_SUPPORTED: u64 = u64::MAX; // -1
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
@@ -128,6 +128,30 @@ fn spec_table() {
             "fid {f:#x} args {x1:#x} {x2:#x} {x3:#x}"
         );
     }
+}
+
+/// The return codes are DEN0022's table "Return error codes" (section 5.2.2), and x0 carries them
+/// sign-extended (the PD and its tests use the constants, so a wrong one would go unnoticed
+/// there, DISABLED, DENIED and NOT_PRESENT above all, which no call returns yet).
+#[test]
+fn return_codes_are_den0022s() {
+    let table = [
+        (ret::SUCCESS, 0),
+        (ret::NOT_SUPPORTED, -1),
+        (ret::INVALID_PARAMETERS, -2),
+        (ret::DENIED, -3),
+        (ret::ALREADY_ON, -4),
+        (ret::ON_PENDING, -5),
+        (ret::INTERNAL_FAILURE, -6),
+        (ret::NOT_PRESENT, -7),
+        (ret::DISABLED, -8),
+        (ret::INVALID_ADDRESS, -9),
+    ];
+    for (code, spec) in table {
+        assert_eq!(code, spec);
+        assert_eq!(ret_x0(code), spec as i64 as u64);
+    }
+    assert_eq!(ret_x0(ret::INVALID_ADDRESS), 0xffff_ffff_ffff_fff7);
 }
 
 #[test]
