@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
-use vmm_core::psci::{PowerState, Psci, PsciAction, fid, ret, ret_x0};
+use vmm_core::psci::{
+    PowerState, Psci, PsciAction, PsciError, fid, mpidr_of, ret, ret_x0, vcpu_of_mpidr,
+};
 
 const NOT_SUPPORTED: u64 = u64::MAX; // -1
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
@@ -152,6 +154,39 @@ fn return_codes_are_den0022s() {
         assert_eq!(ret_x0(code), spec as i64 as u64);
     }
     assert_eq!(ret_x0(ret::INVALID_ADDRESS), 0xffff_ffff_ffff_fff7);
+}
+
+/// vCPU `i` is MPIDR Aff0 = `i`, up to the 256 that Aff0 can name: vCPU 255 is MPIDR 0xff, and
+/// a VM of more than 256 vCPUs is refused.
+#[test]
+fn aff0_names_up_to_256_vcpus() {
+    assert_eq!((mpidr_of(0), mpidr_of(255)), (0, 0xff));
+    assert_eq!(vcpu_of_mpidr(0xff, 256), Some(255));
+    assert_eq!(vcpu_of_mpidr(0xff, 255), None);
+    assert_eq!(vcpu_of_mpidr(0xfe, 255), Some(254));
+    assert_eq!(vcpu_of_mpidr(0x100, 257), None); // Aff1 = 1
+    assert_eq!(vcpu_of_mpidr(1 << 32, 257), None); // Aff3 = 1
+    assert_eq!(vcpu_of_mpidr(1 << 31, 257), None); // bit 31 is no affinity field
+    let mut p: Psci<256> = Psci::new(256).unwrap();
+    assert_eq!(
+        p.call(0, fid::AFFINITY_INFO_64, [0xff, 0, 0]),
+        PsciAction::Return(1)
+    );
+    assert_eq!(
+        p.call(0, fid::CPU_ON_64, [0xff, 0x4000_0000, 5]),
+        PsciAction::CpuOn {
+            target: 255,
+            entry: 0x4000_0000,
+            context: 5
+        }
+    );
+    assert_eq!(
+        Psci::<300>::new(257).unwrap_err(),
+        PsciError::BadVcpuCount(257)
+    );
+    assert_eq!(Psci::<4>::new(5).unwrap_err(), PsciError::BadVcpuCount(5));
+    assert_eq!(Psci::<4>::new(0).unwrap_err(), PsciError::BadVcpuCount(0));
+    assert_eq!(Psci::<300>::new(256).unwrap().vcpu_count(), 256);
 }
 
 #[test]
