@@ -165,6 +165,27 @@ fn fdt_header_checks() {
         parse_fdt(&good[..2]),
         Err(FdtError::Truncated { need: 4, len: 2 })
     );
+    // last_comp_version 17 (a blob only v17 readers can read) is still one this parser reads,
+    // and a newer version that stays readable as 16 or 17 is accepted too.
+    assert_eq!(set(24, 17).map(|h| h.last_comp_version), Ok(17));
+    assert_eq!(set(20, 18).map(|h| h.version), Ok(18));
+    // Each of the three version rules refuses on its own.
+    let versions = |version: u32, last_comp_version: u32| {
+        let mut b = fdt(0);
+        b[20..24].copy_from_slice(&version.to_be_bytes());
+        b[24..28].copy_from_slice(&last_comp_version.to_be_bytes());
+        parse_fdt(&b).map(|h| (h.version, h.last_comp_version))
+    };
+    let bad = |version, last_comp_version| {
+        Err(FdtError::BadVersion {
+            version,
+            last_comp_version,
+        })
+    };
+    assert_eq!(versions(15, 15), bad(15, 15)); // older than 16
+    assert_eq!(versions(18, 18), bad(18, 18)); // needs a reader newer than 17
+    assert_eq!(versions(16, 17), bad(16, 17)); // compatible with a newer version than itself
+    assert_eq!(versions(17, 17), Ok((17, 17)));
     // Version 16 has a 36-byte header and no size_dt_struct.
     let v16 = set(20, 16).unwrap();
     assert_eq!((v16.version, v16.size_dt_struct), (16, 0));
