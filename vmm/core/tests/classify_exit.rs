@@ -98,6 +98,8 @@ struct Counting {
     s: VcpuState,
     reads: Vec<&'static str>,
     writes: Vec<&'static str>,
+    /// The masks announced with `expect_gprs` (the PD prefetches those registers).
+    expected: Vec<u32>,
     fail: bool,
 }
 
@@ -113,6 +115,7 @@ impl Counting {
             s,
             reads: vec![],
             writes: vec![],
+            expected: vec![],
             fail: false,
         }
     }
@@ -175,6 +178,9 @@ impl Vcpu for Counting {
         self.check()?;
         self.writes.push("sysreg");
         self.s.set_sysreg(r, v)
+    }
+    fn expect_gprs(&mut self, mask: u32) {
+        self.expected.push(mask);
     }
 }
 
@@ -309,6 +315,32 @@ fn write_kind_range_applies_the_write_to_ram_and_counts_it() {
     w.run(6, &vmfault(WP, dabt(3, false, 1, true, true)));
     assert_eq!(w.wp[0], 0);
     assert_eq!(w.vcpu.s.pc, PC + 4);
+}
+
+/// A write the WRITE-kind handler lets through but that RAM cannot take (the range has no
+/// memory behind it) stops the VM, and the diagnostic names the handler that ran.
+#[test]
+fn a_let_through_write_that_ram_refuses_names_its_handler() {
+    const HOLE: u64 = 0x6000_0000; // nothing in `Mem` there
+    let mut w = World::new();
+    let id = w
+        .tree
+        .register(
+            GpaRange::new(GuestPhysAddr(HOLE), 0x1000).unwrap(),
+            HandlerKind::Write,
+            Dev::WriteProtect,
+        )
+        .unwrap();
+    w.vcpu.s.x[1] = 5;
+    let r = w.run(6, &vmfault(HOLE + 8, dabt(2, false, 1, false, true)));
+    assert_eq!(w.platform.protected_writes, 1);
+    let ExitAction::Stop(d) = r.action else {
+        panic!("{r:?}")
+    };
+    assert!(matches!(d.reason, HypervisorReason::Memory(_)), "{d:?}");
+    assert_eq!((d.handler, r.handler), (Some(id), Some(id)));
+    assert!(d.fault.is_some() && d.syndrome.is_some());
+    assert_eq!(r.class, TrapClass::HypervisorFault);
 }
 
 #[test]
@@ -448,6 +480,37 @@ fn system_registers_emulated_or_undefined() {
     assert_eq!(r.class, TrapClass::GuestTrapUndef);
     assert_eq!(w.vcpu.s.sys[SysReg::EsrEl1 as usize], 0x0200_0000);
     assert_eq!(w.vcpu.s.sys[SysReg::ElrEl1 as usize], PC);
+}
+
+/// Each exit announces the general registers it will touch before touching them: the transfer
+/// register of a system-register access (none for XZR), x0..x3 of a firmware call.
+#[test]
+fn exits_announce_the_general_registers_they_use() {
+    // MRS x4, OSLSR_EL1 (as above), then the same into XZR.
+    let iss = 2 << 20 | 4 << 17 | 1 << 10 | 4 << 5 | 1 << 1 | 1;
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | iss]);
+    assert_eq!(w.vcpu.expected, vec![1 << 4]);
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | iss | 31 << 5]);
+    assert_eq!(w.vcpu.expected, Vec::<u32>::new());
+    assert_eq!(w.vcpu.s.pc, PC + 4);
+    // MSR OSLAR_EL1-like write from x0: bit 0.
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | (iss & !(31 << 5) & !1)]);
+    assert_eq!(w.vcpu.expected, vec![1]);
+    // SMC: x0..x3.
+    let mut w = World::new();
+    w.vcpu.s.x[0] = 0x8400_0000;
+    w.run(8, &[0x17 << 26 | 1 << 25]);
+    assert_eq!(w.vcpu.expected, vec![0b1111]);
+    // A store with a valid syndrome: its source register only.
+    let mut w = World::new();
+    w.run(6, &vmfault(DEV + 8, dabt(3, false, 3, true, true)));
+    assert_eq!(w.vcpu.expected, vec![1 << 3]);
+    let mut w = World::new();
+    w.run(6, &vmfault(DEV + 8, dabt(3, false, 31, true, true)));
+    assert_eq!(w.vcpu.expected, Vec::<u32>::new());
 }
 
 #[test]

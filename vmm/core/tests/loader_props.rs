@@ -144,6 +144,9 @@ fn fdt_header_checks() {
         set(4, 2 * 1024 * 1024 + 8),
         Err(FdtError::TooLarge(2 * 1024 * 1024 + 8))
     );
+    // Exactly 2 MiB is the largest DTB there may be.
+    let max = fdt(2 * 1024 * 1024 - 72);
+    assert_eq!(parse_fdt(&max).map(|h| h.totalsize), Ok(2 * 1024 * 1024));
     assert_eq!(set(4, 200), Err(FdtError::Truncated { need: 200, len: 72 }));
     assert_eq!(set(4, 39), Err(FdtError::TooSmall(39)));
     assert_eq!(set(16, 44), Err(FdtError::BadBlock(FdtBlock::MemRsvmap))); // misaligned
