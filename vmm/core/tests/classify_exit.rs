@@ -541,11 +541,15 @@ fn unknown_class_is_undefined_and_broken_messages_stop_the_vm() {
     let mut w = World::new();
     assert_eq!(w.run(8, &[0x3f << 26]).class, TrapClass::GuestTrapUndef);
     // A user exception of the vCPU's thread is the guest's doing: an UNDEF at its PC, not a stop.
-    let r = World::new().run(3, &[PC, 0, 0, 0, 0]);
+    let mut w = World::new();
+    let r = w.run(3, &[PC + 8, 0, 0, 0, 0]);
     assert_eq!(
         (r.action, r.class),
         (ExitAction::Resume, TrapClass::GuestTrapUndef)
     );
+    // ELR_EL1 is the message's fault IP; the PC register is not read for it.
+    assert_eq!(w.vcpu.s.sys[SysReg::ElrEl1 as usize], PC + 8);
+    assert!(!w.vcpu.reads.contains(&"pc"), "{:?}", w.vcpu.reads);
     for (label, words) in [
         (6u64, &[1u64, 2][..]),
         (77, &[][..]),
@@ -570,6 +574,11 @@ fn an_hvc_the_kernel_took_for_a_syscall_is_answered_as_the_hvc() {
     assert_eq!((r.action, r.class), (ExitAction::Resume, TrapClass::Hvc));
     assert_eq!(w.vcpu.s.x[0], 0x1_0001, "PSCI 1.1");
     assert_eq!(w.vcpu.s.pc, PC + 4);
+    assert!(
+        !w.vcpu.reads.contains(&"pc"),
+        "the PC comes from the fault's IP: {:?}",
+        w.vcpu.reads
+    );
     // Any other function: NOT_SUPPORTED, as for any HVC.
     let mut w = World::new();
     w.vcpu.s.x[0] = 0;
