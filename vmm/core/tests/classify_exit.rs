@@ -33,6 +33,8 @@ struct Platform {
     maintenance: Vec<Option<u8>>,
     ppis: Vec<u32>,
     refuse_protected: bool,
+    /// The device model fails internally (a VMM bug, not the guest's doing).
+    broken: bool,
 }
 
 impl Default for Platform {
@@ -43,6 +45,7 @@ impl Default for Platform {
             maintenance: vec![],
             ppis: vec![],
             refuse_protected: false,
+            broken: false,
         }
     }
 }
@@ -50,6 +53,9 @@ impl Default for Platform {
 impl vmm_core::classify::Platform<Dev> for Platform {
     fn mmio_read(&mut self, h: &Dev, offset: u64, size: u8) -> Result<u64, BusError> {
         assert_eq!(*h, Dev::Scratch);
+        if self.broken {
+            return Err(BusError::Internal);
+        }
         let o = offset as usize;
         let mut b = [0u8; 8];
         b[..size as usize].copy_from_slice(
@@ -586,6 +592,28 @@ fn an_hvc_the_kernel_took_for_a_syscall_is_answered_as_the_hvc() {
     assert_eq!(r.action, ExitAction::Resume);
     assert_eq!(w.vcpu.s.x[0], u64::MAX);
     assert_eq!(w.vcpu.s.pc, PC + 4);
+}
+
+/// A device model's internal failure is the VMM's fault: the VM stops with DeviceInternal and
+/// the handler, and the guest gets no abort (a refused access is the guest's, an abort).
+#[test]
+fn a_device_failing_internally_stops_the_vm() {
+    let mut w = World::new();
+    w.platform.broken = true;
+    let r = w.run(6, &vmfault(DEV + 8, dabt(2, false, 1, false, false)));
+    let ExitAction::Stop(d) = r.action else {
+        panic!("{r:?}")
+    };
+    assert_eq!(d.reason, HypervisorReason::DeviceInternal);
+    assert!(d.handler.is_some() && d.fault.is_some() && d.syndrome.is_some());
+    assert_eq!(w.vcpu.s.sys[SysReg::EsrEl1 as usize], 0, "nothing injected");
+    // Refused (past the scratch bytes): a synchronous external abort into the guest.
+    let mut w = World::new();
+    let r = w.run(6, &vmfault(DEV + 0x200, dabt(2, false, 1, false, false)));
+    assert_eq!(
+        (r.action, r.class),
+        (ExitAction::Resume, TrapClass::GuestTrapAbort)
+    );
 }
 
 #[test]
