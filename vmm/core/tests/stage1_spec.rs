@@ -378,6 +378,16 @@ fn read_for_reads_only_what_it_needs() {
     v.sys[SysReg::Ttbr1El1 as usize] = 0x2000;
     let off = MmuConfig::read_for(&mut v, GuestVirtAddr(0)).unwrap();
     assert_eq!(off, MmuConfig::default());
+    // MMU off: SCTLR_EL1 as read (the boot value, M clear), nothing else.
+    v.sys[SysReg::SctlrEl1 as usize] = 0x30d0_0800;
+    let off = MmuConfig::read_for(&mut v, GuestVirtAddr(0)).unwrap();
+    assert_eq!(
+        off,
+        MmuConfig {
+            sctlr: 0x30d0_0800,
+            ..MmuConfig::default()
+        }
+    );
     v.sys[SysReg::SctlrEl1 as usize] = 1;
     let lo = MmuConfig::read_for(&mut v, GuestVirtAddr(0x1234)).unwrap();
     assert_eq!(
