@@ -260,6 +260,18 @@ fn vtimer_ppi_is_acked_after_eoi() {
     g.mmio_write(&mut r, 1, 0x200, 4, 1 << VTIMER_PPI).unwrap();
     assert_eq!(g.maintenance(&mut r, 1, Some(0)), Ok(Some(27)));
     assert_eq!(r.acked.len(), 2);
+    // Acknowledged by that clear, the timer PPI of vCPU 0 owes no acknowledgement any more:
+    // made pending through GICD_ISPENDR0, delivered and EOI'd, it is not acknowledged again;
+    // nor is another PPI the kernel never reported.
+    g.mmio_write(&mut r, 0, 0x100, 4, (1 << VTIMER_PPI) | (1 << 26))
+        .unwrap();
+    g.mmio_write(&mut r, 0, 0x200, 4, (1 << VTIMER_PPI) | (1 << 26))
+        .unwrap();
+    for _ in 0..2 {
+        let lr = (0..4).find(|&l| g.lr_occupant(0, l).is_some()).unwrap();
+        g.maintenance(&mut r, 0, Some(lr)).unwrap();
+    }
+    assert_eq!(r.acked, vec![(1, 27), (0, 27)]);
     assert_eq!(g.ppi_event(&mut r, 0, 32), Err(VgicError::NotPpi(32)));
     assert_eq!(g.ppi_event(&mut r, 2, 27), Err(VgicError::NoSuchVcpu(2)));
 }
