@@ -399,3 +399,26 @@ fn ids_are_slot_and_generation_in_one_word() {
         &2
     );
 }
+
+/// `len`, `is_empty` and `capacity` follow registrations and removals.
+#[test]
+fn len_and_is_empty_follow_the_registrations() {
+    let mut tree: HandlerTree<u8, 2> = HandlerTree::new();
+    assert!(tree.is_empty());
+    assert_eq!((tree.len(), tree.capacity()), (0, 2));
+    let a = tree
+        .register_raw(GuestPhysAddr(0x1000), 0x100, HandlerKind::All, 0)
+        .unwrap();
+    assert!(!tree.is_empty());
+    assert_eq!(tree.len(), 1);
+    tree.register_raw(GuestPhysAddr(0x2000), 0x100, HandlerKind::All, 1)
+        .unwrap();
+    assert_eq!(tree.len(), 2);
+    tree.deregister(a).unwrap();
+    assert_eq!(tree.len(), 1);
+    assert!(!tree.is_empty());
+    let b = tree.iter().next().unwrap().0;
+    tree.deregister(b).unwrap();
+    assert!(tree.is_empty());
+    assert_eq!(tree.iter().count(), 0);
+}
