@@ -154,4 +154,21 @@ mod tests {
         assert!(!r.contains_access(GuestPhysAddr(0x1000), 0));
         assert!(!r.contains_access(GuestPhysAddr(0xfff), 2));
     }
+
+    #[test]
+    fn ranges_and_addresses_print_in_hex() {
+        use core::fmt::Write;
+        let show = |v: &dyn fmt::Debug| {
+            let mut s = heapless::String::<32>::new();
+            write!(s, "{v:?}").unwrap();
+            s
+        };
+        let r = GpaRange::new(GuestPhysAddr(0x1000), 0x100).unwrap();
+        assert_eq!(show(&r), "[0x1000..=0x10ff]");
+        assert_eq!(show(&GuestPhysAddr(0x4000_0000)), "gpa:0x40000000");
+        assert_eq!(show(&GuestVirtAddr(0xffff)), "gva:0xffff");
+        let mut s = heapless::String::<32>::new();
+        write!(s, "{}", VmmVirtAddr(0)).unwrap();
+        assert_eq!(s, "vmm:0x0");
+    }
 }

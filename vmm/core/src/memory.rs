@@ -122,4 +122,23 @@ mod tests {
         assert!(ram.read_u32(GuestPhysAddr(0x3fff_fffe)).is_err());
         assert!(ram.read_u64(GuestPhysAddr(u64::MAX - 3)).is_err());
     }
+
+    #[test]
+    fn the_ram_says_where_it_is() {
+        let mut buf = [0u8; 0x30];
+        let ram = GuestRam::new(GuestPhysAddr(0x4000_0000), &mut buf);
+        assert_eq!(ram.base(), GuestPhysAddr(0x4000_0000));
+        assert_eq!(ram.size(), 0x30);
+        let r = ram.range().unwrap();
+        assert_eq!(
+            (r.start(), r.last()),
+            (GuestPhysAddr(0x4000_0000), GuestPhysAddr(0x4000_002f))
+        );
+        // No bytes: no range.
+        let mut none = [0u8; 0];
+        assert_eq!(
+            GuestRam::new(GuestPhysAddr(0x1000), &mut none).range(),
+            None
+        );
+    }
 }

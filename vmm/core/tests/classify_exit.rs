@@ -33,6 +33,8 @@ struct Platform {
     maintenance: Vec<Option<u8>>,
     ppis: Vec<u32>,
     refuse_protected: bool,
+    /// The device model fails internally (a VMM bug, not the guest's doing).
+    broken: bool,
 }
 
 impl Default for Platform {
@@ -43,6 +45,7 @@ impl Default for Platform {
             maintenance: vec![],
             ppis: vec![],
             refuse_protected: false,
+            broken: false,
         }
     }
 }
@@ -50,6 +53,9 @@ impl Default for Platform {
 impl vmm_core::classify::Platform<Dev> for Platform {
     fn mmio_read(&mut self, h: &Dev, offset: u64, size: u8) -> Result<u64, BusError> {
         assert_eq!(*h, Dev::Scratch);
+        if self.broken {
+            return Err(BusError::Internal);
+        }
         let o = offset as usize;
         let mut b = [0u8; 8];
         b[..size as usize].copy_from_slice(
@@ -98,6 +104,8 @@ struct Counting {
     s: VcpuState,
     reads: Vec<&'static str>,
     writes: Vec<&'static str>,
+    /// The masks announced with `expect_gprs` (the PD prefetches those registers).
+    expected: Vec<u32>,
     fail: bool,
 }
 
@@ -113,6 +121,7 @@ impl Counting {
             s,
             reads: vec![],
             writes: vec![],
+            expected: vec![],
             fail: false,
         }
     }
@@ -175,6 +184,9 @@ impl Vcpu for Counting {
         self.check()?;
         self.writes.push("sysreg");
         self.s.set_sysreg(r, v)
+    }
+    fn expect_gprs(&mut self, mask: u32) {
+        self.expected.push(mask);
     }
 }
 
@@ -311,6 +323,32 @@ fn write_kind_range_applies_the_write_to_ram_and_counts_it() {
     assert_eq!(w.vcpu.s.pc, PC + 4);
 }
 
+/// A write the WRITE-kind handler lets through but that RAM cannot take (the range has no
+/// memory behind it) stops the VM, and the diagnostic names the handler that ran.
+#[test]
+fn a_let_through_write_that_ram_refuses_names_its_handler() {
+    const HOLE: u64 = 0x6000_0000; // nothing in `Mem` there
+    let mut w = World::new();
+    let id = w
+        .tree
+        .register(
+            GpaRange::new(GuestPhysAddr(HOLE), 0x1000).unwrap(),
+            HandlerKind::Write,
+            Dev::WriteProtect,
+        )
+        .unwrap();
+    w.vcpu.s.x[1] = 5;
+    let r = w.run(6, &vmfault(HOLE + 8, dabt(2, false, 1, false, true)));
+    assert_eq!(w.platform.protected_writes, 1);
+    let ExitAction::Stop(d) = r.action else {
+        panic!("{r:?}")
+    };
+    assert!(matches!(d.reason, HypervisorReason::Memory(_)), "{d:?}");
+    assert_eq!((d.handler, r.handler), (Some(id), Some(id)));
+    assert!(d.fault.is_some() && d.syndrome.is_some());
+    assert_eq!(r.class, TrapClass::HypervisorFault);
+}
+
 #[test]
 fn read_fault_on_a_write_range_is_a_hypervisor_fault() {
     let mut w = World::new();
@@ -323,6 +361,35 @@ fn read_fault_on_a_write_range_is_a_hypervisor_fault() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.class, TrapClass::HypervisorFault);
+}
+
+/// The line the VMM prints when it stops a VM: the reason, then each part it knows.
+#[test]
+fn a_diagnostic_prints_the_reason_and_what_is_known() {
+    let mut w = World::new();
+    let ExitAction::Stop(d) = w
+        .run(6, &vmfault(WP, dabt(3, false, 1, true, false)))
+        .action
+    else {
+        panic!("a read of a write-protected range stops the VM")
+    };
+    let (fault, syndrome, handler) = (d.fault.unwrap(), d.syndrome.unwrap(), d.handler.unwrap());
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "hypervisor fault: ReadFaultOnWriteRange; fault {fault:?}; syndrome {syndrome:?}; \
+             handler {handler:?}"
+        )
+    );
+    assert!(d.to_string().contains("; fault VmFault {"));
+    // A message that does not decode: the reason alone.
+    let ExitAction::Stop(d) = w.run(99, &[]).action else {
+        panic!("an unknown label stops the VM")
+    };
+    assert_eq!(
+        d.to_string(),
+        "hypervisor fault: BadFaultMessage(UnknownLabel(99))"
+    );
 }
 
 #[test]
@@ -421,6 +488,37 @@ fn system_registers_emulated_or_undefined() {
     assert_eq!(w.vcpu.s.sys[SysReg::ElrEl1 as usize], PC);
 }
 
+/// Each exit announces the general registers it will touch before touching them: the transfer
+/// register of a system-register access (none for XZR), x0..x3 of a firmware call.
+#[test]
+fn exits_announce_the_general_registers_they_use() {
+    // MRS x4, OSLSR_EL1 (as above), then the same into XZR.
+    let iss = 2 << 20 | 4 << 17 | 1 << 10 | 4 << 5 | 1 << 1 | 1;
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | iss]);
+    assert_eq!(w.vcpu.expected, vec![1 << 4]);
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | iss | 31 << 5]);
+    assert_eq!(w.vcpu.expected, Vec::<u32>::new());
+    assert_eq!(w.vcpu.s.pc, PC + 4);
+    // MSR OSLAR_EL1-like write from x0: bit 0.
+    let mut w = World::new();
+    w.run(8, &[0x18 << 26 | 1 << 25 | (iss & !(31 << 5) & !1)]);
+    assert_eq!(w.vcpu.expected, vec![1]);
+    // SMC: x0..x3.
+    let mut w = World::new();
+    w.vcpu.s.x[0] = 0x8400_0000;
+    w.run(8, &[0x17 << 26 | 1 << 25]);
+    assert_eq!(w.vcpu.expected, vec![0b1111]);
+    // A store with a valid syndrome: its source register only.
+    let mut w = World::new();
+    w.run(6, &vmfault(DEV + 8, dabt(3, false, 3, true, true)));
+    assert_eq!(w.vcpu.expected, vec![1 << 3]);
+    let mut w = World::new();
+    w.run(6, &vmfault(DEV + 8, dabt(3, false, 31, true, true)));
+    assert_eq!(w.vcpu.expected, Vec::<u32>::new());
+}
+
 #[test]
 fn wfi_vgic_and_ppi_paths() {
     let mut w = World::new();
@@ -449,11 +547,15 @@ fn unknown_class_is_undefined_and_broken_messages_stop_the_vm() {
     let mut w = World::new();
     assert_eq!(w.run(8, &[0x3f << 26]).class, TrapClass::GuestTrapUndef);
     // A user exception of the vCPU's thread is the guest's doing: an UNDEF at its PC, not a stop.
-    let r = World::new().run(3, &[PC, 0, 0, 0, 0]);
+    let mut w = World::new();
+    let r = w.run(3, &[PC + 8, 0, 0, 0, 0]);
     assert_eq!(
         (r.action, r.class),
         (ExitAction::Resume, TrapClass::GuestTrapUndef)
     );
+    // ELR_EL1 is the message's fault IP; the PC register is not read for it.
+    assert_eq!(w.vcpu.s.sys[SysReg::ElrEl1 as usize], PC + 8);
+    assert!(!w.vcpu.reads.contains(&"pc"), "{:?}", w.vcpu.reads);
     for (label, words) in [
         (6u64, &[1u64, 2][..]),
         (77, &[][..]),
@@ -478,6 +580,11 @@ fn an_hvc_the_kernel_took_for_a_syscall_is_answered_as_the_hvc() {
     assert_eq!((r.action, r.class), (ExitAction::Resume, TrapClass::Hvc));
     assert_eq!(w.vcpu.s.x[0], 0x1_0001, "PSCI 1.1");
     assert_eq!(w.vcpu.s.pc, PC + 4);
+    assert!(
+        !w.vcpu.reads.contains(&"pc"),
+        "the PC comes from the fault's IP: {:?}",
+        w.vcpu.reads
+    );
     // Any other function: NOT_SUPPORTED, as for any HVC.
     let mut w = World::new();
     w.vcpu.s.x[0] = 0;
@@ -485,6 +592,28 @@ fn an_hvc_the_kernel_took_for_a_syscall_is_answered_as_the_hvc() {
     assert_eq!(r.action, ExitAction::Resume);
     assert_eq!(w.vcpu.s.x[0], u64::MAX);
     assert_eq!(w.vcpu.s.pc, PC + 4);
+}
+
+/// A device model's internal failure is the VMM's fault: the VM stops with DeviceInternal and
+/// the handler, and the guest gets no abort (a refused access is the guest's, an abort).
+#[test]
+fn a_device_failing_internally_stops_the_vm() {
+    let mut w = World::new();
+    w.platform.broken = true;
+    let r = w.run(6, &vmfault(DEV + 8, dabt(2, false, 1, false, false)));
+    let ExitAction::Stop(d) = r.action else {
+        panic!("{r:?}")
+    };
+    assert_eq!(d.reason, HypervisorReason::DeviceInternal);
+    assert!(d.handler.is_some() && d.fault.is_some() && d.syndrome.is_some());
+    assert_eq!(w.vcpu.s.sys[SysReg::EsrEl1 as usize], 0, "nothing injected");
+    // Refused (past the scratch bytes): a synchronous external abort into the guest.
+    let mut w = World::new();
+    let r = w.run(6, &vmfault(DEV + 0x200, dabt(2, false, 1, false, false)));
+    assert_eq!(
+        (r.action, r.class),
+        (ExitAction::Resume, TrapClass::GuestTrapAbort)
+    );
 }
 
 #[test]

@@ -748,3 +748,39 @@ fn check_any(b: &[u8], initrd: Option<(u64, u64)>) -> Result<(), TestCaseError> 
     prop_assert_eq!(again, out);
     Ok(())
 }
+
+/// The reservations in a blob's memory reservation block, read straight from its bytes: (address,
+/// size) pairs up to the (0, 0) entry.
+fn rsv_entries(blob: &[u8]) -> Vec<(u64, u64)> {
+    let be = |o: usize| u64::from_be_bytes(blob[o..o + 8].try_into().unwrap());
+    let at = u32::from_be_bytes(blob[16..20].try_into().unwrap()) as usize;
+    (0..)
+        .map(|i| (be(at + 16 * i), be(at + 16 * i + 8)))
+        .take_while(|&e| e != (0, 0))
+        .collect()
+}
+
+/// Only (0, 0) ends the memory reservation map: an entry with a zero address or a zero size is
+/// an entry like any other, kept with the ones after it.
+#[test]
+fn reservations_with_a_zero_half_are_kept() {
+    let mut raw = Raw::new(plain());
+    raw.rsv = vec![(0, 0x1000), (0x4800_0000, 0), (0x8000_0000, 0x10)];
+    let input = raw.build();
+    assert_eq!(rsv_entries(&input), raw.rsv);
+    let out = patch_vec(&input, &ChosenPatch::initrd(S, E)).unwrap();
+    assert_eq!(rsv_entries(&out), raw.rsv);
+}
+
+/// Every byte of the output is written, the padding after a property value included: the
+/// result does not depend on what the output buffer held.
+#[test]
+fn every_output_byte_is_written() {
+    let input = Raw::new(plain()).build();
+    // "a\0" is two bytes: two bytes of padding follow it.
+    let p = ChosenPatch::initrd(S, E).with_bootargs("a");
+    let clean = patch_vec(&input, &p).unwrap();
+    let mut dirty = vec![0xa5u8; input.len() + 4096];
+    let n = fdt_patch::patch(&input, &p, &mut dirty).unwrap();
+    assert_eq!(&dirty[..n], &clean[..]);
+}

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
-use vmm_core::handlers::{DeregisterError, HandlerKind, HandlerTree, LookupError, RegisterError};
+use vmm_core::handlers::{
+    DeregisterError, HandlerId, HandlerKind, HandlerTree, LookupError, RegisterError,
+};
 
 /// The reference model: `N` optional entries, every question answered by a linear scan.
 struct Model<const N: usize> {
@@ -369,4 +371,54 @@ fn crossing_accesses_are_refused() {
 fn write_kind_traps_only_writes() {
     assert!(HandlerKind::All.traps(false) && HandlerKind::All.traps(true));
     assert!(!HandlerKind::Write.traps(false) && HandlerKind::Write.traps(true));
+}
+
+/// A handler id as one word (the PD hands it around as a u64): the slot in the low half, the
+/// slot's generation in the high half, and `from_raw` gives the id back.
+#[test]
+fn ids_are_slot_and_generation_in_one_word() {
+    let mut tree: HandlerTree<u8, 4> = HandlerTree::new();
+    let a = tree
+        .register_raw(GuestPhysAddr(0x1000), 0x100, HandlerKind::All, 0)
+        .unwrap();
+    let b = tree
+        .register_raw(GuestPhysAddr(0x2000), 0x100, HandlerKind::All, 1)
+        .unwrap();
+    assert_eq!((a.raw(), b.raw()), (0, 1));
+    assert_eq!((a.slot(), b.slot()), (0, 1));
+    tree.deregister(b).unwrap();
+    let b2 = tree
+        .register_raw(GuestPhysAddr(0x3000), 0x100, HandlerKind::All, 2)
+        .unwrap();
+    assert_eq!(b2.raw(), (1 << 32) | 1, "slot 1, generation 1");
+    for id in [a, b, b2] {
+        assert_eq!(HandlerId::from_raw(id.raw()), id);
+    }
+    assert_eq!(
+        tree.get(HandlerId::from_raw(b2.raw())).unwrap().handler(),
+        &2
+    );
+}
+
+/// `len`, `is_empty` and `capacity` follow registrations and removals.
+#[test]
+fn len_and_is_empty_follow_the_registrations() {
+    let mut tree: HandlerTree<u8, 2> = HandlerTree::new();
+    assert!(tree.is_empty());
+    assert_eq!((tree.len(), tree.capacity()), (0, 2));
+    let a = tree
+        .register_raw(GuestPhysAddr(0x1000), 0x100, HandlerKind::All, 0)
+        .unwrap();
+    assert!(!tree.is_empty());
+    assert_eq!(tree.len(), 1);
+    tree.register_raw(GuestPhysAddr(0x2000), 0x100, HandlerKind::All, 1)
+        .unwrap();
+    assert_eq!(tree.len(), 2);
+    tree.deregister(a).unwrap();
+    assert_eq!(tree.len(), 1);
+    assert!(!tree.is_empty());
+    let b = tree.iter().next().unwrap().0;
+    tree.deregister(b).unwrap();
+    assert!(tree.is_empty());
+    assert_eq!(tree.iter().count(), 0);
 }

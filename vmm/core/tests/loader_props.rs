@@ -144,6 +144,9 @@ fn fdt_header_checks() {
         set(4, 2 * 1024 * 1024 + 8),
         Err(FdtError::TooLarge(2 * 1024 * 1024 + 8))
     );
+    // Exactly 2 MiB is the largest DTB there may be.
+    let max = fdt(2 * 1024 * 1024 - 72);
+    assert_eq!(parse_fdt(&max).map(|h| h.totalsize), Ok(2 * 1024 * 1024));
     assert_eq!(set(4, 200), Err(FdtError::Truncated { need: 200, len: 72 }));
     assert_eq!(set(4, 39), Err(FdtError::TooSmall(39)));
     assert_eq!(set(16, 44), Err(FdtError::BadBlock(FdtBlock::MemRsvmap))); // misaligned
@@ -165,6 +168,27 @@ fn fdt_header_checks() {
         parse_fdt(&good[..2]),
         Err(FdtError::Truncated { need: 4, len: 2 })
     );
+    // last_comp_version 17 (a blob only v17 readers can read) is still one this parser reads,
+    // and a newer version that stays readable as 16 or 17 is accepted too.
+    assert_eq!(set(24, 17).map(|h| h.last_comp_version), Ok(17));
+    assert_eq!(set(20, 18).map(|h| h.version), Ok(18));
+    // Each of the three version rules refuses on its own.
+    let versions = |version: u32, last_comp_version: u32| {
+        let mut b = fdt(0);
+        b[20..24].copy_from_slice(&version.to_be_bytes());
+        b[24..28].copy_from_slice(&last_comp_version.to_be_bytes());
+        parse_fdt(&b).map(|h| (h.version, h.last_comp_version))
+    };
+    let bad = |version, last_comp_version| {
+        Err(FdtError::BadVersion {
+            version,
+            last_comp_version,
+        })
+    };
+    assert_eq!(versions(15, 15), bad(15, 15)); // older than 16
+    assert_eq!(versions(18, 18), bad(18, 18)); // needs a reader newer than 17
+    assert_eq!(versions(16, 17), bad(16, 17)); // compatible with a newer version than itself
+    assert_eq!(versions(17, 17), Ok((17, 17)));
     // Version 16 has a 36-byte header and no size_dt_struct.
     let v16 = set(20, 16).unwrap();
     assert_eq!((v16.version, v16.size_dt_struct), (16, 0));
@@ -343,6 +367,37 @@ fn explicit_placements() {
     )
     .unwrap();
     assert_eq!(l.kernel.start(), GuestPhysAddr(0x4028_0000));
+}
+
+/// The initrd window is 1 GiB-aligned: its base is the kernel's or the initrd's start rounded down
+/// to 1 GiB (not merely that start), and it spans less than 32 GiB, to the initrd's last byte.
+#[test]
+fn the_initrd_window_starts_at_a_1g_boundary() {
+    const GIB: u64 = 1 << 30;
+    let h = parse_image(&image(0, 0x1000, 0, 64)).unwrap();
+    // The kernel at 0x8020_0000, 2 MiB above the 1 GiB boundary 0x8000_0000.
+    let r = ram(0x8020_0000, 40 * GIB);
+    let with_initrd_at = |a: u64| {
+        let req = LayoutRequest {
+            dtb: Place::Auto,
+            initrd: Place::At(GuestPhysAddr(a)),
+        };
+        plan(r, &h, 0x100, Some(0x1000), req)
+    };
+    let lo = 0x8000_0000;
+    // Last byte at lo + 32 GiB - 1: inside the window.
+    let l = with_initrd_at(lo + 32 * GIB - 0x1000).unwrap();
+    assert_eq!(l.kernel.start(), GuestPhysAddr(0x8020_0000));
+    assert_eq!(l.initrd.unwrap().last(), GuestPhysAddr(lo + 32 * GIB - 1));
+    // One byte further: 32 GiB from the boundary, though less from the kernel itself.
+    assert_eq!(
+        with_initrd_at(lo + 32 * GIB - 0xfff),
+        Err(LayoutError::InitrdWindow)
+    );
+    assert_eq!(
+        with_initrd_at(lo + 32 * GIB),
+        Err(LayoutError::InitrdWindow)
+    );
 }
 
 /// Reference model of automatic placement (both `Auto`): kernel at the first 2 MiB boundary of

@@ -79,6 +79,8 @@ struct Counting {
     inner: VcpuState,
     reads: Vec<&'static str>,
     writes: Vec<&'static str>,
+    /// The masks announced with `expect_gprs`.
+    expected: Vec<u32>,
 }
 
 impl Vcpu for Counting {
@@ -121,6 +123,9 @@ impl Vcpu for Counting {
     fn set_sysreg(&mut self, reg: SysReg, value: u64) -> Result<(), VcpuError> {
         self.writes.push("sysreg");
         self.inner.set_sysreg(reg, value)
+    }
+    fn expect_gprs(&mut self, mask: u32) {
+        self.expected.push(mask);
     }
 }
 
@@ -185,6 +190,7 @@ fn isv_load_touches_only_rt_and_pc() {
         }
     );
     assert_eq!((v.reads.len(), v.writes.clone()), (0, vec!["x", "pc"]));
+    assert_eq!(v.expected, vec![1 << 3], "Rt announced");
     // Into XZR: the value is discarded, only the PC is written.
     let mut v = Counting::default();
     let a = abort_isv(2, false, 31, false, false);
@@ -198,6 +204,7 @@ fn isv_load_touches_only_rt_and_pc() {
     )
     .unwrap();
     assert_eq!((v.reads.len(), v.writes.clone()), (0, vec!["pc"]));
+    assert!(v.expected.is_empty(), "XZR is no register");
 }
 
 #[test]
@@ -225,6 +232,7 @@ fn isv_store_reads_only_rt_and_writes_only_pc() {
         }
     );
     assert_eq!((v.reads.clone(), v.writes.clone()), (vec!["x"], vec!["pc"]));
+    assert_eq!(v.expected, vec![1 << 5], "Rt announced");
     assert_eq!(bus.log, vec![Log::Write(MMIO + 2, 2, 0x7788)]);
     // From XZR: no register read at all, zero stored.
     let mut v = Counting::default();
@@ -239,6 +247,7 @@ fn isv_store_reads_only_rt_and_writes_only_pc() {
     )
     .unwrap();
     assert_eq!((v.reads.len(), v.writes.clone()), (0, vec!["pc"]));
+    assert!(v.expected.is_empty(), "XZR is no register");
     assert_eq!(bus.log[1], Log::Write(MMIO + 8, 8, 0));
 }
 
@@ -264,6 +273,11 @@ fn no_isv_counts_with_mmu_off() {
     assert_eq!(out.accesses, 1);
     assert_eq!(v.reads, vec!["pstate", "sysreg", "x"]);
     assert_eq!(v.writes, vec!["x", "pc"]);
+    assert_eq!(
+        v.expected,
+        vec![0x7fff_ffff],
+        "x0..x30: any may be base or transfer"
+    );
     assert_eq!(
         v.inner.x[1],
         u64::from(u32::from_le_bytes([0, 1, 2, 3].map(|i| pattern(MMIO + i))))
@@ -362,6 +376,14 @@ fn typed_errors() {
         run(&ram, abort_no_isv(false), x2 + 4, g),
         Err(MmioError::AddressMismatch {
             computed: GuestVirtAddr(0x1014),
+            fault: g
+        })
+    );
+    // Nor one access size below the fault: only the second half of a pair may fault there.
+    assert_eq!(
+        run(&ram, abort_no_isv(false), x2 - 4, g),
+        Err(MmioError::AddressMismatch {
+            computed: GuestVirtAddr(0x100c),
             fault: g
         })
     );

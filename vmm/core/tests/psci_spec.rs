@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
-use vmm_core::psci::{PowerState, Psci, PsciAction, fid};
+use vmm_core::psci::{
+    PowerState, Psci, PsciAction, PsciError, fid, mpidr_of, ret, ret_x0, vcpu_of_mpidr,
+};
 
 const NOT_SUPPORTED: u64 = u64::MAX; // -1
 const INVALID_PARAMETERS: u64 = -2i64 as u64;
@@ -128,6 +130,63 @@ fn spec_table() {
             "fid {f:#x} args {x1:#x} {x2:#x} {x3:#x}"
         );
     }
+}
+
+/// The return codes are DEN0022's table "Return error codes" (section 5.2.2), and x0 carries them
+/// sign-extended (the PD and its tests use the constants, so a wrong one would go unnoticed
+/// there, DISABLED, DENIED and NOT_PRESENT above all, which no call returns yet).
+#[test]
+fn return_codes_are_den0022s() {
+    let table = [
+        (ret::SUCCESS, 0),
+        (ret::NOT_SUPPORTED, -1),
+        (ret::INVALID_PARAMETERS, -2),
+        (ret::DENIED, -3),
+        (ret::ALREADY_ON, -4),
+        (ret::ON_PENDING, -5),
+        (ret::INTERNAL_FAILURE, -6),
+        (ret::NOT_PRESENT, -7),
+        (ret::DISABLED, -8),
+        (ret::INVALID_ADDRESS, -9),
+    ];
+    for (code, spec) in table {
+        assert_eq!(code, spec);
+        assert_eq!(ret_x0(code), spec as i64 as u64);
+    }
+    assert_eq!(ret_x0(ret::INVALID_ADDRESS), 0xffff_ffff_ffff_fff7);
+}
+
+/// vCPU `i` is MPIDR Aff0 = `i`, up to the 256 that Aff0 can name: vCPU 255 is MPIDR 0xff, and
+/// a VM of more than 256 vCPUs is refused.
+#[test]
+fn aff0_names_up_to_256_vcpus() {
+    assert_eq!((mpidr_of(0), mpidr_of(255)), (0, 0xff));
+    assert_eq!(vcpu_of_mpidr(0xff, 256), Some(255));
+    assert_eq!(vcpu_of_mpidr(0xff, 255), None);
+    assert_eq!(vcpu_of_mpidr(0xfe, 255), Some(254));
+    assert_eq!(vcpu_of_mpidr(0x100, 257), None); // Aff1 = 1
+    assert_eq!(vcpu_of_mpidr(1 << 32, 257), None); // Aff3 = 1
+    assert_eq!(vcpu_of_mpidr(1 << 31, 257), None); // bit 31 is no affinity field
+    let mut p: Psci<256> = Psci::new(256).unwrap();
+    assert_eq!(
+        p.call(0, fid::AFFINITY_INFO_64, [0xff, 0, 0]),
+        PsciAction::Return(1)
+    );
+    assert_eq!(
+        p.call(0, fid::CPU_ON_64, [0xff, 0x4000_0000, 5]),
+        PsciAction::CpuOn {
+            target: 255,
+            entry: 0x4000_0000,
+            context: 5
+        }
+    );
+    assert_eq!(
+        Psci::<300>::new(257).unwrap_err(),
+        PsciError::BadVcpuCount(257)
+    );
+    assert_eq!(Psci::<4>::new(5).unwrap_err(), PsciError::BadVcpuCount(5));
+    assert_eq!(Psci::<4>::new(0).unwrap_err(), PsciError::BadVcpuCount(0));
+    assert_eq!(Psci::<300>::new(256).unwrap().vcpu_count(), 256);
 }
 
 #[test]

@@ -253,6 +253,38 @@ fn known_translations() {
     assert_eq!(d.map(|t| t.gpa), Ok(GuestPhysAddr(0x8_0000_0678)));
     let f = translate(&tbi, &ram, GuestVirtAddr(tagged), AccessKind::Fetch);
     assert_eq!(f, Err(WalkError::Translation { level: 0 }));
+    // Without TBI1 the tag is part of the address, which is then outside the range; with TBI1
+    // but not TBID1 it is ignored for fetches too.
+    for k in [AccessKind::Data, AccessKind::Fetch] {
+        let plain = translate(&cfg, &ram, GuestVirtAddr(tagged), k);
+        assert_eq!(plain, Err(WalkError::Translation { level: 0 }), "{k:?}");
+        let tbi1_only = MmuConfig {
+            tcr: cfg.tcr | (1 << 38),
+            ..cfg
+        };
+        let t = translate(&tbi1_only, &ram, GuestVirtAddr(tagged), k);
+        assert_eq!(t.map(|t| t.gpa), Ok(GuestPhysAddr(0x8_0000_0678)), "{k:?}");
+    }
+    // The lower half has its own bits: TBI0 (37) and TBID0 (51), and TBI1 does not apply to it.
+    let tagged0 = 0x5a << 56; // VA 0 (the self-referencing TTBR0 table) with a tag
+    let with = |bits: u64, k| {
+        let c = MmuConfig {
+            tcr: cfg.tcr | bits,
+            ..cfg
+        };
+        translate(&c, &ram, GuestVirtAddr(tagged0), k).map(|t| t.gpa)
+    };
+    let outside = Err(WalkError::Translation { level: 0 });
+    for k in [AccessKind::Data, AccessKind::Fetch] {
+        assert_eq!(with(0, k), outside, "{k:?}");
+        assert_eq!(with((1 << 38) | (1 << 52), k), outside, "{k:?}");
+        assert_eq!(with(1 << 37, k), Ok(GuestPhysAddr(page(4))), "{k:?}");
+    }
+    assert_eq!(
+        with((1 << 37) | (1 << 51), AccessKind::Data),
+        Ok(GuestPhysAddr(page(4)))
+    );
+    assert_eq!(with((1 << 37) | (1 << 51), AccessKind::Fetch), outside);
     // With a 40-bit IPS the data page (35 bits) is fine, the big table is not.
     let small = MmuConfig {
         tcr: (cfg.tcr & !(7 << 32)) | (0b010 << 32),
@@ -346,6 +378,16 @@ fn read_for_reads_only_what_it_needs() {
     v.sys[SysReg::Ttbr1El1 as usize] = 0x2000;
     let off = MmuConfig::read_for(&mut v, GuestVirtAddr(0)).unwrap();
     assert_eq!(off, MmuConfig::default());
+    // MMU off: SCTLR_EL1 as read (the boot value, M clear), nothing else.
+    v.sys[SysReg::SctlrEl1 as usize] = 0x30d0_0800;
+    let off = MmuConfig::read_for(&mut v, GuestVirtAddr(0)).unwrap();
+    assert_eq!(
+        off,
+        MmuConfig {
+            sctlr: 0x30d0_0800,
+            ..MmuConfig::default()
+        }
+    );
     v.sys[SysReg::SctlrEl1 as usize] = 1;
     let lo = MmuConfig::read_for(&mut v, GuestVirtAddr(0x1234)).unwrap();
     assert_eq!(

@@ -376,3 +376,53 @@ proptest! {
         prop_assert_eq!(reference(v), s);
     }
 }
+
+/// The MRS instruction for `(op0, op1, CRn, CRm, op2)` (Arm ARM C6.2, MRS): `1101 0101 0011`,
+/// o0 (op0 − 2) at 19, op1 18:16, CRn 15:12, CRm 11:8, op2 7:5, Rt 4:0.
+fn mrs_word(op0: u32, op1: u32, crn: u32, crm: u32, op2: u32, rt: u32) -> u32 {
+    0xd530_0000 | ((op0 - 2) << 19) | (op1 << 16) | (crn << 12) | (crm << 8) | (op2 << 5) | rt
+}
+
+proptest! {
+    /// `SysRegTrap::key` is bits 20:5 of the MRS encoding of the trapped register, for every
+    /// field value (the one example in `known_syndromes` has CRn = op1 = op2 = 0).
+    #[test]
+    fn sysreg_key_is_the_mrs_encoding(
+        op0 in 2u32..4, op1 in 0u32..8, crn in 0u32..16, crm in 0u32..16, op2 in 0u32..8,
+        rt in 0u32..32,
+    ) {
+        let iss = (op0 << 20) | (op2 << 17) | (op1 << 14) | (crn << 10) | (rt << 5) | (crm << 1) | 1;
+        let esr = (u64::from(ec::SYS64) << 26) | (1 << 25) | u64::from(iss);
+        let Class::SysReg(r) = Syndrome::decode(esr).class else {
+            panic!("EC 0x18 is a system register trap")
+        };
+        let key = (mrs_word(op0, op1, crn, crm, op2, rt) >> 5) & 0xffff;
+        prop_assert_eq!(u32::from(r.key()), key);
+    }
+}
+
+#[test]
+fn sysreg_keys_of_known_registers() {
+    // CNTV_CTL_EL0: op0 3, op1 3, CRn 14, CRm 3, op2 1 (MRS x0, CNTV_CTL_EL0 = 0xd53be320).
+    let r = SysRegTrap {
+        op0: 3,
+        op1: 3,
+        crn: 14,
+        crm: 3,
+        op2: 1,
+        rt: 0,
+        read: true,
+    };
+    assert_eq!(u32::from(r.key()), (0xd53b_e320u32 >> 5) & 0xffff);
+    // OSLAR_EL1: op0 2, op1 0, CRn 1, CRm 0, op2 4 (MSR OSLAR_EL1, x0 = 0xd5101080).
+    let r = SysRegTrap {
+        op0: 2,
+        op1: 0,
+        crn: 1,
+        crm: 0,
+        op2: 4,
+        rt: 0,
+        read: false,
+    };
+    assert_eq!(u32::from(r.key()), (0xd510_1080u32 >> 5) & 0xffff);
+}

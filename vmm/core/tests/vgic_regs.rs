@@ -260,6 +260,18 @@ fn vtimer_ppi_is_acked_after_eoi() {
     g.mmio_write(&mut r, 1, 0x200, 4, 1 << VTIMER_PPI).unwrap();
     assert_eq!(g.maintenance(&mut r, 1, Some(0)), Ok(Some(27)));
     assert_eq!(r.acked.len(), 2);
+    // Acknowledged by that clear, the timer PPI of vCPU 0 owes no acknowledgement any more:
+    // made pending through GICD_ISPENDR0, delivered and EOI'd, it is not acknowledged again;
+    // nor is another PPI the kernel never reported.
+    g.mmio_write(&mut r, 0, 0x100, 4, (1 << VTIMER_PPI) | (1 << 26))
+        .unwrap();
+    g.mmio_write(&mut r, 0, 0x200, 4, (1 << VTIMER_PPI) | (1 << 26))
+        .unwrap();
+    for _ in 0..2 {
+        let lr = (0..4).find(|&l| g.lr_occupant(0, l).is_some()).unwrap();
+        g.maintenance(&mut r, 0, Some(lr)).unwrap();
+    }
+    assert_eq!(r.acked, vec![(1, 27), (0, 27)]);
     assert_eq!(g.ppi_event(&mut r, 0, 32), Err(VgicError::NotPpi(32)));
     assert_eq!(g.ppi_event(&mut r, 2, 27), Err(VgicError::NoSuchVcpu(2)));
 }
@@ -283,4 +295,81 @@ fn injector_failure_keeps_interrupt_pending() {
     assert_eq!(r.injected, vec![(0, 32, 0, 0, 0)]);
     assert!(!g.is_pending(0, 32) && g.is_active(0, 32));
     assert_eq!(g.mmio_read(0, 0x304, 4), Ok(1), "ISACTIVER shows it");
+}
+
+/// `has_interrupts` (the PD parks a vCPU on WFI only without them): true while an interrupt sits
+/// in an LR (until its EOI), while one waits in the overflow queue, and while one that found no
+/// room is owed a rescan; false otherwise, and per vCPU.
+#[test]
+fn has_interrupts_covers_lrs_queue_and_rescan() {
+    let mut g = Vgic::new(2).unwrap();
+    assert_eq!(g.num_vcpus(), 2);
+    assert_eq!(Vgic::new(8).unwrap().num_vcpus(), 8);
+    let mut r = rec(1);
+    assert!(!g.has_interrupts(0) && !g.has_interrupts(1));
+    assert!(!g.has_interrupts(2), "no such vCPU");
+    g.mmio_write(&mut r, 0, 0x000, 4, 1).unwrap();
+    g.mmio_write(&mut r, 0, 0x104, 4, u32::MAX).unwrap(); // enable SPIs 32..63
+    assert!(!g.has_interrupts(0), "enabled but nothing pending");
+    // SPI 32 to vCPU 0: into its only LR.
+    g.mmio_write(&mut r, 0, 0x820, 4, 0x01).unwrap();
+    g.set_irq_pending(&mut r, 32).unwrap();
+    assert_eq!(g.lr_occupant(0, 0), Some(32));
+    assert!(g.queued(0).is_empty() && !g.needs_rescan(0));
+    assert!(g.has_interrupts(0), "in an LR");
+    assert!(!g.has_interrupts(1), "vCPU 1 has none");
+    // 16 more: they fill the queue.
+    g.mmio_write(&mut r, 0, 0x824, 4, 0x0101_0101).unwrap(); // 36..39
+    g.mmio_write(&mut r, 0, 0x828, 4, 0x0101_0101).unwrap(); // 40..43
+    g.mmio_write(&mut r, 0, 0x82C, 4, 0x0101_0101).unwrap(); // 44..47
+    g.mmio_write(&mut r, 0, 0x830, 4, 0x0101_0101).unwrap(); // 48..51
+    g.mmio_write(&mut r, 0, 0x834, 4, 0x0101_0101).unwrap(); // 52..55
+    for s in 36..53 {
+        g.set_irq_pending(&mut r, s).unwrap();
+    }
+    assert_eq!(g.queued(0).len(), OVERFLOW_CAPACITY);
+    assert!(g.needs_rescan(0), "the 17th found no room");
+    // EOI of the LR: the queue's head moves in, the owed one takes the freed queue slot.
+    assert_eq!(g.maintenance(&mut r, 0, Some(0)), Ok(Some(32)));
+    assert_eq!(g.lr_occupant(0, 0), Some(36));
+    assert_eq!(g.queued(0).len(), OVERFLOW_CAPACITY);
+    assert!(!g.needs_rescan(0));
+    // EOI one at a time: the queue drains into the LR; true all along.
+    for _ in 0..OVERFLOW_CAPACITY {
+        let id = g.lr_occupant(0, 0).unwrap();
+        assert!(g.has_interrupts(0));
+        assert_eq!(g.maintenance(&mut r, 0, Some(0)), Ok(Some(id)));
+    }
+    let last = g.lr_occupant(0, 0).unwrap();
+    assert!(g.queued(0).is_empty() && !g.needs_rescan(0));
+    assert!(g.has_interrupts(0), "the last one is still in its LR");
+    assert_eq!(g.maintenance(&mut r, 0, Some(0)), Ok(Some(last)));
+    assert_eq!(g.lr_occupant(0, 0), None);
+    assert!(!g.has_interrupts(0), "all EOI'd");
+}
+
+/// With the LR busy, a queued interrupt alone makes `has_interrupts` true, and so does a rescan
+/// owed alone (the queue emptied by disabling what was in it, the rescan flag left).
+#[test]
+fn has_interrupts_sees_a_queue_or_a_rescan_alone() {
+    let mut g = Vgic::new(1).unwrap();
+    let mut r = rec(0); // no LR at all: everything queues
+    g.mmio_write(&mut r, 0, 0x000, 4, 1).unwrap();
+    g.mmio_write(&mut r, 0, 0x104, 4, 1).unwrap(); // enable SPI 32
+    g.mmio_write(&mut r, 0, 0x820, 4, 0x01).unwrap();
+    g.set_irq_pending(&mut r, 32).unwrap();
+    assert_eq!(g.queued(0), &[32]);
+    assert!(!g.needs_rescan(0) && g.lr_occupant(0, 0).is_none());
+    assert!(g.has_interrupts(0), "queued only");
+    // Disabled: it leaves the queue, nothing is left.
+    g.mmio_write(&mut r, 0, 0x184, 4, 1).unwrap();
+    assert!(g.queued(0).is_empty());
+    assert!(!g.has_interrupts(0));
+    // An injector failure leaves a rescan owed with no LR or queue entry.
+    let mut r = rec(1);
+    r.fail = true;
+    g.mmio_write(&mut r, 0, 0x104, 4, 1).unwrap_err();
+    assert!(g.queued(0).is_empty() && g.lr_occupant(0, 0).is_none());
+    assert!(g.needs_rescan(0));
+    assert!(g.has_interrupts(0), "rescan only");
 }
