@@ -9,23 +9,12 @@
 //! [`check`] holds an ELF's writable, allocated sections to that: every symbol in them must be
 //! an allowed one, and every byte of them must lie in an allowed symbol (padding between two
 //! symbols of up to [`MAX_PADDING`] bytes aside). [`writable_symbols`] reads the ELF64 symbol
-//! table; [`allowed_symbols`] lists what system.xml and the runtime patch.
+//! table; `codegen::required_symbols` lists what system.xml and the runtime patch.
 
-use crate::model::System;
-use crate::sizes::ElfError;
+use crate::sizes::{ElfError, field};
 
 /// Bytes of alignment padding allowed between two allowed symbols.
 pub const MAX_PADDING: u64 = 7;
-
-/// The symbols the Microkit tool patches into every PD (the runtime's `sel4::entry`).
-pub const MICROKIT_SYMBOLS: &[&str] = &[
-    "microkit_name",
-    "microkit_passive",
-    "microkit_irqs",
-    "microkit_notifications",
-    "microkit_pps",
-    "microkit_ioports",
-];
 
 /// A symbol in a writable section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +36,6 @@ pub struct Section {
     pub addr: u64,
     /// Size in bytes.
     pub size: u64,
-}
-
-fn field(bytes: &[u8], at: u64, len: usize) -> Result<u64, ElfError> {
-    let at = usize::try_from(at).map_err(|_| ElfError(format!("offset {at:#x} too large")))?;
-    let b = at
-        .checked_add(len)
-        .and_then(|end| bytes.get(at..end))
-        .ok_or_else(|| ElfError(format!("truncated: {len} bytes at {at:#x}")))?;
-    Ok(b.iter().rev().fold(0, |v, &x| v << 8 | u64::from(x)))
 }
 
 fn cstr(bytes: &[u8], at: u64) -> Result<String, ElfError> {
@@ -140,28 +120,6 @@ pub fn writable_symbols(bytes: &[u8]) -> Result<(Vec<Section>, Vec<Symbol>), Elf
         });
     }
     Ok((writable.into_iter().map(|(_, s, _)| s).collect(), symbols))
-}
-
-/// The symbols the Microkit tool patches into PD `pd`: the runtime's `microkit_*` and every
-/// `setvar` of `pd` in `sys` (map addresses and sizes, region physical addresses, channel and
-/// IRQ ids).
-pub fn allowed_symbols(sys: &System, pd: &str) -> Vec<String> {
-    let mut v: Vec<String> = MICROKIT_SYMBOLS.iter().map(|s| s.to_string()).collect();
-    let Some(p) = sys.pd(pd) else { return v };
-    for m in &p.maps {
-        v.extend(m.setvar_vaddr.iter().cloned());
-        v.extend(m.setvar_size.iter().cloned());
-    }
-    v.extend(p.setvars.iter().map(|s| s.symbol.clone()));
-    v.extend(p.irqs.iter().filter_map(|i| i.setvar_id.clone()));
-    for c in &sys.channels {
-        for e in [&c.a, &c.b] {
-            if e.pd == pd {
-                v.extend(e.setvar_id.iter().cloned());
-            }
-        }
-    }
-    v
 }
 
 /// What makes a PD image unsafe to restart in place.

@@ -64,7 +64,8 @@ impl std::fmt::Display for ElfError {
     }
 }
 
-fn field(bytes: &[u8], at: u64, len: usize) -> Result<u64, ElfError> {
+/// `len` little-endian bytes of `bytes` at `at`, as a number.
+pub(crate) fn field(bytes: &[u8], at: u64, len: usize) -> Result<u64, ElfError> {
     let at = usize::try_from(at).map_err(|_| ElfError(format!("offset {at:#x} too large")))?;
     let b = at
         .checked_add(len)

@@ -144,6 +144,18 @@ impl State {
         }
         Ok(self.vcpus.get_mut(&v.index()).expect("checked"))
     }
+    /// TCB ReadRegisters' effect: the first `out.len()` words of `ctx` into `out` and, as on
+    /// seL4, into the message registers (the fault message that was there is gone).
+    fn registers_read(&mut self, ctx: &[u64; user_context::LEN], out: &mut [u64]) {
+        out.copy_from_slice(&ctx[..out.len()]);
+        self.mrs[..out.len()].copy_from_slice(&ctx[..out.len()]);
+    }
+    /// TCB WriteRegisters' message registers: flags, count, then the registers.
+    fn registers_written(&mut self, resume: bool, regs: &[u64]) {
+        self.mrs[0] = resume as u64;
+        self.mrs[1] = regs.len() as u64;
+        self.mrs[2..2 + regs.len()].copy_from_slice(regs);
+    }
     fn child(&mut self, c: Child, op: &str) -> Result<&mut SimChild, KernelError> {
         if !self.children.contains_key(&c.index()) {
             let name = self.scope.name.clone();
@@ -482,10 +494,7 @@ impl Kernel for SimKernel {
         }
         let mut s = self.0.borrow_mut();
         let ctx = s.vcpu(vcpu, "ReadRegisters")?.context;
-        out.copy_from_slice(&ctx[..out.len()]);
-        // As on seL4, the reply's registers land in the message registers (the fault message
-        // that was there is gone).
-        s.mrs[..out.len()].copy_from_slice(&ctx[..out.len()]);
+        s.registers_read(&ctx, out);
         s.log.push(Invocation::VmReadRegisters {
             vcpu: vcpu.index(),
             count: out.len(),
@@ -505,10 +514,7 @@ impl Kernel for SimKernel {
         let v = s.vcpu(vcpu, "WriteRegisters")?;
         v.context[..regs.len()].copy_from_slice(regs);
         v.running |= resume;
-        // The request was built in the message registers: flags, count, then the registers.
-        s.mrs[0] = resume as u64;
-        s.mrs[1] = regs.len() as u64;
-        s.mrs[2..2 + regs.len()].copy_from_slice(regs);
+        s.registers_written(resume, regs);
         s.log.push(Invocation::VmWriteRegisters {
             vcpu: vcpu.index(),
             resume,
@@ -522,8 +528,7 @@ impl Kernel for SimKernel {
         }
         let mut s = self.0.borrow_mut();
         let ctx = s.child(child, "ReadRegisters")?.context;
-        out.copy_from_slice(&ctx[..out.len()]);
-        s.mrs[..out.len()].copy_from_slice(&ctx[..out.len()]);
+        s.registers_read(&ctx, out);
         s.log.push(Invocation::ChildReadRegisters {
             child: child.index(),
             count: out.len(),
@@ -543,9 +548,7 @@ impl Kernel for SimKernel {
         let c = s.child(child, "WriteRegisters")?;
         c.context[..regs.len()].copy_from_slice(regs);
         c.running |= resume;
-        s.mrs[0] = resume as u64;
-        s.mrs[1] = regs.len() as u64;
-        s.mrs[2..2 + regs.len()].copy_from_slice(regs);
+        s.registers_written(resume, regs);
         s.log.push(Invocation::ChildWriteRegisters {
             child: child.index(),
             resume,

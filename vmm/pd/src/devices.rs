@@ -628,16 +628,12 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     /// One line of the VMM's own output (through the serial driver when attached).
     fn vmm_line(&mut self, args: core::fmt::Arguments<'_>) {
         use core::fmt::Write as _;
-        struct W<'a, K: Kernel>(&'a mut Console, &'a mut K);
-        impl<K: Kernel> core::fmt::Write for W<'_, K> {
-            fn write_str(&mut self, s: &str) -> core::fmt::Result {
-                self.0.write_vmm(self.1, s.as_bytes());
-                Ok(())
-            }
-        }
-        let mut w = W(&mut self.devices.console, &mut self.inj.k);
-        let _ = w.write_fmt(args);
-        let _ = w.write_str("\n");
+        let mut o = crate::Out {
+            console: &mut self.devices.console,
+            k: &mut self.inj.k,
+        };
+        let _ = o.write_fmt(args);
+        let _ = o.write_str("\n");
     }
 
     /// A block driver generation waiting for the VMM (the driver started, at boot or after a

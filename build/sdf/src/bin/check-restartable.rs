@@ -37,7 +37,7 @@ fn main() {
             .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", path.display())));
         let (sections, symbols) = sdf::restartable::writable_symbols(&elf)
             .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
-        let allowed = sdf::restartable::allowed_symbols(&sys, &p.name);
+        let allowed = sdf::codegen::required_symbols(&sys, &p.name);
         let problems = sdf::restartable::check(&sections, &symbols, &allowed);
         let bytes: u64 = sections.iter().map(|s| s.size).sum();
         if problems.is_empty() {
