@@ -132,6 +132,14 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
             );
             names.push(name);
         }
+        let list: Vec<String> = vm.vcpus.iter().map(|v| format!("Child::new({v})")).collect();
+        let _ = writeln!(
+            w,
+            "/// Every vCPU of VM `{}`, in system.xml's order.\npub const VM_VCPUS: &[Child] = &[{}];",
+            vm.name,
+            list.join(", ")
+        );
+        names.push("VM_VCPUS".to_string());
         let _ = writeln!(w, "/// The VM's guest-physical mappings.\npub mod guest {{");
         for m in &vm.maps {
             let _ = writeln!(

@@ -257,10 +257,10 @@ pub const POLICY: Policy = Policy {
         },
     ],
     // The VM: its RAM, the write-protected page read-only (writes trap to the VMM), the GIC
-    // virtual CPU interface (uncached). One vCPU.
+    // virtual CPU interface (uncached). Up to four vCPUs (an SMP guest: issue 17).
     vms: &[VmRule {
         name: "guest",
-        max_vcpus: 1,
+        max_vcpus: 4,
         maps: &[
             MapRule {
                 mr: "guest_ram",

@@ -491,10 +491,10 @@ fn a_widened_vm_fails() {
     assert_eq!(only(&t), ("vm:guest".into(), Kind::Map("uart".into())));
     let t = edit(
         &production_text(),
-        r#"<vcpu id="0" />"#,
-        "<vcpu id=\"0\" />\n<vcpu id=\"1\" />",
+        r#"<vcpu id="3" />"#,
+        "<vcpu id=\"3\" />\n<vcpu id=\"4\" />",
     );
-    assert_eq!(only(&t), ("vm:guest".into(), Kind::Vcpus(2)));
+    assert_eq!(only(&t), ("vm:guest".into(), Kind::Vcpus(5)));
     let t = edit(
         &production_text(),
         r#"<map mr="guest_wp_page" vaddr="0x50000000" perms="rx" />"#,

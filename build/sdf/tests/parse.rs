@@ -279,6 +279,10 @@ fn codegen_names_every_channel_and_setvar() {
         "{b}"
     );
     assert!(
+        b.contains("pub const VM_VCPUS: &[Child] = &[Child::new(0)];"),
+        "{b}"
+    );
+    assert!(
         b.contains("notifications: 0x0, pps: 0x0, passive: true"),
         "{b}"
     );

@@ -104,6 +104,17 @@ impl<K: Kernel> LazyVcpu<K> {
         }
     }
 
+    /// [`Self::begin`] for an exit of `vcpu` (an SMP guest: each exit may come from another).
+    pub fn begin_for(&mut self, vcpu: Child) {
+        self.vcpu = vcpu;
+        self.begin();
+    }
+
+    /// The vCPU whose registers this cache holds.
+    pub fn vcpu(&self) -> Child {
+        self.vcpu
+    }
+
     /// Forgets the last exit: nothing known, nothing changed, no call made. The arrays keep
     /// their stale contents, which nothing reads before a register is valid again.
     pub fn begin(&mut self) {

@@ -1,10 +1,14 @@
-//! The VMM protection domain: one guest VM with one vCPU on the QEMU virt layout.
+//! The VMM protection domain: one guest VM with up to four vCPUs on the QEMU virt layout.
 //!
 //! Wiring only: at start it registers the virtual platform's devices in the access-handler tree,
-//! loads the embedded guest (Linux arm64 Image + DTB) through the core's loader and starts the
-//! vCPU; on each fault it decodes, classifies and handles the exit with `vmm-core`, writes back
-//! only the registers the exit changed, replies, and counts the exit with its kernel
-//! invocations. A hypervisor fault stops the VM with a diagnostic; the PD itself keeps serving.
+//! loads the embedded guest (Linux arm64 Image + DTB) through the core's loader and starts vCPU
+//! 0 (the others wait for the guest's PSCI CPU_ON); on each fault it decodes, classifies and
+//! handles the exit of the vCPU it came from with `vmm-core`, writes back only the registers the
+//! exit changed, replies, and counts the exit with its kernel invocations. Every vCPU of the VM
+//! is served here: they share the distributor and the devices, so an SGI or a device interrupt
+//! for another vCPU is a list-register write (and, if that vCPU waits in WFI, a resume), not a
+//! message to another PD. A hypervisor fault stops the VM with a diagnostic; the PD itself keeps
+//! serving.
 #![cfg_attr(not(test), no_std)]
 
 pub mod blk_backend;
@@ -19,8 +23,8 @@ use guest_memory::{RegionMemory, Window};
 use lazy_vcpu::LazyVcpu;
 use microkit_rt::abi::{MSG_MAX_LENGTH, user_context, vcpu_reg};
 use microkit_rt::{
-    ChannelSet, Child, DeferredAction, FaultReply, Handler, Kernel, MessageInfo, RegionError,
-    SharedRegion,
+    ChannelSet, Child, DeferredAction, FaultReply, Handler, Kernel, KernelError, MessageInfo,
+    RegionError, SharedRegion,
 };
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
 use vmm_core::classify::{Exit, ExitAction, ExitReport};
@@ -63,6 +67,32 @@ macro_rules! say {
         let mut o = Out { console: &mut $vmm.devices.console, k: &mut $vmm.k };
         let _ = writeln!(o, $($arg)*);
     }};
+}
+
+/// The VM's vCPUs, as system.xml lists them: vCPU `i` (PSCI MPIDR Aff0 `i`, GIC CPU
+/// interface `i`) is Microkit id `i`. Checked at build time: 1 to 8 (the GICv2 limit), ids 0..n.
+pub const VCPUS: &[Child] = system::VM_VCPUS;
+const _: () = {
+    assert!(!VCPUS.is_empty() && VCPUS.len() <= vgic::MAX_VCPUS);
+    let mut i = 0;
+    while i < VCPUS.len() {
+        assert!(VCPUS[i].index() as usize == i, "vCPU ids must be 0..n in order");
+        i += 1;
+    }
+};
+
+/// What the VMM keeps of each vCPU between its exits.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSlot {
+    /// Waiting in WFI: its fault is not answered (the thread is suspended); an interrupt for
+    /// it or its virtual timer's deadline resumes it.
+    parked: bool,
+    /// While parked with its virtual timer armed: the deadline (CNTPCT).
+    deadline: Option<u64>,
+    /// Its CNTVOFF_EL2 (read once: nothing changes it).
+    cntvoff: Option<u64>,
+    /// Exits it took.
+    exits: u64,
 }
 
 /// Handler-tree capacity.
@@ -127,25 +157,25 @@ pub const LIVENESS: Option<microkit_rt::Channel> = system::channel_to("selftest_
 /// The VMM.
 pub struct Vmm<K: Kernel + Clone> {
     k: K,
-    vcpu: Child,
-    /// The vCPU's register cache, reset at each exit.
+    /// The register cache of the vCPU whose exit is being handled, reset at each exit.
     regs: LazyVcpu<K>,
     mem: Option<RegionMemory>,
     tree: HandlerTree<DeviceId, HANDLERS>,
-    psci: Psci<1>,
+    psci: Psci<{ vgic::MAX_VCPUS }>,
     vgic: Vgic,
     devices: Devices,
     glue: GlueStats,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
-    /// The vCPU waits (WFI) for an interrupt: its fault is not answered (the thread is
-    /// suspended); the next driver notification or the wake-up timer resumes it.
-    parked: bool,
+    /// Each vCPU's idle state and exit count (the first `VCPUS.len()` are used).
+    cpus: [CpuSlot; vgic::MAX_VCPUS],
+    /// PSCI CPU_ON calls that started a vCPU.
+    cpu_ons: u64,
+    /// Where the wake-up timer is armed (CNTPCT), if it is.
+    wakeup_at: Option<u64>,
     /// The guest's PSCI SYSTEM_OFF / SYSTEM_RESET to pass to the firmware once its VM ended
     /// (only when system.xml gives the VMM an SMC capability).
     machine_request: Option<u32>,
-    /// The guest's CNTVOFF_EL2 (read once: nothing changes it).
-    cntvoff: Option<u64>,
     /// The wake-up timer's IRQ waits for its acknowledgement.
     irq_ack: bool,
 }
@@ -163,20 +193,20 @@ impl<K: Kernel + Clone> Vmm<K> {
         blobs: GuestBlobs,
     ) -> Self {
         let mut vmm = Vmm {
-            regs: LazyVcpu::new(k.clone(), system::GUEST_VCPU_0),
+            regs: LazyVcpu::new(k.clone(), VCPUS[0]),
             k,
-            vcpu: system::GUEST_VCPU_0,
             mem: None,
             tree: HandlerTree::new(),
-            psci: Psci::new(1).expect("one vCPU is within PSCI's capacity"),
-            vgic: Vgic::new(1).expect("one vCPU is within the vGIC's capacity"),
+            psci: Psci::new(VCPUS.len()).expect("1..=8 vCPUs (checked at build time)"),
+            vgic: Vgic::new(VCPUS.len()).expect("1..=8 vCPUs (checked at build time)"),
             devices: Devices::default(),
             glue: GlueStats::default(),
             stats: Stats::new(),
             state: VmState::NotStarted,
-            parked: false,
+            cpus: [CpuSlot::default(); vgic::MAX_VCPUS],
+            cpu_ons: 0,
+            wakeup_at: None,
             machine_request: None,
-            cntvoff: None,
             irq_ack: false,
         };
         match (ram, wp) {
@@ -297,17 +327,15 @@ impl<K: Kernel + Clone> Vmm<K> {
             layout.initrd,
             boot.pc
         );
-        // pc, sp, spsr, x0..x3: entry, no stack, EL1h with DAIF masked, x0 = DTB, x1..x3 = 0.
-        let regs = [boot.pc, 0, boot.pstate, boot.x0, 0, 0, 0];
-        let started = self
-            .k
-            .vcpu_write_reg(
-                self.vcpu,
-                lazy_vcpu::vcpu_field(vmm_core::vcpu::SysReg::SctlrEl1),
-                boot.sctlr_el1,
-            )
-            .and_then(|()| self.k.vm_write_registers(self.vcpu, false, &regs))
-            .and_then(|()| self.k.vm_resume(self.vcpu));
+        // Each vCPU's MPIDR (VMPIDR_EL2): Aff0 = its index, bit 31 RES1, U = 0 (a multiprocessor
+        // system), as the device tree's cpu@N reg and PSCI's target_cpu name it.
+        for (i, &c) in VCPUS.iter().enumerate() {
+            let mpidr = 1 << 31 | vmm_core::psci::mpidr_of(i as u8);
+            if let Err(e) = self.k.vcpu_write_reg(c, vcpu_reg::VMPIDR_EL2, mpidr) {
+                say!(self, "vmm: cannot set vCPU {}'s MPIDR: {}", i, e);
+            }
+        }
+        let started = self.start_vcpu(VCPUS[0], boot.pc, boot.x0, boot.pstate, boot.sctlr_el1);
         match started {
             Ok(()) => {
                 self.state = VmState::Running;
@@ -315,6 +343,25 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
             Err(e) => say!(self, "vmm: cannot start the guest vCPU: {}", e),
         }
+    }
+
+    /// Puts vCPU `c` at `pc` with x0 = `x0`, x1..x3 = 0, no stack, the given PSTATE and SCTLR_EL1
+    /// (Linux's booting.rst: EL1h, DAIF masked, MMU and caches off), and resumes it: the boot
+    /// vCPU, and each one the guest starts with PSCI CPU_ON.
+    fn start_vcpu(
+        &mut self,
+        c: Child,
+        pc: u64,
+        x0: u64,
+        pstate: u64,
+        sctlr: u64,
+    ) -> Result<(), KernelError> {
+        let sctlr_field = lazy_vcpu::vcpu_field(vmm_core::vcpu::SysReg::SctlrEl1);
+        self.k.vcpu_write_reg(c, sctlr_field, sctlr)?;
+        // pc, sp, spsr, x0..x3.
+        self.k
+            .vm_write_registers(c, false, &[pc, 0, pstate, x0, 0, 0, 0])?;
+        self.k.vm_resume(c)
     }
 
     /// Sends the guest console through the serial driver's TX queue (its header and data
@@ -465,6 +512,8 @@ impl<K: Kernel + Clone> Vmm<K> {
                 k: self.k.clone(),
                 calls: 0,
             },
+            // The boot vCPU's SCTLR_EL1 says whether guest memory is cached (all vCPUs of a
+            // Linux guest turn their caches on before they share data).
             vcpu: 0,
             mem: mem.view(),
             glue: &mut self.glue,
@@ -473,30 +522,34 @@ impl<K: Kernel + Clone> Vmm<K> {
         ctx.console_io();
     }
 
-    /// On a WFI exit: whether the vCPU may wait suspended. Not while an interrupt is in its list
-    /// registers or queued (the WFI completes at once) nor when its virtual timer is due; with
-    /// the virtual timer armed, the EL1 physical timer is set to the same deadline (CNTPCT =
-    /// CNTVCT + CNTVOFF), so that its interrupt wakes the vCPU in time.
-    /// `calls` counts the kernel calls made.
-    fn may_park(&mut self, calls: &mut u32) -> bool {
-        if self.vgic.has_interrupts(0) {
+    /// On a WFI exit of vCPU `v`: whether it may wait suspended. Not while an interrupt is in
+    /// its list registers or queued (the WFI completes at once) nor when its virtual timer is
+    /// due; with the virtual timer armed, its deadline (CNTPCT = CNTVCT + CNTVOFF) is kept for
+    /// the wake-up timer (the EL1 physical timer, armed at the earliest deadline of the parked
+    /// vCPUs), so that its interrupt wakes the vCPU in time. `calls` counts the kernel calls.
+    fn may_park(&mut self, v: usize, calls: &mut u32) -> bool {
+        if self.vgic.has_interrupts(v) {
             return false;
         }
+        let (Some(&c), Some(slot)) = (VCPUS.get(v), self.cpus.get_mut(v)) else {
+            return false;
+        };
         let mut read = |k: &mut K, field| {
             *calls += 1;
-            k.vcpu_read_reg(self.vcpu, field).ok()
+            k.vcpu_read_reg(c, field).ok()
         };
         let Some(ctl) = read(&mut self.k, vcpu_reg::CNTV_CTL) else {
             return false;
         };
         // ENABLE set, IMASK clear: the timer will interrupt the guest.
         if ctl & 0b11 != 0b01 {
+            slot.deadline = None;
             return true;
         }
-        let cntvoff = match self.cntvoff {
+        let cntvoff = match slot.cntvoff {
             Some(v) => v,
             None => match read(&mut self.k, vcpu_reg::CNTVOFF) {
-                Some(v) => *self.cntvoff.insert(v),
+                Some(v) => *slot.cntvoff.insert(v),
                 None => return false,
             },
         };
@@ -507,27 +560,76 @@ impl<K: Kernel + Clone> Vmm<K> {
         if deadline <= self.k.timer_now() {
             return false;
         }
-        self.k.timer_set(Some(deadline));
+        slot.deadline = Some(deadline);
         self.glue.timer_arms = self.glue.timer_arms.saturating_add(1);
         true
     }
 
-    /// Resumes the parked vCPU (and stops the wake-up timer): an event may have brought the
-    /// interrupt it waits for. TCB Resume restarts it at the PC the WFI exit wrote back.
-    fn unpark(&mut self) {
-        if !self.parked {
-            return;
-        }
-        self.parked = false;
-        self.k.timer_set(None);
-        if let Err(e) = self.k.vm_resume(self.vcpu) {
-            say!(self, "vmm: cannot resume the parked vCPU: {}", e);
+    /// Arms the wake-up timer at the earliest deadline of the parked vCPUs, or stops it.
+    fn arm_wakeup(&mut self) {
+        let next = self.cpus[..VCPUS.len()]
+            .iter()
+            .filter(|c| c.parked)
+            .filter_map(|c| c.deadline)
+            .min();
+        if next != self.wakeup_at {
+            self.wakeup_at = next;
+            self.k.timer_set(next);
         }
     }
 
-    /// Whether the vCPU is parked in WFI.
+    /// Resumes parked vCPU `v`: an event brought the interrupt it waits for, or its deadline
+    /// passed. TCB Resume restarts it at the PC the WFI exit wrote back. Returns the kernel
+    /// calls made (0 when it was not parked).
+    fn unpark(&mut self, v: usize) -> u32 {
+        let (Some(&c), Some(slot)) = (VCPUS.get(v), self.cpus.get_mut(v)) else {
+            return 0;
+        };
+        if !slot.parked {
+            return 0;
+        }
+        slot.parked = false;
+        slot.deadline = None;
+        if let Err(e) = self.k.vm_resume(c) {
+            say!(self, "vmm: cannot resume parked vCPU {}: {}", v, e);
+        }
+        1
+    }
+
+    /// Resumes every parked vCPU the vGIC now holds an interrupt for (an SGI from another vCPU,
+    /// a device's SPI routed to it), then re-arms the wake-up timer if one was resumed. Returns
+    /// the kernel calls made.
+    fn wake_interrupted(&mut self) -> u32 {
+        let mut calls = 0;
+        for v in 0..VCPUS.len() {
+            if self.cpus[v].parked && self.vgic.has_interrupts(v) {
+                calls += self.unpark(v);
+            }
+        }
+        if calls > 0 {
+            self.arm_wakeup();
+        }
+        calls
+    }
+
+    /// Whether the boot vCPU (vCPU 0) is parked in WFI.
     pub fn parked(&self) -> bool {
-        self.parked
+        self.cpus[0].parked
+    }
+
+    /// Whether vCPU `v` is parked in WFI.
+    pub fn vcpu_parked(&self, v: usize) -> bool {
+        v < VCPUS.len() && self.cpus[v].parked
+    }
+
+    /// Exits vCPU `v` took.
+    pub fn vcpu_exits(&self, v: usize) -> u64 {
+        if v < VCPUS.len() { self.cpus[v].exits } else { 0 }
+    }
+
+    /// vCPU `v`'s PSCI power state (`None` past the VM's vCPUs).
+    pub fn vcpu_power(&self, v: usize) -> Option<vmm_core::psci::PowerState> {
+        self.psci.state(v)
     }
 
     /// Block requests waiting for the driver's response (`None` without virtio-blk).
@@ -568,7 +670,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         &mut self.k
     }
 
-    fn handle_vcpu_fault(&mut self, msg: MessageInfo) -> FaultReply {
+    fn handle_vcpu_fault(&mut self, v: usize, msg: MessageInfo) -> FaultReply {
         let mut words = [0u64; 16];
         let n = msg.length().min(words.len()).min(MSG_MAX_LENGTH);
         for (i, w) in words.iter_mut().enumerate().take(n) {
@@ -594,7 +696,13 @@ impl<K: Kernel + Clone> Vmm<K> {
             say!(self, "vmm: fault while no guest memory is mapped");
             return None;
         };
-        self.regs.begin();
+        // A fault shows the vCPU runs: if it was thought parked (a resume the VMM did not make),
+        // it is not any more.
+        if self.cpus[v].parked {
+            self.cpus[v].parked = false;
+            self.cpus[v].deadline = None;
+        }
+        self.regs.begin_for(VCPUS[v]);
         seed(&mut self.regs, msg.label(), words);
         // Cache maintenance stays on unless a device call of this exit reads SCTLR_EL1 (the
         // guest may have turned its caches off since the last one).
@@ -606,7 +714,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                 k: self.k.clone(),
                 calls: 0,
             },
-            vcpu: 0,
+            vcpu: v,
             mem: mem.view(),
             glue: &mut self.glue,
         };
@@ -616,7 +724,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         };
         let mut exit_mem = mem.view();
         let report = exit.handle(
-            0,
+            v,
             msg.label(),
             words,
             &mut self.regs,
@@ -640,7 +748,10 @@ impl<K: Kernel + Clone> Vmm<K> {
         // WFI (and PSCI CPU_SUSPEND) wait for an interrupt; WFE is a hint that returns at once.
         let park = report.action == ExitAction::WaitForInterrupt
             && report.class != TrapClass::Wfe
-            && self.may_park(&mut idle_calls);
+            && self.may_park(v, &mut idle_calls);
+        let me = VCPUS[v];
+        // This exit's vCPU no longer runs: parked, powered off, or the VM ended.
+        let mut stopped = false;
         let reply = match report.action {
             // A guest waiting for an interrupt is parked instead of spinning through WFI exits
             // (the register write-back already moved its PC past the WFI): suspended, and
@@ -649,9 +760,11 @@ impl<K: Kernel + Clone> Vmm<K> {
             ExitAction::WaitForInterrupt if park => match self.regs.flush() {
                 // Suspending cancels the pending fault reply: otherwise the next receive finds
                 // the reply object still holding it (the debug kernel reports that as an error).
-                Ok(_) => match self.k.vm_suspend(self.vcpu) {
+                Ok(_) => match self.k.vm_suspend(me) {
                     Ok(()) => {
-                        self.parked = true;
+                        self.cpus[v].parked = true;
+                        self.arm_wakeup();
+                        stopped = true;
                         self.glue.parks = self.glue.parks.saturating_add(1);
                         None
                     }
@@ -683,7 +796,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
             ExitAction::Reset if system::SMC => {
                 let _ = self.regs.flush();
-                let _ = self.k.vm_suspend(self.vcpu);
+                self.suspend_all();
                 self.state = VmState::Off;
                 self.machine_request = Some(fid::SYSTEM_RESET);
                 say!(
@@ -692,13 +805,77 @@ impl<K: Kernel + Clone> Vmm<K> {
                 );
                 None
             }
-            ExitAction::Reset | ExitAction::CpuOn { .. } | ExitAction::CpuOff => {
+            ExitAction::CpuOn {
+                target,
+                entry,
+                context,
+            } => {
+                // The caller's x0 is PSCI SUCCESS already; INTERNAL_FAILURE if the target cannot
+                // be started (its state goes back to OFF).
+                idle_calls += 3;
+                let started = match VCPUS.get(target) {
+                    Some(&c) => self.start_vcpu(
+                        c,
+                        entry,
+                        context,
+                        loader::BOOT_PSTATE,
+                        loader::BOOT_SCTLR_EL1,
+                    ),
+                    None => Err(KernelError::Sel4(microkit_rt::abi::error::RANGE_ERROR)),
+                };
+                match started {
+                    Ok(()) => {
+                        let _ = self.psci.vcpu_started(target);
+                        self.cpu_ons = self.cpu_ons.saturating_add(1);
+                        self.cpus[target] = CpuSlot {
+                            exits: self.cpus[target].exits,
+                            ..CpuSlot::default()
+                        };
+                    }
+                    Err(e) => {
+                        let _ = self.psci.cpu_on_failed(target);
+                        say!(self, "vmm: PSCI CPU_ON: cannot start vCPU {}: {}", target, e);
+                        let failure = vmm_core::psci::ret_x0(vmm_core::psci::ret::INTERNAL_FAILURE);
+                        if let Err(e) = vmm_core::vcpu::Vcpu::set_gpr(&mut self.regs, 0, failure) {
+                            self.stop_with(&report, Some(e));
+                        }
+                    }
+                }
+                if self.state != VmState::Running {
+                    None
+                } else {
+                    match self.regs.flush() {
+                        Ok(_) => Some(MessageInfo::new(0, 0)),
+                        Err(e) => {
+                            self.stop_with(&report, Some(e));
+                            None
+                        }
+                    }
+                }
+            }
+            ExitAction::CpuOff => {
+                // PSCI CPU_OFF does not return: the vCPU is suspended (which also cancels the
+                // pending fault reply) until a CPU_ON starts it afresh.
+                let _ = self.k.vm_suspend(me);
+                self.cpus[v].parked = false;
+                self.cpus[v].deadline = None;
+                stopped = true;
+                // The last one: nothing can power a vCPU on again, the VM has ended.
+                let on = (0..VCPUS.len())
+                    .any(|i| self.psci.state(i) != Some(vmm_core::psci::PowerState::Off));
+                if !on {
+                    self.state = VmState::Off;
+                    say!(self, "vmm: every vCPU is off (PSCI CPU_OFF): the VM ended");
+                }
+                None
+            }
+            ExitAction::Reset => {
                 say!(
                     self,
-                    "vmm: {:?} is not supported with one vCPU; stopping the VM",
-                    report.action
+                    "vmm: PSCI SYSTEM_RESET is not supported without an SMC capability; stopping \
+                     the VM"
                 );
-                let _ = self.k.vm_suspend(self.vcpu);
+                self.suspend_all();
                 self.state = VmState::Off;
                 None
             }
@@ -708,12 +885,17 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
         };
         let ended = matches!(self.state, VmState::Off | VmState::Stopped);
-        // The reply, or the suspension of a VM that ended or was parked, is a kernel call of
-        // this exit too.
+        // Other vCPUs this exit gave an interrupt (an SGI, a device's SPI) and that wait in WFI.
+        if !ended {
+            idle_calls += self.wake_interrupted();
+        }
+        self.cpus[v].exits = self.cpus[v].exits.saturating_add(1);
+        // The reply, or the suspension of a VM that ended or of a vCPU that was parked or
+        // powered off, is a kernel call of this exit too.
         let calls = self.regs.calls()
             + device_calls
             + idle_calls
-            + u32::from(reply.is_some() || ended || self.parked);
+            + u32::from(reply.is_some() || ended || stopped);
         self.stats.record_exit(report.class, handler, calls);
         if ended {
             self.vm_ended();
@@ -731,16 +913,17 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// only the console is emulated.
     /// A VMFault and an HVC carry the PC in their message; other faults read it. A PSCI
     /// SYSTEM_OFF through HVC still powers the guest off, so a benchmark run ends.
-    fn null_exit(&mut self, msg: MessageInfo) -> FaultReply {
+    fn null_exit(&mut self, v: usize, msg: MessageInfo) -> FaultReply {
         // The guest's console output (PL011 DR, offset 0) stays emulated, so a benchmark can
         // print its results; its other registers read as zero (TX FIFO not full) like any
         // device's.
         let addr = self.k.mr(1);
         if msg.label() == label::VM_FAULT && addr == layout::PL011_BASE {
-            return self.handle_vcpu_fault(msg);
+            return self.handle_vcpu_fault(v, msg);
         }
+        let me = VCPUS[v];
         if cfg!(feature = "floor-vmm") && msg.label() == label::VM_FAULT {
-            return self.floor_mmio_exit();
+            return self.floor_mmio_exit(me);
         }
         // Read the message before any invocation overwrites the IPC buffer.
         let class = match msg.label() {
@@ -769,7 +952,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                 let mut r = [0u64; 1];
                 calls += 1;
                 self.k
-                    .vm_read_registers(self.vcpu, &mut r)
+                    .vm_read_registers(me, &mut r)
                     .ok()
                     .map(|()| r[0])
             }
@@ -779,7 +962,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             calls += 1;
             let _ = self
                 .k
-                .vm_write_registers(self.vcpu, false, &[pc.wrapping_add(4)]);
+                .vm_write_registers(me, false, &[pc.wrapping_add(4)]);
         }
         self.stats.record_exit(class, None, calls + 1);
         Some(MessageInfo::new(0, 0))
@@ -791,13 +974,13 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// the registers below it), one WriteRegisters of that prefix with the load's result (zero)
     /// and the PC past the instruction (a store writes the PC alone), then the reply. No
     /// classification, no device, no statistics beyond the exit count.
-    fn floor_mmio_exit(&mut self) -> FaultReply {
+    fn floor_mmio_exit(&mut self, me: Child) -> FaultReply {
         let (ip, esr) = (self.k.mr(0), self.k.mr(3));
         let write = esr & (1 << 6) != 0;
         let srt = ((esr >> 16) & 0x1f) as u8;
         let mut ctx = [0u64; user_context::LEN];
         let top = user_context::gpr_index(srt).unwrap_or(user_context::SPSR);
-        let _ = self.k.vm_read_registers(self.vcpu, &mut ctx[..=top]);
+        let _ = self.k.vm_read_registers(me, &mut ctx[..=top]);
         ctx[user_context::PC] = ip.wrapping_add(4);
         let n = if write {
             1
@@ -807,7 +990,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
             top + 1
         };
-        let _ = self.k.vm_write_registers(self.vcpu, false, &ctx[..n]);
+        let _ = self.k.vm_write_registers(me, false, &ctx[..n]);
         let class = if write {
             TrapClass::MmioWrite
         } else {
@@ -817,8 +1000,29 @@ impl<K: Kernel + Clone> Vmm<K> {
         Some(MessageInfo::new(0, 0))
     }
 
+    /// Suspends every vCPU that may run (the VM ended): the one whose exit this is and each one
+    /// powered on; a parked one is suspended already, one powered off never started or was
+    /// suspended by its CPU_OFF.
+    fn suspend_all(&mut self) {
+        let mut timer = false;
+        let current = self.regs.vcpu();
+        for (v, (c, slot)) in VCPUS.iter().zip(self.cpus.iter_mut()).enumerate() {
+            timer |= slot.deadline.is_some();
+            let parked = core::mem::take(&mut slot.parked);
+            slot.deadline = None;
+            let off = self.psci.state(v) == Some(vmm_core::psci::PowerState::Off);
+            if *c == current || (!parked && !off) {
+                let _ = self.k.vm_suspend(*c);
+            }
+        }
+        if timer || self.wakeup_at.is_some() {
+            self.wakeup_at = None;
+            self.k.timer_set(None);
+        }
+    }
+
     fn power_off(&mut self) {
-        let _ = self.k.vm_suspend(self.vcpu);
+        self.suspend_all();
         self.state = VmState::Off;
         if system::SMC {
             self.machine_request = Some(fid::SYSTEM_OFF);
@@ -868,6 +1072,18 @@ impl<K: Kernel + Clone> Vmm<K> {
             k: &mut self.k,
         };
         let _ = self.stats.write_report(&mut w);
+        if self.cpu_ons > 0 {
+            use core::fmt::Write as _;
+            let mut w = Out {
+                console: &mut self.devices.console,
+                k: &mut self.k,
+            };
+            let _ = write!(w, "vmm: vCPUs: cpu-ons={} exits per vCPU:", self.cpu_ons);
+            for (v, slot) in self.cpus.iter().enumerate().take(VCPUS.len()) {
+                let _ = write!(w, " {}={}", v, slot.exits);
+            }
+            let _ = writeln!(w);
+        }
         let g = self.glue;
         say!(
             self,
@@ -939,7 +1155,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
             Err(e) => say!(self, "vmm:   registers unavailable: {:?}", e),
         }
-        let _ = self.k.vm_suspend(self.vcpu);
+        self.suspend_all();
     }
 
     /// After the exit that ended the VM is counted: the statistics, then the guest's power
@@ -1015,16 +1231,24 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
             let _ = self.devices.console.flush(&mut self.k);
-            self.unpark();
+            self.wake_interrupted();
         }
-        // The wake-up timer: the parked vCPU's virtual timer is due.
+        // The wake-up timer: a parked vCPU's virtual timer is due.
         let timer = 1 << system::IRQ_30.index();
         if channels.bits() & timer != 0 {
             self.irq_ack = true;
-            if self.parked && self.state == VmState::Running {
-                self.glue.timer_wakes = self.glue.timer_wakes.saturating_add(1);
-                self.unpark();
+            if self.state == VmState::Running {
+                let now = self.k.timer_now();
+                for v in 0..VCPUS.len() {
+                    let slot = self.cpus[v];
+                    if slot.parked && slot.deadline.is_some_and(|d| d <= now) {
+                        self.glue.timer_wakes = self.glue.timer_wakes.saturating_add(1);
+                        self.unpark(v);
+                    }
+                }
+                self.arm_wakeup();
             } else {
+                self.wakeup_at = None;
                 self.k.timer_set(None);
             }
         }
@@ -1041,7 +1265,8 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
     }
 
     fn fault(&mut self, child: Child, msg: MessageInfo) -> Result<FaultReply, VmmError> {
-        if child != self.vcpu {
+        let v = child.index() as usize;
+        if VCPUS.get(v) != Some(&child) {
             return Err(VmmError::UnknownChild(child.index()));
         }
         if self.state != VmState::Running {
@@ -1053,9 +1278,9 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             return Ok(None);
         }
         if cfg!(feature = "null-vmm") {
-            return Ok(self.null_exit(msg));
+            return Ok(self.null_exit(v, msg));
         }
-        Ok(self.handle_vcpu_fault(msg))
+        Ok(self.handle_vcpu_fault(v, msg))
     }
 
     /// The wake-up timer's IRQ is acknowledged with the next receive.

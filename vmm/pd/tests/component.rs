@@ -14,6 +14,7 @@ use microkit_sim::{Invocation, Sim, SimKernel};
 use std::cell::Cell;
 use std::rc::Rc;
 use vmm::{GuestBlobs, VmState, Vmm, WP_PATTERN};
+use vmm_core::psci::PowerState;
 
 fn gpr(n: u8) -> usize {
     user_context::gpr_index(n).unwrap()
@@ -88,7 +89,7 @@ fn scope_is_what_system_xml_grants() {
     let vm = s.vm.expect("vmm owns a VM");
     assert_eq!(
         (vm.name.as_str(), vm.vcpus.as_slice()),
-        ("guest", &[0u64][..])
+        ("guest", &[0u64, 1, 2, 3][..])
     );
     assert_eq!(
         vmm::system::GRANTS,
@@ -108,8 +109,20 @@ fn scope_is_what_system_xml_grants() {
 #[test]
 fn start_up_loads_the_guest_and_starts_vcpu_0_with_the_linux_boot_state() {
     let h = Harness::start(blobs());
-    let log = h.sim.take_log();
-    assert_eq!(log.len(), 3, "{log:?}");
+    let mut log = h.sim.take_log();
+    assert_eq!(log.len(), 7, "{log:?}");
+    // First each vCPU's MPIDR (VMPIDR_EL2): bit 31 RES1, U (bit 30) clear for a multiprocessor,
+    // Aff0 = the vCPU's index, which the device tree's cpu@N and PSCI's target_cpu name.
+    for (v, inv) in log.drain(..4).enumerate() {
+        assert_eq!(
+            inv,
+            Invocation::VcpuWriteReg {
+                vcpu: v as u8,
+                field: vcpu_reg::VMPIDR_EL2,
+                value: 0x8000_0000 | v as u64,
+            }
+        );
+    }
     match log[0] {
         Invocation::VcpuWriteReg {
             vcpu: 0,
@@ -133,6 +146,12 @@ fn start_up_loads_the_guest_and_starts_vcpu_0_with_the_linux_boot_state() {
     );
     assert_eq!(log[2], Invocation::VmResume(0));
     assert!(h.sim.with_vcpu(0, |v| v.running));
+    // The others wait for PSCI CPU_ON.
+    for v in 1..4 {
+        assert!(!h.sim.with_vcpu(v, |v| v.running));
+        assert_eq!(h.vmm.vcpu_power(v as usize), Some(PowerState::Off));
+    }
+    assert_eq!(h.vmm.vcpu_power(4), None);
     assert_eq!(h.vmm.state(), VmState::Running);
 
     // The Image file at its load address; nothing written below it.
@@ -830,8 +849,9 @@ fn the_broken_handler_stops_the_vm_with_a_device_diagnostic() {
 fn a_fault_badged_for_another_child_is_reported_not_handled() {
     let mut h = Harness::running();
     let before = h.ctx();
-    for child in [1u64, 63, 200] {
-        // The VMM has no child 1: the simulation would refuse `fault`, so the badge is raw.
+    for child in [4u64, 63, 200] {
+        // The VMM has no child 4 (its vCPUs are 0..3): the simulation would refuse `fault`, so
+        // the badge is raw.
         h.sim.raw_event(
             1 << 62 | child,
             MessageInfo::new(label::VM_FAULT, 4),
@@ -958,16 +978,29 @@ fn wfi_parks_until_the_virtual_timer_deadline_then_the_timer_irq_resumes() {
     h.set_reg(vcpu_reg::CNTV_CTL, 1); // enabled, not masked
     h.set_x_pc(PC0);
     let log = h.exit(label::VCPU_FAULT, &[WFI]);
-    // Physical deadline = CNTV_CVAL + CNTVOFF; suspended after the PC moved past the WFI.
-    assert!(log.contains(&Invocation::TimerSet(Some(4_500))), "{log:?}");
-    assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)), "{log:?}");
+    // Suspended after the PC moved past the WFI; then the wake-up timer is armed at the
+    // physical deadline = CNTV_CVAL + CNTVOFF.
+    assert_eq!(
+        log[log.len() - 2..],
+        [Invocation::VmSuspend(0), Invocation::TimerSet(Some(4_500))],
+        "{log:?}"
+    );
     assert!(!log.iter().any(|i| matches!(i, Invocation::Reply { .. })));
     assert_eq!(h.pc(), PC0 + 4);
     assert!(h.vmm.parked());
+    // Early (the timer's interrupt does not say for whom): nobody's deadline has passed.
+    h.sim.set_timer_now(4_499);
+    let early = h.timer_irq();
+    assert!(
+        !early.iter().any(|i| matches!(i, Invocation::VmResume(_))),
+        "{early:?}"
+    );
+    assert!(h.vmm.parked());
+    h.sim.set_timer_now(4_500);
     let wake = h.timer_irq();
     assert_eq!(
         wake[..2],
-        [Invocation::TimerSet(None), Invocation::VmResume(0)],
+        [Invocation::VmResume(0), Invocation::TimerSet(None)],
         "{wake:?}"
     );
     // The IRQ is acknowledged with the next receive (slot 138 + channel 4).

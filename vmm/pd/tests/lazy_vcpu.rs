@@ -330,9 +330,10 @@ fn sp_follows_the_guest_stack_pointer_selection() {
 
 #[test]
 fn a_kernel_refusal_is_a_typed_error() {
-    // vCPU 1 is not in the VMM's scope: the kernel refuses with an invalid capability.
+    // vCPU 4 is not in the VMM's scope (its VM has 0..3): the kernel refuses with an invalid
+    // capability.
     let sim = Sim::from_repo_system("vmm");
-    let mut lazy: LazyVcpu<SimKernel> = LazyVcpu::new(sim.kernel(), Child::new(1));
+    let mut lazy: LazyVcpu<SimKernel> = LazyVcpu::new(sim.kernel(), Child::new(4));
     assert_eq!(
         lazy.gpr(0),
         Err(VcpuError::Kernel(error::INVALID_CAPABILITY))

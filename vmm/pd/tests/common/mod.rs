@@ -272,6 +272,29 @@ impl<K: Kernel + Clone> Harness<K> {
         self.sim.take_log()
     }
 
+    /// After an exit that parked vCPU 0 (its log `parked`): the wake-up timer's interrupt at the
+    /// deadline the exit armed it for, if it armed one (`None`: the vCPU waits for an interrupt
+    /// only, and an interrupt of the timer at any time leaves it parked).
+    pub fn wake_at_deadline(&mut self, parked: &[Invocation]) -> Option<Vec<Invocation>> {
+        let deadline = parked.iter().rev().find_map(|i| match i {
+            Invocation::TimerSet(Some(d)) => Some(*d),
+            _ => None,
+        });
+        match deadline {
+            Some(d) => {
+                self.sim.set_timer_now(d);
+                Some(self.timer_irq())
+            }
+            None => {
+                self.sim.set_timer_now(u64::MAX);
+                let log = self.timer_irq();
+                assert!(!log.contains(&Invocation::VmResume(0)), "{log:?}");
+                assert!(self.vmm.parked());
+                None
+            }
+        }
+    }
+
     /// A VMFault at `addr` raised by the instruction at `ip` with syndrome `fsr`.
     pub fn vm_fault(&mut self, ip: u64, addr: u64, fsr: u64) -> Vec<Invocation> {
         self.exit(label::VM_FAULT, &[ip, addr, 0, fsr])
