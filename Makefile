@@ -120,8 +120,8 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
-	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux bench-linux-idle bench-linux test-sdk-checksum
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux linux-smp-image linux-smp bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
 TOOLCHAIN := $(shell sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
@@ -406,6 +406,39 @@ test-linux-restart: check-qemu check-sdk linux-guest
 		/big.txt $$(seq 1 $(LINUX_RESTART_LINES) | md5sum | cut -d' ' -f1)
 	build/bench/restart-time.sh --icount $(LINUX_RESTART_BUILD)/qemu.log
 
+# SMP: the same Linux guest with SMP_VCPUS (4) CPUs in its device tree (guests/platform/smp-dtb.sh
+# adds cpu@1.. to the shell guest's); system.xml's VM has four vCPUs, all served by the VMM PD,
+# and the guest starts vCPUs 1..3 with PSCI CPU_ON. `make test-smp` types a session
+# (build/expect/linux-smp.txt): nproc, per-CPU timer and IPI counts, a stress run on every CPU
+# with ext4 on the disk meanwhile, CPU hotplug off and on, power-off; the disk image is checked
+# on the host after (e2fsck clean, the file written byte for byte). Its own build dir, the Linux
+# guest's PD target dir.
+SMP_VCPUS ?= 4
+SMP_BUILD := $(BUILD_DIR)/linux-smp
+SMP_OUT   := $(SMP_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+SMP_QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
+	-device loader,file=$(SMP_OUT)/loader.img,addr=0x70000000,cpu-num=0 \
+	-drive if=none,format=raw,file=$(SMP_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
+	-global virtio-mmio.force-legacy=false
+linux-smp-guest: linux-guest
+	guests/platform/smp-dtb.sh $(SMP_VCPUS) $(LINUX_DIR)/virt-shell.dtb $(LINUX_DIR)/virt-smp.dtb
+
+linux-smp-image: check-sdk linux-smp-guest
+	@mkdir -p $(SMP_OUT) && cp $(LINUX_DIR)/disk.img $(SMP_OUT)/disk.img
+	@$(MAKE) --no-print-directory image BUILD_DIR=$(SMP_BUILD) PD_TARGET_DIR=target/pd-linux-$(MICROKIT_CONFIG) \
+		GUEST_IMAGE=$(LINUX_DIR)/Image GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz \
+		GUEST_DTB=$(LINUX_DIR)/virt-smp.dtb DISK_IMAGE=$(SMP_OUT)/disk.img
+
+test-smp: check-qemu linux-smp-image
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/linux-smp.txt \
+		--log $(SMP_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 --expect-exit -- \
+		$(QEMU) $(SMP_QEMU_ARGS) -serial stdio -monitor none
+	guests/linux/check-disk.sh $(SMP_OUT)/disk.img /smp.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+
+# `make linux-smp`: the SMP guest for a person to type into (Ctrl-A x quits).
+linux-smp: check-qemu linux-smp-image
+	$(QEMU) $(SMP_QEMU_ARGS) -serial mon:stdio
+
 # The idle Linux guest's cost: QEMU's host CPU time and the VMM's exits while the shell sleeps
 # IDLE_S seconds (30), against the same kernel natively (build/bench/linux-idle.sh); table in
 # $(BUILD_DIR)/bench/linux-idle/linux-idle.md. Wall-clock time (no -icount): run it alone.
@@ -525,7 +558,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:
