@@ -132,7 +132,11 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
             );
             names.push(name);
         }
-        let list: Vec<String> = vm.vcpus.iter().map(|v| format!("Child::new({v})")).collect();
+        let list: Vec<String> = vm
+            .vcpus
+            .iter()
+            .map(|v| format!("Child::new({v})"))
+            .collect();
         let _ = writeln!(
             w,
             "/// Every vCPU of VM `{}`, in system.xml's order.\npub const VM_VCPUS: &[Child] = &[{}];",

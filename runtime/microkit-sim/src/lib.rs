@@ -15,7 +15,7 @@ use microkit_rt::kernel::SMC_REGS;
 use microkit_rt::{Channel, Child, Kernel, KernelError, SharedRegion};
 use sdf::PdScope;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 /// List registers of the simulated GIC virtual CPU interface (GIC-400 in QEMU virt has 4).
@@ -121,6 +121,8 @@ struct State {
     timer_now: u64,
     /// The event the PD took last (its badge and message info): a reply answers it.
     last_event: Option<(u64, MessageInfo)>,
+    /// vCPUs every invocation on which the kernel refuses ([`Sim::refuse_vcpu`]).
+    refused_vcpus: BTreeSet<u8>,
 }
 
 impl State {
@@ -141,6 +143,9 @@ impl State {
                 v.index()
             ));
             return Err(KernelError::Sel4(error::INVALID_CAPABILITY));
+        }
+        if self.refused_vcpus.contains(&v.index()) {
+            return Err(KernelError::Sel4(error::ILLEGAL_OPERATION));
         }
         Ok(self.vcpus.get_mut(&v.index()).expect("checked"))
     }
@@ -227,6 +232,7 @@ impl Sim {
             responder: None,
             timer_now: 0,
             last_event: None,
+            refused_vcpus: BTreeSet::new(),
         }))))
     }
 
@@ -414,6 +420,13 @@ impl Sim {
         f(s.children
             .get_mut(&c)
             .unwrap_or_else(|| panic!("no child {c} in scope")))
+    }
+
+    /// From now on the kernel refuses every invocation on vCPU `v` (its thread and its VCPU
+    /// object) with an illegal-operation error, as for an object in a state the call does not
+    /// allow: the PD's error paths. Not a violation: the capability is in scope.
+    pub fn refuse_vcpu(&self, v: u8) {
+        self.0.borrow_mut().refused_vcpus.insert(v);
     }
 
     /// Reads or changes a simulated vCPU.

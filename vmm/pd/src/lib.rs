@@ -76,7 +76,10 @@ const _: () = {
     assert!(!VCPUS.is_empty() && VCPUS.len() <= vgic::MAX_VCPUS);
     let mut i = 0;
     while i < VCPUS.len() {
-        assert!(VCPUS[i].index() as usize == i, "vCPU ids must be 0..n in order");
+        assert!(
+            VCPUS[i].index() as usize == i,
+            "vCPU ids must be 0..n in order"
+        );
         i += 1;
     }
 };
@@ -232,6 +235,13 @@ impl<K: Kernel + Clone> Vmm<K> {
                 return vmm;
             }
         }
+        // PSCI CPU_ON may start a vCPU only inside guest RAM.
+        if let Ok(ram) = GpaRange::new(
+            GuestPhysAddr(system::guest::guest_ram::GPA),
+            system::guest::guest_ram::SIZE as u64,
+        ) {
+            vmm.psci = vmm.psci.clone().with_entry_range(ram);
+        }
         vmm.register_devices();
         vmm.fill_write_protected_page();
         vmm.boot(blobs);
@@ -362,6 +372,48 @@ impl<K: Kernel + Clone> Vmm<K> {
         self.k
             .vm_write_registers(c, false, &[pc, 0, pstate, x0, 0, 0, 0])?;
         self.k.vm_resume(c)
+    }
+
+    /// PSCI CPU_ON accepted by the PSCI table: starts vCPU `target` at `entry` with x0 =
+    /// `context` in the boot state; if that fails, tells the table and makes the caller's x0
+    /// (in the register cache of this exit) INTERNAL_FAILURE. Returns the kernel calls made.
+    fn cpu_on(&mut self, target: usize, entry: u64, context: u64) -> u32 {
+        let started = match VCPUS.get(target) {
+            Some(&c) => self.start_vcpu(
+                c,
+                entry,
+                context,
+                loader::BOOT_PSTATE,
+                loader::BOOT_SCTLR_EL1,
+            ),
+            None => Err(KernelError::Sel4(microkit_rt::abi::error::RANGE_ERROR)),
+        };
+        match started {
+            Ok(()) => {
+                let _ = self.psci.vcpu_started(target);
+                self.cpu_ons = self.cpu_ons.saturating_add(1);
+                // A fresh start: not parked, its CNTVOFF read again; its exits still count.
+                let exits = self.cpus[target].exits;
+                self.cpus[target] = CpuSlot {
+                    exits,
+                    ..CpuSlot::default()
+                };
+                3
+            }
+            Err(e) => {
+                let _ = self.psci.cpu_on_failed(target);
+                say!(
+                    self,
+                    "vmm: PSCI CPU_ON: cannot start vCPU {}: {}",
+                    target,
+                    e
+                );
+                let failure = vmm_core::psci::ret_x0(vmm_core::psci::ret::INTERNAL_FAILURE);
+                // Cannot fail: x0 is a valid register and the cache only records the value.
+                let _ = vmm_core::vcpu::Vcpu::set_gpr(&mut self.regs, 0, failure);
+                1
+            }
+        }
     }
 
     /// Sends the guest console through the serial driver's TX queue (its header and data
@@ -624,7 +676,11 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Exits vCPU `v` took.
     pub fn vcpu_exits(&self, v: usize) -> u64 {
-        if v < VCPUS.len() { self.cpus[v].exits } else { 0 }
+        if v < VCPUS.len() {
+            self.cpus[v].exits
+        } else {
+            0
+        }
     }
 
     /// vCPU `v`'s PSCI power state (`None` past the VM's vCPUs).
@@ -752,6 +808,17 @@ impl<K: Kernel + Clone> Vmm<K> {
         let me = VCPUS[v];
         // This exit's vCPU no longer runs: parked, powered off, or the VM ended.
         let mut stopped = false;
+        // PSCI CPU_ON: the target starts now; the caller's x0 is SUCCESS already, or becomes
+        // INTERNAL_FAILURE if the target cannot be started (its state goes back to OFF). The
+        // caller then resumes as from any call.
+        if let ExitAction::CpuOn {
+            target,
+            entry,
+            context,
+        } = report.action
+        {
+            idle_calls += self.cpu_on(target, entry, context);
+        }
         let reply = match report.action {
             // A guest waiting for an interrupt is parked instead of spinning through WFI exits
             // (the register write-back already moved its PC past the WFI): suspended, and
@@ -775,7 +842,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                     None
                 }
             },
-            ExitAction::Resume | ExitAction::WaitForInterrupt => {
+            ExitAction::Resume | ExitAction::WaitForInterrupt | ExitAction::CpuOn { .. } => {
                 // An HVC's results (x0..x3) and PC go back in the fault reply when nothing else
                 // changed: no TCB WriteRegisters (abi::unknown_syscall).
                 if msg.label() == label::UNKNOWN_SYSCALL {
@@ -804,54 +871,6 @@ impl<K: Kernel + Clone> Vmm<K> {
                     "vmm: guest asked for a system reset (PSCI SYSTEM_RESET)"
                 );
                 None
-            }
-            ExitAction::CpuOn {
-                target,
-                entry,
-                context,
-            } => {
-                // The caller's x0 is PSCI SUCCESS already; INTERNAL_FAILURE if the target cannot
-                // be started (its state goes back to OFF).
-                idle_calls += 3;
-                let started = match VCPUS.get(target) {
-                    Some(&c) => self.start_vcpu(
-                        c,
-                        entry,
-                        context,
-                        loader::BOOT_PSTATE,
-                        loader::BOOT_SCTLR_EL1,
-                    ),
-                    None => Err(KernelError::Sel4(microkit_rt::abi::error::RANGE_ERROR)),
-                };
-                match started {
-                    Ok(()) => {
-                        let _ = self.psci.vcpu_started(target);
-                        self.cpu_ons = self.cpu_ons.saturating_add(1);
-                        self.cpus[target] = CpuSlot {
-                            exits: self.cpus[target].exits,
-                            ..CpuSlot::default()
-                        };
-                    }
-                    Err(e) => {
-                        let _ = self.psci.cpu_on_failed(target);
-                        say!(self, "vmm: PSCI CPU_ON: cannot start vCPU {}: {}", target, e);
-                        let failure = vmm_core::psci::ret_x0(vmm_core::psci::ret::INTERNAL_FAILURE);
-                        if let Err(e) = vmm_core::vcpu::Vcpu::set_gpr(&mut self.regs, 0, failure) {
-                            self.stop_with(&report, Some(e));
-                        }
-                    }
-                }
-                if self.state != VmState::Running {
-                    None
-                } else {
-                    match self.regs.flush() {
-                        Ok(_) => Some(MessageInfo::new(0, 0)),
-                        Err(e) => {
-                            self.stop_with(&report, Some(e));
-                            None
-                        }
-                    }
-                }
             }
             ExitAction::CpuOff => {
                 // PSCI CPU_OFF does not return: the vCPU is suspended (which also cancels the
@@ -951,18 +970,13 @@ impl<K: Kernel + Clone> Vmm<K> {
             label::VCPU_FAULT => {
                 let mut r = [0u64; 1];
                 calls += 1;
-                self.k
-                    .vm_read_registers(me, &mut r)
-                    .ok()
-                    .map(|()| r[0])
+                self.k.vm_read_registers(me, &mut r).ok().map(|()| r[0])
             }
             _ => None,
         };
         if let Some(pc) = pc {
             calls += 1;
-            let _ = self
-                .k
-                .vm_write_registers(me, false, &[pc.wrapping_add(4)]);
+            let _ = self.k.vm_write_registers(me, false, &[pc.wrapping_add(4)]);
         }
         self.stats.record_exit(class, None, calls + 1);
         Some(MessageInfo::new(0, 0))
