@@ -306,8 +306,8 @@ bench-qemu: check-sdk check-qemu
 		$(BENCH_DIR)/null-$(MICROKIT_CONFIG).log $(BENCH_DIR)/exit-costs-$(MICROKIT_CONFIG).md $(BENCH_DIR)/native.log
 	@cat $(BENCH_DIR)/exit-costs-$(MICROKIT_CONFIG).md | sed -n '1,/^## Block/p'
 
-# The bench guest natively on QEMU virt (no seL4, no SDK), under the same -icount: the exit
-# benchmarks need the VMM and are skipped; the block throughput runs against QEMU's own
+# The bench guest natively on QEMU virt (no seL4, no SDK), under the same -icount, with two CPUs
+# (the IPI round trip's second): the exit benchmarks need the VMM and are skipped; the block throughput runs against QEMU's own
 # virtio-blk-device on a fresh zeroed disk. Log in $(BENCH_DIR)/native.log, table in
 # $(BENCH_DIR)/blk-native.md.
 NATIVE_BENCH_DISK := $(BENCH_DIR)/native-disk.img
@@ -317,7 +317,7 @@ bench-native: check-qemu
 	echo "bench-native: booting the bench guest natively under -icount" && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/bench-native.txt \
 		--log $(BENCH_DIR)/native.log --timeout $(BENCH_TIMEOUT) --linger 1 -- \
-		$(QEMU) -machine virt -cpu cortex-a53 -m 2G -nographic -kernel $(BENCH_DIR)/guest/testguest-bench.Image \
+		$(QEMU) -machine virt -cpu cortex-a53 -smp 2 -m 2G -nographic -kernel $(BENCH_DIR)/guest/testguest-bench.Image \
 		-drive if=none,format=raw,file=$(NATIVE_BENCH_DISK),id=hd0 -device virtio-blk-device,drive=hd0 \
 		-global virtio-mmio.force-legacy=false -icount shift=0,sleep=off -serial stdio -monitor none > /dev/null && \
 	$(CARGO) run -q -p qemu-expect --bin bench-table -- --native $(BENCH_DIR)/native.log $(BENCH_DIR)/blk-native.md

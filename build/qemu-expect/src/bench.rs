@@ -171,6 +171,37 @@ pub fn table(full: &Run, floor: Option<&Run>, null: &Run) -> String {
     o
 }
 
+/// The IPI table: the cross-vCPU SGI round trip (`bench ipi`) under the VMM against the same
+/// guest natively on QEMU with `-smp 2` (both under `-icount shift=0`), in ticks and
+/// instructions per round trip, with the ratio and the VMM's exits per round trip.
+pub fn ipi_table(full: &Run, native: Option<&Run>) -> Option<String> {
+    let vmm = per_op_of(Some(full), "ipi")?;
+    let hz = full.cntfrq.unwrap_or(0);
+    let insns = |t: f64| {
+        if hz > 0 {
+            format!("{:.0}", t * 1e9 / hz as f64)
+        } else {
+            "-".into()
+        }
+    };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| IPI round trip (CPU 0 → CPU 1 → CPU 0) | ticks/op | instructions/op |\n| --- | ---: | ---: |"
+    );
+    let _ = writeln!(o, "| under the VMM | {vmm:.2} | {} |", insns(vmm));
+    match per_op_of(native, "ipi") {
+        Some(n) => {
+            let _ = writeln!(o, "| native QEMU, `-smp 2` | {n:.2} | {} |", insns(n));
+            let _ = writeln!(o, "| ratio VMM / native | {:.1} | |", vmm / n);
+        }
+        None => {
+            let _ = writeln!(o, "| native QEMU, `-smp 2` | not run | |");
+        }
+    }
+    Some(o)
+}
+
 /// One run's cell of a block benchmark: ticks (or why not), MB/s, the measurement.
 fn blk_cell<'a>(run: Option<&'a Run>, name: &str) -> (String, Option<f64>, Option<&'a Throughput>) {
     let Some(run) = run else {
@@ -234,6 +265,7 @@ mod tests {
     const FULL: &str = "testguest: bench mode, CNTFRQ_EL0 = 62500000 Hz\n\
         bench mmio-read iterations=10000 ticks=200000 ticks-per-op=20.00\n\
         bench sgi-self iterations=10000 ticks=900000 ticks-per-op=90.00\n\
+        bench ipi iterations=100 ticks=250000 ticks-per-op=2500.00\n\
         vmm: trap statistics\n  total exits=5 kernel-calls=9 mean=1.80\n  mmio-read exits=4 kernel-calls=12 mean=3.00 max=3\n";
     const NULL: &str = "bench mmio-read iterations=10000 ticks=50000 ticks-per-op=5.00\n\
         bench sgi-self failed: SGI 0 not delivered after 10000000 polls\n";
@@ -290,6 +322,26 @@ mod tests {
             .mb_per_s(62_500_000),
             None
         );
+    }
+
+    #[test]
+    fn the_ipi_round_trip_against_native() {
+        let full = parse(FULL);
+        // 2500 ticks under the VMM (40,000 instructions), 20 natively: 125x.
+        let native = parse(
+            "testguest: bench mode, CNTFRQ_EL0 = 62500000 Hz\n\
+             bench ipi iterations=10000 ticks=200000 ticks-per-op=20.00\n",
+        );
+        let t = ipi_table(&full, Some(&native)).expect("the full run measured ipi");
+        assert!(t.contains("| under the VMM | 2500.00 | 40000 |"), "{t}");
+        assert!(t.contains("| native QEMU, `-smp 2` | 20.00 | 320 |"), "{t}");
+        assert!(t.contains("| ratio VMM / native | 125.0 | |"), "{t}");
+        let alone = ipi_table(&full, None).unwrap();
+        assert!(
+            alone.contains("| native QEMU, `-smp 2` | not run | |"),
+            "{alone}"
+        );
+        assert_eq!(ipi_table(&parse(NULL), Some(&native)), None);
     }
 
     #[test]

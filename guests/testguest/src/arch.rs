@@ -49,6 +49,14 @@ read_sysreg!(/// CPACR_EL1.
     cpacr_el1, "cpacr_el1");
 read_sysreg!(/// VBAR_EL1.
     vbar_el1, "vbar_el1");
+read_sysreg!(/// MPIDR_EL1: Aff0 (bits 7:0) is the CPU's number on QEMU virt and under the VMM.
+    mpidr_el1, "mpidr_el1");
+
+/// This CPU's number (MPIDR_EL1.Aff0).
+#[inline(always)]
+pub fn cpu_id() -> usize {
+    (mpidr_el1() & 0xff) as usize
+}
 
 /// CNTV_CTL_EL0.ENABLE.
 pub const CNTV_ENABLE: u64 = 1 << 0;

@@ -21,7 +21,7 @@ use crate::platform::{self, Platform};
 use crate::report::{Msg, PerOp, esr_ec};
 use crate::virtio::{self, Seg};
 use crate::virtio_blk::{self, Blk, MAX_DATA_SEGS};
-use crate::{arch, gic, psci, vectors};
+use crate::{arch, gic, psci, smp, vectors};
 
 /// The virtio-blk transport's registers (virt's last virtio-mmio slot).
 // SAFETY: device memory of the (emulated or QEMU's) virtio-mmio transport, owned by no Rust object.
@@ -156,6 +156,69 @@ fn irq_round_trips(name: &str, irq: u32, raise: impl Fn(), count: impl Fn() -> u
         }
         None => report(name, ITERATIONS, ticks),
     }
+}
+
+/// The IPI round trip between two CPUs: CPU 0 starts CPU 1 (PSCI CPU_ON), then per iteration
+/// sends it SGI ping and waits in WFI until CPU 1's handler has answered with SGI pong and
+/// CPU 0's handler has taken it. Under the VMM both vCPUs share one physical core: the round
+/// trip is CPU 0's SGIR write, its WFI (parked), CPU 1 resumed with the ping in its list
+/// registers, its handler's SGIR write (CPU 0 woken), its EOI and WFI, CPU 0 taking the pong.
+/// A watchdog (the virtual timer, 10 s away) ends a wait for a lost interrupt with a `failed`
+/// line instead of a hang. CPU 1 stays in WFI afterwards.
+fn ipi() {
+    if !selected("ipi") {
+        return;
+    }
+    gic::init();
+    gic::enable(gic::IPI_PONG);
+    gic::enable(gic::VTIMER_IRQ);
+    vectors::irq_reset();
+    let _ = vectors::take_unexpected();
+    arch::set_cntv_tval(arch::cntfrq() * 10);
+    arch::set_cntv_ctl(arch::CNTV_ENABLE);
+    arch::irq_unmask();
+    let r = smp::start_cpu1();
+    let up = r == 0 && wait_pong(1);
+    let mut lost = None;
+    let start = arch::now();
+    if up {
+        for i in 0..ITERATIONS {
+            gic::sgi_to(1, gic::IPI_PING);
+            if !wait_pong(i as u32 + 2) {
+                lost = Some(i);
+                break;
+            }
+        }
+    }
+    let ticks = arch::now() - start;
+    arch::irq_mask();
+    arch::set_cntv_ctl(0);
+    gic::disable(gic::VTIMER_IRQ);
+    match (r, up, lost) {
+        (0, true, None) => report("ipi", ITERATIONS, ticks),
+        (0, _, Some(i)) => println!("bench ipi failed: pong {i} not seen within 10 s"),
+        (0, false, _) => println!("bench ipi failed: CPU 1 did not come up within 10 s"),
+        _ => println!("bench ipi failed: PSCI CPU_ON returned {:#x}", r),
+    }
+}
+
+/// Waits in WFI until CPU 0 has taken `want` pongs in all; false if the watchdog fired first.
+/// IRQs are masked around the check, so one taken between the check and the WFI cannot be
+/// slept through (WFI wakes on a pending interrupt even when it is masked).
+fn wait_pong(want: u32) -> bool {
+    arch::irq_mask();
+    let mut ok = true;
+    while vectors::pong_count() < want {
+        if vectors::irq_log().timer > 0 {
+            ok = false;
+            break;
+        }
+        arch::wfi();
+        arch::irq_unmask();
+        arch::irq_mask();
+    }
+    arch::irq_unmask();
+    ok
 }
 
 /// The block benchmarks: (name, request size, write).
@@ -315,6 +378,7 @@ pub fn run_all() {
     platform::announce();
     if platform::detect() == Platform::Native {
         println!("testguest: the exit benchmarks need the VMM: skipped");
+        ipi();
     } else {
         measure("mmio-read", |_| {
             TESTDEV.ldr_w(testdev::ID);
@@ -341,6 +405,11 @@ pub fn run_all() {
         measure("pl011-write", |_| UART.str_w(0x038, 0));
         sgi_self();
         timer_ppi();
+        if platform::detect() == Platform::Vmm {
+            ipi();
+        } else if selected("ipi") {
+            println!("bench ipi failed: the null VMM starts no vCPU");
+        }
     }
     if BLK_RUNS.iter().any(|&(name, _, _)| selected(name)) {
         blk();

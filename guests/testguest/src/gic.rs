@@ -25,6 +25,10 @@ pub const VTIMER_IRQ: u32 = 27;
 pub const VIRTIO_BLK_IRQ: u32 = 79;
 /// The SGI the cases and benchmarks send to themselves.
 pub const TEST_SGI: u32 = 1;
+/// The SGI CPU 0 sends CPU 1 in the IPI benchmark.
+pub const IPI_PING: u32 = 2;
+/// The SGI CPU 1's handler answers each ping with, to CPU 0.
+pub const IPI_PONG: u32 = 3;
 /// The first of the special ids (1020..1023, e.g. 1023 = spurious): nothing to end.
 pub const FIRST_SPECIAL: u32 = 1020;
 /// The priority every interrupt gets (below the mask 0xff).
@@ -43,6 +47,13 @@ pub const fn iar_cpu(iar: u32) -> u32 {
 /// Enables the distributor and this CPU's interface, with every priority unmasked.
 pub fn init() {
     GICD.str_w(GICD_CTLR, 1);
+    GICC.str_w(GICC_PMR, 0xff);
+    GICC.str_w(GICC_CTLR, 1);
+}
+
+/// Turns on this CPU's interface with every priority unmasked (a secondary CPU: the distributor
+/// is on already).
+pub fn cpu_init() {
     GICC.str_w(GICC_PMR, 0xff);
     GICC.str_w(GICC_CTLR, 1);
 }
@@ -78,6 +89,11 @@ pub fn disable(irq: u32) {
 /// Sends SGI `id` to this CPU only.
 pub fn sgi_self(id: u32) {
     GICD.str_w(GICD_SGIR, SGIR_SELF | u64::from(id & 0xf));
+}
+
+/// Sends SGI `id` to CPU `cpu` only (target-list filter 0, CPUTargetList bit `cpu`).
+pub fn sgi_to(cpu: u32, id: u32) {
+    GICD.str_w(GICD_SGIR, 1 << (16 + (cpu & 7)) | u64::from(id & 0xf));
 }
 
 /// Acknowledges the highest-priority pending interrupt (GICC_IAR).

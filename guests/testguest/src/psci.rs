@@ -5,6 +5,9 @@ use core::arch::asm;
 
 /// PSCI_VERSION.
 pub const PSCI_VERSION: u64 = 0x8400_0000;
+/// CPU_ON, SMC64 convention: x1 = target MPIDR, x2 = entry point, x3 = context id (the target's
+/// x0).
+pub const CPU_ON_64: u64 = 0xC400_0003;
 /// SYSTEM_OFF.
 pub const SYSTEM_OFF: u64 = 0x8400_0008;
 /// PSCI_FEATURES.

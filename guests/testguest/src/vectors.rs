@@ -193,7 +193,14 @@ const MAX_UNEXPECTED: u32 = 64;
 /// Unknown interrupts tolerated before their source is disabled.
 const MAX_OTHER_IRQS: u32 = 64;
 
-static IN_HANDLER: AtomicBool = AtomicBool::new(false);
+static IN_HANDLER: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// CPUs this guest may run on (the IPI benchmark starts a second one).
+const MAX_CPUS: usize = 4;
+
+/// This CPU's "inside a handler" flag.
+fn in_handler() -> &'static AtomicBool {
+    &IN_HANDLER[arch::cpu_id() % MAX_CPUS]
+}
 
 // Expected traps (inside `catch`).
 static EXPECTING: AtomicBool = AtomicBool::new(false);
@@ -220,6 +227,9 @@ static VIRTIO_IAR: AtomicU32 = AtomicU32::new(0);
 static VIRTIO_ISR: AtomicU32 = AtomicU32::new(0);
 static OTHER_IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 static OTHER_IRQ_IAR: AtomicU32 = AtomicU32::new(0);
+/// IPI benchmark pings taken (on CPU 1) and pongs taken (on CPU 0).
+static PING_COUNT: AtomicU32 = AtomicU32::new(0);
+static PONG_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// One synchronous exception as the handler saw it.
 #[derive(Clone, Copy)]
@@ -307,6 +317,8 @@ pub fn irq_reset() {
         &VIRTIO_ISR,
         &OTHER_IRQ_COUNT,
         &OTHER_IRQ_IAR,
+        &PING_COUNT,
+        &PONG_COUNT,
     ] {
         c.store(0, Relaxed);
     }
@@ -327,6 +339,11 @@ pub fn irq_log() -> IrqLog {
         other: OTHER_IRQ_COUNT.load(Relaxed),
         other_iar: OTHER_IRQ_IAR.load(Relaxed),
     }
+}
+
+/// IPI benchmark pongs CPU 0 took so far.
+pub fn pong_count() -> u32 {
+    PONG_COUNT.load(Relaxed)
 }
 
 /// Test-SGI interrupts seen so far (a cheap read for the benchmark loop).
@@ -356,16 +373,16 @@ fn fatal(what: &str, frame: &Frame) -> ! {
 /// Called by every vector stub with the vector index and the saved frame.
 extern "C" fn exception_entry(kind: u64, frame: &mut Frame) {
     let name = VECTOR_NAMES[(kind & 15) as usize];
-    if IN_HANDLER.load(Relaxed) {
+    if in_handler().load(Relaxed) {
         fatal(name, frame);
     }
-    IN_HANDLER.store(true, Relaxed);
+    in_handler().store(true, Relaxed);
     match kind {
         KIND_SYNC => sync(frame),
         KIND_IRQ => irq(),
         _ => fatal(name, frame),
     }
-    IN_HANDLER.store(false, Relaxed);
+    in_handler().store(false, Relaxed);
 }
 
 fn sync(frame: &mut Frame) {
@@ -383,7 +400,7 @@ fn sync(frame: &mut Frame) {
             UNEXPECTED_ELR.store(elr, Relaxed);
         }
         if bump(&UNEXPECTED_TOTAL) > MAX_UNEXPECTED {
-            IN_HANDLER.store(false, Relaxed);
+            in_handler().store(false, Relaxed);
             fatal("sync (too many unexpected exceptions)", frame);
         }
     }
@@ -408,6 +425,14 @@ fn irq() {
         gic::TEST_SGI => {
             SGI_IAR.store(iar, Relaxed);
             bump(&SGI_COUNT);
+        }
+        // The IPI benchmark: CPU 1 answers each ping; CPU 0 counts the answers.
+        gic::IPI_PING => {
+            bump(&PING_COUNT);
+            gic::sgi_to(0, gic::IPI_PONG);
+        }
+        gic::IPI_PONG => {
+            bump(&PONG_COUNT);
         }
         gic::VIRTIO_BLK_IRQ => {
             // Acknowledge at the device first: natively the line is level and stays asserted

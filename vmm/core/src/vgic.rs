@@ -605,13 +605,28 @@ impl Vgic {
         if settled && !ids.clone().any(|id| self.is_pending(vcpu, id)) {
             return Ok(());
         }
-        let mut result = Ok(());
-        for v in 0..self.num_vcpus {
-            self.purge(v);
-            result = result.and(self.drain(inj, v));
-        }
+        let mut result = self.purge_and_drain_all(inj);
         for id in ids {
             result = result.and(self.kick(inj, vcpu, id));
+        }
+        result
+    }
+
+    /// Purges and drains every vCPU's queue (every step runs even if an injection fails; the
+    /// first error is returned). A vCPU with nothing queued and no rescan owed is skipped: both
+    /// would do nothing (an SMP VM's other vCPUs, most of the time).
+    fn purge_and_drain_all(&mut self, inj: &mut dyn IrqInjector) -> Result<(), VgicError> {
+        let mut result = Ok(());
+        for v in 0..self.num_vcpus {
+            if self
+                .cpus
+                .get(v)
+                .is_some_and(|c| c.queue.is_empty() && !c.rescan)
+            {
+                continue;
+            }
+            self.purge(v);
+            result = result.and(self.drain(inj, v));
         }
         result
     }
@@ -902,11 +917,7 @@ impl Vgic {
                         *s |= 1 << vcpu;
                     }
                 }
-                let mut result = Ok(());
-                for v in 0..self.num_vcpus {
-                    self.purge(v);
-                    result = result.and(self.drain(inj, v));
-                }
+                let mut result = self.purge_and_drain_all(inj);
                 for t in 0..self.num_vcpus {
                     if targets & (1 << t) != 0 {
                         result = result.and(self.kick(inj, t, id));

@@ -87,9 +87,6 @@ const _: () = {
 /// What the VMM keeps of each vCPU between its exits.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuSlot {
-    /// Waiting in WFI: its fault is not answered (the thread is suspended); an interrupt for
-    /// it or its virtual timer's deadline resumes it.
-    parked: bool,
     /// While parked with its virtual timer armed: the deadline (CNTPCT).
     deadline: Option<u64>,
     /// Its CNTVOFF_EL2 (read once: nothing changes it).
@@ -172,6 +169,10 @@ pub struct Vmm<K: Kernel + Clone> {
     state: VmState,
     /// Each vCPU's idle state and exit count (the first `VCPUS.len()` are used).
     cpus: [CpuSlot; vgic::MAX_VCPUS],
+    /// The vCPUs waiting in WFI, a bit each: their faults are not answered (the threads are
+    /// suspended); an interrupt for one or its virtual timer's deadline resumes it. One word,
+    /// so that an exit with nobody parked checks it in one instruction.
+    parked: u8,
     /// PSCI CPU_ON calls that started a vCPU.
     cpu_ons: u64,
     /// Where the wake-up timer is armed (CNTPCT), if it is.
@@ -207,6 +208,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             stats: Stats::new(),
             state: VmState::NotStarted,
             cpus: [CpuSlot::default(); vgic::MAX_VCPUS],
+            parked: 0,
             cpu_ons: 0,
             wakeup_at: None,
             machine_request: None,
@@ -377,6 +379,7 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// PSCI CPU_ON accepted by the PSCI table: starts vCPU `target` at `entry` with x0 =
     /// `context` in the boot state; if that fails, tells the table and makes the caller's x0
     /// (in the register cache of this exit) INTERNAL_FAILURE. Returns the kernel calls made.
+    #[cold]
     fn cpu_on(&mut self, target: usize, entry: u64, context: u64) -> u32 {
         let started = match VCPUS.get(target) {
             Some(&c) => self.start_vcpu(
@@ -413,6 +416,22 @@ impl<K: Kernel + Clone> Vmm<K> {
                 let _ = vmm_core::vcpu::Vcpu::set_gpr(&mut self.regs, 0, failure);
                 1
             }
+        }
+    }
+
+    /// PSCI CPU_OFF of vCPU `v` (the PSCI table has it OFF): suspended, which also cancels its
+    /// pending fault reply, until a CPU_ON starts it afresh. The last one ends the VM: nothing
+    /// can power a vCPU on again.
+    #[cold]
+    fn cpu_off(&mut self, v: usize) {
+        let _ = self.k.vm_suspend(VCPUS[v]);
+        self.parked &= !(1 << v);
+        self.cpus[v].deadline = None;
+        let on =
+            (0..VCPUS.len()).any(|i| self.psci.state(i) != Some(vmm_core::psci::PowerState::Off));
+        if !on {
+            self.state = VmState::Off;
+            say!(self, "vmm: every vCPU is off (PSCI CPU_OFF): the VM ended");
         }
     }
 
@@ -619,10 +638,12 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Arms the wake-up timer at the earliest deadline of the parked vCPUs, or stops it.
     fn arm_wakeup(&mut self) {
+        let parked = self.parked;
         let next = self.cpus[..VCPUS.len()]
             .iter()
-            .filter(|c| c.parked)
-            .filter_map(|c| c.deadline)
+            .enumerate()
+            .filter(|&(v, _)| parked & 1 << v != 0)
+            .filter_map(|(_, c)| c.deadline)
             .min();
         if next != self.wakeup_at {
             self.wakeup_at = next;
@@ -637,10 +658,10 @@ impl<K: Kernel + Clone> Vmm<K> {
         let (Some(&c), Some(slot)) = (VCPUS.get(v), self.cpus.get_mut(v)) else {
             return 0;
         };
-        if !slot.parked {
+        if self.parked & 1 << v == 0 {
             return 0;
         }
-        slot.parked = false;
+        self.parked &= !(1 << v);
         slot.deadline = None;
         if let Err(e) = self.k.vm_resume(c) {
             say!(self, "vmm: cannot resume parked vCPU {}: {}", v, e);
@@ -651,10 +672,11 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// Resumes every parked vCPU the vGIC now holds an interrupt for (an SGI from another vCPU,
     /// a device's SPI routed to it), then re-arms the wake-up timer if one was resumed. Returns
     /// the kernel calls made.
+    #[inline(never)]
     fn wake_interrupted(&mut self) -> u32 {
         let mut calls = 0;
         for v in 0..VCPUS.len() {
-            if self.cpus[v].parked && self.vgic.has_interrupts(v) {
+            if self.parked & 1 << v != 0 && self.vgic.has_interrupts(v) {
                 calls += self.unpark(v);
             }
         }
@@ -666,12 +688,12 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Whether the boot vCPU (vCPU 0) is parked in WFI.
     pub fn parked(&self) -> bool {
-        self.cpus[0].parked
+        self.parked & 1 != 0
     }
 
     /// Whether vCPU `v` is parked in WFI.
     pub fn vcpu_parked(&self, v: usize) -> bool {
-        v < VCPUS.len() && self.cpus[v].parked
+        v < VCPUS.len() && self.parked & 1 << v != 0
     }
 
     /// Exits vCPU `v` took.
@@ -754,8 +776,8 @@ impl<K: Kernel + Clone> Vmm<K> {
         };
         // A fault shows the vCPU runs: if it was thought parked (a resume the VMM did not make),
         // it is not any more.
-        if self.cpus[v].parked {
-            self.cpus[v].parked = false;
+        if self.parked & 1 << v != 0 {
+            self.parked &= !(1 << v);
             self.cpus[v].deadline = None;
         }
         self.regs.begin_for(VCPUS[v]);
@@ -829,7 +851,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                 // the reply object still holding it (the debug kernel reports that as an error).
                 Ok(_) => match self.k.vm_suspend(me) {
                     Ok(()) => {
-                        self.cpus[v].parked = true;
+                        self.parked |= 1 << v;
                         self.arm_wakeup();
                         stopped = true;
                         self.glue.parks = self.glue.parks.saturating_add(1);
@@ -875,17 +897,8 @@ impl<K: Kernel + Clone> Vmm<K> {
             ExitAction::CpuOff => {
                 // PSCI CPU_OFF does not return: the vCPU is suspended (which also cancels the
                 // pending fault reply) until a CPU_ON starts it afresh.
-                let _ = self.k.vm_suspend(me);
-                self.cpus[v].parked = false;
-                self.cpus[v].deadline = None;
+                self.cpu_off(v);
                 stopped = true;
-                // The last one: nothing can power a vCPU on again, the VM has ended.
-                let on = (0..VCPUS.len())
-                    .any(|i| self.psci.state(i) != Some(vmm_core::psci::PowerState::Off));
-                if !on {
-                    self.state = VmState::Off;
-                    say!(self, "vmm: every vCPU is off (PSCI CPU_OFF): the VM ended");
-                }
                 None
             }
             ExitAction::Reset => {
@@ -905,7 +918,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         };
         let ended = matches!(self.state, VmState::Off | VmState::Stopped);
         // Other vCPUs this exit gave an interrupt (an SGI, a device's SPI) and that wait in WFI.
-        if !ended {
+        if !ended && self.parked != 0 {
             idle_calls += self.wake_interrupted();
         }
         self.cpus[v].exits = self.cpus[v].exits.saturating_add(1);
@@ -1017,18 +1030,20 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// Suspends every vCPU that may run (the VM ended): the one whose exit this is and each one
     /// powered on; a parked one is suspended already, one powered off never started or was
     /// suspended by its CPU_OFF.
+    #[cold]
     fn suspend_all(&mut self) {
         let mut timer = false;
         let current = self.regs.vcpu();
         for (v, (c, slot)) in VCPUS.iter().zip(self.cpus.iter_mut()).enumerate() {
             timer |= slot.deadline.is_some();
-            let parked = core::mem::take(&mut slot.parked);
+            let parked = self.parked & 1 << v != 0;
             slot.deadline = None;
             let off = self.psci.state(v) == Some(vmm_core::psci::PowerState::Off);
             if *c == current || (!parked && !off) {
                 let _ = self.k.vm_suspend(*c);
             }
         }
+        self.parked = 0;
         if timer || self.wakeup_at.is_some() {
             self.wakeup_at = None;
             self.k.timer_set(None);
@@ -1255,7 +1270,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
                 let now = self.k.timer_now();
                 for v in 0..VCPUS.len() {
                     let slot = self.cpus[v];
-                    if slot.parked && slot.deadline.is_some_and(|d| d <= now) {
+                    if self.parked & 1 << v != 0 && slot.deadline.is_some_and(|d| d <= now) {
                         self.glue.timer_wakes = self.glue.timer_wakes.saturating_add(1);
                         self.unpark(v);
                     }

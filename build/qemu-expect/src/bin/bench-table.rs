@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use qemu_expect::bench::{Run, blk_table, parse, table};
+use qemu_expect::bench::{Run, blk_table, ipi_table, parse, table};
 
 const BLK_INTRO: &str = "## Block throughput (virtio-blk, MB per virtual second)\n\n\
     Sequential 4 MiB written, then read, in 4 KiB and in 64 KiB requests, 4 in flight, \
@@ -90,6 +90,16 @@ fn main() -> ExitCode {
         full.cntfrq.unwrap_or(0),
         table(&full, floor.as_ref(), &null)
     );
+    if let Some(ipi) = ipi_table(&full, native.as_ref()) {
+        text.push_str(
+            "\n## IPI: an SGI from one vCPU to another and back\n\n\
+             Both vCPUs share one physical core: each round trip is CPU 0's GICD_SGIR write, its \
+             WFI (parked), CPU 1 resumed with the ping in its list registers, its handler's SGIR \
+             write (CPU 0 woken), its EOI (maintenance) and WFI, CPU 0 taking the pong. Natively \
+             QEMU runs both CPUs round-robin in one thread under `-icount`.\n\n",
+        );
+        text.push_str(&ipi);
+    }
     if !full.blk.is_empty() || native.is_some() {
         text.push('\n');
         text.push_str(BLK_INTRO);
