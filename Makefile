@@ -324,8 +324,8 @@ bench-native: check-qemu
 
 # The test guest natively on QEMU virt (no seL4, no SDK): its own virtio-blk driver against QEMU's
 # virtio-blk-device (slot 31, INTID 79) on a fresh zeroed disk; the guest finds it runs natively
-# and runs only the cases that need no VMM (build/expect/native.txt); then blk-disk-check checks
-# the disk image against the plan (guests/blk-pattern).
+# and runs only the cases that need no VMM (build/expect/native.txt; two CPUs for smp-ipi); then
+# blk-disk-check checks the disk image against the plan (guests/blk-pattern).
 NATIVE_DIR  := $(BUILD_DIR)/native
 NATIVE_DISK := $(NATIVE_DIR)/disk.img
 test-guest-native: check-qemu
@@ -333,7 +333,7 @@ test-guest-native: check-qemu
 	mkdir -p $(NATIVE_DIR) && rm -f $(NATIVE_DISK) && truncate -s $(DISK_SIZE) $(NATIVE_DISK) && \
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/native.txt \
 		--log $(NATIVE_DIR)/qemu.log --timeout $(QEMU_TIMEOUT) --linger 1 -- \
-		$(QEMU) -machine virt -cpu cortex-a53 -m 512M -nographic -kernel $(GUEST_DIR)/testguest.Image \
+		$(QEMU) -machine virt -cpu cortex-a53 -smp 2 -m 512M -nographic -kernel $(GUEST_DIR)/testguest.Image \
 		-drive if=none,format=raw,file=$(NATIVE_DISK),id=hd0 -device virtio-blk-device,drive=hd0 \
 		-global virtio-mmio.force-legacy=false -serial stdio -monitor none && \
 	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(NATIVE_DISK)
@@ -434,6 +434,14 @@ test-smp: check-qemu linux-smp-image
 		--log $(SMP_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 --expect-exit -- \
 		$(QEMU) $(SMP_QEMU_ARGS) -serial stdio -monitor none
 	guests/linux/check-disk.sh $(SMP_OUT)/disk.img /smp.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+
+# The SMP boot side by side (issue 17): the same kernel, initramfs and bootargs with SMP_VCPUS
+# CPUs natively (`-smp`) and under the VMM (release configuration), both under -icount
+# shift=0,sleep=off, to the shell prompt; table in $(BUILD_DIR)/bench/linux-smp-boot/linux-boot.md.
+bench-smp:
+	@$(MAKE) --no-print-directory linux-smp-image MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG)
+	SMP=$(SMP_VCPUS) DD_RUNS=0 build/bench/linux-boot.sh $(BUILD_DIR)/bench/linux-smp-boot \
+		$(SMP_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
 
 # `make linux-smp`: the SMP guest for a person to type into (Ctrl-A x quits).
 linux-smp: check-qemu linux-smp-image

@@ -15,11 +15,15 @@
 # taken from those boots (DD_RUNS pairs, 3, and their medians; BENCH_IO_ICOUNT= boots them with
 # no -icount at all, in host time). It depends on the host: run it on a quiet machine.
 #
+# SMP=N (1): the native boots get `-smp N` (the VMM's image must carry an N-CPU device tree:
+# `make bench-smp`). DD_RUNS=0 skips the throughput boots.
+#
 #   build/bench/linux-boot.sh OUT_DIR LOADER_IMG LINUX_DIR BOOTARGS
 set -euo pipefail
 out=$1 loader=$2 linux=$3 bootargs=$4
 mkdir -p "$out"
 dd_mb=${DD_MB:-64}
+smp=${SMP:-1}
 cat >"$out/boot.txt" <<'EOT'
 @vm
 Run /init as init process
@@ -38,7 +42,7 @@ run() { # $1 = vmm|native, $2 = -icount's options, $3 = log name
     local machine=(-machine virt,virtualization=on -cpu cortex-a53 -m 2G
         -device loader,file=$loader,addr=0x70000000,cpu-num=0)
     if [ "$1" = native ]; then
-        machine=(-machine virt -cpu cortex-a53 -m 2G -kernel "$linux/Image"
+        machine=(-machine virt -cpu cortex-a53 -smp "$smp" -m 2G -kernel "$linux/Image"
             -initrd "$linux/initramfs-shell.cpio.gz" -append "$bootargs")
     fi
     echo "bench-linux: booting $1 under -icount $2"
@@ -69,6 +73,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
     echo "| printk time of \`Run /init\` | $n | $v | $(ratio "$n" "$v") |"
     n=$(shell_at native) v=$(shell_at vmm)
     echo "| uptime when /init starts the shell | $n | $v | $(ratio "$n" "$v") |"
+    if [ "$dd_runs" -gt 0 ]; then
     echo
     echo "| \`dd if=/dev/vda of=/dev/null bs=1M count=$dd_mb\`, cold, MB/s (guest clock, \`-icount ${io_icount:-off}\`) | native QEMU | under the VMM | VMM / native |"
     echo "| --- | ---: | ---: | ---: |"
@@ -82,6 +87,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
         awk '{ x[NR] = $1 } END { print x[int((NR + 1) / 2)] }'; }
     n=$(median 1) v=$(median 2)
     echo "| **median** | $n | $v | $(ratio "$n" "$v") |"
+    fi
     echo
     echo "VMM exits of the whole run (boot, prompt, power-off):"
     echo
@@ -89,9 +95,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
     sed -n '/^vmm: trap statistics/,/^vmm: passing PSCI/p' "$out/vmm.log"
     echo '```'
     echo
+    if [ "$dd_runs" -gt 0 ]; then
     echo "The VMM's block counters in the dd boot:"
     echo
     echo '```'
     grep -E '^vmm: (virtio-blk|device calls)' "$out/vmm-io-1.log"
     echo '```'
+    fi
 } | tee "$out/linux-boot.md"

@@ -178,13 +178,13 @@ fn ipi() {
     arch::set_cntv_ctl(arch::CNTV_ENABLE);
     arch::irq_unmask();
     let r = smp::start_cpu1();
-    let up = r == 0 && wait_pong(1);
+    let up = r == 0 && smp::wait_pong(1);
     let mut lost = None;
     let start = arch::now();
     if up {
         for i in 0..ITERATIONS {
             gic::sgi_to(1, gic::IPI_PING);
-            if !wait_pong(i as u32 + 2) {
+            if !smp::wait_pong(i as u32 + 2) {
                 lost = Some(i);
                 break;
             }
@@ -200,25 +200,6 @@ fn ipi() {
         (0, false, _) => println!("bench ipi failed: CPU 1 did not come up within 10 s"),
         _ => println!("bench ipi failed: PSCI CPU_ON returned {:#x}", r),
     }
-}
-
-/// Waits in WFI until CPU 0 has taken `want` pongs in all; false if the watchdog fired first.
-/// IRQs are masked around the check, so one taken between the check and the WFI cannot be
-/// slept through (WFI wakes on a pending interrupt even when it is masked).
-fn wait_pong(want: u32) -> bool {
-    arch::irq_mask();
-    let mut ok = true;
-    while vectors::pong_count() < want {
-        if vectors::irq_log().timer > 0 {
-            ok = false;
-            break;
-        }
-        arch::wfi();
-        arch::irq_unmask();
-        arch::irq_mask();
-    }
-    arch::irq_unmask();
-    ok
 }
 
 /// The block benchmarks: (name, request size, write).

@@ -21,7 +21,7 @@ use crate::mmio::{LOAD_POISON, Mmio, TESTDEV, UNBACKED, WRITE_PAGE, testdev};
 use crate::platform::{self, Platform};
 use crate::report::{DFSC_SEA, ec, esr_dfsc, esr_ec, esr_isv, esr_wnr};
 use crate::vectors::{self, catch};
-use crate::{arch, blk_cases, boot, gic, psci};
+use crate::{arch, blk_cases, boot, gic, psci, smp};
 
 /// Every case, in order.
 const CASES: &[Case] = &[
@@ -110,6 +110,10 @@ const CASES: &[Case] = &[
         run: sgi_self,
     },
     Case {
+        name: "smp-ipi",
+        run: smp_ipi,
+    },
+    Case {
         name: "unbacked-abort",
         run: unbacked_abort,
     },
@@ -166,6 +170,7 @@ const NATIVE: &[&str] = &[
     "hvc-unknown-not-supported",
     "timer-wfi",
     "sgi-self",
+    "smp-ipi",
     "blk-probe",
     "blk-get-id",
     "blk-write-patterns",
@@ -678,6 +683,52 @@ fn sgi_self() -> CaseResult {
         u64::from(gic::TEST_SGI)
     );
     ensure_eq!("IAR source CPU", u64::from(gic::iar_cpu(log.sgi_iar)), 0);
+    ensure_eq!("other IRQs", u64::from(log.other), 0);
+    Ok(())
+}
+
+/// Pings of the `smp-ipi` case.
+const PINGS: u32 = 3;
+
+/// A second CPU: PSCI CPU_ON starts CPU 1 at the guest's secondary entry (its own stack, the
+/// shared vectors; [`smp`]), which says it is up with SGI 3 (pong) to CPU 0; CPU 0 then pings it
+/// (SGI 2, GICD_SGIR target list 0b10) [`PINGS`] times, waiting in WFI for each pong its handler
+/// sends back. Then a second CPU_ON of CPU 1 is ALREADY_ON and AFFINITY_INFO(1) is ON. A 1 s
+/// watchdog (the virtual timer) bounds every wait. CPU 1 stays in WFI afterwards.
+fn smp_ipi() -> CaseResult {
+    gic::init();
+    gic::enable(gic::IPI_PONG);
+    gic::enable(gic::VTIMER_IRQ);
+    vectors::irq_reset();
+    arch::set_cntv_tval(arch::cntfrq());
+    arch::set_cntv_ctl(arch::CNTV_ENABLE);
+    arch::irq_unmask();
+    let on = smp::start_cpu1();
+    let up = on == 0 && smp::wait_pong(1);
+    let mut pongs = u32::from(up);
+    if up {
+        for i in 0..PINGS {
+            gic::sgi_to(1, gic::IPI_PING);
+            if !smp::wait_pong(i + 2) {
+                break;
+            }
+            pongs += 1;
+        }
+    }
+    let again = smp::start_cpu1();
+    let info = psci::hvc(psci::AFFINITY_INFO_64, 1, 0, 0);
+    arch::irq_mask();
+    arch::set_cntv_ctl(0);
+    gic::disable(gic::VTIMER_IRQ);
+    gic::disable(gic::IPI_PONG);
+    let log = vectors::irq_log();
+    ensure_eq!("CPU_ON(1)", on, 0);
+    ensure!(up, "CPU 1 did not say it is up within 1 s");
+    ensure_eq!("pongs", u64::from(pongs), u64::from(PINGS) + 1);
+    ensure_eq!("pings CPU 1 took", u64::from(vectors::ping_count()), u64::from(PINGS));
+    ensure_eq!("second CPU_ON(1)", again, psci::ALREADY_ON);
+    ensure_eq!("AFFINITY_INFO(1)", info, 0);
+    ensure_eq!("watchdog", u64::from(log.timer), 0);
     ensure_eq!("other IRQs", u64::from(log.other), 0);
     Ok(())
 }

@@ -13,7 +13,8 @@
 //! - `psci`: SMCCC calls through HVC and SMC, and SYSTEM_OFF.
 //! - `harness`: the case runner and its failure messages.
 //! - `cases`: the test cases, in order; `blk_cases`: the virtio-blk and virtio-console ones.
-//! - `bench`: the benchmark mode; `smp`: its second CPU (the IPI benchmark).
+//! - `bench`: the benchmark mode.
+//! - `smp`: a second CPU (PSCI CPU_ON) that answers SGIs: the `smp-ipi` case, the IPI benchmark.
 //! - `platform`: VMM, null VMM or native QEMU, found at run time.
 //! - `virtio`: the virtio-mmio transport and a split virtqueue; `virtio_blk`: the block driver.
 //! - `report`: pure formatting and syndrome helpers (host-tested).
@@ -52,7 +53,7 @@ mod platform;
 mod psci;
 #[cfg_attr(not(target_os = "none"), allow(dead_code))]
 mod report;
-#[cfg(all(target_os = "none", feature = "bench"))]
+#[cfg(target_os = "none")]
 mod smp;
 #[cfg(target_os = "none")]
 mod vectors;

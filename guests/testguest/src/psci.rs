@@ -8,6 +8,10 @@ pub const PSCI_VERSION: u64 = 0x8400_0000;
 /// CPU_ON, SMC64 convention: x1 = target MPIDR, x2 = entry point, x3 = context id (the target's
 /// x0).
 pub const CPU_ON_64: u64 = 0xC400_0003;
+/// AFFINITY_INFO, SMC64 convention: x1 = target MPIDR, x2 = level (0); 0 ON, 1 OFF, 2 ON_PENDING.
+pub const AFFINITY_INFO_64: u64 = 0xC400_0004;
+/// PSCI's ALREADY_ON (-4).
+pub const ALREADY_ON: u64 = -4i64 as u64;
 /// SYSTEM_OFF.
 pub const SYSTEM_OFF: u64 = 0x8400_0008;
 /// PSCI_FEATURES.

@@ -1,4 +1,4 @@
-//! A second CPU for the IPI benchmark: its entry point for PSCI CPU_ON (stack pointer from the
+//! A second CPU for the `smp-ipi` case and the IPI benchmark: its entry point for PSCI CPU_ON (stack pointer from the
 //! context id, FP/SIMD on, the shared vector table) and its life: its GIC CPU interface on, the
 //! ping SGI enabled, one pong to CPU 0 to say it is up, then WFI forever; its IRQ handler
 //! ([`crate::vectors`]) answers each ping with a pong.
@@ -6,7 +6,7 @@
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 
-use crate::{arch, gic, psci};
+use crate::{arch, gic, psci, vectors};
 
 /// The second CPU's stack.
 const STACK_SIZE: usize = 16 * 1024;
@@ -58,6 +58,26 @@ fn entry() -> u64 {
              a = out(reg) a, options(nomem, nostack, preserves_flags))
     };
     a
+}
+
+/// Waits in WFI until CPU 0 has taken `want` pongs in all (since the last `irq_reset`); false
+/// if the watchdog (any virtual-timer interrupt) fired first. IRQs are masked around the check,
+/// so one taken between the check and the WFI cannot be slept through (WFI wakes on a pending
+/// interrupt even when it is masked).
+pub fn wait_pong(want: u32) -> bool {
+    arch::irq_mask();
+    let mut ok = true;
+    while vectors::pong_count() < want {
+        if vectors::irq_log().timer > 0 {
+            ok = false;
+            break;
+        }
+        arch::wfi();
+        arch::irq_unmask();
+        arch::irq_mask();
+    }
+    arch::irq_unmask();
+    ok
 }
 
 /// Starts CPU 1 (MPIDR 1) with PSCI CPU_ON; returns PSCI's x0 (0 = SUCCESS). It says it is up

@@ -341,7 +341,12 @@ pub fn irq_log() -> IrqLog {
     }
 }
 
-/// IPI benchmark pongs CPU 0 took so far.
+/// Pings CPU 1 took so far.
+pub fn ping_count() -> u32 {
+    PING_COUNT.load(Relaxed)
+}
+
+/// Pongs CPU 0 took so far.
 pub fn pong_count() -> u32 {
     PONG_COUNT.load(Relaxed)
 }
