@@ -3,7 +3,9 @@
 //! tables) and device answers go through `Exit::handle`. Never a panic, and the outcome keeps the
 //! exit path's promises: a device is never asked for an access outside its range; an emulated
 //! exit that resumes the guest has moved its PC past the trapping instruction (by 2 or 4); a
-//! reflected exception lands in the guest's vector table; nothing else moves the PC.
+//! reflected exception lands in the guest's vector table; nothing else moves the PC. The VM has
+//! 1 to 4 vCPUs and the exit comes from any of them: a PSCI CPU_ON it accepts names another vCPU
+//! of the VM, at a 4-aligned entry, and answers the caller SUCCESS past its call.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -34,6 +36,8 @@ struct Input {
     pstate: u8,
     sctlr: u64,
     answers: u64,
+    vcpus: u8,
+    caller: u8,
     ram: Vec<u8>,
 }
 
@@ -82,7 +86,9 @@ fuzz_target!(|input: Input| {
     assert!(ok.is_ok());
     let ok = tree.register(GpaRange::new(GuestPhysAddr(WP), SIZE).unwrap(), HandlerKind::Write, 1);
     assert!(ok.is_ok());
-    let mut psci = Psci::<1>::new(1).unwrap();
+    let count = usize::from(input.vcpus % 4) + 1;
+    let caller = usize::from(input.caller) % count;
+    let mut psci = Psci::<4>::new(count).unwrap();
     let mut v = VcpuState::default();
     v.x = input.x;
     v.pc = if input.pc_in_ram { RAM + u64::from(input.pc & !3) } else { u64::from(input.pc) };
@@ -104,7 +110,7 @@ fuzz_target!(|input: Input| {
     let words = &input.words[..usize::from(input.len) % 14];
     let pc_before = v.pc;
     let mut exit = Exit { tree: &tree, psci: &mut psci };
-    let r = exit.handle(0, label, words, &mut v, &mut mem, &mut dev);
+    let r = exit.handle(caller, label, words, &mut v, &mut mem, &mut dev);
     let ip = match label {
         6 | 3 | 1 => words.first().copied(),  // VMFault, UserException, CapFault carry the IP
         2 => words.get(8).copied(),            // UnknownSyscall: FaultIP
@@ -126,6 +132,11 @@ fuzz_target!(|input: Input| {
                 assert!(moved == 4 || moved == 2, "{:?}: pc {:#x} from ip {ip:#x}", r.class, v.pc);
             }
         },
-        ExitAction::CpuOn { .. } => {}
+        ExitAction::CpuOn { target, entry, .. } => {
+            assert!(target < count && target != caller, "CPU_ON of {target} from {caller} of {count}");
+            assert_eq!(entry % 4, 0, "CPU_ON entry {entry:#x}");
+            assert_eq!(v.x[0], 0, "CPU_ON answers SUCCESS");
+            assert_eq!(v.pc.wrapping_sub(ip), 4, "CPU_ON returns past the call");
+        }
     }
 });
