@@ -725,7 +725,11 @@ fn smp_ipi() -> CaseResult {
     ensure_eq!("CPU_ON(1)", on, 0);
     ensure!(up, "CPU 1 did not say it is up within 1 s");
     ensure_eq!("pongs", u64::from(pongs), u64::from(PINGS) + 1);
-    ensure_eq!("pings CPU 1 took", u64::from(vectors::ping_count()), u64::from(PINGS));
+    ensure_eq!(
+        "pings CPU 1 took",
+        u64::from(vectors::ping_count()),
+        u64::from(PINGS)
+    );
     ensure_eq!("second CPU_ON(1)", again, psci::ALREADY_ON);
     ensure_eq!("AFFINITY_INFO(1)", info, 0);
     ensure_eq!("watchdog", u64::from(log.timer), 0);
