@@ -15,6 +15,8 @@
 #   make test-guest-native  the test guest on QEMU without seL4 (no SDK): its virtio-blk driver
 #                        against QEMU's own device, then blk-disk-check on the disk image
 #   make bench-native    the bench guest's block throughput on QEMU without seL4 (no SDK)
+#   make test-smp        Debian's kernel with four vCPUs: nproc, per-CPU interrupts, a stress run,
+#                        CPU hotplug, power-off (make linux-smp: the same guest to type into)
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #   make test-host       the part of `make test` that needs neither an SDK nor QEMU
 #   make mutants         cargo-mutants over the queue, driver and VMM crates, one mutant at a time;
