@@ -385,3 +385,221 @@ fn a_vcpu_that_cannot_be_started_is_reported_as_internal_failure_and_stays_off()
     assert_eq!(h.vmm.state(), VmState::Running);
     assert_resumed(&log, &h.ctx());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A reference model of who runs: random SMP guests against the VMM's promises
+// ---------------------------------------------------------------------------------------------
+
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+/// One step of a random SMP guest. vCPU numbers are taken modulo 4 and, for a step that needs a
+/// running vCPU, moved to the next running one (only a running vCPU can fault).
+#[derive(Debug, Clone)]
+enum Step {
+    /// PSCI CPU_ON of `target` from a running vCPU.
+    CpuOn { from: u8, target: u8 },
+    /// PSCI CPU_OFF of a running vCPU.
+    CpuOff { v: u8 },
+    /// WFI of a running vCPU, its virtual timer off or due at `cval`.
+    Wfi { v: u8, cval: Option<u16> },
+    /// GICD_SGIR from a running vCPU: SGI `id` to the vCPUs in `targets`.
+    Sgi { from: u8, targets: u8, id: u8 },
+    /// The guest EOIs an interrupt in one of vCPU `v`'s list registers (a maintenance exit).
+    Eoi { v: u8, pick: u8 },
+    /// The wake-up timer's interrupt, the counter moved to `now`.
+    Timer { now: u16 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(from, target)| Step::CpuOn { from, target }),
+        1 => any::<u8>().prop_map(|v| Step::CpuOff { v }),
+        4 => (any::<u8>(), proptest::option::of(any::<u16>())).prop_map(|(v, cval)| Step::Wfi { v, cval }),
+        4 => (any::<u8>(), 1u8..16, 0u8..16).prop_map(|(from, targets, id)| Step::Sgi { from, targets, id }),
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(v, pick)| Step::Eoi { v, pick }),
+        2 => any::<u16>().prop_map(|now| Step::Timer { now }),
+    ]
+}
+
+/// What the model knows of each vCPU.
+#[derive(Debug, Default, Clone)]
+struct ModelCpu {
+    on: bool,
+    parked: bool,
+    deadline: Option<u64>,
+    /// List registers holding an interrupt (from the VMM's InjectIRQ calls, freed by EOIs).
+    lrs: BTreeSet<u8>,
+}
+
+/// The running vCPU at or after `v` (cyclically), if any.
+fn running(m: &[ModelCpu; 4], v: u8) -> Option<u8> {
+    (0..4)
+        .map(|i| (v % 4 + i) % 4)
+        .find(|&i| m[usize::from(i)].on && !m[usize::from(i)].parked)
+}
+
+fn run_smp(steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut h = Harness::running();
+    h.store(PC0, GICD, 2, 1, 1); // GICD_CTLR: group 0 on
+    let mut m: [ModelCpu; 4] = Default::default();
+    m[0].on = true;
+    let mut now = 0u64;
+    h.sim.set_timer_now(now);
+    // Where the VMM armed the wake-up timer last (it says so only when that changes).
+    let mut armed = None;
+    for st in steps {
+        let log = match *st {
+            Step::CpuOn { from, target } => {
+                let Some(from) = running(&m, from) else { break };
+                let target = target % 4;
+                h.sim.with_vcpu(from, |c| c.context[user_context::PC] = PC0);
+                let log = psci(
+                    &mut h,
+                    from,
+                    CPU_ON_64,
+                    [u64::from(target), SECONDARY_ENTRY, 0],
+                );
+                let want = if m[usize::from(target)].on {
+                    ALREADY_ON
+                } else {
+                    SUCCESS
+                };
+                prop_assert_eq!(x_of(&h, from, 0), want, "{:?}", log);
+                if want == SUCCESS {
+                    // An SGI sent while it was off stays in its list registers.
+                    m[usize::from(target)].on = true;
+                }
+                log
+            }
+            Step::CpuOff { v } => {
+                let Some(v) = running(&m, v) else { break };
+                h.sim.with_vcpu(v, |c| c.context[user_context::PC] = PC0);
+                let log = psci(&mut h, v, CPU_OFF, [0; 3]);
+                m[usize::from(v)].on = false;
+                log
+            }
+            Step::Wfi { v, cval } => {
+                let Some(v) = running(&m, v) else { break };
+                h.sim.with_vcpu(v, |c| {
+                    c.regs[vcpu_reg::CNTV_CTL as usize] = u64::from(cval.is_some());
+                    c.regs[vcpu_reg::CNTV_CVAL as usize] = cval.map_or(0, u64::from);
+                });
+                let log = wfi(&mut h, v, PC0);
+                let cpu = &mut m[usize::from(v)];
+                // Parks unless an interrupt is in its list registers or its timer is due.
+                let due = cval.is_some_and(|c| u64::from(c) <= now);
+                if cpu.lrs.is_empty() && !due {
+                    cpu.parked = true;
+                    cpu.deadline = cval.map(u64::from);
+                }
+                log
+            }
+            Step::Sgi { from, targets, id } => {
+                let Some(from) = running(&m, from) else { break };
+                h.sim.with_vcpu(from, |c| {
+                    c.context[user_context::gpr_index(1).unwrap()] =
+                        u64::from(targets) << 16 | u64::from(id)
+                });
+                exit_from(
+                    &mut h,
+                    from,
+                    label::VM_FAULT,
+                    &[PC0, GICD_SGIR, 0, dabt(2, 1, false, true)],
+                )
+            }
+            Step::Eoi { v, pick } => {
+                let Some(v) = running(&m, v) else { break };
+                let lrs = &m[usize::from(v)].lrs;
+                let Some(&lr) = lrs.iter().nth(usize::from(pick) % lrs.len().max(1)) else {
+                    continue;
+                };
+                m[usize::from(v)].lrs.remove(&lr);
+                exit_from(&mut h, v, label::VGIC_MAINTENANCE, &[u64::from(lr)])
+            }
+            Step::Timer { now: t } => {
+                now = now.max(u64::from(t));
+                h.sim.set_timer_now(now);
+                let log = h.timer_irq();
+                for cpu in m.iter_mut().filter(|c| c.parked) {
+                    if cpu.deadline.is_some_and(|d| d <= now) {
+                        cpu.parked = false;
+                        cpu.deadline = None;
+                    }
+                }
+                log
+            }
+        };
+        prop_assert!(h.sim.violations().is_empty(), "{:?}", h.sim.violations());
+        // The list registers the VMM filled; a parked vCPU given an interrupt wakes.
+        for inv in &log {
+            if let Invocation::TimerSet(t) = *inv {
+                armed = t;
+            }
+            if let Invocation::VcpuInjectIrq { vcpu, index, .. } = *inv {
+                let cpu = &mut m[usize::from(vcpu)];
+                prop_assert!(
+                    cpu.lrs.insert(index),
+                    "LR {} of vCPU {} in use: {:?}",
+                    index,
+                    vcpu,
+                    log
+                );
+                if cpu.parked {
+                    cpu.parked = false;
+                    cpu.deadline = None;
+                }
+            }
+        }
+        // Who runs is what the model says, in the VMM and in the kernel.
+        for v in 0..4u8 {
+            let cpu = &m[usize::from(v)];
+            let runs = h.sim.with_vcpu(v, |c| c.running);
+            prop_assert_eq!(
+                h.vmm.vcpu_parked(usize::from(v)),
+                cpu.parked,
+                "vCPU {} parked, after {:?}: {:?}",
+                v,
+                st,
+                log
+            );
+            prop_assert_eq!(
+                runs,
+                cpu.on && !cpu.parked,
+                "vCPU {} running, after {:?}: {:?}",
+                v,
+                st,
+                log
+            );
+            let power = h.vmm.vcpu_power(usize::from(v));
+            prop_assert_eq!(power == Some(PowerState::On), cpu.on);
+        }
+        // The wake-up timer is armed at the earliest deadline of the parked vCPUs, or not at all.
+        let want = m
+            .iter()
+            .filter(|c| c.parked)
+            .filter_map(|c| c.deadline)
+            .min();
+        prop_assert_eq!(armed, want, "wake-up timer after {:?}: {:?}", st, log);
+        if m.iter().all(|c| !c.on) {
+            prop_assert_eq!(h.vmm.state(), VmState::Off);
+            break;
+        }
+        prop_assert_eq!(h.vmm.state(), VmState::Running);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random SMP guests (CPU_ON/OFF, WFI with and without a timer, SGIs between vCPUs, EOIs,
+    /// the wake-up timer) against a model of who runs: a vCPU runs exactly when it is powered on
+    /// and not parked, parks on WFI only with empty list registers and no timer due, wakes when
+    /// an interrupt enters its list registers or its deadline passes, and the wake-up timer is
+    /// armed at the earliest deadline of the parked vCPUs.
+    #[test]
+    fn who_runs_matches_the_model(steps in proptest::collection::vec(step(), 1..60)) {
+        run_smp(&steps)?;
+    }
+}
