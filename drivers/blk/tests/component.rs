@@ -1676,6 +1676,9 @@ fn a_restarted_driver_resets_the_device_and_serves_the_queues_the_client_reset()
     // Two writes on the device, neither completed: then the driver dies.
     rig.submit(&[write(0, 3, 1, 10), write(UNIT, 4, 1, 11)]);
     assert_eq!(rig.drv.stats().submitted, 2);
+    // The first life says nothing of restarts.
+    assert_eq!(rig.drv.generation(), 1);
+    assert!(!rig.text().contains("restarted"), "{}", rig.text());
     rig.restart();
     assert_eq!(rig.drv.generation(), 2);
     assert!(
