@@ -772,6 +772,45 @@ fn unmapped_queues_and_uart_are_errors_not_panics() {
 }
 
 #[test]
+fn a_tx_client_on_a_channel_in_use_is_ignored_and_an_unmapped_one_counted() {
+    let sim = sim();
+    let client = |name, channel| TxClient {
+        name,
+        channel,
+        mem: None,
+    };
+    // The IRQ's channel, the RX channel, then a TX client twice: only `c` is taken.
+    let clients = [
+        client("a", IRQ_CHANNEL),
+        client("b", RX_CHANNEL),
+        client("c", TX_CHANNEL),
+        client("d", TX_CHANNEL),
+    ];
+    let drv: SerialDriver<'static, SimKernel, Option<ModelUart>> =
+        SerialDriver::new(sim.kernel(), None, clients, None);
+    let out = sim.console();
+    for (name, ch) in [("a", IRQ_CHANNEL), ("b", RX_CHANNEL), ("d", TX_CHANNEL)] {
+        let line = format!(
+            "serial_driver: TX client {name} ignored: channel {} already in use",
+            ch.index()
+        );
+        assert!(out.contains(&line), "{line}: {out}");
+    }
+    assert!(!out.contains("TX client c ignored"), "{out}");
+    assert!(
+        out.contains("serial_driver: init: Tx queue of c not mapped"),
+        "{out}"
+    );
+    // Counted: c's queue unmapped (for it and for the driver), then the RX queue at init.
+    assert!(
+        out.contains("serial_driver: init: Rx queue not mapped"),
+        "{out}"
+    );
+    assert_eq!(drv.client_stats(TX_CHANNEL).map(|c| c.errors), Some(1));
+    assert_eq!(drv.stats().queue_errors, 2);
+}
+
+#[test]
 fn tx_clients_are_the_channels_and_regions_system_xml_grants() {
     let s = sim().scope();
     // Every channel to a PD but the vmm's RX channel is a TX client's, named after its peer.
@@ -1799,6 +1838,21 @@ fn a_restart_counts_its_life_and_reports_the_bytes_the_last_one_had_in_hand() {
     });
     rig.settle();
     assert_eq!(rig.read_rx(8), b"abc");
+    assert_eq!(page[state::RX_IN_HAND].load(Ordering::Relaxed), 0);
+    // While it reads a burst, the page counts each byte before its UARTDR read (a crash
+    // right after the read loses that byte, and the next life must count it), and the count
+    // goes back to zero once the burst is published.
+    rig.uart.with(|u| {
+        u.watch = Some(&page[state::RX_IN_HAND]);
+        u.receive(b"wxyz");
+        u.idle();
+    });
+    rig.settle();
+    assert_eq!(rig.read_rx(8), b"wxyz");
+    assert_eq!(
+        rig.uart.with(|u| u.watched_at_dr_reads.clone()),
+        [1, 2, 3, 4]
+    );
     assert_eq!(page[state::RX_IN_HAND].load(Ordering::Relaxed), 0);
     // The life dies with two bytes read and not published; the next one says so.
     page[state::RX_IN_HAND].store(2, Ordering::Relaxed);

@@ -48,6 +48,10 @@ pub struct Pl011 {
     pub fr_reads_at_disable: Option<usize>,
     /// Every value written to UARTICR, in order.
     pub icr_writes: Vec<u32>,
+    /// A word the test watches (the driver's state page's RX_IN_HAND), and its value at each
+    /// UARTDR read: what the driver had recorded as read and not yet published at that moment.
+    pub watch: Option<&'static std::sync::atomic::AtomicU32>,
+    pub watched_at_dr_reads: Vec<u32>,
 }
 
 impl Default for Pl011 {
@@ -74,6 +78,8 @@ impl Default for Pl011 {
             fr_reads: 0,
             fr_reads_at_disable: None,
             icr_writes: vec![],
+            watch: None,
+            watched_at_dr_reads: vec![],
         }
     }
 }
@@ -192,6 +198,10 @@ impl Pl011 {
     pub fn read(&mut self, offset: usize) -> u32 {
         match offset {
             reg::DR => {
+                if let Some(w) = self.watch {
+                    self.watched_at_dr_reads
+                        .push(w.load(std::sync::atomic::Ordering::Relaxed));
+                }
                 let v = self.rx_fifo.pop_front().unwrap_or(0);
                 let trigger = if self.lcr_h & lcr_h::FEN != 0 {
                     self.rx_trigger()
