@@ -860,6 +860,7 @@ mod tests {
         let mut idx = [0u8; 2];
         ram.read(GuestPhysAddr(USED + 2), &mut idx).unwrap();
         assert_eq!(u16::from_le_bytes(idx), 1);
+        assert_eq!((q.next_avail(), q.next_used()), (1, 1));
         assert!(q.notification_wanted(&ram).unwrap());
         ram.write(GuestPhysAddr(AVAIL), &1u16.to_le_bytes())
             .unwrap();

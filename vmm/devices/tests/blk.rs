@@ -983,3 +983,42 @@ fn a_window_covers_exactly_the_units_of_its_request() {
     model[7 * 512..17 * 512].copy_from_slice(&data);
     assert_eq!(env.t.device().backend().contents(), &model[..]);
 }
+
+#[test]
+fn every_slot_can_have_both_fills_outstanding() {
+    // Two units of staging per slot; four writes, each across a unit boundary with both ends
+    // partial and no unit shared: each reads its two end units first, all eight at once.
+    let mut disk = pattern(37, DISK);
+    let mut model = disk.clone();
+    let mut staging = vec![0u8; 2 * blk::MAX_REQUESTS * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    let posted: Vec<_> = [7u64, 23, 39, 55]
+        .iter()
+        .map(|&s| {
+            let data = pattern(s, 1024);
+            model[s as usize * 512..s as usize * 512 + 1024].copy_from_slice(&data);
+            env.post_request(req_type::OUT, s, &data, 0, &[])
+        })
+        .collect();
+    let _ = env.notify(0);
+    let pending = env.t.device().backend().pending().to_vec();
+    assert_eq!(pending.len(), 2 * blk::MAX_REQUESTS, "{pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|op| matches!(*op, BackendOp::Read { count: 1, .. }))
+    );
+    env.drain(true);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    for p in &posted {
+        assert_eq!(env.results(p, &used).status, blk_status::OK);
+    }
+    assert_eq!(env.t.device().stats().backend_errors, 0);
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}

@@ -3,9 +3,10 @@
 mod common;
 
 use common::*;
+use vmm_devices::console::feature::SIZE;
 use vmm_devices::console::{ConsoleConfig, ConsoleDevice, ConsoleEvent, RECEIVEQ, TRANSMITQ};
 use vmm_devices::feature::VERSION_1;
-use vmm_devices::mmio::{DeviceState, IrqAction};
+use vmm_devices::mmio::{DeviceState, IrqAction, reg, status};
 use vmm_devices::testing::MemConsole;
 
 type ConEnv = Env<ConsoleDevice<MemConsole>>;
@@ -180,4 +181,42 @@ fn events_before_driver_ok_touch_nothing() {
     assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
     assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 5)));
     assert_eq!(e.read_mem(s[0].addr, 5), b"early");
+}
+
+#[test]
+fn buffers_posted_before_driver_ok_are_served_at_driver_ok() {
+    // Virtio 1.2 §3.1.1: the driver may populate its virtqueues before it sets DRIVER_OK, and
+    // notifies only after; the device starts on what is already there.
+    let config = ConsoleConfig {
+        size: Some((80, 25)),
+        queue_size: 16,
+    };
+    let dev = ConsoleDevice::new(MemConsole::default(), config).unwrap();
+    let mut e = Env::new(dev, 1 << 20);
+    e.t.device_mut().backend_mut().push_rx(b"in");
+    let s = u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    e.w32(reg::STATUS, u32::from(status::ACKNOWLEDGE));
+    e.w32(reg::STATUS, u32::from(status::ACKNOWLEDGE | status::DRIVER));
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, SIZE as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::STATUS, s);
+    e.setup_queue(RECEIVEQ, 16);
+    e.setup_queue(TRANSMITQ, 16);
+    let t = tx(&mut e, &[b"out"]);
+    let (h, segs) = rx_buf(&mut e, &[8]);
+    assert_eq!(e.t.device().acked_features(), 0, "not live yet");
+    assert_eq!(
+        e.write_reg(reg::STATUS, s | u32::from(status::DRIVER_OK)),
+        IrqAction::Raise
+    );
+    assert_eq!(e.t.device().acked_features(), VERSION_1 | SIZE);
+    assert_eq!(e.t.device().backend().sent(), b"out");
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(t), 0)));
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 2)));
+    assert_eq!(e.read_mem(segs[0].addr, 2), b"in");
+    // A reset forgets the negotiated features.
+    e.w32(reg::STATUS, 0);
+    assert_eq!(e.t.device().acked_features(), 0);
 }

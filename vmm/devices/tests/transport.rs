@@ -317,3 +317,58 @@ fn config_change_notification() {
     assert_eq!(e.ack_irq(), INT_CONFIG_CHANGE);
     assert!(!e.t.irq_level());
 }
+
+#[test]
+fn driver_features_may_be_written_high_word_first() {
+    // Virtio 1.2 §4.2.2: each DriverFeatures write sets the 32 bits DriverFeaturesSel selects;
+    // nothing orders the two words.
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK);
+    assert_eq!(e.t.acked_features(), VERSION_1 | console::feature::SIZE);
+}
+
+#[test]
+fn ignored_queue_ready_writes_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // Before FEATURES_OK.
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_READY, 1);
+    assert_eq!(ignored(&e), 1);
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // An absent queue.
+    e.w32(reg::QUEUE_SEL, 2);
+    e.w32(reg::QUEUE_READY, 1);
+    assert_eq!(ignored(&e), before + 1);
+    // A value other than 0 or 1.
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_READY, 2);
+    assert_eq!(ignored(&e), before + 2);
+    assert_eq!(e.r32(reg::QUEUE_READY), 1);
+}
+
+#[test]
+fn needs_reset_is_counted_per_failure() {
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    let avail = e.vqs[1].avail;
+    e.write_mem(avail + 2, &17u16.to_le_bytes());
+    assert_eq!(e.notify(1), IrqAction::Raise);
+    assert_eq!(e.t.stats().needs_reset, 1);
+    // After a reset, the next failure is counted.
+    assert!(e.init(VERSION_1, 16));
+    let avail = e.vqs[0].avail;
+    e.write_mem(avail + 2, &17u16.to_le_bytes());
+    let _ = e.notify(0);
+    assert_eq!(e.t.state(), DeviceState::NeedsReset);
+    assert_eq!(e.t.stats().needs_reset, 2);
+}
