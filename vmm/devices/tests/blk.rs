@@ -1022,3 +1022,27 @@ fn every_slot_can_have_both_fills_outstanding() {
     assert_eq!(env.t.device().stats().backend_errors, 0);
     assert_eq!(env.t.device().backend().contents(), &model[..]);
 }
+
+#[test]
+fn a_guest_handing_requests_back_at_once_cannot_hold_the_device() {
+    // A driver on another core may post each request again as soon as it is used: one
+    // notification still takes at most a queue's worth of requests (128 here).
+    let mut disk = pattern(38, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let p = env.post_request(req_type::IN, 0, &[], 512, &[]);
+    let (a, reposted) = env.notify_recycling(0);
+    assert_eq!(a, IrqAction::Raise);
+    let n = env.t.device().stats().requests;
+    assert!(n > 0 && n <= 128, "{n} requests in one pass");
+    assert_eq!(n, reposted as u64);
+    assert_eq!(env.read_mem(p.status, 1), [blk_status::OK]);
+    // The request left available is taken on the next notification.
+    let _ = env.notify(0);
+    assert_eq!(env.t.device().stats().requests, n + 1);
+}
