@@ -1046,3 +1046,23 @@ fn a_guest_handing_requests_back_at_once_cannot_hold_the_device() {
     let _ = env.notify(0);
     assert_eq!(env.t.device().stats().requests, n + 1);
 }
+
+#[test]
+fn a_deferred_operation_that_fails_is_counted() {
+    let mut disk = pattern(39, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    env.t.device_mut().backend_mut().fail_blocks = Some(2..3);
+    assert_eq!(env.read(2 * 8, 4096).status, blk_status::IOERR);
+    assert_eq!(env.read(8, 4096).status, blk_status::OK);
+    let s = *env.t.device().stats();
+    assert_eq!(
+        (s.backend_ops, s.backend_errors, s.ioerr, s.ok),
+        (2, 1, 1, 1)
+    );
+}

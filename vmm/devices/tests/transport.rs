@@ -372,3 +372,59 @@ fn needs_reset_is_counted_per_failure() {
     assert_eq!(e.t.state(), DeviceState::NeedsReset);
     assert_eq!(e.t.stats().needs_reset, 2);
 }
+
+#[test]
+fn a_driver_features_write_replaces_its_word() {
+    // Each DriverFeatures write sets the selected 32 bits to the value written (§4.2.2): a
+    // driver that writes a word again takes back what it had set there.
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, 0);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    assert_eq!(e.t.acked_features(), VERSION_1);
+}
+
+#[test]
+fn ignored_status_and_feature_writes_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // A value beyond the 8-bit Status field.
+    e.w32(reg::STATUS, 0x100 | ACK);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (0, 1));
+    e.w32(reg::STATUS, ACK);
+    // Clearing a bit, and an undefined bit.
+    e.w32(reg::STATUS, DRV);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 2));
+    e.w32(reg::STATUS, ACK | 0x10);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 3));
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // DriverFeatures once the features are fixed.
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    assert_eq!(ignored(&e), before + 1);
+    assert_eq!(e.t.acked_features(), VERSION_1);
+}
+
+#[test]
+fn the_accessors_show_the_registers() {
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    assert_eq!(u32::from(e.t.status()), ACK | DRV | FOK | DOK);
+    assert_eq!(u32::from(e.t.status()), e.r32(reg::STATUS));
+    assert_eq!(e.t.config_changed(), IrqAction::Raise);
+    assert_eq!(e.t.interrupt_status(), INT_CONFIG_CHANGE);
+    assert_eq!(e.t.interrupt_status(), e.r32(reg::INTERRUPT_STATUS));
+    // FAILED is added to the bits already set (§2.1), and the device stops.
+    let all = ACK | DRV | FOK | DOK | u32::from(status::FAILED);
+    e.w32(reg::STATUS, all);
+    assert_eq!(e.r32(reg::STATUS), all);
+    assert_eq!(u32::from(e.t.status()), all);
+    assert_eq!(e.t.state(), DeviceState::Failed);
+}
