@@ -1066,3 +1066,55 @@ fn a_deferred_operation_that_fails_is_counted() {
         (2, 1, 1, 1)
     );
 }
+
+#[test]
+fn a_failed_request_abandons_only_its_own_operations() {
+    // Two units of staging per slot. A write across units 0 and 1 (both ends partial: two
+    // fills) and a read of unit 4 run side by side; the write's first fill fails.
+    let mut disk = pattern(40, DISK);
+    let model = disk.clone();
+    let mut staging = vec![0u8; 2 * blk::MAX_REQUESTS * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    assert!(!env.t.device().busy());
+    let w = env.post_request(req_type::OUT, 7, &[0x77; 1024], 0, &[]);
+    let r = env.post_request(req_type::IN, 4 * 8, &[], 4096, &[]);
+    let _ = env.notify(0);
+    assert!(env.t.device().busy());
+    assert_eq!(env.t.device().backend().pending().len(), 3);
+    env.t.device_mut().backend_mut().fail_blocks = Some(0..1);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    assert!(c.result.is_err());
+    let _ = env.event(c);
+    // The write is answered at once; its other fill is still out and is dropped when it comes
+    // back; the read goes on.
+    assert_eq!(env.read_mem(w.status, 1), [blk_status::IOERR]);
+    env.t.device_mut().backend_mut().fail_blocks = None;
+    env.drain(false);
+    assert_eq!(env.t.device().stats().stale_completions, 1);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    assert_eq!(used.len(), 2);
+    let read = env.results(&r, &used);
+    assert_eq!(read.status, blk_status::OK);
+    assert_eq!(read.data, &model[4 * 4096..5 * 4096]);
+    assert!(!env.t.device().busy());
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}
+
+#[test]
+fn capacity_is_the_disk_in_sectors() {
+    let mut disk = vec![0u8; DISK + 4095];
+    let mut staging = vec![0u8; 4096];
+    let dev = BlkDevice::new(
+        MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate),
+        BlkConfig::default(),
+    )
+    .unwrap();
+    // 16 whole 4096-byte blocks (the partial one is not used), 8 sectors each.
+    assert_eq!(dev.capacity(), 16 * 8);
+}
