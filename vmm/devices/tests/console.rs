@@ -251,3 +251,17 @@ fn a_guest_handing_buffers_back_at_once_cannot_hold_the_device() {
     let rest = 100 - got as usize - 1;
     assert_eq!(e.read_mem(big[0].addr, rest), &msg[100 - rest..]);
 }
+
+#[test]
+fn config_space_is_read_only_and_bounded() {
+    // §5.3.4: cols, rows, max_nr_ports, emerg_wr (12 bytes). Without VIRTIO_CONSOLE_F_EMERG_WRITE
+    // nothing is writable: writes inside are ignored, writes beyond it refused.
+    let mut e = env();
+    assert_eq!(e.mmio_read(0x104, 4), Ok(1));
+    assert!(e.mmio_write(0x104, 4, 5).is_ok());
+    assert!(e.mmio_write(0x108, 4, 5).is_ok());
+    assert_eq!(e.mmio_read(0x104, 4), Ok(1));
+    assert_eq!(e.mmio_read(0x108, 4), Ok(0));
+    assert!(e.mmio_write(0x10c, 1, 0).is_err());
+    assert!(e.mmio_write(0x10a, 4, 0).is_err());
+}
