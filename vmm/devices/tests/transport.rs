@@ -428,3 +428,23 @@ fn the_accessors_show_the_registers() {
     assert_eq!(u32::from(e.t.status()), all);
     assert_eq!(e.t.state(), DeviceState::Failed);
 }
+
+#[test]
+fn status_bits_set_after_needs_reset_read_back() {
+    // A queue layout the device refuses sets DEVICE_NEEDS_RESET before DRIVER_OK; the driver's
+    // DRIVER_OK is still added to Status (§2.1: the device keeps the bits the driver sets).
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, 1);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_NUM, 3);
+    e.w32(reg::QUEUE_READY, 1);
+    let nr = u32::from(status::DEVICE_NEEDS_RESET);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | nr);
+    e.w32(reg::STATUS, ACK | DRV | FOK | DOK);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | DOK | nr);
+    assert_eq!(e.t.state(), DeviceState::NeedsReset);
+}
