@@ -889,6 +889,20 @@ mod tests {
         assert_eq!(&b, b"lo, wo");
         assert_eq!(c.read(&ram, 7, &mut b), Err(ChainIoError::OutOfBounds));
         c.write(&mut ram, 1, b"xyz").unwrap();
+        // A range beyond the writable bytes is refused whole: nothing of it is written.
+        assert_eq!(c.write(&mut ram, 2, b"abc"), Err(ChainIoError::OutOfBounds));
+        let mut w = [0u8; 4];
+        ram.read(GuestPhysAddr(BASE + 0x3100), &mut w).unwrap();
+        assert_eq!(&w, b"\0xyz");
+        assert_eq!(
+            c.last(),
+            Descriptor {
+                addr: BASE + 0x3100,
+                len: 4,
+                flags: DESC_F_WRITE,
+                next: 0,
+            }
+        );
         assert_eq!(c.status_byte(), Some(GuestPhysAddr(BASE + 0x3103)));
         assert!(!q.pop_into(&ram, &mut c).unwrap());
         q.add_used(&mut ram, 3, 4).unwrap();
@@ -960,6 +974,43 @@ mod tests {
         // Not ready.
         let mut q = Queue::new(4);
         assert_eq!(q.pop_into(&ram, &mut c), Err(QueueError::NotReady));
+    }
+
+    #[test]
+    fn a_buffer_ending_at_the_top_of_the_address_space_does_not_wrap() {
+        // Its last byte is u64::MAX: no wrap, but outside guest RAM. One byte longer wraps.
+        let mut buf = [0u8; 0x4000];
+        let mut ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf);
+        for (len, want) in [
+            (16u32, ChainError::OutOfRange { index: 0 }),
+            (17, ChainError::Wraps { index: 0 }),
+        ] {
+            let mut q = ready_queue(&ram, 4);
+            put_desc(
+                &mut ram,
+                0,
+                Descriptor {
+                    addr: u64::MAX - 15,
+                    len,
+                    flags: DESC_F_NEXT,
+                    next: 1,
+                },
+            );
+            put_desc(
+                &mut ram,
+                1,
+                Descriptor {
+                    addr: BASE + 0x3000,
+                    len: 1,
+                    flags: DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            publish(&mut ram, 0, 0, 1);
+            let mut c = DescChain::<4>::new();
+            assert!(q.pop_into(&ram, &mut c).unwrap());
+            assert_eq!(c.error(), Some(want), "len {len}");
+        }
     }
 
     #[test]

@@ -403,6 +403,9 @@ fn ignored_status_and_feature_writes_are_counted_one_each() {
     assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 2));
     e.w32(reg::STATUS, ACK | 0x10);
     assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 3));
+    // A step skipped: DRIVER is taken, DRIVER_OK (without FEATURES_OK) is not.
+    e.w32(reg::STATUS, ACK | DRV | DOK);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK | DRV, 4));
     assert!(e.init(VERSION_1, 16));
     let before = ignored(&e);
     // DriverFeatures once the features are fixed.
@@ -444,6 +447,12 @@ fn status_bits_set_after_needs_reset_read_back() {
     e.w32(reg::QUEUE_READY, 1);
     let nr = u32::from(status::DEVICE_NEEDS_RESET);
     assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | nr);
+    // Writing back what it read changes nothing and raises nothing.
+    assert_eq!(
+        e.write_reg(reg::STATUS, ACK | DRV | FOK | nr),
+        IrqAction::None
+    );
+    assert_eq!(e.r32(reg::INTERRUPT_STATUS), 0);
     e.w32(reg::STATUS, ACK | DRV | FOK | DOK);
     assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | DOK | nr);
     assert_eq!(e.t.state(), DeviceState::NeedsReset);
