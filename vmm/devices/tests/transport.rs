@@ -457,3 +457,42 @@ fn status_bits_set_after_needs_reset_read_back() {
     assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | DOK | nr);
     assert_eq!(e.t.state(), DeviceState::NeedsReset);
 }
+
+#[test]
+fn queue_reset_reads_as_zero_and_ignores_writes() {
+    // QueueReset (§4.2.2) is defined; without VIRTIO_F_RING_RESET there is never a reset in
+    // progress to report, and a write changes nothing.
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    e.w32(reg::QUEUE_SEL, 0);
+    assert_eq!(e.mmio_read(reg::QUEUE_RESET, 4), Ok(0));
+    let before = e.t.stats().ignored_writes;
+    assert_eq!(e.mmio_write(reg::QUEUE_RESET, 4, 1), Ok(IrqAction::None));
+    assert_eq!(e.t.stats().ignored_writes, before + 1);
+    assert_eq!(e.r32(reg::QUEUE_READY), 1);
+    assert_eq!(e.mmio_read(reg::QUEUE_RESET, 4), Ok(0));
+}
+
+#[test]
+fn ignored_queue_layout_writes_and_notifications_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // Before FEATURES_OK.
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_NUM, 8);
+    assert_eq!(ignored(&e), 1);
+    e.w32(reg::QUEUE_DESC_LOW, 0x1000);
+    assert_eq!(ignored(&e), 2);
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // While the queue is ready.
+    e.w32(reg::QUEUE_SEL, 1);
+    e.w32(reg::QUEUE_DRIVER_LOW, 0x1000);
+    assert_eq!(ignored(&e), before + 1);
+    // Notifications that reach the device, one each.
+    assert_eq!(e.t.stats().notifies, 0);
+    let _ = e.notify(1);
+    assert_eq!(e.t.stats().notifies, 1);
+    let _ = e.notify(0);
+    assert_eq!(e.t.stats().notifies, 2);
+}
