@@ -757,3 +757,16 @@ pub fn config_in_bounds(size: usize, offset: u64, len: usize) -> bool {
         .and_then(|o| o.checked_add(len))
         .is_some_and(|end| end <= size)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_or_is_either() {
+        for (a, b) in [(false, false), (false, true), (true, false), (true, true)] {
+            let n = Notify { used: a }.or(Notify { used: b });
+            assert_eq!(n.used, a || b, "{a} or {b}");
+        }
+    }
+}

@@ -805,6 +805,41 @@ mod tests {
     }
 
     #[test]
+    fn each_area_may_end_at_the_last_byte_of_ram() {
+        // §2.7: for a queue of size n the descriptor table is 16n bytes, the available ring
+        // 6 + 2n and the used ring 6 + 8n (with VIRTIO_F_EVENT_IDX not negotiated, the
+        // used_event / avail_event fields are still there). n = 4: 64, 14 and 38 bytes.
+        for (area, len, align) in [
+            (Area::DescTable, 64u64, 16u64),
+            (Area::AvailRing, 14, 2),
+            (Area::UsedRing, 38, 4),
+        ] {
+            // RAM that ends `len` bytes after an aligned address.
+            let mut buf = [0u8; 0x2100];
+            let end = BASE + 0x2000 + len;
+            let ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf[..0x2000 + len as usize]);
+            for (start, fits) in [(end - len, true), (end - len + align, false)] {
+                let mut q = Queue::new(16);
+                q.set_size(4);
+                q.set_desc_table(BASE);
+                q.set_avail_ring(BASE + 0x100);
+                q.set_used_ring(BASE + 0x200);
+                match area {
+                    Area::DescTable => q.set_desc_table(start),
+                    Area::AvailRing => q.set_avail_ring(start),
+                    Area::UsedRing => q.set_used_ring(start),
+                }
+                let want = if fits {
+                    Ok(())
+                } else {
+                    Err(QueueError::AreaOutOfRange { area, addr: start })
+                };
+                assert_eq!(q.enable(&ram), want, "{area:?} at {start:#x}");
+            }
+        }
+    }
+
+    #[test]
     fn pops_validated_chain_and_streams() {
         let mut buf = [0u8; 0x4000];
         let mut ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf);
@@ -843,15 +878,31 @@ mod tests {
         );
         publish(&mut ram, 0, 3, 1);
         let mut c = DescChain::<4>::new();
+        assert!(c.is_empty());
+        assert_eq!((q.next_avail(), q.next_used()), (0, 0));
         assert!(q.pop_into(&ram, &mut c).unwrap());
         assert_eq!(c.error(), None);
-        assert_eq!((c.head(), c.len()), (3, 3));
+        assert_eq!((c.head(), c.len(), c.is_empty()), (3, 3, false));
         assert_eq!((c.readable_len(), c.writable_len()), (12, 4));
         let mut b = [0u8; 6];
         c.read(&ram, 3, &mut b).unwrap();
         assert_eq!(&b, b"lo, wo");
         assert_eq!(c.read(&ram, 7, &mut b), Err(ChainIoError::OutOfBounds));
         c.write(&mut ram, 1, b"xyz").unwrap();
+        // A range beyond the writable bytes is refused whole: nothing of it is written.
+        assert_eq!(c.write(&mut ram, 2, b"abc"), Err(ChainIoError::OutOfBounds));
+        let mut w = [0u8; 4];
+        ram.read(GuestPhysAddr(BASE + 0x3100), &mut w).unwrap();
+        assert_eq!(&w, b"\0xyz");
+        assert_eq!(
+            c.last(),
+            Descriptor {
+                addr: BASE + 0x3100,
+                len: 4,
+                flags: DESC_F_WRITE,
+                next: 0,
+            }
+        );
         assert_eq!(c.status_byte(), Some(GuestPhysAddr(BASE + 0x3103)));
         assert!(!q.pop_into(&ram, &mut c).unwrap());
         q.add_used(&mut ram, 3, 4).unwrap();
@@ -860,6 +911,9 @@ mod tests {
         let mut idx = [0u8; 2];
         ram.read(GuestPhysAddr(USED + 2), &mut idx).unwrap();
         assert_eq!(u16::from_le_bytes(idx), 1);
+        assert_eq!((q.next_avail(), q.next_used()), (1, 1));
+        q.add_used(&mut ram, 3, 0).unwrap();
+        assert_eq!(q.next_used(), 2);
         assert!(q.notification_wanted(&ram).unwrap());
         ram.write(GuestPhysAddr(AVAIL), &1u16.to_le_bytes())
             .unwrap();
@@ -920,6 +974,43 @@ mod tests {
         // Not ready.
         let mut q = Queue::new(4);
         assert_eq!(q.pop_into(&ram, &mut c), Err(QueueError::NotReady));
+    }
+
+    #[test]
+    fn a_buffer_ending_at_the_top_of_the_address_space_does_not_wrap() {
+        // Its last byte is u64::MAX: no wrap, but outside guest RAM. One byte longer wraps.
+        let mut buf = [0u8; 0x4000];
+        let mut ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf);
+        for (len, want) in [
+            (16u32, ChainError::OutOfRange { index: 0 }),
+            (17, ChainError::Wraps { index: 0 }),
+        ] {
+            let mut q = ready_queue(&ram, 4);
+            put_desc(
+                &mut ram,
+                0,
+                Descriptor {
+                    addr: u64::MAX - 15,
+                    len,
+                    flags: DESC_F_NEXT,
+                    next: 1,
+                },
+            );
+            put_desc(
+                &mut ram,
+                1,
+                Descriptor {
+                    addr: BASE + 0x3000,
+                    len: 1,
+                    flags: DESC_F_WRITE,
+                    next: 0,
+                },
+            );
+            publish(&mut ram, 0, 0, 1);
+            let mut c = DescChain::<4>::new();
+            assert!(q.pop_into(&ram, &mut c).unwrap());
+            assert_eq!(c.error(), Some(want), "len {len}");
+        }
     }
 
     #[test]

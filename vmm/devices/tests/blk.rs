@@ -14,7 +14,7 @@ use vmm_devices::mmio::{
     status,
 };
 use vmm_devices::queue::{AVAIL_F_NO_INTERRUPT, ChainError};
-use vmm_devices::testing::{CompletionMode, MemDisk};
+use vmm_devices::testing::{CompletionMode, DiskStats, MemDisk};
 
 const BLOCKS: usize = 16;
 const DISK: usize = BLOCKS * 4096;
@@ -830,4 +830,291 @@ fn a_flush_waits_for_earlier_requests_and_later_ones_wait_for_it() {
     for p in [&w, &f, &r] {
         assert_eq!(env.results(p, &used).status, blk_status::OK);
     }
+}
+
+#[test]
+fn max_seg_is_the_largest_seg_max_the_device_honours() {
+    // A request is a header, its data segments and a status byte: with chains of at most
+    // MAX_CHAIN descriptors, MAX_SEG data segments fit and one more does not.
+    let mut disk = pattern(30, DISK);
+    let mut staging = vec![0u8; 4096];
+    let dev = BlkDevice::new(
+        MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate),
+        BlkConfig::default(),
+    )
+    .unwrap();
+    let mut env = Env::new(dev, 1 << 20);
+    assert!(env.init(VERSION_1, 256));
+    // The default configuration advertises all of it.
+    let seg_max = env.mmio_read(CONFIG_OFFSET + 12, 4).unwrap() as usize;
+    assert_eq!(seg_max, blk::MAX_SEG as usize);
+    let data = pattern(31, seg_max * 512);
+    let r = env.request(req_type::OUT, 0, &data, 0, &vec![512; seg_max]);
+    assert_eq!(r.status, blk_status::OK);
+    assert_eq!(
+        &env.t.device().backend().contents()[..data.len()],
+        &data[..]
+    );
+    let more = pattern(32, (seg_max + 1) * 512);
+    let r = env.request(req_type::OUT, 0, &more, 0, &vec![512; seg_max + 1]);
+    assert_eq!(r.status, blk_status::IOERR);
+    assert_eq!(env.t.device().stats().bad_chains, 1);
+    assert_eq!(
+        &env.t.device().backend().contents()[..data.len()],
+        &data[..]
+    );
+}
+
+#[test]
+fn statistics_count_every_request_and_operation() {
+    let mut disk = pattern(33, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    // A whole-unit read: one backend read of one block.
+    assert_eq!(env.read(0, 4096).status, blk_status::OK);
+    // One sector inside unit 0: the unit is read (one fill), merged and written.
+    assert_eq!(env.write(1, &[0x5a; 512]).status, blk_status::OK);
+    // A whole unit: written without a fill.
+    assert_eq!(env.write(8, &[0xa5; 4096]).status, blk_status::OK);
+    assert_eq!(env.request(req_type::FLUSH, 0, &[], 0, &[]).status, 0);
+    // Answered without the backend: unknown type, past the end, a bad chain.
+    assert_eq!(env.request(77, 0, &[], 512, &[]).status, blk_status::UNSUPP);
+    assert_eq!(env.read((BLOCKS * 8) as u64, 512).status, blk_status::IOERR);
+    let (mut segs, _, _) = env.build(req_type::IN, 0, &[], 512, &[]);
+    segs[1].len = 0;
+    env.post(0, &segs);
+    let _ = env.notify(0);
+    assert_eq!(env.pop_used(0).map(|u| u.1), Some(1));
+    // A read the storage fails.
+    env.t.device_mut().backend_mut().fail_blocks = Some(3..4);
+    assert_eq!(env.read(3 * 8, 512).status, blk_status::IOERR);
+    assert_eq!(
+        *env.t.device().stats(),
+        blk::BlkStats {
+            requests: 8,
+            ok: 4,
+            ioerr: 3,
+            unsupp: 1,
+            bad_chains: 1,
+            rmw_fills: 1,
+            backend_ops: 6,
+            backend_errors: 1,
+            stale_completions: 0,
+            unknown_completions: 0,
+            abandoned: 0,
+            peak_in_progress: 1,
+        }
+    );
+    assert_eq!(
+        env.t.device().backend().stats,
+        DiskStats {
+            reads: 3,
+            writes: 2,
+            flushes: 1,
+            blocks_read: 2,
+            blocks_written: 2,
+        }
+    );
+}
+
+#[test]
+fn a_window_covers_exactly_the_units_of_its_request() {
+    // 16 units of staging: four request slots of four units each.
+    let mut disk = pattern(34, DISK);
+    let mut model = disk.clone();
+    let mut staging = vec![0u8; 16 * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    assert_eq!(env.t.device().depth(), blk::MAX_REQUESTS);
+    let blocks_of = |env: &BlkEnv| -> Vec<(char, u64, u32)> {
+        env.t
+            .device()
+            .backend()
+            .pending()
+            .iter()
+            .map(|op| match *op {
+                BackendOp::Read { block, count, .. } => ('r', block, count),
+                BackendOp::Write { block, count, .. } => ('w', block, count),
+                BackendOp::Flush { .. } => ('f', 0, 0),
+            })
+            .collect()
+    };
+    // Two whole units at sector 0: one write of blocks 0 and 1, nothing more.
+    let data = pattern(35, 2 * 4096);
+    let w = env.post_request(req_type::OUT, 0, &data, 0, &[]);
+    let _ = env.notify(0);
+    assert_eq!(blocks_of(&env), [('w', 0, 2)]);
+    env.drain(false);
+    assert_eq!(env.reap(&w).status, blk_status::OK);
+    model[..data.len()].copy_from_slice(&data);
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+    // Six units from unit 1: a window of the slot's four, then one of the two left.
+    let r = env.post_request(req_type::IN, 8, &[], 6 * 4096, &[]);
+    let _ = env.notify(0);
+    assert_eq!(blocks_of(&env), [('r', 1, 4)]);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    let _ = env.event(c);
+    assert_eq!(blocks_of(&env), [('r', 5, 2)]);
+    env.drain(false);
+    let got = env.reap(&r);
+    assert_eq!(got.status, blk_status::OK);
+    assert_eq!(got.data, &model[4096..7 * 4096]);
+    // Sectors 7..17 (units 0 to 2, both ends partial): the fills read units 0 and 2 alone.
+    let data = pattern(36, 10 * 512);
+    let w = env.post_request(req_type::OUT, 7, &data, 0, &[]);
+    let _ = env.notify(0);
+    assert_eq!(blocks_of(&env), [('r', 0, 1), ('r', 2, 1)]);
+    let c = env.t.device_mut().backend_mut().complete(1).unwrap();
+    let _ = env.event(c);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    let _ = env.event(c);
+    assert_eq!(blocks_of(&env), [('w', 0, 3)]);
+    env.drain(false);
+    assert_eq!(env.reap(&w).status, blk_status::OK);
+    model[7 * 512..17 * 512].copy_from_slice(&data);
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}
+
+#[test]
+fn every_slot_can_have_both_fills_outstanding() {
+    // Two units of staging per slot; four writes, each across a unit boundary with both ends
+    // partial and no unit shared: each reads its two end units first, all eight at once.
+    let mut disk = pattern(37, DISK);
+    let mut model = disk.clone();
+    let mut staging = vec![0u8; 2 * blk::MAX_REQUESTS * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    let posted: Vec<_> = [7u64, 23, 39, 55]
+        .iter()
+        .map(|&s| {
+            let data = pattern(s, 1024);
+            model[s as usize * 512..s as usize * 512 + 1024].copy_from_slice(&data);
+            env.post_request(req_type::OUT, s, &data, 0, &[])
+        })
+        .collect();
+    let _ = env.notify(0);
+    let pending = env.t.device().backend().pending().to_vec();
+    assert_eq!(pending.len(), 2 * blk::MAX_REQUESTS, "{pending:?}");
+    assert!(
+        pending
+            .iter()
+            .all(|op| matches!(*op, BackendOp::Read { count: 1, .. }))
+    );
+    env.drain(true);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    for p in &posted {
+        assert_eq!(env.results(p, &used).status, blk_status::OK);
+    }
+    assert_eq!(env.t.device().stats().backend_errors, 0);
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}
+
+#[test]
+fn a_guest_handing_requests_back_at_once_cannot_hold_the_device() {
+    // A driver on another core may post each request again as soon as it is used: one
+    // notification still takes at most a queue's worth of requests (128 here).
+    let mut disk = pattern(38, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Immediate,
+        BlkConfig::default(),
+    );
+    let p = env.post_request(req_type::IN, 0, &[], 512, &[]);
+    let (a, reposted) = env.notify_recycling(0);
+    assert_eq!(a, IrqAction::Raise);
+    let n = env.t.device().stats().requests;
+    assert!(n > 0 && n <= 128, "{n} requests in one pass");
+    assert_eq!(n, reposted as u64);
+    assert_eq!(env.read_mem(p.status, 1), [blk_status::OK]);
+    // The request left available is taken on the next notification.
+    let _ = env.notify(0);
+    assert_eq!(env.t.device().stats().requests, n + 1);
+}
+
+#[test]
+fn a_deferred_operation_that_fails_is_counted() {
+    let mut disk = pattern(39, DISK);
+    let mut staging = vec![0u8; 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    env.t.device_mut().backend_mut().fail_blocks = Some(2..3);
+    assert_eq!(env.read(2 * 8, 4096).status, blk_status::IOERR);
+    assert_eq!(env.read(8, 4096).status, blk_status::OK);
+    let s = *env.t.device().stats();
+    assert_eq!(
+        (s.backend_ops, s.backend_errors, s.ioerr, s.ok),
+        (2, 1, 1, 1)
+    );
+}
+
+#[test]
+fn a_failed_request_abandons_only_its_own_operations() {
+    // Two units of staging per slot. A write across units 0 and 1 (both ends partial: two
+    // fills) and a read of unit 4 run side by side; the write's first fill fails.
+    let mut disk = pattern(40, DISK);
+    let model = disk.clone();
+    let mut staging = vec![0u8; 2 * blk::MAX_REQUESTS * 4096];
+    let mut env = blk_env(
+        &mut disk,
+        &mut staging,
+        CompletionMode::Deferred,
+        BlkConfig::default(),
+    );
+    assert!(!env.t.device().busy());
+    let w = env.post_request(req_type::OUT, 7, &[0x77; 1024], 0, &[]);
+    let r = env.post_request(req_type::IN, 4 * 8, &[], 4096, &[]);
+    let _ = env.notify(0);
+    assert!(env.t.device().busy());
+    assert_eq!(env.t.device().backend().pending().len(), 3);
+    env.t.device_mut().backend_mut().fail_blocks = Some(0..1);
+    let c = env.t.device_mut().backend_mut().complete(0).unwrap();
+    assert!(c.result.is_err());
+    let _ = env.event(c);
+    // The write is answered at once; its other fill is still out and is dropped when it comes
+    // back; the read goes on.
+    assert_eq!(env.read_mem(w.status, 1), [blk_status::IOERR]);
+    env.t.device_mut().backend_mut().fail_blocks = None;
+    env.drain(false);
+    assert_eq!(env.t.device().stats().stale_completions, 1);
+    let mut used = std::collections::HashMap::new();
+    env.collect_used(&mut used);
+    assert_eq!(used.len(), 2);
+    let read = env.results(&r, &used);
+    assert_eq!(read.status, blk_status::OK);
+    assert_eq!(read.data, &model[4 * 4096..5 * 4096]);
+    assert!(!env.t.device().busy());
+    assert_eq!(env.t.device().backend().contents(), &model[..]);
+}
+
+#[test]
+fn capacity_is_the_disk_in_sectors() {
+    let mut disk = vec![0u8; DISK + 4095];
+    let mut staging = vec![0u8; 4096];
+    let dev = BlkDevice::new(
+        MemDisk::new(&mut disk, &mut staging, CompletionMode::Immediate),
+        BlkConfig::default(),
+    )
+    .unwrap();
+    // 16 whole 4096-byte blocks (the partial one is not used), 8 sectors each.
+    assert_eq!(dev.capacity(), 16 * 8);
 }

@@ -1,7 +1,7 @@
 //! Property: random sequences of aligned and unaligned reads and writes (and flushes), posted in
 //! batches with random descriptor layouts, give the same results and the same disk contents
 //! through virtio-blk as a plain byte-array disk — whatever the staging size (and so the number
-//! of requests in progress at once), and whether the backend completes at once or later, in
+//! of requests in progress at once, and the units in one backend operation), and whether the backend completes at once or later, in
 //! order or newest first.
 
 mod common;
@@ -47,7 +47,9 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     let item = (op(), prop::collection::vec(1usize..3000, 0..5));
     (
-        1usize..=4,
+        // Up to 4 units: one unit per request slot; 8 to 16: two to four, so that a window
+        // spans several units.
+        prop_oneof![1usize..=4, 8usize..=16],
         any::<bool>(),
         any::<bool>(),
         prop::collection::vec(prop::collection::vec(item, 1..=4), 1..=8),

@@ -3,9 +3,10 @@
 mod common;
 
 use common::*;
+use vmm_devices::console::feature::SIZE;
 use vmm_devices::console::{ConsoleConfig, ConsoleDevice, ConsoleEvent, RECEIVEQ, TRANSMITQ};
 use vmm_devices::feature::VERSION_1;
-use vmm_devices::mmio::{DeviceState, IrqAction};
+use vmm_devices::mmio::{DeviceState, IrqAction, reg, status};
 use vmm_devices::testing::MemConsole;
 
 type ConEnv = Env<ConsoleDevice<MemConsole>>;
@@ -180,4 +181,87 @@ fn events_before_driver_ok_touch_nothing() {
     assert_eq!(e.notify(RECEIVEQ), IrqAction::Raise);
     assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 5)));
     assert_eq!(e.read_mem(s[0].addr, 5), b"early");
+}
+
+#[test]
+fn buffers_posted_before_driver_ok_are_served_at_driver_ok() {
+    // Virtio 1.2 §3.1.1: the driver may populate its virtqueues before it sets DRIVER_OK, and
+    // notifies only after; the device starts on what is already there.
+    let config = ConsoleConfig {
+        size: Some((80, 25)),
+        queue_size: 16,
+    };
+    let dev = ConsoleDevice::new(MemConsole::default(), config).unwrap();
+    let mut e = Env::new(dev, 1 << 20);
+    e.t.device_mut().backend_mut().push_rx(b"in");
+    let s = u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    e.w32(reg::STATUS, u32::from(status::ACKNOWLEDGE));
+    e.w32(reg::STATUS, u32::from(status::ACKNOWLEDGE | status::DRIVER));
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, SIZE as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::STATUS, s);
+    e.setup_queue(RECEIVEQ, 16);
+    e.setup_queue(TRANSMITQ, 16);
+    let t = tx(&mut e, &[b"out"]);
+    let (h, segs) = rx_buf(&mut e, &[8]);
+    assert_eq!(e.t.device().acked_features(), 0, "not live yet");
+    assert_eq!(
+        e.write_reg(reg::STATUS, s | u32::from(status::DRIVER_OK)),
+        IrqAction::Raise
+    );
+    assert_eq!(e.t.device().acked_features(), VERSION_1 | SIZE);
+    assert_eq!(e.t.device().backend().sent(), b"out");
+    assert_eq!(e.pop_used(TRANSMITQ), Some((u32::from(t), 0)));
+    assert_eq!(e.pop_used(RECEIVEQ), Some((u32::from(h), 2)));
+    assert_eq!(e.read_mem(segs[0].addr, 2), b"in");
+    // A reset forgets the negotiated features.
+    e.w32(reg::STATUS, 0);
+    assert_eq!(e.t.device().acked_features(), 0);
+}
+
+#[test]
+fn a_guest_handing_buffers_back_at_once_cannot_hold_the_device() {
+    // A driver on another core may make each chain available again as soon as it is used: one
+    // notification still takes at most a queue's worth of chains (16 here), and what is left
+    // waits for the next one.
+    let mut e = env();
+    tx(&mut e, &[b"abc"]);
+    let (a, reposted) = e.notify_recycling(TRANSMITQ);
+    assert_eq!(a, IrqAction::Raise);
+    let sent = e.t.device().backend().sent().len();
+    assert!(sent > 0 && sent <= 16 * 3, "{sent} bytes in one pass");
+    assert_eq!(sent, 3 * reposted);
+    let _ = e.notify(TRANSMITQ);
+    assert_eq!(e.t.device().backend().sent().len(), sent + 3);
+
+    // The same on the receive side, one byte per buffer.
+    let msg: Vec<u8> = (0..100u8).collect();
+    e.t.device_mut().backend_mut().push_rx(&msg);
+    rx_buf(&mut e, &[1]);
+    let (a, _) = e.notify_recycling(RECEIVEQ);
+    assert_eq!(a, IrqAction::Raise);
+    let got = e.t.device().stats().rx_bytes;
+    assert!(got > 0 && got <= 16, "{got} bytes in one pass");
+    // The rest follows into the buffer left available and a larger one, nothing lost.
+    let (_, big) = rx_buf(&mut e, &[128]);
+    let _ = e.notify(RECEIVEQ);
+    assert_eq!(e.t.device().stats().rx_bytes, 100);
+    let rest = 100 - got as usize - 1;
+    assert_eq!(e.read_mem(big[0].addr, rest), &msg[100 - rest..]);
+}
+
+#[test]
+fn config_space_is_read_only_and_bounded() {
+    // §5.3.4: cols, rows, max_nr_ports, emerg_wr (12 bytes). Without VIRTIO_CONSOLE_F_EMERG_WRITE
+    // nothing is writable: writes inside are ignored, writes beyond it refused.
+    let mut e = env();
+    assert_eq!(e.mmio_read(0x104, 4), Ok(1));
+    assert!(e.mmio_write(0x104, 4, 5).is_ok());
+    assert!(e.mmio_write(0x108, 4, 5).is_ok());
+    assert_eq!(e.mmio_read(0x104, 4), Ok(1));
+    assert_eq!(e.mmio_read(0x108, 4), Ok(0));
+    assert!(e.mmio_write(0x10c, 1, 0).is_err());
+    assert!(e.mmio_write(0x10a, 4, 0).is_err());
 }

@@ -317,3 +317,182 @@ fn config_change_notification() {
     assert_eq!(e.ack_irq(), INT_CONFIG_CHANGE);
     assert!(!e.t.irq_level());
 }
+
+#[test]
+fn driver_features_may_be_written_high_word_first() {
+    // Virtio 1.2 §4.2.2: each DriverFeatures write sets the 32 bits DriverFeaturesSel selects;
+    // nothing orders the two words.
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK);
+    assert_eq!(e.t.acked_features(), VERSION_1 | console::feature::SIZE);
+}
+
+#[test]
+fn ignored_queue_ready_writes_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // Before FEATURES_OK.
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_READY, 1);
+    assert_eq!(ignored(&e), 1);
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // An absent queue.
+    e.w32(reg::QUEUE_SEL, 2);
+    e.w32(reg::QUEUE_READY, 1);
+    assert_eq!(ignored(&e), before + 1);
+    // A value other than 0 or 1.
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_READY, 2);
+    assert_eq!(ignored(&e), before + 2);
+    assert_eq!(e.r32(reg::QUEUE_READY), 1);
+}
+
+#[test]
+fn needs_reset_is_counted_per_failure() {
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    let avail = e.vqs[1].avail;
+    e.write_mem(avail + 2, &17u16.to_le_bytes());
+    assert_eq!(e.notify(1), IrqAction::Raise);
+    assert_eq!(e.t.stats().needs_reset, 1);
+    // After a reset, the next failure is counted.
+    assert!(e.init(VERSION_1, 16));
+    let avail = e.vqs[0].avail;
+    e.write_mem(avail + 2, &17u16.to_le_bytes());
+    let _ = e.notify(0);
+    assert_eq!(e.t.state(), DeviceState::NeedsReset);
+    assert_eq!(e.t.stats().needs_reset, 2);
+}
+
+#[test]
+fn a_driver_features_write_replaces_its_word() {
+    // Each DriverFeatures write sets the selected 32 bits to the value written (§4.2.2): a
+    // driver that writes a word again takes back what it had set there.
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, (VERSION_1 >> 32) as u32);
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, 0);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    assert_eq!(e.t.acked_features(), VERSION_1);
+}
+
+#[test]
+fn ignored_status_and_feature_writes_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // A value beyond the 8-bit Status field.
+    e.w32(reg::STATUS, 0x100 | ACK);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (0, 1));
+    e.w32(reg::STATUS, ACK);
+    // Clearing a bit, and an undefined bit.
+    e.w32(reg::STATUS, DRV);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 2));
+    e.w32(reg::STATUS, ACK | 0x10);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK, 3));
+    // A step skipped: DRIVER is taken, DRIVER_OK (without FEATURES_OK) is not.
+    e.w32(reg::STATUS, ACK | DRV | DOK);
+    assert_eq!((e.r32(reg::STATUS), ignored(&e)), (ACK | DRV, 4));
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // DriverFeatures once the features are fixed.
+    e.w32(reg::DRIVER_FEATURES_SEL, 0);
+    e.w32(reg::DRIVER_FEATURES, console::feature::SIZE as u32);
+    assert_eq!(ignored(&e), before + 1);
+    assert_eq!(e.t.acked_features(), VERSION_1);
+}
+
+#[test]
+fn the_accessors_show_the_registers() {
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    assert_eq!(u32::from(e.t.status()), ACK | DRV | FOK | DOK);
+    assert_eq!(u32::from(e.t.status()), e.r32(reg::STATUS));
+    assert_eq!(e.t.config_changed(), IrqAction::Raise);
+    assert_eq!(e.t.interrupt_status(), INT_CONFIG_CHANGE);
+    assert_eq!(e.t.interrupt_status(), e.r32(reg::INTERRUPT_STATUS));
+    // FAILED is added to the bits already set (§2.1), and the device stops.
+    let all = ACK | DRV | FOK | DOK | u32::from(status::FAILED);
+    e.w32(reg::STATUS, all);
+    assert_eq!(e.r32(reg::STATUS), all);
+    assert_eq!(u32::from(e.t.status()), all);
+    assert_eq!(e.t.state(), DeviceState::Failed);
+}
+
+#[test]
+fn status_bits_set_after_needs_reset_read_back() {
+    // A queue layout the device refuses sets DEVICE_NEEDS_RESET before DRIVER_OK; the driver's
+    // DRIVER_OK is still added to Status (§2.1: the device keeps the bits the driver sets).
+    let mut e = env();
+    e.w32(reg::STATUS, ACK);
+    e.w32(reg::STATUS, ACK | DRV);
+    e.w32(reg::DRIVER_FEATURES_SEL, 1);
+    e.w32(reg::DRIVER_FEATURES, 1);
+    e.w32(reg::STATUS, ACK | DRV | FOK);
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_NUM, 3);
+    e.w32(reg::QUEUE_READY, 1);
+    let nr = u32::from(status::DEVICE_NEEDS_RESET);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | nr);
+    // Writing back what it read changes nothing and raises nothing.
+    assert_eq!(
+        e.write_reg(reg::STATUS, ACK | DRV | FOK | nr),
+        IrqAction::None
+    );
+    assert_eq!(e.r32(reg::INTERRUPT_STATUS), 0);
+    e.w32(reg::STATUS, ACK | DRV | FOK | DOK);
+    assert_eq!(e.r32(reg::STATUS), ACK | DRV | FOK | DOK | nr);
+    assert_eq!(e.t.state(), DeviceState::NeedsReset);
+}
+
+#[test]
+fn queue_reset_reads_as_zero_and_ignores_writes() {
+    // QueueReset (§4.2.2) is defined; without VIRTIO_F_RING_RESET there is never a reset in
+    // progress to report, and a write changes nothing.
+    let mut e = env();
+    assert!(e.init(VERSION_1, 16));
+    e.w32(reg::QUEUE_SEL, 0);
+    assert_eq!(e.mmio_read(reg::QUEUE_RESET, 4), Ok(0));
+    let before = e.t.stats().ignored_writes;
+    assert_eq!(e.mmio_write(reg::QUEUE_RESET, 4, 1), Ok(IrqAction::None));
+    assert_eq!(e.t.stats().ignored_writes, before + 1);
+    assert_eq!(e.r32(reg::QUEUE_READY), 1);
+    assert_eq!(e.mmio_read(reg::QUEUE_RESET, 4), Ok(0));
+}
+
+#[test]
+fn ignored_queue_layout_writes_and_notifications_are_counted_one_each() {
+    let mut e = env();
+    let ignored = |e: &Env<ConsoleDevice<MemConsole>>| e.t.stats().ignored_writes;
+    // Before FEATURES_OK.
+    e.w32(reg::QUEUE_SEL, 0);
+    e.w32(reg::QUEUE_NUM, 8);
+    assert_eq!(ignored(&e), 1);
+    e.w32(reg::QUEUE_DESC_LOW, 0x1000);
+    assert_eq!(ignored(&e), 2);
+    assert!(e.init(VERSION_1, 16));
+    let before = ignored(&e);
+    // While the queue is ready.
+    e.w32(reg::QUEUE_SEL, 1);
+    e.w32(reg::QUEUE_DRIVER_LOW, 0x1000);
+    assert_eq!(ignored(&e), before + 1);
+    // Notifications that reach the device, one each.
+    assert_eq!(e.t.stats().notifies, 0);
+    let _ = e.notify(1);
+    assert_eq!(e.t.stats().notifies, 1);
+    let _ = e.notify(0);
+    assert_eq!(e.t.stats().notifies, 2);
+}

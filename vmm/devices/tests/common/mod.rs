@@ -226,6 +226,25 @@ impl<D: VirtioDevice> Env<D> {
         self.write_reg(reg::QUEUE_NOTIFY, u32::from(q))
     }
 
+    /// Notifies queue `q` while the guest hands every chain back as soon as the device returns
+    /// it ([`Recycler`]). Returns the interrupt action and how many chains were handed back.
+    pub fn notify_recycling(&mut self, q: u16) -> (IrqAction, usize) {
+        let vq = &self.vqs[q as usize];
+        let mut mem = Recycler {
+            ram: GuestRam::new(GuestPhysAddr(RAM_BASE), &mut self.ram),
+            avail: vq.avail,
+            used: vq.used,
+            size: vq.size,
+            avail_idx: vq.avail_idx,
+            reposted: 0,
+        };
+        let r = self.t.write(&mut mem, reg::QUEUE_NOTIFY, 4, u64::from(q));
+        let (avail_idx, reposted) = (mem.avail_idx, mem.reposted);
+        self.vqs[q as usize].avail_idx = avail_idx;
+        let a = self.count(r.expect("notify"));
+        (a, reposted)
+    }
+
     /// The next used element `(id, len)`, freeing its descriptors.
     pub fn pop_used(&mut self, q: u16) -> Option<(u32, u32)> {
         let (used, size, seen) = {
@@ -252,6 +271,39 @@ impl<D: VirtioDevice> Env<D> {
         let s = self.r32(reg::INTERRUPT_STATUS);
         self.w32(reg::INTERRUPT_ACK, s);
         s
+    }
+}
+
+/// Guest RAM of a driver that runs on another core and makes every chain available again as
+/// soon as the device publishes it in the used ring (each used-index write republishes the
+/// element's chain): however long the device keeps popping, there is always more.
+pub struct Recycler<'a> {
+    pub ram: GuestRam<'a>,
+    pub avail: u64,
+    pub used: u64,
+    pub size: u16,
+    pub avail_idx: u16,
+    /// Chains made available again.
+    pub reposted: usize,
+}
+
+impl GuestMemory for Recycler<'_> {
+    fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), vmm_core::memory::MemError> {
+        self.ram.read(gpa, buf)
+    }
+    fn write(&mut self, gpa: GuestPhysAddr, buf: &[u8]) -> Result<(), vmm_core::memory::MemError> {
+        self.ram.write(gpa, buf)?;
+        if let (true, &[lo, hi]) = (gpa.0 == self.used + 2, buf) {
+            let slot = u64::from(u16::from_le_bytes([lo, hi]).wrapping_sub(1) % self.size);
+            let id = self.ram.read_u32(GuestPhysAddr(self.used + 4 + 8 * slot))? as u16;
+            let at = self.avail + 4 + 2 * u64::from(self.avail_idx % self.size);
+            self.ram.write(GuestPhysAddr(at), &id.to_le_bytes())?;
+            self.avail_idx = self.avail_idx.wrapping_add(1);
+            self.ram
+                .write(GuestPhysAddr(self.avail + 2), &self.avail_idx.to_le_bytes())?;
+            self.reposted += 1;
+        }
+        Ok(())
     }
 }
 
