@@ -5,12 +5,34 @@
 
 use sddf_queue::blk::{BlkReqConsumer, BlkReqProducer, BlkRespConsumer, BlkRespProducer};
 use sddf_queue::layout::{BlkReq, BlkReqCode, BlkResp, BlkRespStatus};
-use sddf_queue::restart::{ACK_OFFSET, ClientSync, DriverLife, next_generation};
+use sddf_queue::restart::{ACK_OFFSET, ClientSync, DriverLife, GENERATION_OFFSET, next_generation};
 use sddf_queue::sync::{AtomicU32, Ordering};
 use sddf_queue::{SetupError, blk};
 
 fn zeroed(bytes: usize) -> Vec<AtomicU32> {
     (0..bytes / 4).map(|_| AtomicU32::new(0)).collect()
+}
+
+#[test]
+fn the_handshake_words_sit_where_the_layout_says_and_nowhere_else() {
+    // The generation at byte 2048 and the acknowledgement at byte 2112 of the storage-info
+    // page, past sDDF's storage information (its first 88 bytes), which they must not touch.
+    let info = zeroed(4096);
+    for w in &info[..88 / 4] {
+        w.store(0x5a5a_5a5a, Ordering::Relaxed);
+    }
+    let life = DriverLife::begin(&info).unwrap();
+    let mut client = ClientSync::new(&info).unwrap();
+    client.acknowledge(life.generation());
+    let at = |byte: usize| info[byte / 4].load(Ordering::Relaxed);
+    assert_eq!((at(GENERATION_OFFSET), at(ACK_OFFSET)), (1, 1));
+    assert_eq!((GENERATION_OFFSET, ACK_OFFSET), (2048, 2112));
+    let others: Vec<_> = (0..info.len())
+        .filter(|&i| i * 4 != GENERATION_OFFSET && i * 4 != ACK_OFFSET)
+        .map(|i| (i, info[i].load(Ordering::Relaxed)))
+        .filter(|&(i, v)| v != if i < 88 / 4 { 0x5a5a_5a5a } else { 0 })
+        .collect();
+    assert_eq!(others, vec![], "words other than the two changed");
 }
 
 #[test]
