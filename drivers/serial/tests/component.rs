@@ -1462,6 +1462,30 @@ fn a_burst_spent_exactly_stops_and_waits_only_for_bytes_left() {
     rig.check_clean();
 }
 
+/// Two clients' lines, in turn, spend the burst exactly at the end of a turn while the first
+/// still has a line waiting: the event stops there (no turn with an empty budget) and asks for
+/// the TX interrupt; the next event sends the rest.
+#[test]
+fn a_burst_spent_between_two_clients_stops_with_a_line_waiting() {
+    let mut rig = Rig::new();
+    rig.uart.with(|u| u.shift_on_fr_read = true);
+    // 15-byte lines cost 16 units each: 128 of each client's take the 4096 units.
+    let a = numbered_lines(b'a', 129, 15);
+    let b = numbered_lines(b'b', 128, 15);
+    rig.queue_as(0, &a);
+    rig.queue_as(1, &b);
+    let before = rig.drv.stats();
+    rig.notify_tx();
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 256 * 15);
+    assert!(rig.txim(), "a's last line waits");
+    rig.notify_tx();
+    assert_eq!(rig.drv.stats().tx_bytes - before.tx_bytes, 257 * 15);
+    assert!(!rig.txim());
+    let wire = rig.written();
+    assert!(wire.ends_with(&a[128 * 15..]), "a's last line last");
+    rig.check_clean();
+}
+
 /// The driver's own line waiting at the start of an event is paid from the same burst as the
 /// clients' bytes: 33 own bytes leave 4063 = 239 lines of 16 (cost 17 each).
 #[test]
