@@ -59,6 +59,7 @@ fn each_life_waits_for_its_own_acknowledgement() {
     assert_eq!(client.pending(), Some(4));
     client.acknowledge(4);
     assert!(fourth.acknowledged() && !second.acknowledged());
+    assert_eq!(client.acknowledged(), 4, "the generation it acknowledged last");
 }
 
 #[test]
