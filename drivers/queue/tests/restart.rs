@@ -59,7 +59,11 @@ fn each_life_waits_for_its_own_acknowledgement() {
     assert_eq!(client.pending(), Some(4));
     client.acknowledge(4);
     assert!(fourth.acknowledged() && !second.acknowledged());
-    assert_eq!(client.acknowledged(), 4, "the generation it acknowledged last");
+    assert_eq!(
+        client.acknowledged(),
+        4,
+        "the generation it acknowledged last"
+    );
 }
 
 #[test]
