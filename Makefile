@@ -309,9 +309,9 @@ bench-qemu: check-sdk check-qemu
 	@cat $(BENCH_DIR)/exit-costs-$(MICROKIT_CONFIG).md | sed -n '1,/^## Block/p'
 
 # The bench guest natively on QEMU virt (no seL4, no SDK), under the same -icount, with two CPUs
-# (the IPI round trip's second): the exit benchmarks need the VMM and are skipped; the block throughput runs against QEMU's own
-# virtio-blk-device on a fresh zeroed disk. Log in $(BENCH_DIR)/native.log, table in
-# $(BENCH_DIR)/blk-native.md.
+# (the IPI round trip's second): the exit benchmarks need the VMM and are skipped; the block
+# throughput runs against QEMU's own virtio-blk-device on a fresh zeroed disk. Log in
+# $(BENCH_DIR)/native.log, table in $(BENCH_DIR)/blk-native.md.
 NATIVE_BENCH_DISK := $(BENCH_DIR)/native-disk.img
 bench-native: check-qemu
 	@guests/testguest/build-image.sh --bench $(BENCH_DIR)/guest && \
