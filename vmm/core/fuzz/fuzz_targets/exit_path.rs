@@ -111,11 +111,14 @@ fuzz_target!(|input: Input| {
     let pc_before = v.pc;
     let mut exit = Exit { tree: &tree, psci: &mut psci };
     let r = exit.handle(caller, label, words, &mut v, &mut mem, &mut dev);
+    // An IP of u64::MAX in the message means "none" to the exit path (`classify::fault_ip`),
+    // which then reads the PC; a real fault never carries it (no instruction is there).
     let ip = match label {
         6 | 3 | 1 => words.first().copied(),  // VMFault, UserException, CapFault carry the IP
         2 => words.get(8).copied(),            // UnknownSyscall: FaultIP
         _ => None,
     }
+    .filter(|&ip| ip != u64::MAX)
     .unwrap_or(pc_before);
     match r.action {
         ExitAction::Stop(_) | ExitAction::PowerOff | ExitAction::Reset | ExitAction::CpuOff => {}
