@@ -166,6 +166,17 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
         let _ = writeln!(w, "    ({:?}, Channel::new({})),", c.peer, c.id);
     }
     let _ = writeln!(w, "];");
+    let mut vm_peers: Vec<&str> = vec![];
+    for c in &scope.channels {
+        let has_vm = sys.pd(&c.peer).is_some_and(|p| p.virtual_machine.is_some());
+        if has_vm && !vm_peers.contains(&c.peer.as_str()) {
+            vm_peers.push(&c.peer);
+        }
+    }
+    let _ = writeln!(
+        w,
+        "/// The peers (of [`PEERS`]) that run a virtual machine (the VMMs), in channel order.\npub const VM_PEERS: &[&str] = &{vm_peers:?};"
+    );
     let _ = writeln!(
         w,
         "/// The first channel to `peer`, if the system this PD was generated from gives it one: for a\n/// peer that one system description has and another has not (the test system's self-test PDs).\npub const fn channel_to(peer: &str) -> Option<Channel> {{\n    let mut i = 0;\n    while i < PEERS.len() {{\n        if str_eq(PEERS[i].0, peer) {{\n            return Some(PEERS[i].1);\n        }}\n        i += 1;\n    }}\n    None\n}}\nconst fn str_eq(a: &str, b: &str) -> bool {{\n    let (a, b) = (a.as_bytes(), b.as_bytes());\n    if a.len() != b.len() {{\n        return false;\n    }}\n    let mut i = 0;\n    while i < a.len() {{\n        if a[i] != b[i] {{\n            return false;\n        }}\n        i += 1;\n    }}\n    true\n}}"

@@ -18,6 +18,10 @@
 //!   of its own (a newline first), and the open line (up to [`TURN_MAX`] bytes) is written again
 //!   after it, as a line editor redraws its prompt; its client then goes on where it was. A
 //!   client whose turn ends in a corrupt queue or at [`TURN_MAX`] bytes gets no open line kept.
+//! - With two VMs or more (the system description's `VM_PEERS`: the peers that run a virtual
+//!   machine), each VMM's lines start with its name and `| ` ([`line_prefixed`]): the guests
+//!   write the same lines, and a reader (or a test) tells them apart. The prefix is part of
+//!   the line, so an open line written again shows it too. With one VM nothing is prefixed.
 //! - RX queue (driver → vmm), [`RX_CHANNEL`]: on the RX / receive-timeout interrupts the RX
 //!   FIFO is drained (while !UARTFR.RXFE, at most [`RX_BURST`] bytes per interrupt) into the
 //!   queue and the vmm is notified once if bytes were added; bytes that find the queue full are
@@ -77,6 +81,8 @@ pub struct TxClientDef {
     pub queue_mr: &'static str,
     /// The data region.
     pub data_mr: &'static str,
+    /// Its lines are prefixed with its name ([`line_prefixed`]).
+    pub prefixed: bool,
 }
 
 /// Most TX clients the driver serves (its client table is fixed-capacity).
@@ -88,13 +94,15 @@ pub const MAX_TX_CLIENTS: usize = 8;
 /// by channel id. The production system has the vmm and blk_driver; the test system adds the
 /// self-test PDs. Nothing here names a PD but the vmm: a client is a grant of system.xml.
 pub fn tx_clients() -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
-    tx_clients_of(system::PEERS, system::MAPS)
+    tx_clients_of(system::PEERS, system::MAPS, system::VM_PEERS)
 }
 
-/// [`tx_clients`] for a given channel table (peer, channel) and map table (region, size).
+/// [`tx_clients`] for a given channel table (peer, channel), map table (region, size) and the
+/// peers that run a VM.
 pub fn tx_clients_of(
     peers: &[(&'static str, Channel)],
     maps: &[(&'static str, usize)],
+    vm_peers: &[&str],
 ) -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
     let mut v = heapless::Vec::new();
     let _ = v.push(TxClientDef {
@@ -102,6 +110,7 @@ pub fn tx_clients_of(
         channel: TX_CHANNEL,
         queue_mr: "serial_tx_queue_vmm",
         data_mr: "serial_tx_data_vmm",
+        prefixed: line_prefixed("vmm", vm_peers),
     });
     let mapped = |prefix: &str, peer: &str| {
         maps.iter()
@@ -123,12 +132,34 @@ pub fn tx_clients_of(
             channel,
             queue_mr,
             data_mr,
+            prefixed: line_prefixed(peer, vm_peers),
         };
         if v.push(def).is_err() {
             break;
         }
     }
     v
+}
+
+/// Whether client `name`'s lines start with `name| `, given the peers that run a VM
+/// (`system::VM_PEERS`): a VMM's when there are two or more (each VM's console, and its VMM's
+/// messages, on lines of its own name, as the guests write the same lines), none with one VM.
+pub fn line_prefixed(name: &str, vm_peers: &[&str]) -> bool {
+    vm_peers.len() >= 2 && vm_peers.contains(&name)
+}
+
+/// Byte `i` of `name`'s line prefix `name| `.
+fn prefix_byte(name: &str, i: usize) -> u8 {
+    match name.as_bytes().get(i) {
+        Some(&b) => b,
+        None if i == name.len() => b'|',
+        None => b' ',
+    }
+}
+
+/// Length of `name`'s line prefix.
+fn prefix_len(name: &str) -> usize {
+    name.len() + 2
 }
 
 /// Most bytes of one turn without a newline: then the next client's turn comes.
@@ -332,6 +363,8 @@ pub struct TxClient<'q> {
     pub channel: Channel,
     /// Its TX queue.
     pub mem: Option<QueueMem<'q>>,
+    /// Each of its lines starts with `name| ` ([`line_prefixed`]).
+    pub prefixed: bool,
 }
 
 struct Client<'q> {
@@ -339,6 +372,10 @@ struct Client<'q> {
     channel: Channel,
     slot: Slot<'q, SerialConsumer<'q>>,
     stats: ClientStats,
+    /// Its lines start with `name| ` ([`TxClient::prefixed`]).
+    prefixed: bool,
+    /// A line of it is under way (its prefix written): no prefix before its next byte.
+    mid_line: bool,
 }
 
 impl Client<'_> {
@@ -402,6 +439,8 @@ impl OpenLine {
 struct Turn {
     client: usize,
     bytes: usize,
+    /// Bytes of the client's line prefix written in this turn.
+    prefix_at: usize,
 }
 
 /// The serial driver: PD logic over a kernel `K` and a UART `U`.
@@ -513,6 +552,8 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                 channel: c.channel,
                 slot: Slot::Detached(c.mem),
                 stats: ClientStats::default(),
+                prefixed: c.prefixed,
+                mid_line: false,
             };
             if c.mem.is_none() {
                 client.stats.errors += 1;
@@ -814,6 +855,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                         Some(i) => Turn {
                             client: i,
                             bytes: 0,
+                            prefix_at: 0,
                         },
                         None => break,
                     }
@@ -846,10 +888,25 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                     self.turn = Some(turn);
                     break 'turns;
                 }
+                // A prefixed client's line starts with its name (written byte by byte, as the
+                // FIFO has room, and kept in the open line so that a redraw shows it too).
+                if c.prefixed && !c.mid_line {
+                    let b = prefix_byte(c.name, turn.prefix_at);
+                    self.uart.write32(reg::DR, u32::from(b));
+                    OpenLine::track(&mut self.open, turn.client, b);
+                    budget -= 1;
+                    turn.prefix_at += 1;
+                    c.mid_line = turn.prefix_at == prefix_len(c.name);
+                    continue;
+                }
                 match tx.dequeue_local() {
                     Ok(Some(b)) => {
                         self.uart.write32(reg::DR, u32::from(b));
                         OpenLine::track(&mut self.open, turn.client, b);
+                        if b == b'\n' {
+                            c.mid_line = false;
+                            turn.prefix_at = 0;
+                        }
                         budget -= 1;
                         turn.bytes += 1;
                         c.stats.bytes += 1;
@@ -1074,6 +1131,7 @@ pub fn from_system<K: Kernel>(
             name: def.name,
             channel: def.channel,
             mem,
+            prefixed: def.prefixed,
         });
     }
     let rx = queue(

@@ -60,7 +60,7 @@ static TX_CLIENTS: LazyLock<Vec<TxClientDef>> = LazyLock::new(|| {
         .iter()
         .map(|m| (leak(&m.mr), m.size as usize))
         .collect();
-    serial_driver::tx_clients_of(&peers, &maps).to_vec()
+    serial_driver::tx_clients_of(&peers, &maps, &["vmm"]).to_vec()
 });
 
 /// The data-region sizes of `TX_CLIENTS`, in order.
@@ -110,8 +110,11 @@ fn the_test_system_has_five_tx_clients_and_production_three() {
         ]
     );
     // A peer without both queue regions is no client; a channel id is taken once.
-    let only_queue =
-        serial_driver::tx_clients_of(&[("x", Channel::new(3))], &[("serial_tx_queue_x", 0x1000)]);
+    let only_queue = serial_driver::tx_clients_of(
+        &[("x", Channel::new(3))],
+        &[("serial_tx_queue_x", 0x1000)],
+        &[],
+    );
     assert_eq!(only_queue.len(), 1, "the vmm only");
 }
 
@@ -201,6 +204,16 @@ impl Rig {
         page: Option<&'static [AtomicU32]>,
         prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
     ) -> Rig {
+        Rig::with_prefixed(uart, page, &[], prep)
+    }
+
+    /// As [`Rig::with_uart_state`], the clients named in `prefixed` with their lines prefixed.
+    fn with_prefixed(
+        uart: ModelUart,
+        page: Option<&'static [AtomicU32]>,
+        prefixed: &[&str],
+        prep: impl FnOnce(&mut SerialProducer<'static>, &QueueMem<'static>),
+    ) -> Rig {
         let sim = sim();
         let mut clients = vec![];
         let mut producers = vec![];
@@ -213,6 +226,7 @@ impl Rig {
                 name: def.name,
                 channel: def.channel,
                 mem: Some(drv_mem),
+                prefixed: def.prefixed || prefixed.contains(&def.name),
             });
             producers.push(OtherClient { tx, mem });
         }
@@ -752,6 +766,7 @@ fn unmapped_queues_and_uart_are_errors_not_panics() {
         name: "vmm",
         channel: TX_CHANNEL,
         mem: None,
+        prefixed: false,
     };
     let mut drv: SerialDriver<'static, SimKernel, Option<ModelUart>> =
         SerialDriver::new(sim.kernel(), None, [vmm], None);
@@ -778,6 +793,7 @@ fn a_tx_client_on_a_channel_in_use_is_ignored_and_an_unmapped_one_counted() {
         name,
         channel,
         mem: None,
+        prefixed: false,
     };
     // The IRQ's channel, the RX channel, then a TX client twice: only `c` is taken.
     let clients = [
@@ -922,6 +938,59 @@ fn lines_never_interleave_and_clients_take_turns() {
     rig.flush();
     assert_eq!(rig.acks(), rig.irqs);
     rig.check_clean();
+}
+
+#[test]
+fn prefixed_clients_lines_start_with_their_names_and_are_never_torn() {
+    // Two VMs' consoles: the same lines from both, told apart by their prefixes.
+    let a = TX_CLIENTS[0].name;
+    let b = TX_CLIENTS[1].name;
+    let mut rig = Rig::with_prefixed(ModelUart::default(), None, &[a, b], |_, _| {});
+    // a's prompt (no newline) is open when b writes two lines and a third client one; then a
+    // ends its line.
+    rig.queue_as(0, b"login: ");
+    rig.notify_tx();
+    rig.drain_all(7);
+    rig.queue_as(1, b"PASS case-1\nPASS case-2\n");
+    rig.queue_as(2, b"plain line\n");
+    rig.notify_tx();
+    rig.drain_all(7);
+    rig.queue_as(0, b"root\n");
+    rig.notify_tx();
+    rig.drain_all(7);
+    let wire = String::from_utf8(rig.client_wire()).unwrap();
+    let want = format!(
+        "{a}| login: \n{b}| PASS case-1\n{a}| login: \nplain line\n{a}| login: \n\
+         {b}| PASS case-2\n{a}| login: root\n"
+    );
+    assert_eq!(wire, want);
+    // Empty lines get their prefix too; a line started again in a later turn does not.
+    rig.queue_as(1, b"\nhalf ");
+    rig.notify_tx();
+    rig.drain_all(7);
+    rig.queue_as(1, b"and half\n");
+    rig.notify_tx();
+    rig.drain_all(7);
+    let wire = String::from_utf8(rig.client_wire()).unwrap();
+    assert!(
+        wire.ends_with(&format!("{b}| \n{b}| half and half\n")),
+        "{wire:?}"
+    );
+    rig.flush();
+    rig.check_clean();
+}
+
+#[test]
+fn lines_are_prefixed_only_with_two_vms_or_more() {
+    assert!(!serial_driver::line_prefixed("vmm", &["vmm"]));
+    assert!(serial_driver::line_prefixed("vmm", &["vmm", "vmm2"]));
+    assert!(serial_driver::line_prefixed("vmm2", &["vmm", "vmm2"]));
+    assert!(!serial_driver::line_prefixed(
+        "blk_driver",
+        &["vmm", "vmm2"]
+    ));
+    // Production has one VM: no client is prefixed.
+    assert!(serial_driver::tx_clients().iter().all(|d| !d.prefixed));
 }
 
 #[test]
@@ -1574,11 +1643,13 @@ fn unmapped_ping() -> (
             name: vmm.name,
             channel: vmm.channel,
             mem: Some(drv_mem),
+            prefixed: false,
         },
         TxClient {
             name: TX_CLIENTS[1].name,
             channel: TX_CLIENTS[1].channel,
             mem: None,
+            prefixed: false,
         },
     ];
     let drv = SerialDriver::new(sim.kernel(), uart.clone(), clients, None);
