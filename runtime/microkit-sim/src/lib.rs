@@ -439,6 +439,14 @@ impl Sim {
 }
 
 impl Kernel for SimKernel {
+    fn holds_irq(&self, ch: Channel) -> bool {
+        self.0
+            .borrow()
+            .scope
+            .irqs
+            .iter()
+            .any(|i| i.id == ch.index() as u64)
+    }
     fn mr(&self, i: usize) -> u64 {
         self.0.borrow().mrs.get(i).copied().unwrap_or(0)
     }

@@ -104,6 +104,9 @@ impl CpuSlot {
     };
 }
 
+/// The wake-up timer's IRQ channel (PPI 30, the EL1 physical timer; see [`Vmm::setup`]).
+pub const WAKEUP_IRQ: microkit_rt::Channel = system::IRQ_30;
+
 /// Handler-tree capacity.
 pub const HANDLERS: usize = 256;
 /// Handlers counted individually in the statistics.
@@ -191,6 +194,10 @@ pub struct Vmm<K: Kernel + Clone> {
     machine_request: Option<u32>,
     /// The wake-up timer's IRQ waits for its acknowledgement.
     irq_ack: bool,
+    /// system.xml gives this VMM the wake-up timer (the EL1 physical timer and its PPI 30): in a
+    /// system of several VMMs only one may own it. Without it a vCPU that waits in WFI for its
+    /// virtual timer is not parked (it resumes at once), and the timer is never touched.
+    wakeup_timer: bool,
 }
 
 /// Initial content of the write-protected page: the u64 at offset 8*i is this | i.
@@ -236,6 +243,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             wakeup_at: None,
             machine_request: None,
             irq_ack: false,
+            wakeup_timer: false,
         }
     }
 
@@ -248,9 +256,18 @@ impl<K: Kernel + Clone> Vmm<K> {
         blobs: GuestBlobs,
     ) {
         self.regs = LazyVcpu::new(k.clone(), VCPUS[0]);
+        self.wakeup_timer = k.holds_irq(WAKEUP_IRQ);
         self.k = k;
         self.devices.add_virtio_console();
         let vmm = self;
+        if !vmm.wakeup_timer {
+            say!(
+                vmm,
+                "vmm: no wake-up timer (PPI 30 on channel {} not granted): a vCPU waiting in \
+                 WFI for its timer is resumed at once",
+                WAKEUP_IRQ.index()
+            );
+        }
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
                 vmm.mem = Some(RegionMemory::new(
@@ -653,6 +670,10 @@ impl<K: Kernel + Clone> Vmm<K> {
             slot.deadline = None;
             return true;
         }
+        // Nothing would wake it at its deadline.
+        if !self.wakeup_timer {
+            return false;
+        }
         let cntvoff = match slot.cntvoff {
             Some(v) => v,
             None => match read(&mut self.k, vcpu_reg::CNTVOFF) {
@@ -674,6 +695,9 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// Arms the wake-up timer at the earliest deadline of the parked vCPUs, or stops it.
     fn arm_wakeup(&mut self) {
+        if !self.wakeup_timer {
+            return;
+        }
         let parked = self.parked;
         let next = self.cpus[..VCPUS.len()]
             .iter()
@@ -1299,7 +1323,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             self.wake_interrupted();
         }
         // The wake-up timer: a parked vCPU's virtual timer is due.
-        let timer = 1 << system::IRQ_30.index();
+        let timer = 1 << WAKEUP_IRQ.index();
         if channels.bits() & timer != 0 {
             self.irq_ack = true;
             if self.state == VmState::Running {
@@ -1350,7 +1374,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
 
     /// The wake-up timer's IRQ is acknowledged with the next receive.
     fn take_deferred_action(&mut self) -> Option<DeferredAction> {
-        core::mem::take(&mut self.irq_ack).then_some(DeferredAction::IrqAck(system::IRQ_30))
+        core::mem::take(&mut self.irq_ack).then_some(DeferredAction::IrqAck(WAKEUP_IRQ))
     }
 
     /// The event loop's reports take the VMM's own output (the serial driver domain once the

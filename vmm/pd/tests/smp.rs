@@ -603,3 +603,53 @@ proptest! {
         run_smp(&steps)?;
     }
 }
+
+/// The repository's system.xml without the VMM's wake-up timer IRQ (a second VMM of a two-VM
+/// system: only one VMM may own the EL1 physical timer).
+fn sim_without_wakeup_timer() -> microkit_sim::Sim {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../system.xml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let irq = r#"<irq irq="30" id="4" />"#;
+    assert!(
+        text.contains(irq),
+        "system.xml gives the vmm IRQ 30 on channel 4"
+    );
+    let sys = sdf::parse(&text.replace(irq, "")).unwrap();
+    microkit_sim::Sim::new(&sys, "vmm").unwrap()
+}
+
+#[test]
+fn without_the_wake_up_timer_a_vcpu_waiting_for_its_timer_is_not_parked() {
+    let mut h = Harness::start_in(sim_without_wakeup_timer(), None, |s| s.kernel(), blobs());
+    assert!(
+        h.sim
+            .console()
+            .contains("vmm: no wake-up timer (PPI 30 on channel 4 not granted)")
+    );
+    h.sim.take_log();
+    h.sim.with_vcpu(0, |v| v.context = guest_context());
+    h.sim.set_timer_now(1_000);
+    // Its virtual timer due at 5000: nothing could wake it then, so it resumes at once.
+    h.sim.with_vcpu(0, |c| {
+        c.regs[vcpu_reg::CNTV_CVAL as usize] = 5_000;
+        c.regs[vcpu_reg::CNTV_CTL as usize] = 1;
+    });
+    let log = wfi(&mut h, 0, PC0);
+    assert!(!log.contains(&Invocation::VmSuspend(0)), "{log:?}");
+    assert!(
+        !log.iter().any(|i| matches!(i, Invocation::TimerSet(_))),
+        "{log:?}"
+    );
+    assert!(!h.vmm.parked());
+    // Its timer off: it waits for a device's interrupt, parked as before, the timer untouched.
+    h.sim
+        .with_vcpu(0, |c| c.regs[vcpu_reg::CNTV_CTL as usize] = 0);
+    let log = wfi(&mut h, 0, PC0);
+    assert!(log.contains(&Invocation::VmSuspend(0)), "{log:?}");
+    assert!(
+        !log.iter().any(|i| matches!(i, Invocation::TimerSet(_))),
+        "{log:?}"
+    );
+    assert!(h.vmm.parked());
+    assert!(h.sim.violations().is_empty(), "{:?}", h.sim.violations());
+}

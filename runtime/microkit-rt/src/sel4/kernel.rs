@@ -67,6 +67,9 @@ impl Sel4Kernel {
 }
 
 impl Kernel for Sel4Kernel {
+    fn holds_irq(&self, ch: Channel) -> bool {
+        self.grants.is_irq(ch)
+    }
     fn mr(&self, i: usize) -> u64 {
         ipc_buffer::mr(i)
     }

@@ -227,7 +227,16 @@ impl<K: Kernel + Clone> Harness<K> {
         kernel: impl FnOnce(&Sim) -> K,
         blobs: GuestBlobs,
     ) -> Self {
-        let sim = Sim::from_repo_system("vmm");
+        Self::start_in(Sim::from_repo_system("vmm"), ram, kernel, blobs)
+    }
+
+    /// As [`Harness::start_on`], in the simulation `sim` (another system description's scope).
+    pub fn start_in(
+        sim: Sim,
+        ram: Option<SharedRegion>,
+        kernel: impl FnOnce(&Sim) -> K,
+        blobs: GuestBlobs,
+    ) -> Self {
         let ram = ram.unwrap_or_else(|| sim.region("guest_ram").expect("vmm maps guest_ram"));
         assert_eq!(
             ram.size() as u64,
