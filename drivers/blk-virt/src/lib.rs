@@ -424,11 +424,20 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
             .map_err(|e| VirtError::Setup(Queue::DriverRequest, e))?;
         d.resp = BlkRespConsumer::reset(d.mem.resp, QUEUE_CAPACITY)
             .map_err(|e| VirtError::Setup(Queue::DriverResponse, e))?;
-        let mut order = self.table;
-        order.sort_unstable_by_key(|f| f.map_or(u64::MAX, |f| f.seq));
-        let in_flight = order.iter().flatten().count();
+        let in_flight = self.table.iter().flatten().count();
         let mut n = 0;
-        for f in order.iter().flatten() {
+        // Oldest first, without a copy of the table on the stack: each pass takes the oldest
+        // request after the one queued last (seq are distinct).
+        let mut after: Option<u64> = None;
+        for _ in 0..in_flight {
+            let next = self
+                .table
+                .iter()
+                .flatten()
+                .filter(|f| after.is_none_or(|a| f.seq > a))
+                .min_by_key(|f| f.seq);
+            let Some(f) = next else { break };
+            after = Some(f.seq);
             // Never full (IN_FLIGHT = the capacity) nor corrupt (just reset); a failure leaves
             // the request in the table, to be queued again at the next generation.
             if d.req.enqueue(&f.req).is_ok() {
