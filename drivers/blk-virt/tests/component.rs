@@ -110,8 +110,8 @@ fn two_clients_get_equal_partitions_their_own_capacity_and_their_own_blocks() {
     rig.data(1)[..UNIT].fill(2);
     rig.clients[0].req.enqueue(&write(0, 0, 1, 7)).unwrap();
     rig.clients[1].req.enqueue(&write(0, 0, 1, 7)).unwrap();
-    rig.from_client(0);
-    rig.from_client(1);
+    rig.notify_from_client(0);
+    rig.notify_from_client(1);
     rig.settle();
     assert_eq!(rig.clients[0].responses(), [ok(1, 7)]);
     assert_eq!(rig.clients[1].responses(), [ok(1, 7)]);
@@ -235,7 +235,7 @@ fn a_full_table_leaves_requests_in_the_client_queues_and_drops_none() {
             rig.clients[i].req.enqueue(&r).unwrap();
         }
     }
-    rig.from_client(0);
+    rig.notify_from_client(0);
     rig.settle();
     assert_eq!(rig.virt.in_flight(), IN_FLIGHT);
     assert_eq!(rig.drv.held.len(), IN_FLIGHT);
@@ -253,8 +253,8 @@ fn a_full_table_leaves_requests_in_the_client_queues_and_drops_none() {
     while rig.virt.in_flight() > 0 || !rig.drv.held.is_empty() {
         rig.drv.complete(16);
         rig.settle();
-        for i in 0..2 {
-            got[i].extend(rig.clients[i].responses());
+        for (i, g) in got.iter_mut().enumerate() {
+            g.extend(rig.clients[i].responses());
         }
     }
     for (i, g) in got.iter().enumerate() {
@@ -287,7 +287,7 @@ fn a_driver_restart_is_handled_as_the_vmm_did_and_the_client_sees_nothing() {
     rig.drv.complete(1);
     rig.drv.crash_and_restart();
     rig.sim.set_timer_now(1000);
-    rig.from_driver();
+    rig.notify_from_driver();
     rig.sim.set_timer_now(1500);
     rig.settle();
     assert_eq!(rig.virt.driver_generation(), 2);
@@ -330,7 +330,7 @@ fn a_driver_that_dies_again_before_serving_gets_the_requests_again() {
     rig.submit(0, &[write(0, 1, 1, 1), read(UNIT, 2, 1, 2)]);
     for _ in 0..3 {
         rig.drv.crash_and_restart();
-        rig.from_driver();
+        rig.notify_from_driver();
         rig.settle();
     }
     assert_eq!(rig.virt.driver_generation(), 4);
@@ -355,13 +355,13 @@ fn forged_and_stale_driver_responses_are_counted_and_dropped() {
     rig.drv.respond(ok(1, real.wrapping_add(1 << 8)));
     rig.drv.respond(ok(9, real));
     rig.drv.held.clear();
-    rig.from_driver();
+    rig.notify_from_driver();
     rig.settle();
     assert_eq!(rig.clients[0].responses(), [ok(1, 9)]);
     assert_eq!(rig.virt.stats().unknown_responses, 2);
     // A second answer for the same request is stale too.
     rig.drv.respond(ok(1, real));
-    rig.from_driver();
+    rig.notify_from_driver();
     assert!(rig.clients[0].responses().is_empty());
     assert_eq!(rig.virt.stats().unknown_responses, 3);
 }
@@ -371,7 +371,7 @@ fn a_client_that_corrupts_its_queue_costs_only_itself() {
     let mut rig = Rig::two_clients();
     // Client 0 claims 1000 requests.
     rig.clients[0].raw.req[1].store(1000, Ordering::Release);
-    rig.from_client(0);
+    rig.notify_from_client(0);
     rig.settle();
     assert!(rig.virt.client_stats(0).unwrap().queue_errors > 0);
     // Client 1 is still served.
@@ -392,19 +392,19 @@ fn requests_wait_for_the_client_acknowledgement_and_a_client_without_room_for_an
         rig.clients[0].req.enqueue(&read(0, 0, 1, n)).unwrap();
         sent += 1;
     }
-    rig.from_client(0);
+    rig.notify_from_client(0);
     rig.settle();
     assert_eq!(rig.clients[0].resp.available().unwrap(), CAP);
     for n in 0..8 {
         rig.clients[0].req.enqueue(&read(0, 0, 1, 100 + n)).unwrap();
         sent += 1;
     }
-    rig.from_client(0);
+    rig.notify_from_client(0);
     rig.settle();
     assert_eq!(rig.clients[0].req.free().unwrap(), CAP - 8);
     assert_eq!(rig.virt.client_stats(0).unwrap().lost_responses, 0);
     let mut got = rig.clients[0].responses().len();
-    rig.from_client(0);
+    rig.notify_from_client(0);
     rig.settle();
     got += rig.clients[0].responses().len();
     assert_eq!(got, sent as usize);

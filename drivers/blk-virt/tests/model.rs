@@ -97,9 +97,9 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let data_size: Vec<u64> = rig.clients.iter().map(|c| c.cfg.data_size).collect();
 
     let take = |rig: &mut Rig, cl: &mut Vec<Client>| -> Result<(), TestCaseError> {
-        for i in 0..2 {
+        for (i, c) in cl.iter_mut().enumerate() {
             for r in rig.clients[i].responses() {
-                let Some(e) = cl[i].pending.remove(&r.id) else {
+                let Some(e) = c.pending.remove(&r.id) else {
                     return Err(TestCaseError::fail(format!(
                         "client {i}: response {r:?} for no request in flight (or twice)"
                     )));
@@ -114,7 +114,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                 }
                 if let Some(s) = e.slot {
-                    cl[i].free.push(s);
+                    c.free.push(s);
                 }
             }
         }
@@ -232,7 +232,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Crash => {
                 rig.drv.crash_and_restart();
-                rig.from_driver();
+                rig.notify_from_driver();
                 rig.settle();
             }
         }

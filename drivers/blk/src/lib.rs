@@ -137,7 +137,10 @@ struct Pending {
     count: u16,
 }
 
-/// The device, as a state (not flags).
+/// The device, as a state (not flags). One of it, in the driver on the stack, built once: the
+/// size of the live variant (its data space of up to `MAX_DATA_WINDOWS` client regions) costs
+/// nothing (no_std, no allocator to box it).
+#[allow(clippy::large_enum_variant)]
 enum Device<R: Regs> {
     /// Live: requests go to it.
     Live(VirtioBlk<R>),

@@ -182,11 +182,7 @@ impl SimDriver {
         if !self.attach() {
             return;
         }
-        loop {
-            let r = match self.queues.as_mut().unwrap().0.dequeue() {
-                Ok(Some(r)) => r,
-                _ => break,
-            };
+        while let Ok(Some(r)) = self.queues.as_mut().unwrap().0.dequeue() {
             let len = u64::from(r.count) * UNIT as u64;
             let window = matches!(r.code, BlkReqCode::READ | BlkReqCode::WRITE)
                 .then(|| self.window_of(r.io_or_offset, len))
@@ -404,7 +400,7 @@ impl Rig {
         // The clients acknowledge the virtualiser's life, as the VMM does at its start.
         for i in 0..rig.clients.len() {
             assert!(rig.clients[i].handshake(), "client {i} saw no life");
-            rig.from_client(i);
+            rig.notify_from_client(i);
         }
         rig.settle();
         rig
@@ -425,13 +421,13 @@ impl Rig {
     }
 
     /// Client `i` notifies the virtualiser.
-    pub fn from_client(&mut self, i: usize) {
+    pub fn notify_from_client(&mut self, i: usize) {
         self.sim.notify_from_peer(self.clients[i].cfg.channel);
         self.el.step(&mut self.virt);
     }
 
     /// The driver notifies the virtualiser.
-    pub fn from_driver(&mut self) {
+    pub fn notify_from_driver(&mut self) {
         self.sim.notify_from_peer(DRIVER);
         self.el.step(&mut self.virt);
     }
@@ -446,7 +442,7 @@ impl Rig {
                 self.drv.run();
             }
             if std::mem::take(&mut self.drv.published) {
-                self.from_driver();
+                self.notify_from_driver();
                 continue;
             }
             if !to_driver {
@@ -462,7 +458,7 @@ impl Rig {
             self.clients[i].req.enqueue(r).expect("client queue room");
         }
         let _ = self.clients[i].req.take_notify();
-        self.from_client(i);
+        self.notify_from_client(i);
         self.settle();
     }
 
