@@ -773,3 +773,71 @@ impl<R: Regs> VirtioBlk<R> {
         self.w(reg::STATUS, 0);
     }
 }
+
+#[cfg(test)]
+mod data_space_tests {
+    use super::{DataSpace, MAX_DATA_WINDOWS, PhysWindow};
+
+    fn two() -> DataSpace {
+        let mut s = DataSpace::from(PhysWindow {
+            paddr: 0x1000_0000,
+            size: 0x4_0000,
+        });
+        assert!(s.push(PhysWindow {
+            paddr: 0x8000_0000,
+            size: 0x1_0000,
+        }));
+        s
+    }
+
+    #[test]
+    fn offsets_map_into_the_window_they_fall_in_and_never_straddle() {
+        let s = two();
+        assert_eq!(s.size(), 0x5_0000);
+        assert_eq!(s.translate(0, 0x1000), Some(0x1000_0000));
+        assert_eq!(s.translate(0x3_f000, 0x1000), Some(0x1003_f000));
+        // The second window starts at offset 0x4_0000 of the space.
+        assert_eq!(s.translate(0x4_0000, 0x1000), Some(0x8000_0000));
+        assert_eq!(s.translate(0x4_f000, 0x1000), Some(0x8000_f000));
+        // Across the boundary: refused, though both halves are client memory.
+        assert_eq!(s.translate(0x3_f000, 0x2000), None);
+        // Past the end, and overflowing.
+        assert_eq!(s.translate(0x5_0000, 0x1000), None);
+        assert_eq!(s.translate(0x4_f000, 0x2000), None);
+        assert_eq!(s.translate(u64::MAX, 2), None);
+        assert_eq!(s.translate(0x4_0000, u64::MAX), None);
+        // Physical checks: inside one window only.
+        assert!(s.contains(0x8000_0000, 0x1_0000));
+        assert!(!s.contains(0x8000_0000, 0x1_0001));
+        assert!(!s.contains(0x1004_0000, 1));
+    }
+
+    #[test]
+    fn an_empty_space_refuses_everything_and_a_full_one_takes_no_more() {
+        let e = DataSpace::empty();
+        assert_eq!((e.size(), e.translate(0, 1)), (0, None));
+        assert!(!e.contains(0, 1));
+        let mut s = DataSpace::empty();
+        for i in 0..MAX_DATA_WINDOWS as u64 {
+            assert!(s.push(PhysWindow {
+                paddr: i << 20,
+                size: 0x1000
+            }));
+        }
+        assert!(!s.push(PhysWindow {
+            paddr: 1 << 40,
+            size: 0x1000
+        }));
+        assert_eq!(s.windows().len(), MAX_DATA_WINDOWS);
+        // A window of size 0 is skipped, not matched.
+        let mut z = DataSpace::from(PhysWindow {
+            paddr: 0x10,
+            size: 0,
+        });
+        z.push(PhysWindow {
+            paddr: 0x2000,
+            size: 0x1000,
+        });
+        assert_eq!(z.translate(0, 0x1000), Some(0x2000));
+    }
+}
