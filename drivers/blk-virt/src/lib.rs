@@ -704,7 +704,7 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
         let mut result = Ok(());
         let mut stuck = [false; MAX_CLIENTS];
         // Bounded: each round takes at least one request, and a client queue holds at most
-        // QUEUE_CAPACITY (plus one held) between two events.
+        // QUEUE_CAPACITY requests, refused ones included, per event.
         for _ in 0..(n * (QUEUE_CAPACITY as usize + 1)) {
             let mut progress = false;
             for k in 0..n {

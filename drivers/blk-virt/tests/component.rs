@@ -226,6 +226,7 @@ fn a_full_table_leaves_requests_in_the_client_queues_and_drops_none() {
         system: two_client_system_text(),
         blocks: 256,
         hold: true,
+        ..Opts::default()
     });
     // 2 × 64 one-block writes: more than the table holds, both queues full before the
     // virtualiser runs.
@@ -408,4 +409,29 @@ fn requests_wait_for_the_client_acknowledgement_and_a_client_without_room_for_an
     rig.settle();
     got += rig.clients[0].responses().len();
     assert_eq!(got, sent as usize);
+}
+
+#[test]
+fn clients_wait_for_the_driver_storage_info_and_then_get_their_partitions() {
+    let mut rig = Rig::with(Opts {
+        system: two_client_system_text(),
+        ready: false,
+        ..Opts::default()
+    });
+    // No storage info yet: the clients see none, and their requests wait in their queues.
+    assert!(rig.clients.iter().all(|c| c.info.read().is_none()));
+    rig.clients[1].req.enqueue(&write(0, 0, 1, 5)).unwrap();
+    rig.notify_from_client(1);
+    rig.settle();
+    assert!(rig.drv.seen.is_empty());
+    assert_eq!(rig.clients[1].req.free().unwrap(), CAP - 1);
+    // The driver publishes (its device came up) and notifies: the partitions appear, and the
+    // waiting request goes to client 1's first block.
+    rig.drv.publish_info();
+    rig.notify_from_driver();
+    rig.settle();
+    assert_eq!(rig.clients[0].info.read().unwrap().capacity, 32);
+    assert_eq!(rig.clients[1].info.read().unwrap().capacity, 32);
+    assert_eq!(rig.clients[1].responses(), [ok(1, 5)]);
+    assert_eq!(rig.drv.seen[0].req.block_number, 32);
 }

@@ -82,6 +82,7 @@ fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
         system: two_client_system_text(),
         blocks: BLOCKS,
         hold: true,
+        ..Opts::default()
     });
     let parts: Vec<_> = (0..2).map(|i| rig.virt.partition(i).unwrap()).collect();
     let mut cl: Vec<Client> = parts

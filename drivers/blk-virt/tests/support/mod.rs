@@ -90,6 +90,16 @@ pub fn client_table(sys: &sdf::System) -> Vec<ClientConfig> {
         .collect()
 }
 
+/// The driver's storage info: `blocks` of 4096 bytes, ready.
+fn publish_info(info: &[AtomicU32], blocks: usize) {
+    let mut si: BlkStorageInfo = zerocopy::FromZeros::new_zeroed();
+    si.capacity = blocks as u64;
+    si.block_size = 1;
+    si.sector_size = 512;
+    si.queue_depth = 8;
+    StorageInfoWriter::new(info).unwrap().publish(&si);
+}
+
 fn words(r: &SharedRegion) -> &'static [AtomicU32] {
     Sim::alias(r).into_atomic_words().expect("words")
 }
@@ -224,6 +234,11 @@ impl SimDriver {
     pub fn generation(&self) -> u32 {
         self.life.generation()
     }
+
+    /// The device came up: the storage info is published (`disk.len()` blocks).
+    pub fn publish_info(&self) {
+        publish_info(self.info, self.disk.len() / UNIT);
+    }
 }
 
 /// The far end of one client's queues (what the VMM's blk_backend does).
@@ -279,6 +294,8 @@ pub struct Opts {
     pub blocks: usize,
     /// The driver holds requests until `complete`.
     pub hold: bool,
+    /// The driver's storage info is ready before the virtualiser starts.
+    pub ready: bool,
 }
 
 impl Default for Opts {
@@ -287,6 +304,7 @@ impl Default for Opts {
             system: repo_system_text(),
             blocks: 64,
             hold: false,
+            ready: true,
         }
     }
 }
@@ -316,12 +334,9 @@ impl Rig {
         );
         let info = words(&di);
         let life = DriverLife::begin(info).unwrap();
-        let mut si: BlkStorageInfo = zerocopy::FromZeros::new_zeroed();
-        si.capacity = o.blocks as u64;
-        si.block_size = 1;
-        si.sector_size = 512;
-        si.queue_depth = 8;
-        StorageInfoWriter::new(info).unwrap().publish(&si);
+        if o.ready {
+            publish_info(info, o.blocks);
+        }
         let space = sdf::blk::data_space(&sys, "blk_driver");
         let drv = SimDriver {
             info,
