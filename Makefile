@@ -54,7 +54,7 @@ TARGET          := aarch64-unknown-none
 # Protection domains: crate name = ELF name in system.xml's <program_image>. The production
 # system (system.xml) has PDS; the test system adds TEST_PDS (system-test.xml, an overlay that
 # sdf-compose splices into system.xml: one source for everything both share).
-PDS      := vmm serial-driver blk-driver driver-monitor
+PDS      := vmm serial-driver blk-driver blk-virt driver-monitor
 TEST_PDS := selftest-ping selftest-pong
 # Which system `image` builds: production (system.xml, what a user boots) or test (the boot
 # tests'). Every PD of a test image is generated from the composed test system (SYSTEM_XML), in a
@@ -506,12 +506,12 @@ host-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
 
-# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 20 s for the 13 targets, plus the
+# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 40 s for the 14 targets, plus the
 # sanitizer builds), each starting from its corpus in the repository (fuzz/corpus/<target>,
 # what earlier runs found); any crash fails the run, the reproducer left in fuzz/artifacts.
 # `make fuzz-cmin` minimises the corpora before they are committed.
 FUZZ_SECONDS ?= 20
-FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz
+FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz drivers/blk-virt/fuzz
 FUZZ          = $(CARGO) +$(FUZZ_TOOLCHAIN) fuzz
 fuzz:
 	@$(FUZZ) --version >/dev/null 2>&1 || { echo "fuzz: needs $(FUZZ_TOOLCHAIN) and cargo-fuzz: run make setup"; exit 1; }; \

@@ -277,6 +277,15 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
                 v.region_paddr, v.symbol
             );
         }
+        let _ = writeln!(
+            w,
+            "/// Every region whose physical address this PD is told (`<setvar region_paddr>`), in\n/// system.xml order: (region, its size in bytes, the symbol patched with its address).\npub static PADDRS: &[(&str, usize, &Patched<u64>)] = &["
+        );
+        for v in &pd_def.setvars {
+            let size = sys.region(&v.region_paddr).map_or(0, |r| r.size);
+            let _ = writeln!(w, "    ({:?}, {:#x}, &{}),", v.region_paddr, size, v.symbol);
+        }
+        let _ = writeln!(w, "];");
     }
     Ok(o)
 }

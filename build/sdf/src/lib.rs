@@ -6,6 +6,7 @@
 //! system does; and isolation tests check who maps what. A malformed file gives an [`SdfError`]
 //! naming the line, element and attribute, never a panic.
 
+pub mod blk;
 pub mod codegen;
 pub mod model;
 pub mod overlay;

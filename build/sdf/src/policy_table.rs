@@ -67,6 +67,8 @@ pub const POLICY: Policy = Policy {
         region("serial_rx_data_vmm", 0x2000),
         region("serial_tx_queue_blk_driver", 0x1000),
         region("serial_tx_data_blk_driver", 0x1000),
+        region("serial_tx_queue_blk_virt", 0x1000),
+        region("serial_tx_data_blk_virt", 0x1000),
         region("serial_tx_queue_driver_monitor", 0x1000),
         region("serial_tx_data_driver_monitor", 0x1000),
         region("serial_driver_state", 0x1000),
@@ -74,8 +76,12 @@ pub const POLICY: Policy = Policy {
         region("serial_tx_data_selftest_ping", 0x1000),
         region("serial_tx_queue_selftest_pong", 0x1000),
         region("serial_tx_data_selftest_pong", 0x1000),
-        // Block: the driver's virtqueue memory, the queues, the data region.
+        // Block: the driver's virtqueue memory, the queues (driver <-> blk_virt, blk_virt <->
+        // vmm), the VMM's data region.
         region("blk_dma", 0x1_0000),
+        region("blk_req_queue_blk_virt", 0x1000),
+        region("blk_resp_queue_blk_virt", 0x1000),
+        region("blk_storage_info_blk_virt", 0x1000),
         region("blk_req_queue_vmm", 0x1000),
         region("blk_resp_queue_vmm", 0x1000),
         region("blk_storage_info_vmm", 0x1000),
@@ -85,7 +91,8 @@ pub const POLICY: Policy = Policy {
     ],
     pds: &[
         // The VMM: its VM's memory (to load it and emulate devices), the client side of the
-        // driver domains' queues, the timer PPI, SMC (the guest's PSCI SYSTEM_OFF/RESET reaches
+        // serial driver's and the block virtualiser's queues, the data region it shares with
+        // the block driver, the timer PPI, SMC (the guest's PSCI SYSTEM_OFF/RESET reaches
         // the firmware once the VM ended). Channel 0 (test system only): the liveness request.
         PdRule {
             name: "vmm",
@@ -108,7 +115,7 @@ pub const POLICY: Policy = Policy {
                 ch(0, "selftest_ping"),
                 ch(1, "serial_driver"),
                 ch(2, "serial_driver"),
-                ch(3, "blk_driver"),
+                ch(3, "blk_virt"),
             ],
             irqs: &[IrqRule {
                 irq: 30,
@@ -161,6 +168,8 @@ pub const POLICY: Policy = Policy {
                 rw("serial_tx_data_selftest_pong"),
                 rw("serial_tx_queue_driver_monitor"),
                 rw("serial_tx_data_driver_monitor"),
+                rw("serial_tx_queue_blk_virt"),
+                rw("serial_tx_data_blk_virt"),
                 rw("serial_driver_state"),
             ],
             channels: &[
@@ -170,6 +179,7 @@ pub const POLICY: Policy = Policy {
                 ch(4, "selftest_pong"),
                 ch(5, "blk_driver"),
                 ch(6, "driver_monitor"),
+                ch(7, "blk_virt"),
             ],
             irqs: &[IrqRule {
                 irq: 33,
@@ -180,10 +190,10 @@ pub const POLICY: Policy = Policy {
             vm: None,
         },
         // The block driver: one virtio-mmio transport page (uncached) and its IRQ, its virtqueue
-        // memory, the VMM's queues, the data region read-only (descriptors point at it by
-        // physical address), its serial TX queue; told the physical addresses of its DMA and
-        // data regions (its device's DMA reaches them); never guest memory. A child of the
-        // monitor, which restarts it.
+        // memory, the block virtualiser's queues (its one client), the clients' data region
+        // read-only (descriptors point at it by physical address), its serial TX queue; told
+        // the physical addresses of its DMA and data regions (its device's DMA reaches them);
+        // never guest memory. A child of the monitor, which restarts it.
         PdRule {
             name: "blk_driver",
             parent: Some("driver_monitor"),
@@ -196,9 +206,9 @@ pub const POLICY: Policy = Policy {
                     cached: false,
                 },
                 rw("blk_dma"),
-                rw("blk_req_queue_vmm"),
-                rw("blk_resp_queue_vmm"),
-                rw("blk_storage_info_vmm"),
+                rw("blk_req_queue_blk_virt"),
+                rw("blk_resp_queue_blk_virt"),
+                rw("blk_storage_info_blk_virt"),
                 MapRule {
                     mr: "blk_data_vmm",
                     perms: "r",
@@ -207,13 +217,37 @@ pub const POLICY: Policy = Policy {
                 rw("serial_tx_queue_blk_driver"),
                 rw("serial_tx_data_blk_driver"),
             ],
-            channels: &[ch(1, "vmm"), ch(2, "serial_driver")],
+            channels: &[ch(1, "blk_virt"), ch(2, "serial_driver")],
             irqs: &[IrqRule {
                 irq: 79,
                 id: 0,
                 trigger: Edge,
             }],
             paddrs: &["blk_dma", "blk_data_vmm"],
+            vm: None,
+        },
+        // The block virtualiser: the queues on both sides (the driver's as its client, each
+        // block client's as its server) and its serial TX queue. No data region (requests carry
+        // offsets; the driver checks them against the regions it is told), no physical
+        // address, no guest memory, no IRQ, not a child: nothing restarts it.
+        PdRule {
+            name: "blk_virt",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                rw("blk_req_queue_blk_virt"),
+                rw("blk_resp_queue_blk_virt"),
+                rw("blk_storage_info_blk_virt"),
+                rw("blk_req_queue_vmm"),
+                rw("blk_resp_queue_vmm"),
+                rw("blk_storage_info_vmm"),
+                rw("serial_tx_queue_blk_virt"),
+                rw("serial_tx_data_blk_virt"),
+            ],
+            channels: &[ch(0, "blk_driver"), ch(1, "vmm"), ch(3, "serial_driver")],
+            irqs: &[],
+            paddrs: &[],
             vm: None,
         },
         // Test system only: the runtime self-test PDs (ping calls pong).

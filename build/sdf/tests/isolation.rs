@@ -84,12 +84,19 @@ fn every_system_description_obeys_the_policy() {
 }
 
 #[test]
-fn the_production_system_holds_the_vmm_its_guest_and_the_driver_domains_only() {
+fn the_production_system_holds_the_vmm_its_guest_the_driver_domains_and_the_block_virtualiser_only()
+{
     let sys = sdf::parse(&production_text()).unwrap();
     let pds: BTreeSet<&str> = sys.pds.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         pds,
-        BTreeSet::from(["vmm", "driver_monitor", "serial_driver", "blk_driver"])
+        BTreeSet::from([
+            "vmm",
+            "driver_monitor",
+            "serial_driver",
+            "blk_driver",
+            "blk_virt"
+        ])
     );
     let vms: Vec<&str> = sys
         .pds
@@ -318,9 +325,33 @@ fn a_protected_call_right_not_in_the_policy_fails() {
             "vmm".into(),
             Kind::Pp {
                 id: 3,
-                peer: "blk_driver".into()
+                peer: "blk_virt".into()
             }
         )
+    );
+}
+
+#[test]
+fn the_block_virtualiser_mapping_a_data_region_or_told_its_address_fails() {
+    // It needs neither: requests carry offsets, and the driver checks them.
+    let virt = r#"<program_image path="blk-virt.elf" />"#;
+    let t = edit(
+        &production_text(),
+        virt,
+        &format!("{virt}\n<map mr=\"blk_data_vmm\" vaddr=\"0x7000000\" perms=\"r\" />"),
+    );
+    assert_eq!(
+        only(&t),
+        ("blk_virt".into(), Kind::Map("blk_data_vmm".into()))
+    );
+    let t = edit(
+        &production_text(),
+        virt,
+        &format!("{virt}\n<setvar symbol=\"data_paddr\" region_paddr=\"blk_data_vmm\" />"),
+    );
+    assert_eq!(
+        only(&t),
+        ("blk_virt".into(), Kind::Paddr("blk_data_vmm".into()))
     );
 }
 

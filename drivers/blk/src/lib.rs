@@ -1,11 +1,14 @@
 //! Block driver PD `blk_driver`: owns a virtio-blk device on QEMU virt's virtio-mmio transports
-//! (registers and IRQ) and serves one client (the vmm) through sDDF 0.7.0 block queues.
+//! (registers and IRQ) and serves one client (the block virtualiser `blk_virt`, which serves
+//! the block clients) through sDDF 0.7.0 block queues.
 //!
 //! - Requests ([`CLIENT`] notification): dequeued from the request queue (unless plugged),
 //!   validated, and turned into virtio chains ([`virtio`]) that point by physical address into
-//!   the data region shared with the client: `data_paddr + io_or_offset`, the offset checked
-//!   against the region's size. The client's addresses are never used, and the driver never sees
-//!   guest RAM. Block numbers and counts are in 4096-byte units (8 virtio sectors each).
+//!   the clients' data regions: `io_or_offset` is an offset into the driver's data space
+//!   ([`DataSpace`]: the `blk_data_*` regions whose physical addresses system.xml tells it, end
+//!   to end), and a transfer must lie wholly inside one region. The client's addresses are never
+//!   used, and the driver never sees guest RAM. Block numbers and counts are in 4096-byte units
+//!   (8 virtio sectors each).
 //! - Completions ([`IRQ_CHANNEL`]): InterruptStatus is read and acknowledged, the used ring is
 //!   drained, each chain is mapped back to its request id and answered; the client is notified
 //!   once per batch; the IRQ is acknowledged through [`DeferredAction::IrqAck`].
@@ -40,7 +43,7 @@ pub use serial_client::Console;
 use serial_client::serial_println;
 
 pub use mem::QueueMem;
-pub use virtio::PhysWindow;
+pub use virtio::{DataSpace, PhysWindow};
 use virtio::{DeviceError, InitError, Op, Regs, VirtioBlk, blk, feature};
 
 /// Constants generated from the system description (see build.rs).
@@ -51,8 +54,9 @@ pub mod system {
 
 /// The virtio-blk IRQ: transport 31 (0x0a003e00), SPI 47 = INTID 79.
 pub const IRQ_CHANNEL: Channel = system::IRQ_79;
-/// The client's channel: it notifies after enqueuing requests, the driver after responses.
-pub const CLIENT: Channel = system::VMM;
+/// The client's channel (the block virtualiser): it notifies after enqueuing requests, the
+/// driver after responses.
+pub const CLIENT: Channel = system::BLK_VIRT;
 /// Entries of each block queue (the client must use the same: sDDF's `num_buffers`).
 pub const QUEUE_CAPACITY: u32 = 64;
 /// Sectors per transfer unit.
@@ -133,7 +137,10 @@ struct Pending {
     count: u16,
 }
 
-/// The device, as a state (not flags).
+/// The device, as a state (not flags). One of it, in the driver on the stack, built once: the
+/// size of the live variant (its data space of up to `MAX_DATA_WINDOWS` client regions) costs
+/// nothing (no_std, no allocator to box it).
+#[allow(clippy::large_enum_variant)]
 enum Device<R: Regs> {
     /// Live: requests go to it.
     Live(VirtioBlk<R>),
@@ -166,8 +173,8 @@ pub struct BlkDriver<'q, K: Kernel, R: Regs> {
     /// The driver's messages.
     console: Console<'q>,
     dev: Device<R>,
-    /// Physical address and size of the data region shared with the client.
-    data_paddr: u64,
+    /// The clients' data regions (offsets in requests are into this space).
+    data: DataSpace,
     data_size: u64,
     /// Capacity in transfer units.
     capacity: u64,
@@ -287,7 +294,8 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
     /// Brings the device up (probe of the transports in the register window `regs`, at
     /// physical `regs_window`; handshake, queue, DRIVER_OK) in `dma` (device address
     /// `dma_paddr`; `None`: not mapped, no device), publishes the storage info, and serves
-    /// whatever the client already queued. `data` is the data region shared with the client:
+    /// whatever the client already queued. `data` is the clients' data regions (one
+    /// [`PhysWindow`], or a [`DataSpace`] of several):
     /// the device is pointed only there and into `dma`. Queues given as `None` are not mapped:
     /// requests cannot arrive. Messages go to `console`.
     #[allow(clippy::too_many_arguments)]
@@ -298,9 +306,10 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
         regs_window: PhysWindow,
         dma: Option<SharedRegion>,
         dma_paddr: u64,
-        data: PhysWindow,
+        data: impl Into<DataSpace>,
         mem: Option<QueueMem<'q>>,
     ) -> Self {
+        let data: DataSpace = data.into();
         let transports = (regs_window.size / virtio::SLOT_SIZE as u64) as usize;
         let init = match dma {
             Some(dma) => VirtioBlk::init(regs, transports, dma, dma_paddr, data),
@@ -344,8 +353,8 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
             k,
             console,
             dev,
-            data_paddr: data.paddr,
-            data_size: data.size,
+            data,
+            data_size: data.size(),
             capacity,
             mem,
             queues: None,
@@ -516,7 +525,7 @@ impl<'q, K: Kernel, R: Regs> BlkDriver<'q, K, R> {
         if count == 0 || !in_data || (self.device_live() && !in_disk) {
             return bad;
         }
-        let paddr = match self.data_paddr.checked_add(r.io_or_offset) {
+        let paddr = match self.data.translate(r.io_or_offset, len) {
             Some(p) => p,
             None => return bad,
         };
@@ -830,9 +839,9 @@ pub fn from_system<K: Kernel>(mut k: K) -> BlkDriver<'static, K, Option<SharedRe
         .map_err(|e| serial_println!(console, k, "blk_driver: DMA region: {:?}", e))
         .ok();
     let mem = QueueMem::from_regions(
-        system::blk_req_queue_vmm_region(),
-        system::blk_resp_queue_vmm_region(),
-        system::blk_storage_info_vmm_region(),
+        system::blk_req_queue_blk_virt_region(),
+        system::blk_resp_queue_blk_virt_region(),
+        system::blk_storage_info_blk_virt_region(),
     )
     .map_err(|e| serial_println!(console, k, "blk_driver: queues: {:?}", e))
     .ok();
@@ -846,10 +855,23 @@ pub fn from_system<K: Kernel>(mut k: K) -> BlkDriver<'static, K, Option<SharedRe
         },
         dma,
         system::dma_paddr.get(),
-        PhysWindow {
-            paddr: system::data_paddr.get(),
-            size: system::map::blk_data_vmm::SIZE as u64,
-        },
+        data_space(),
         mem,
     )
+}
+
+/// The driver's data space as system.xml describes it: every `blk_data_*` region whose physical
+/// address it is told, in order (`sdf::blk::data_space`, which the block virtualiser's client
+/// table is generated from too).
+pub fn data_space() -> DataSpace {
+    let mut space = DataSpace::empty();
+    for (region, size, paddr) in system::PADDRS {
+        if region.starts_with("blk_data_") {
+            space.push(PhysWindow {
+                paddr: paddr.get(),
+                size: *size as u64,
+            });
+        }
+    }
+    space
 }

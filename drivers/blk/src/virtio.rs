@@ -244,14 +244,91 @@ impl PhysWindow {
     }
 }
 
+/// Data windows a driver can know (its clients' data regions).
+pub const MAX_DATA_WINDOWS: usize = 8;
+
+/// The driver's data space: its clients' data regions (physical windows) laid end to end, in
+/// system.xml's order (`sdf::blk`). A request's `io_or_offset` is an offset into it; a
+/// transfer must lie wholly inside one window. With one window it is that region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSpace {
+    windows: [PhysWindow; MAX_DATA_WINDOWS],
+    len: usize,
+}
+
+impl DataSpace {
+    /// No window: every transfer is refused.
+    pub const fn empty() -> Self {
+        DataSpace {
+            windows: [PhysWindow { paddr: 0, size: 0 }; MAX_DATA_WINDOWS],
+            len: 0,
+        }
+    }
+
+    /// Appends a window after the others; `false` (nothing added) when
+    /// [`MAX_DATA_WINDOWS`] are there already.
+    pub fn push(&mut self, w: PhysWindow) -> bool {
+        match self.windows.get_mut(self.len) {
+            Some(slot) => {
+                *slot = w;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The windows, in order.
+    pub fn windows(&self) -> &[PhysWindow] {
+        &self.windows[..self.len]
+    }
+
+    /// Bytes of the whole space (saturating).
+    pub fn size(&self) -> u64 {
+        self.windows()
+            .iter()
+            .fold(0u64, |a, w| a.saturating_add(w.size))
+    }
+
+    /// The physical address of `offset..offset + len` of the space, if that range lies wholly
+    /// inside one window (`len` 0 counts as one byte's position).
+    pub fn translate(&self, offset: u64, len: u64) -> Option<u64> {
+        let mut base = 0u64;
+        for w in self.windows() {
+            if offset >= base && offset - base < w.size {
+                let within = offset - base;
+                let end = within.checked_add(len)?;
+                return (end <= w.size)
+                    .then(|| w.paddr.checked_add(within))
+                    .flatten();
+            }
+            base = base.checked_add(w.size)?;
+        }
+        None
+    }
+
+    /// Whether physical `addr..addr + len` lies inside one of the windows.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        self.windows().iter().any(|w| w.contains(addr, len))
+    }
+}
+
+impl From<PhysWindow> for DataSpace {
+    fn from(w: PhysWindow) -> Self {
+        let mut s = DataSpace::empty();
+        s.push(w);
+        s
+    }
+}
+
 /// Where the device may be pointed: the driver's DMA region (virtqueue, request headers, status
-/// bytes) and the data region shared with the client (buffers). Nothing else.
+/// bytes) and the data regions shared with the clients (buffers). Nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DmaWindows {
     /// The DMA region.
     pub dma: PhysWindow,
-    /// The data region.
-    pub data: PhysWindow,
+    /// The data regions.
+    pub data: DataSpace,
 }
 
 impl DmaWindows {
@@ -365,15 +442,16 @@ impl<R: Regs> VirtioBlk<R> {
 
     /// Probes the window's `transports`, resets and initialises the device (§3.1.1), sets up
     /// queue 0 in `dma` (device address `dma_paddr`), sets DRIVER_OK and reads the
-    /// configuration. Descriptors will point only into `dma` or `data` (the data region). On
+    /// configuration. Descriptors will point only into `dma` or `data` (the clients' data regions). On
     /// failure after the probe, FAILED is set in Status and the registers are given back.
     pub fn init(
         regs: R,
         transports: usize,
         dma: SharedRegion,
         dma_paddr: u64,
-        data: PhysWindow,
+        data: impl Into<DataSpace>,
     ) -> Result<Self, (R, InitError)> {
+        let data = data.into();
         let slot = match Self::probe(&regs, transports) {
             Ok(s) => s,
             Err(e) => return Err((regs, e)),
@@ -693,5 +771,73 @@ impl<R: Regs> VirtioBlk<R> {
     /// Resets the device (Status 0): it stops touching the queue memory.
     pub fn reset(&mut self) {
         self.w(reg::STATUS, 0);
+    }
+}
+
+#[cfg(test)]
+mod data_space_tests {
+    use super::{DataSpace, MAX_DATA_WINDOWS, PhysWindow};
+
+    fn two() -> DataSpace {
+        let mut s = DataSpace::from(PhysWindow {
+            paddr: 0x1000_0000,
+            size: 0x4_0000,
+        });
+        assert!(s.push(PhysWindow {
+            paddr: 0x8000_0000,
+            size: 0x1_0000,
+        }));
+        s
+    }
+
+    #[test]
+    fn offsets_map_into_the_window_they_fall_in_and_never_straddle() {
+        let s = two();
+        assert_eq!(s.size(), 0x5_0000);
+        assert_eq!(s.translate(0, 0x1000), Some(0x1000_0000));
+        assert_eq!(s.translate(0x3_f000, 0x1000), Some(0x1003_f000));
+        // The second window starts at offset 0x4_0000 of the space.
+        assert_eq!(s.translate(0x4_0000, 0x1000), Some(0x8000_0000));
+        assert_eq!(s.translate(0x4_f000, 0x1000), Some(0x8000_f000));
+        // Across the boundary: refused, though both halves are client memory.
+        assert_eq!(s.translate(0x3_f000, 0x2000), None);
+        // Past the end, and overflowing.
+        assert_eq!(s.translate(0x5_0000, 0x1000), None);
+        assert_eq!(s.translate(0x4_f000, 0x2000), None);
+        assert_eq!(s.translate(u64::MAX, 2), None);
+        assert_eq!(s.translate(0x4_0000, u64::MAX), None);
+        // Physical checks: inside one window only.
+        assert!(s.contains(0x8000_0000, 0x1_0000));
+        assert!(!s.contains(0x8000_0000, 0x1_0001));
+        assert!(!s.contains(0x1004_0000, 1));
+    }
+
+    #[test]
+    fn an_empty_space_refuses_everything_and_a_full_one_takes_no_more() {
+        let e = DataSpace::empty();
+        assert_eq!((e.size(), e.translate(0, 1)), (0, None));
+        assert!(!e.contains(0, 1));
+        let mut s = DataSpace::empty();
+        for i in 0..MAX_DATA_WINDOWS as u64 {
+            assert!(s.push(PhysWindow {
+                paddr: i << 20,
+                size: 0x1000
+            }));
+        }
+        assert!(!s.push(PhysWindow {
+            paddr: 1 << 40,
+            size: 0x1000
+        }));
+        assert_eq!(s.windows().len(), MAX_DATA_WINDOWS);
+        // A window of size 0 is skipped, not matched.
+        let mut z = DataSpace::from(PhysWindow {
+            paddr: 0x10,
+            size: 0,
+        });
+        z.push(PhysWindow {
+            paddr: 0x2000,
+            size: 0x1000,
+        });
+        assert_eq!(z.translate(0, 0x1000), Some(0x2000));
     }
 }

@@ -122,9 +122,9 @@ impl Rig {
         };
         let region = |n: &str| sim.region(n).expect("blk_driver maps it");
         let (rq, rs, inf) = (
-            region("blk_req_queue_vmm"),
-            region("blk_resp_queue_vmm"),
-            region("blk_storage_info_vmm"),
+            region("blk_req_queue_blk_virt"),
+            region("blk_resp_queue_blk_virt"),
+            region("blk_storage_info_blk_virt"),
         );
         let raw = QueueMem::from_regions(
             Ok(Sim::alias(&rq)),
@@ -879,11 +879,11 @@ fn dma_bytes(phys: &Phys) -> Vec<u8> {
 fn descriptors_outside_the_dma_and_data_regions_are_refused_before_the_device_sees_them() {
     let (bus, phys, mut d) = live_virtio();
     assert_eq!(
-        d.windows().data,
-        PhysWindow {
+        d.windows().data.windows(),
+        &[PhysWindow {
             paddr: phys.data_paddr(),
             size: DATA_SIZE as u64
-        }
+        }]
     );
     let end = phys.data_paddr() + DATA_SIZE as u64;
     let u = UNIT as u32;

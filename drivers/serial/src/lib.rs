@@ -91,7 +91,7 @@ pub const MAX_TX_CLIENTS: usize = 8;
 /// Every TX client the system description gives this driver, in the order turns go round: the
 /// vmm (guest console and the VMM's messages, on [`TX_CHANNEL`]), then each other peer P the
 /// driver has a channel to and whose queue it maps as `serial_tx_queue_P` / `serial_tx_data_P`,
-/// by channel id. The production system has the vmm and blk_driver; the test system adds the
+/// by channel id. The production system has the vmm, blk_driver, driver_monitor and blk_virt; the test system adds the
 /// self-test PDs. Nothing here names a PD but the vmm: a client is a grant of system.xml.
 pub fn tx_clients() -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
     tx_clients_of(system::PEERS, system::MAPS, system::VM_PEERS)

@@ -1,5 +1,9 @@
-//! The guest's virtio-blk device's storage: the block driver domain, reached through sDDF 0.7.0
-//! block queues (requests out, responses in, storage info) and the data region both PDs map.
+//! The guest's virtio-blk device's storage: the block driver domain, reached through the block
+//! virtualiser `blk_virt` (which gives this VMM its partition of the disk) over sDDF 0.7.0 block
+//! queues (requests out, responses in, storage info), and the data region this VMM and the
+//! driver map (the virtualiser does not). Below, "the driver" is the PD at the far end of the
+//! queues: `blk_virt`, which does not restart, and which handles the real driver's restarts
+//! itself with the same protocol; this side keeps it for any server that does.
 //!
 //! [`QueueBackend`] implements `vmm-devices`' [`BlockBackend`]: each [`BackendOp`] becomes one
 //! `blk_req_t` whose `io_or_offset` is the op's offset in the data region (the staging buffer)

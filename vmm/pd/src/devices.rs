@@ -19,8 +19,8 @@ use crate::virtio::{self, ConsoleLink};
 pub const SERIAL_TX: Channel = crate::system::SERIAL_DRIVER_1;
 /// The channel of the serial driver's RX queue.
 pub const SERIAL_RX: Channel = crate::system::SERIAL_DRIVER_2;
-/// The channel to the block driver.
-pub const BLK: Channel = crate::system::BLK_DRIVER;
+/// The channel to the block virtualiser (the block driver behind it).
+pub const BLK: Channel = crate::system::BLK_VIRT;
 use vmm_core::classify::{Platform, PlatformError, SysRegResult};
 use vmm_core::mmio::BusError;
 use vmm_core::syndrome::SysRegTrap;

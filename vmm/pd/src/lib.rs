@@ -1316,7 +1316,7 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         // reported.
         let drivers = 1 << system::SERIAL_DRIVER_1.index()
             | 1 << system::SERIAL_DRIVER_2.index()
-            | 1 << system::BLK_DRIVER.index();
+            | 1 << system::BLK_VIRT.index();
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
             let _ = self.devices.console.flush(&mut self.k);

@@ -58,7 +58,7 @@ fn scope_is_what_system_xml_grants() {
         [
             (1, "serial_driver", true, true, false, false),
             (2, "serial_driver", true, true, false, false),
-            (3, "blk_driver", true, true, false, false),
+            (3, "blk_virt", true, true, false, false),
         ]
     );
     assert_eq!(vmm::LIVENESS, None);

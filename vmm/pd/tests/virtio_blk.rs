@@ -292,7 +292,7 @@ impl Rig {
                 self.drv.serve() > 0,
                 "the VMM waits on the driver, which has nothing"
             );
-            self.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+            self.h.sim.notify_from_peer(vmm::system::BLK_VIRT);
             self.h.el.step(&mut self.h.vmm);
             log.extend(self.h.sim.take_log());
         }
@@ -439,7 +439,7 @@ fn responses_with_unknown_ids_and_corrupt_indices_are_contained() {
         .resp
         .enqueue(&BlkResp::new(BlkRespStatus::OK, 1, 0xdead))
         .unwrap();
-    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.sim.notify_from_peer(vmm::system::BLK_VIRT);
     r.h.el.step(&mut r.h.vmm);
     assert_eq!(r.used_idx(), 0, "not completed by a stray response");
     r.run_until_used();
@@ -449,7 +449,7 @@ fn responses_with_unknown_ids_and_corrupt_indices_are_contained() {
 
     // The driver corrupts the response queue's tail: no panic, counted, the VMM keeps serving.
     r.drv.resp_raw.write_u32(4, 0x8000_0000).unwrap();
-    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.sim.notify_from_peer(vmm::system::BLK_VIRT);
     r.h.el.step(&mut r.h.vmm);
     assert_eq!(r.h.vmm.glue_stats().blk_queue_errors, 1);
     assert_eq!(r.r32(0x008), 2, "the device still answers");
@@ -557,7 +557,7 @@ fn cache_maintenance_follows_the_guests_sctlr_m_and_c_bits() {
     r.request(0, 32, 4096, true);
     r.run_until_used();
     assert!(r.h.vmm.memory_coherent());
-    r.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+    r.h.sim.notify_from_peer(vmm::system::BLK_VIRT);
     r.h.el.step(&mut r.h.vmm);
     assert!(!r.h.vmm.memory_coherent());
 }
@@ -587,7 +587,7 @@ fn the_driver_stage_is_timed_from_the_first_unanswered_kick_to_the_responses() {
 impl Rig {
     /// The driver notifies the VMM once (responses, or a new life).
     fn notify_vmm(&mut self) -> Vec<Invocation> {
-        self.h.sim.notify_from_peer(vmm::system::BLK_DRIVER);
+        self.h.sim.notify_from_peer(vmm::system::BLK_VIRT);
         self.h.el.step(&mut self.h.vmm);
         self.h.sim.take_log()
     }
