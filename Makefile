@@ -506,7 +506,7 @@ host-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
 
-# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 20 s for the 13 targets, plus the
+# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 40 s for the 14 targets, plus the
 # sanitizer builds), each starting from its corpus in the repository (fuzz/corpus/<target>,
 # what earlier runs found); any crash fails the run, the reproducer left in fuzz/artifacts.
 # `make fuzz-cmin` minimises the corpora before they are committed.
