@@ -11,7 +11,7 @@ use vmm_core::mmio::BusError;
 use vmm_devices::blk::{self, BlkConfig, BlkDevice, Completion};
 use vmm_devices::feature::VERSION_1;
 use vmm_devices::mmio::{IrqAction, MmioTransport, VirtioDevice, reg, status};
-use vmm_devices::net::{self, NetConfig, NetDevice};
+use vmm_devices::net::{self, NetBackend, NetConfig, NetDevice};
 use vmm_devices::queue::{DESC_F_NEXT, DESC_F_WRITE, Descriptor};
 use vmm_devices::testing::{CompletionMode, MemDisk, MemNet};
 
@@ -537,7 +537,7 @@ pub fn tx_bytes(frame: &[u8], gso_type: u8) -> Vec<u8> {
     b
 }
 
-impl NetEnv {
+impl<B: NetBackend> Env<NetDevice<B>> {
     /// Posts a transmit chain of `frame` behind a header, split into `split` segment sizes.
     pub fn post_tx(&mut self, frame: &[u8], split: &[usize]) -> u16 {
         let segs = self.segments(&tx_bytes(frame, 0), split, false);
