@@ -8,6 +8,8 @@
 //!   its used length; each receive buffer holds the header and the backend frame the model
 //!   pairs it with, byte for byte;
 //! - an interrupt is raised exactly when a call returned buffers;
+//! - a driver reset forgets the posted chains and the frame waiting for backend room (it is
+//!   never sent), and keeps a frame already taken from the backend for the next buffer;
 //! - the device's counters equal the model's, and the device stays live.
 
 mod common;
@@ -59,6 +61,9 @@ enum Op {
     Room(usize),
     /// Something takes what the backend sent.
     Drain,
+    /// The driver resets the device and initialises it again: posted chains are forgotten, a
+    /// frame waiting for backend room is not sent, a frame held from the backend stays.
+    Reset,
 }
 
 fn frame_len() -> impl Strategy<Value = usize> {
@@ -103,6 +108,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::TxReady),
         2 => prop_oneof![Just(0usize), 1usize..4, Just(usize::MAX)].prop_map(Op::Room),
         2 => Just(Op::Drain),
+        1 => Just(Op::Reset),
     ]
 }
 
@@ -361,6 +367,17 @@ proptest! {
                 Op::Room(n) => {
                     env.t.device_mut().backend_mut().tx_room = n;
                     m.room = n;
+                    None
+                }
+                Op::Reset => {
+                    prop_assert!(env.init(u64::MAX, QSIZE));
+                    // The frames not sent are the last of those queued: the waiting one and
+                    // the valid ones still posted. They leave the list the backend must see.
+                    let unsent = usize::from(m.tx_waiting.take().is_some())
+                        + m.tx_avail.iter().filter(|c| c.frame.is_ok()).count();
+                    valid.truncate(valid.len() - unsent);
+                    m.tx_avail.clear();
+                    m.rx_avail.clear();
                     None
                 }
                 Op::Drain => {
