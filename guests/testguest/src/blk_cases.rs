@@ -110,7 +110,11 @@ pub fn blk_probe() -> CaseResult {
     }
     ensure_eq!("Status", u64::from(t.status()), u64::from(status::LIVE));
     if !native {
-        ensure_eq!("offered features", b.offered, vblk::WANT);
+        ensure_eq!(
+            "offered features",
+            b.offered,
+            vblk::WANT | vblk::feature::EVENT_IDX
+        );
         ensure_eq!("negotiated features", b.features, vblk::WANT);
         ensure_eq!("QueueNumMax", u64::from(b.queue_max), 256);
         ensure_eq!("size_max", u64::from(b.size_max), 0x1_0000);

@@ -41,6 +41,13 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// No channel granted (a placeholder before the patched grants are read).
+    pub const NONE: Grants = Grants {
+        irqs: 0,
+        notifications: 0,
+        pps: 0,
+        passive: false,
+    };
     /// Whether `ch` may be notified.
     pub const fn may_notify(&self, ch: Channel) -> bool {
         self.notifications & (1 << ch.index()) != 0

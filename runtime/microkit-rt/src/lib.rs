@@ -18,6 +18,7 @@ pub mod event_loop;
 pub mod handler;
 pub mod kernel;
 pub mod patched;
+pub mod pd_static;
 pub mod region;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -27,6 +28,7 @@ pub use abi::MessageInfo;
 pub use handler::{Channel, ChannelSet, Child, DeferredAction, FaultReply, Handler};
 pub use kernel::{Kernel, KernelError};
 pub use patched::Patched;
+pub use pd_static::PdStatic;
 pub use region::{RegionError, SharedRegion};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use sel4::Sel4Kernel;

@@ -198,7 +198,7 @@ pub struct Psci<const MAX_VCPUS: usize> {
 
 impl<const MAX_VCPUS: usize> Psci<MAX_VCPUS> {
     /// A table for `count` vCPUs (1..=min(MAX_VCPUS, 256)): vCPU 0 ON, the others OFF.
-    pub fn new(count: usize) -> Result<Self, PsciError> {
+    pub const fn new(count: usize) -> Result<Self, PsciError> {
         if count == 0 || count > MAX_VCPUS || count > 256 {
             return Err(PsciError::BadVcpuCount(count));
         }
@@ -233,13 +233,15 @@ impl<const MAX_VCPUS: usize> Psci<MAX_VCPUS> {
     }
 
     /// Back to the boot state (vCPU 0 ON, others OFF), e.g. after SYSTEM_RESET.
-    pub fn reset(&mut self) {
-        for (i, s) in self.states.iter_mut().enumerate() {
-            *s = if i == 0 {
+    pub const fn reset(&mut self) {
+        let mut i = 0;
+        while i < MAX_VCPUS {
+            self.states[i] = if i == 0 {
                 PowerState::On
             } else {
                 PowerState::Off
             };
+            i += 1;
         }
     }
 

@@ -302,25 +302,40 @@ pub struct Vgic {
 impl Vgic {
     /// A distributor in its reset state (disabled, everything disabled, not pending) for
     /// `num_vcpus` vCPUs (1..=[`MAX_VCPUS`]).
-    pub fn new(num_vcpus: usize) -> Result<Self, VgicError> {
+    pub const fn new(num_vcpus: usize) -> Result<Self, VgicError> {
         if num_vcpus == 0 || num_vcpus > MAX_VCPUS {
             return Err(VgicError::NoSuchVcpu(num_vcpus));
         }
+        Ok(Self::at_reset(num_vcpus))
+    }
+
+    /// [`Self::new`] for a constant (a `Result` that holds a `Vgic` cannot be matched in a
+    /// constant expression): `num_vcpus` must be 1..=[`MAX_VCPUS`], and is, where it comes from
+    /// a build-time checked count; otherwise this panics, which in a constant fails the build.
+    pub const fn at_reset(num_vcpus: usize) -> Self {
+        assert!(
+            num_vcpus != 0 && num_vcpus <= MAX_VCPUS,
+            "1..=MAX_VCPUS vCPUs"
+        );
         let mut private = [[Irq::RESET; 32]; MAX_VCPUS];
-        for bank in private.iter_mut() {
-            for (id, irq) in bank.iter_mut().enumerate() {
-                irq.enabled = id < 16; // SGIs are permanently enabled.
-                irq.edge = id < 16;
+        let mut c = 0;
+        while c < MAX_VCPUS {
+            let mut id = 0;
+            while id < 32 {
+                private[c][id].enabled = id < 16; // SGIs are permanently enabled.
+                private[c][id].edge = id < 16;
+                id += 1;
             }
+            c += 1;
         }
-        Ok(Self {
+        Self {
             num_vcpus,
             ctlr: 0,
             private,
             spis: [Irq::RESET; NUM_SPIS],
             sgi_sources: [[0; 16]; MAX_VCPUS],
             cpus: [const { CpuIf::RESET }; MAX_VCPUS],
-        })
+        }
     }
 
     /// Number of vCPUs.

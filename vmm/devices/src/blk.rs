@@ -42,7 +42,7 @@
 use vmm_core::addr::GuestPhysAddr;
 use vmm_core::memory::GuestMemory;
 
-use crate::feature::VERSION_1;
+use crate::feature::{EVENT_IDX, VERSION_1};
 use crate::mmio::{DeviceError, Notify, VirtioDevice};
 use crate::queue::{DescChain, Queue};
 
@@ -962,7 +962,7 @@ impl<B: BlockBackend> BlkDevice<B> {
                 break;
             };
             let popped = q
-                .pop_into(&*mem, &mut slot.chain)
+                .pop_into(&mut *mem, &mut slot.chain)
                 .map_err(|error| DeviceError::Queue { queue: 0, error })?;
             if !popped {
                 break;
@@ -1008,7 +1008,13 @@ impl<B: BlockBackend> VirtioDevice for BlkDevice<B> {
     }
     fn device_features(&self) -> u64 {
         let ro = if self.read_only { feature::RO } else { 0 };
-        VERSION_1 | feature::SIZE_MAX | feature::SEG_MAX | feature::BLK_SIZE | feature::FLUSH | ro
+        VERSION_1
+            | EVENT_IDX
+            | feature::SIZE_MAX
+            | feature::SEG_MAX
+            | feature::BLK_SIZE
+            | feature::FLUSH
+            | ro
     }
     fn queue_max_sizes(&self) -> &[u16] {
         &self.queue_sizes

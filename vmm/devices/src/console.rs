@@ -205,7 +205,7 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
                 q.add_used(mem, self.tx_chain.head(), 0).map_err(&err)?;
                 used = true;
             }
-            if budget == 0 || !q.pop_into(&*mem, &mut self.tx_chain).map_err(&err)? {
+            if budget == 0 || !q.pop_into(&mut *mem, &mut self.tx_chain).map_err(&err)? {
                 break;
             }
             budget -= 1;
@@ -246,7 +246,7 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         let mut budget = q.size();
         // A buffer first, then bytes: without buffers the bytes stay in the backend.
         while budget > 0 && q.pending(&*mem).map_err(&err)? > 0 && self.fill_carry() > 0 {
-            if !q.pop_into(&*mem, &mut self.rx_chain).map_err(&err)? {
+            if !q.pop_into(&mut *mem, &mut self.rx_chain).map_err(&err)? {
                 break;
             }
             budget -= 1;
@@ -278,14 +278,14 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
     }
 
     fn finish<M: GuestMemory>(
-        queues: &[Queue],
+        queues: &mut [Queue],
         mem: &M,
         rx: bool,
         tx: bool,
     ) -> Result<Notify, DeviceError> {
         let mut wanted = false;
         for (i, used) in [(RECEIVEQ, rx), (TRANSMITQ, tx)] {
-            if let Some(q) = queues.get(usize::from(i)).filter(|q| used && q.ready()) {
+            if let Some(q) = queues.get_mut(usize::from(i)).filter(|q| used && q.ready()) {
                 wanted |= q.notification_wanted(mem).map_err(Self::queue_err(i))?;
             }
         }

@@ -37,7 +37,8 @@ pub mod testing;
 pub mod feature {
     /// VIRTIO_F_INDIRECT_DESC (28): indirect descriptor tables. Never offered.
     pub const INDIRECT_DESC: u64 = 1 << 28;
-    /// VIRTIO_F_EVENT_IDX (29): used_event / avail_event. Never offered.
+    /// VIRTIO_F_EVENT_IDX (29): used_event / avail_event. Offered by virtio-blk; the transport
+    /// switches the queues' suppression to it when the driver takes it.
     pub const EVENT_IDX: u64 = 1 << 29;
     /// VIRTIO_F_VERSION_1 (32): the modern interface; every device offers it and the driver must
     /// acknowledge it.

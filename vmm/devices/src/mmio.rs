@@ -27,7 +27,7 @@
 use vmm_core::memory::GuestMemory;
 use vmm_core::mmio::BusError;
 
-use crate::feature::VERSION_1;
+use crate::feature::{EVENT_IDX, VERSION_1};
 use crate::queue::{ChainError, Queue, QueueError};
 
 /// MagicValue: "virt" in little-endian.
@@ -718,6 +718,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
                     self.state = DeviceState::Live;
                     let n = self.num_queues;
                     let queues = self.queues.get_mut(..n).unwrap_or(&mut []);
+                    // A device-independent feature the transport carries out for every device
+                    // that offers it: the queues' notification suppression.
+                    let event_idx = self.acked_features & EVENT_IDX != 0;
+                    for q in queues.iter_mut() {
+                        q.set_event_idx(event_idx);
+                    }
                     let r = self.device.activate(self.acked_features, queues, mem);
                     action = self.outcome(r);
                     break;

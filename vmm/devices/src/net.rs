@@ -302,7 +302,7 @@ impl<B: NetBackend> NetDevice<B> {
                 q.add_used(mem, head, 0).map_err(&err)?;
                 used = true;
             }
-            if budget == 0 || !q.pop_into(&*mem, &mut self.tx_chain).map_err(&err)? {
+            if budget == 0 || !q.pop_into(&mut *mem, &mut self.tx_chain).map_err(&err)? {
                 break;
             }
             budget -= 1;
@@ -371,7 +371,7 @@ impl<B: NetBackend> NetDevice<B> {
                 // A bad backend frame, dropped: try the next.
                 continue;
             }
-            if !q.pop_into(&*mem, &mut self.rx_chain).map_err(&err)? {
+            if !q.pop_into(&mut *mem, &mut self.rx_chain).map_err(&err)? {
                 break;
             }
             let head = self.rx_chain.head();
@@ -403,14 +403,14 @@ impl<B: NetBackend> NetDevice<B> {
     }
 
     fn finish<M: GuestMemory>(
-        queues: &[Queue],
+        queues: &mut [Queue],
         mem: &M,
         rx: bool,
         tx: bool,
     ) -> Result<Notify, DeviceError> {
         let mut wanted = false;
         for (i, used) in [(RECEIVEQ, rx), (TRANSMITQ, tx)] {
-            if let Some(q) = queues.get(usize::from(i)).filter(|q| used && q.ready()) {
+            if let Some(q) = queues.get_mut(usize::from(i)).filter(|q| used && q.ready()) {
                 wanted |= q.notification_wanted(mem).map_err(Self::queue_err(i))?;
             }
         }

@@ -21,6 +21,16 @@
 //! guest vCPU changing the table meanwhile cannot make the device act on a chain that was not
 //! validated. (A guest may still change the data buffers; that only changes the data.)
 //!
+//! Notification suppression (§2.7.7, §2.7.10): without VIRTIO_F_EVENT_IDX the device interrupts
+//! unless the driver set VIRTQ_AVAIL_F_NO_INTERRUPT. With it ([`Queue::set_event_idx`], set by
+//! the transport at DRIVER_OK when the driver took the feature), the device interrupts only when
+//! `used.idx` passed the driver's `used_event` since its last decision
+//! ([`Queue::notification_wanted`]), and each time it finds the available ring empty it writes
+//! `avail_event` = its next position (then re-reads the index, so a chain made available
+//! meanwhile is not missed): the driver notifies for the next chain it adds and for none while
+//! the device still has chains to pop. A device that stops popping before the ring is empty (all
+//! its request slots busy) must come back by itself when a slot frees, as virtio-blk does.
+//!
 //! Memory ordering (§2.7.7, §2.7.8): the device reads `avail.idx`, then (acquire fence) the ring
 //! entry and descriptors; it writes the used element, then (release fence) `used.idx`, and before
 //! reading `avail.flags` to decide on an interrupt a full fence. The VMM handles one exit at a
@@ -448,6 +458,16 @@ pub struct Queue {
     used_ring: u64,
     next_avail: u16,
     next_used: u16,
+    /// VIRTIO_F_EVENT_IDX negotiated.
+    event_idx: bool,
+    /// `used.idx` when the device last decided on an interrupt (event-index mode).
+    signalled_used: u16,
+}
+
+/// Whether an index moving from `old` to `new` passed `event` (virtio 1.2 §2.7.10's
+/// `vring_need_event`): `event` in `[old, new)`, modulo 2^16.
+pub const fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 impl Queue {
@@ -468,7 +488,18 @@ impl Queue {
             used_ring: 0,
             next_avail: 0,
             next_used: 0,
+            event_idx: false,
+            signalled_used: 0,
         }
+    }
+    /// Switches VIRTIO_F_EVENT_IDX's suppression on or off (see the module doc).
+    pub fn set_event_idx(&mut self, on: bool) {
+        self.event_idx = on;
+        self.signalled_used = self.next_used;
+    }
+    /// Whether VIRTIO_F_EVENT_IDX's suppression is on.
+    pub fn event_idx(&self) -> bool {
+        self.event_idx
     }
     /// QueueNumMax.
     pub fn max_size(&self) -> u16 {
@@ -584,11 +615,22 @@ impl Queue {
     /// an `Err` means the queue is unusable.
     pub fn pop_into<M: GuestMemory, const N: usize>(
         &mut self,
-        mem: &M,
+        mem: &mut M,
         chain: &mut DescChain<N>,
     ) -> Result<bool, QueueError> {
         if self.pending(mem)? == 0 {
-            return Ok(false);
+            if !self.event_idx {
+                return Ok(false);
+            }
+            // Event-index mode: ask for a notification at the next chain, then look again (the
+            // driver may have added one before it could see avail_event).
+            let at = self.used_ring + 4 + 8 * u64::from(self.size);
+            mem.write(GuestPhysAddr(at), &self.next_avail.to_le_bytes())
+                .map_err(QueueError::Memory)?;
+            fence(Ordering::SeqCst);
+            if self.pending(mem)? == 0 {
+                return Ok(false);
+            }
         }
         // avail.idx before the ring entry and the descriptors it publishes.
         fence(Ordering::Acquire);
@@ -718,14 +760,22 @@ impl Queue {
         .map_err(QueueError::Memory)
     }
 
-    /// Whether the driver wants a used-buffer notification (its available ring does not have
-    /// VIRTQ_AVAIL_F_NO_INTERRUPT; VIRTIO_F_EVENT_IDX is never offered).
-    pub fn notification_wanted<M: GuestMemory>(&self, mem: &M) -> Result<bool, QueueError> {
+    /// Whether the driver wants a used-buffer notification for what the device published since
+    /// it last asked: without VIRTIO_F_EVENT_IDX, unless the available ring has
+    /// VIRTQ_AVAIL_F_NO_INTERRUPT; with it, if `used.idx` passed the driver's `used_event`
+    /// since then.
+    pub fn notification_wanted<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, QueueError> {
         if !self.ready {
             return Err(QueueError::NotReady);
         }
-        // used.idx is published before the flags are read.
+        // used.idx is published before the flags or used_event are read.
         fence(Ordering::SeqCst);
+        if self.event_idx {
+            let event = read_u16(mem, self.avail_ring + 4 + 2 * u64::from(self.size))?;
+            let (old, new) = (self.signalled_used, self.next_used);
+            self.signalled_used = new;
+            return Ok(need_event(event, new, old));
+        }
         Ok(read_u16(mem, self.avail_ring)? & AVAIL_F_NO_INTERRUPT == 0)
     }
 }
@@ -880,7 +930,7 @@ mod tests {
         let mut c = DescChain::<4>::new();
         assert!(c.is_empty());
         assert_eq!((q.next_avail(), q.next_used()), (0, 0));
-        assert!(q.pop_into(&ram, &mut c).unwrap());
+        assert!(q.pop_into(&mut ram, &mut c).unwrap());
         assert_eq!(c.error(), None);
         assert_eq!((c.head(), c.len(), c.is_empty()), (3, 3, false));
         assert_eq!((c.readable_len(), c.writable_len()), (12, 4));
@@ -904,7 +954,7 @@ mod tests {
             }
         );
         assert_eq!(c.status_byte(), Some(GuestPhysAddr(BASE + 0x3103)));
-        assert!(!q.pop_into(&ram, &mut c).unwrap());
+        assert!(!q.pop_into(&mut ram, &mut c).unwrap());
         q.add_used(&mut ram, 3, 4).unwrap();
         assert_eq!(ram.read_u32(GuestPhysAddr(USED + 4)), Ok(3));
         assert_eq!(ram.read_u32(GuestPhysAddr(USED + 8)), Ok(4));
@@ -940,7 +990,10 @@ mod tests {
             );
         }
         publish(&mut ram, 0, 0, 1);
-        assert_eq!(q.pop_into(&ram, &mut c), Err(QueueError::Loop { head: 0 }));
+        assert_eq!(
+            q.pop_into(&mut ram, &mut c),
+            Err(QueueError::Loop { head: 0 })
+        );
         // next beyond the size.
         let mut q = ready_queue(&ram, 4);
         put_desc(
@@ -954,26 +1007,26 @@ mod tests {
             },
         );
         assert_eq!(
-            q.pop_into(&ram, &mut c),
+            q.pop_into(&mut ram, &mut c),
             Err(QueueError::NextIndex { index: 1, next: 4 })
         );
         // Head beyond the size.
         let mut q = ready_queue(&ram, 4);
         publish(&mut ram, 0, 9, 1);
         assert_eq!(
-            q.pop_into(&ram, &mut c),
+            q.pop_into(&mut ram, &mut c),
             Err(QueueError::HeadIndex { head: 9 })
         );
         // avail.idx too far ahead.
         let mut q = ready_queue(&ram, 4);
         publish(&mut ram, 0, 0, 5);
         assert!(matches!(
-            q.pop_into(&ram, &mut c),
+            q.pop_into(&mut ram, &mut c),
             Err(QueueError::AvailIndex { avail_idx: 5, .. })
         ));
         // Not ready.
         let mut q = Queue::new(4);
-        assert_eq!(q.pop_into(&ram, &mut c), Err(QueueError::NotReady));
+        assert_eq!(q.pop_into(&mut ram, &mut c), Err(QueueError::NotReady));
     }
 
     #[test]
@@ -1008,7 +1061,7 @@ mod tests {
             );
             publish(&mut ram, 0, 0, 1);
             let mut c = DescChain::<4>::new();
-            assert!(q.pop_into(&ram, &mut c).unwrap());
+            assert!(q.pop_into(&mut ram, &mut c).unwrap());
             assert_eq!(c.error(), Some(want), "len {len}");
         }
     }
@@ -1095,7 +1148,7 @@ mod tests {
             );
             publish(&mut ram, 0, 0, 1);
             let mut c = DescChain::<4>::new();
-            assert!(q.pop_into(&ram, &mut c).unwrap());
+            assert!(q.pop_into(&mut ram, &mut c).unwrap());
             assert_eq!(c.error(), Some(want));
             assert!(c.status_byte().is_some(), "{want:?}");
             let mut b = [0u8; 1];
@@ -1127,9 +1180,108 @@ mod tests {
         );
         publish(&mut ram, 0, 0, 1);
         let mut c = DescChain::<2>::new();
-        assert!(q.pop_into(&ram, &mut c).unwrap());
+        assert!(q.pop_into(&mut ram, &mut c).unwrap());
         assert_eq!(c.error(), Some(ChainError::TooLong { max: 2 }));
         assert_eq!(c.len(), 5);
         assert_eq!(c.status_byte(), Some(GuestPhysAddr(BASE + 0x3301)));
+    }
+
+    #[test]
+    fn need_event_is_the_specs_window() {
+        // §2.7.10: notify when event is in [old, new), modulo 2^16.
+        assert!(need_event(5, 6, 5));
+        assert!(need_event(5, 9, 3));
+        assert!(!need_event(5, 5, 3));
+        assert!(!need_event(6, 6, 5));
+        assert!(!need_event(2, 9, 3));
+        assert!(need_event(0xffff, 1, 0xfffe));
+        assert!(!need_event(0xfffd, 1, 0xfffe));
+        // Nothing moved: never.
+        assert!(!need_event(7, 7, 7));
+    }
+
+    fn one_desc(ram: &mut GuestRam<'_>) {
+        put_desc(
+            ram,
+            0,
+            Descriptor {
+                addr: BASE + 0x3000,
+                len: 4,
+                flags: 0,
+                next: 0,
+            },
+        );
+    }
+
+    fn u16_at(ram: &GuestRam<'_>, a: u64) -> u16 {
+        let mut b = [0u8; 2];
+        ram.read(GuestPhysAddr(a), &mut b).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    #[test]
+    fn an_empty_ring_asks_for_the_next_chain_in_event_index_mode() {
+        let mut buf = [0u8; 0x4000];
+        let mut ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf);
+        let mut q = ready_queue(&ram, 8);
+        let avail_event = USED + 4 + 8 * 8;
+        one_desc(&mut ram);
+        let mut c = DescChain::<4>::new();
+        // Without the feature avail_event is never written.
+        publish(&mut ram, 0, 0, 1);
+        assert!(q.pop_into(&mut ram, &mut c).unwrap());
+        assert!(!q.pop_into(&mut ram, &mut c).unwrap());
+        assert_eq!(u16_at(&ram, avail_event), 0);
+        // With it, each time the ring is found empty: the device's next position.
+        q.set_event_idx(true);
+        publish(&mut ram, 1, 0, 2);
+        publish(&mut ram, 2, 0, 3);
+        assert!(q.pop_into(&mut ram, &mut c).unwrap());
+        assert_eq!(u16_at(&ram, avail_event), 0, "not while chains remain");
+        assert!(q.pop_into(&mut ram, &mut c).unwrap());
+        assert!(!q.pop_into(&mut ram, &mut c).unwrap());
+        assert_eq!(u16_at(&ram, avail_event), 3);
+        // The driver adding the next chain passes avail_event: it notifies.
+        assert!(need_event(u16_at(&ram, avail_event), 4, 3));
+    }
+
+    #[test]
+    fn used_event_decides_the_interrupt_in_event_index_mode() {
+        let mut buf = [0u8; 0x4000];
+        let mut ram = GuestRam::new(GuestPhysAddr(BASE), &mut buf);
+        let mut q = ready_queue(&ram, 8);
+        q.set_event_idx(true);
+        let used_event = AVAIL + 4 + 2 * 8;
+        let set_used_event = |ram: &mut GuestRam<'_>, v: u16| {
+            ram.write(GuestPhysAddr(used_event), &v.to_le_bytes())
+                .unwrap()
+        };
+        // The avail ring's NO_INTERRUPT flag no longer counts.
+        ram.write(GuestPhysAddr(AVAIL), &AVAIL_F_NO_INTERRUPT.to_le_bytes())
+            .unwrap();
+        // used_event 0: the first used element (used.idx 0 -> 1) passes it.
+        q.add_used(&mut ram, 0, 0).unwrap();
+        assert!(q.notification_wanted(&ram).unwrap());
+        // The driver wants an interrupt only once used.idx passes 3.
+        set_used_event(&mut ram, 3);
+        q.add_used(&mut ram, 0, 0).unwrap();
+        assert!(
+            !q.notification_wanted(&ram).unwrap(),
+            "1 -> 2 does not pass 3"
+        );
+        q.add_used(&mut ram, 0, 0).unwrap();
+        assert!(
+            !q.notification_wanted(&ram).unwrap(),
+            "2 -> 3 does not pass 3"
+        );
+        q.add_used(&mut ram, 0, 0).unwrap();
+        q.add_used(&mut ram, 0, 0).unwrap();
+        assert!(q.notification_wanted(&ram).unwrap(), "3 -> 5 passes 3");
+        // Asked again with nothing new: no.
+        assert!(!q.notification_wanted(&ram).unwrap());
+        // Plain mode again: the flag counts.
+        q.set_event_idx(false);
+        q.add_used(&mut ram, 0, 0).unwrap();
+        assert!(!q.notification_wanted(&ram).unwrap());
     }
 }

@@ -62,6 +62,7 @@ fn config_space_and_features() {
     assert_eq!(
         f,
         VERSION_1
+            | vmm_devices::feature::EVENT_IDX
             | blk::feature::FLUSH
             | blk::feature::BLK_SIZE
             | blk::feature::SEG_MAX
@@ -1117,4 +1118,22 @@ fn capacity_is_the_disk_in_sectors() {
     .unwrap();
     // 16 whole 4096-byte blocks (the partial one is not used), 8 sectors each.
     assert_eq!(dev.capacity(), 16 * 8);
+}
+
+#[test]
+fn event_index_is_the_drivers_choice() {
+    // VIRTIO_F_EVENT_IDX is offered; the queues suppress by used_event / avail_event only when
+    // the driver took it (the transport sets them up at DRIVER_OK).
+    for (extra, on) in [(0, false), (vmm_devices::feature::EVENT_IDX, true)] {
+        let mut disk = disk_with_pattern();
+        let mut staging = vec![0u8; 4 * 4096];
+        let env = blk_env_with(
+            &mut disk,
+            &mut staging,
+            CompletionMode::Immediate,
+            BlkConfig::default(),
+            extra,
+        );
+        assert_eq!(env.t.queues()[0].event_idx(), on);
+    }
 }

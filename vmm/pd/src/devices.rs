@@ -140,6 +140,13 @@ pub const GUEST_LINE_MAX: usize = 128;
 
 impl Default for Console {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Console {
+    /// A console at reset, with no queue attached.
+    pub const fn new() -> Self {
         Console {
             line: heapless::Vec::new(),
             unpublished: false,
@@ -396,6 +403,13 @@ pub struct TestDev {
 
 impl Default for TestDev {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestDev {
+    /// The test device at reset.
+    pub const fn new() -> Self {
         TestDev {
             scratch: [0; 256],
             wp_writes: 0,
@@ -501,14 +515,26 @@ pub struct Devices {
 
 impl Default for Devices {
     fn default() -> Self {
-        Devices {
-            console: Console::default(),
-            testdev: TestDev::default(),
-            blk: None,
-            vcon: ConsoleDevice::new(ConsoleLink::default(), ConsoleConfig::default())
-                .ok()
-                .map(MmioTransport::new),
-        }
+        let mut d = Self::EMPTY;
+        d.add_virtio_console();
+        d
+    }
+}
+
+impl Devices {
+    /// The devices at reset, without the virtio devices (a constant: see [`crate::Vmm::EMPTY`]).
+    pub const EMPTY: Devices = Devices {
+        console: Console::new(),
+        testdev: TestDev::new(),
+        blk: None,
+        vcon: None,
+    };
+
+    /// Adds the virtio console (it needs no driver domain).
+    pub fn add_virtio_console(&mut self) {
+        self.vcon = ConsoleDevice::new(ConsoleLink::default(), ConsoleConfig::default())
+            .ok()
+            .map(MmioTransport::new);
     }
 }
 
@@ -539,6 +565,29 @@ pub struct GlueStats {
     pub blk_restarts: u64,
     /// When the last restart was re-synchronised with (timer ticks), until its first response.
     pub blk_resynced_at: Option<u64>,
+}
+
+impl GlueStats {
+    /// Every counter zero.
+    pub const ZERO: GlueStats = GlueStats {
+        irq_errors: 0,
+        blk_queue_errors: 0,
+        blk_kicks: 0,
+        parks: 0,
+        timer_arms: 0,
+        timer_wakes: 0,
+        kernel_syscall_hvcs: 0,
+        blk_time: BlkTime {
+            intake: 0,
+            driver: 0,
+            completion: 0,
+            kicked_at: None,
+        },
+        coherent_calls: 0,
+        maintained_calls: 0,
+        blk_restarts: 0,
+        blk_resynced_at: None,
+    };
 }
 
 /// The block path's stages in timer ticks (CNTPCT_EL0, read without a kernel call), summed:

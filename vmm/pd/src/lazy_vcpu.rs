@@ -88,7 +88,7 @@ fn kerr(e: KernelError) -> VcpuError {
 
 impl<K: Kernel> LazyVcpu<K> {
     /// An empty cache for `vcpu`.
-    pub fn new(k: K, vcpu: Child) -> Self {
+    pub const fn new(k: K, vcpu: Child) -> Self {
         LazyVcpu {
             k,
             vcpu,

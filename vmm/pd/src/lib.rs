@@ -95,6 +95,15 @@ struct CpuSlot {
     exits: u64,
 }
 
+impl CpuSlot {
+    /// Not parked, nothing read yet.
+    const IDLE: CpuSlot = CpuSlot {
+        deadline: None,
+        cntvoff: None,
+        exits: 0,
+    };
+}
+
 /// Handler-tree capacity.
 pub const HANDLERS: usize = 256;
 /// Handlers counted individually in the statistics.
@@ -196,24 +205,52 @@ impl<K: Kernel + Clone> Vmm<K> {
         wp: Result<SharedRegion, RegionError>,
         blobs: GuestBlobs,
     ) -> Self {
-        let mut vmm = Vmm {
-            regs: LazyVcpu::new(k.clone(), VCPUS[0]),
+        let mut vmm = Self::blank(k.clone(), k.clone());
+        vmm.setup(k, ram, wp, blobs);
+        vmm
+    }
+
+    /// A VMM with no VM yet, nothing registered and every counter zero: a constant, so that the
+    /// PD keeps it in a static of its image ([`microkit_rt::PdStatic`]) rather than on its stack,
+    /// and [`Self::setup`] finishes it in place. `k` and `regs_k` are placeholders (a const
+    /// function cannot clone): `setup` replaces both.
+    pub const fn blank(k: K, regs_k: K) -> Self {
+        Vmm {
+            regs: LazyVcpu::new(regs_k, VCPUS[0]),
             k,
             mem: None,
             tree: HandlerTree::new(),
-            psci: Psci::new(VCPUS.len()).expect("1..=8 vCPUs (checked at build time)"),
-            vgic: Vgic::new(VCPUS.len()).expect("1..=8 vCPUs (checked at build time)"),
-            devices: Devices::default(),
-            glue: GlueStats::default(),
+            psci: match Psci::new(VCPUS.len()) {
+                Ok(p) => p,
+                Err(_) => panic!("1..=8 vCPUs (checked at build time)"),
+            },
+            // 1..=8 vCPUs, checked at build time.
+            vgic: Vgic::at_reset(VCPUS.len()),
+            devices: Devices::EMPTY,
+            glue: GlueStats::ZERO,
             stats: Stats::new(),
             state: VmState::NotStarted,
-            cpus: [CpuSlot::default(); vgic::MAX_VCPUS],
+            cpus: [CpuSlot::IDLE; vgic::MAX_VCPUS],
             parked: 0,
             cpu_ons: 0,
             wakeup_at: None,
             machine_request: None,
             irq_ack: false,
-        };
+        }
+    }
+
+    /// Sets up the VM of a [`Self::blank`] VMM in place and starts it (see [`Self::new`]).
+    pub fn setup(
+        &mut self,
+        k: K,
+        ram: Result<SharedRegion, RegionError>,
+        wp: Result<SharedRegion, RegionError>,
+        blobs: GuestBlobs,
+    ) {
+        self.regs = LazyVcpu::new(k.clone(), VCPUS[0]);
+        self.k = k;
+        self.devices.add_virtio_console();
+        let vmm = self;
         match (ram, wp) {
             (Ok(ram), Ok(wp)) => {
                 vmm.mem = Some(RegionMemory::new(
@@ -234,7 +271,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                     ram.err(),
                     wp.err()
                 );
-                return vmm;
+                return;
             }
         }
         // PSCI CPU_ON may start a vCPU only inside guest RAM.
@@ -247,7 +284,6 @@ impl<K: Kernel + Clone> Vmm<K> {
         vmm.register_devices();
         vmm.fill_write_protected_page();
         vmm.boot(blobs);
-        vmm
     }
 
     fn register_devices(&mut self) {

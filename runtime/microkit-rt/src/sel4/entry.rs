@@ -9,6 +9,7 @@ use crate::abi::{LABELS, MessageInfo, PD_NAME_LENGTH, slot};
 use crate::event_loop::{EventLoop, Grants};
 use crate::handler::Handler;
 use crate::patched::Patched;
+use crate::pd_static::PdStatic;
 
 #[unsafe(no_mangle)]
 #[used]
@@ -59,6 +60,20 @@ pub fn run<H: Handler>(init: impl FnOnce(Sel4Kernel) -> H) -> ! {
     EventLoop::new(Sel4Transport, grants()).run(&mut handler)
 }
 
+/// Takes the handler from `cell` (built as a constant in the image), finishes it with `setup`
+/// and runs the event loop forever. Called by `_start` (the `static` form of
+/// [`crate::protection_domain!`]): the stack holds only one event's frames.
+pub fn run_static<H: Handler>(
+    cell: &'static PdStatic<H>,
+    setup: impl FnOnce(Sel4Kernel, &mut H),
+) -> ! {
+    let Some(handler) = cell.take() else {
+        panic!("the PD's handler was taken twice");
+    };
+    setup(Sel4Kernel::new(), handler);
+    EventLoop::new(Sel4Transport, grants()).run(handler)
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     use core::fmt::Write;
@@ -77,9 +92,19 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
 }
 
-/// Declares the PD's entry point: `protection_domain!(|kernel| MyHandler::new(kernel));`
+/// Declares the PD's entry point: `protection_domain!(|kernel| MyHandler::new(kernel));`, or,
+/// for a handler kept in a static (no copy of it on the stack),
+/// `protection_domain!(static HANDLER: MyHandler = MyHandler::EMPTY, |kernel, h| h.setup(kernel));`.
 #[macro_export]
 macro_rules! protection_domain {
+    (static $name:ident : $ty:ty = $value:expr, $setup:expr $(,)?) => {
+        static $name: $crate::PdStatic<$ty> = $crate::PdStatic::new($value);
+        /// Entry point: the Microkit tool starts the PD here with SP at the top of its stack.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn _start() -> ! {
+            $crate::sel4::entry::run_static(&$name, $setup)
+        }
+    };
     ($init:expr) => {
         /// Entry point: the Microkit tool starts the PD here with SP at the top of its stack.
         #[unsafe(no_mangle)]

@@ -21,6 +21,15 @@ impl Sel4Kernel {
         }
     }
 
+    /// A handle with no grants, for a handler built as a constant (see
+    /// [`crate::PdStatic`]): every notification it tries is refused until the start-up code
+    /// replaces it with [`Self::new`].
+    pub const fn unpatched() -> Self {
+        Self {
+            grants: Grants::NONE,
+        }
+    }
+
     /// TCB ReadRegisters on the TCB in `tcb`: the first `out.len()` words of its user context.
     fn read_registers(tcb: u64, out: &mut [u64]) -> Result<(), KernelError> {
         if out.len() > user_context::LEN {

@@ -260,6 +260,18 @@ impl<D: VirtioDevice> Env<D> {
         head
     }
 
+    /// The device's `avail_event` of queue `q` (VIRTIO_F_EVENT_IDX).
+    pub fn avail_event(&mut self, q: u16) -> u16 {
+        let (used, size) = (self.vqs[q as usize].used, self.vqs[q as usize].size);
+        self.read_u16(used + 4 + 8 * u64::from(size))
+    }
+
+    /// Sets the driver's `used_event` of queue `q` (VIRTIO_F_EVENT_IDX).
+    pub fn set_used_event(&mut self, q: u16, v: u16) {
+        let (avail, size) = (self.vqs[q as usize].avail, self.vqs[q as usize].size);
+        self.write_mem(avail + 4 + 2 * u64::from(size), &v.to_le_bytes());
+    }
+
     pub fn notify(&mut self, q: u16) -> IrqAction {
         self.write_reg(reg::QUEUE_NOTIFY, u32::from(q))
     }
@@ -369,10 +381,21 @@ pub fn blk_env<'a>(
     mode: CompletionMode,
     config: BlkConfig,
 ) -> BlkEnv<'a> {
+    blk_env_with(disk, staging, mode, config, 0)
+}
+
+/// [`blk_env`] with `extra` driver features besides VERSION_1, FLUSH and BLK_SIZE.
+pub fn blk_env_with<'a>(
+    disk: &'a mut [u8],
+    staging: &'a mut [u8],
+    mode: CompletionMode,
+    config: BlkConfig,
+    extra: u64,
+) -> BlkEnv<'a> {
     let dev = BlkDevice::new(MemDisk::new(disk, staging, mode), config).expect("device");
     let mut env = Env::new(dev, 1 << 20);
     assert!(env.init(
-        VERSION_1 | blk::feature::FLUSH | blk::feature::BLK_SIZE,
+        VERSION_1 | blk::feature::FLUSH | blk::feature::BLK_SIZE | extra,
         128
     ));
     env
