@@ -84,6 +84,12 @@ pub enum SetupError {
     ZeroCapacity,
     /// The capacity does not fit the address space (its region size overflows `usize`).
     CapacityTooLarge,
+    /// A network queue's capacity is not a power of two of at most
+    /// [`crate::net::MAX_CAPACITY`] (what its 16-bit indices need, see [`crate::net`]).
+    UnsupportedNetCapacity {
+        /// The capacity given.
+        capacity: u32,
+    },
     /// The queue region (header and entries) is smaller than the capacity needs.
     RegionTooSmall {
         /// Bytes needed.
@@ -113,6 +119,11 @@ impl fmt::Display for SetupError {
         match *self {
             Self::ZeroCapacity => f.write_str("queue capacity is zero"),
             Self::CapacityTooLarge => f.write_str("queue capacity overflows the address space"),
+            Self::UnsupportedNetCapacity { capacity } => write!(
+                f,
+                "network queue capacity {capacity} is not a power of two of at most {}",
+                crate::net::MAX_CAPACITY
+            ),
             Self::RegionTooSmall { needed, available } => write!(
                 f,
                 "queue region too small: {available} bytes, {needed} needed"

@@ -1,6 +1,6 @@
 //! The shared-memory layouts, byte for byte those of sDDF 0.7.0's C headers
 //! (`include/sddf/blk/queue.h`, `include/sddf/blk/storage_info.h`,
-//! `include/sddf/serial/queue.h`). Every offset and size is asserted at compile time below.
+//! `include/sddf/serial/queue.h`, `include/sddf/network/queue.h`). Every offset and size is asserted at compile time below.
 //!
 //! C `bool`s are `u8` here (any non-zero value reads as true), C enums are `u32` newtypes with
 //! associated consts (a peer may write any value), and C's implicit padding is spelled out as
@@ -198,6 +198,65 @@ pub struct SerialQueue {
     pub producer_signalled: u32,
 }
 
+/// Size of one network buffer in a data region (`NET_BUFFER_SIZE`,
+/// `include/sddf/network/constants.h`): buffer `i` of a region starts at `i * NET_BUFFER_SIZE`.
+pub const NET_BUFFER_SIZE: u32 = 2048;
+
+/// Bits of [`NetBuffDesc`]'s ownership identifier (C bit-field `uint8_t oid : 6`).
+pub const NET_OID_MASK: u8 = 0x3f;
+
+/// A network buffer descriptor (`net_buff_desc_t`): 16 bytes, 8-byte aligned.
+///
+/// `oid` is a 6-bit C bit-field in byte 10 (the low bits on the little-endian targets sDDF
+/// supports); the byte's top two bits and bytes 11..16 are padding, written as zero here and
+/// ignored when read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct NetBuffDesc {
+    /// Offset of the buffer within the data region (or its I/O address).
+    pub io_or_offset: u64,
+    /// Length of the data in the buffer, in bytes.
+    pub len: u16,
+    oid: u8,
+    _pad: [u8; 5],
+}
+
+impl NetBuffDesc {
+    /// A descriptor with ownership identifier 0 (what net clients use) and zeroed padding.
+    pub const fn new(io_or_offset: u64, len: u16) -> Self {
+        Self::with_oid(io_or_offset, len, 0)
+    }
+
+    /// A descriptor with ownership identifier `oid` (its low 6 bits) and zeroed padding.
+    pub const fn with_oid(io_or_offset: u64, len: u16, oid: u8) -> Self {
+        Self {
+            io_or_offset,
+            len,
+            oid: oid & NET_OID_MASK,
+            _pad: [0; 5],
+        }
+    }
+
+    /// The ownership identifier (the 6-bit field; padding bits ignored).
+    pub const fn oid(&self) -> u8 {
+        self.oid & NET_OID_MASK
+    }
+}
+
+/// Header of a network queue (`net_queue_t` without its flexible array): entries
+/// ([`NetBuffDesc`]) follow at byte 8. Unlike the other queues its indices are 16 bits wide and
+/// share one 32-bit word, so the protocol accesses this region in 16-bit units.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct NetQueueHeader {
+    /// Producer index (free-running, 16 bits).
+    pub tail: u16,
+    /// Consumer index (free-running, 16 bits).
+    pub head: u16,
+    /// Zero while the consumer asks the producer for a signal when entries arrive.
+    pub consumer_signalled: u32,
+}
+
 // ---- compile-time layout checks (sDDF 0.7.0) ----
 const _: () = {
     assert!(size_of::<BlkReqCode>() == 4);
@@ -246,6 +305,19 @@ const _: () = {
     assert!(offset_of!(SerialQueue, head) == 4);
     assert!(offset_of!(SerialQueue, producer_signalled) == 8);
 
+    assert!(size_of::<NetBuffDesc>() == 16);
+    assert!(align_of::<NetBuffDesc>() == 8);
+    assert!(offset_of!(NetBuffDesc, io_or_offset) == 0);
+    assert!(offset_of!(NetBuffDesc, len) == 8);
+    assert!(offset_of!(NetBuffDesc, oid) == 10);
+
+    assert!(size_of::<NetQueueHeader>() == 8);
+    assert!(offset_of!(NetQueueHeader, tail) == 0);
+    assert!(offset_of!(NetQueueHeader, head) == 2);
+    assert!(offset_of!(NetQueueHeader, consumer_signalled) == 4);
+    // The flexible array of 8-aligned descriptors starts right after the header.
+    assert!(size_of::<NetQueueHeader>().is_multiple_of(align_of::<NetBuffDesc>()));
+
     // The atomic views index shared memory in 32-bit words: every field accessed atomically
     // must be word aligned, and every entry a whole number of words.
     assert!(size_of::<BlkReq>().is_multiple_of(4) && size_of::<BlkResp>().is_multiple_of(4));
@@ -282,7 +354,20 @@ pub(crate) mod word {
     pub const INFO_READY: usize = offset_of!(BlkStorageInfo, ready) / BYTES;
     pub const INFO_READY_BYTE: usize = offset_of!(BlkStorageInfo, ready) % BYTES;
 
+    /// Bytes per half word (the network queues' unit).
+    pub const HALF_BYTES: usize = 2;
+
+    pub const NET_TAIL: usize = offset_of!(NetQueueHeader, tail) / HALF_BYTES;
+    pub const NET_HEAD: usize = offset_of!(NetQueueHeader, head) / HALF_BYTES;
+    /// `consumer_signalled` is a `u32`: its two half words.
+    pub const NET_SIGNALLED: usize = offset_of!(NetQueueHeader, consumer_signalled) / HALF_BYTES;
+    pub const NET_SIGNALLED_HALVES: usize = size_of::<u32>() / HALF_BYTES;
+    pub const NET_ENTRIES: usize = size_of::<NetQueueHeader>() / HALF_BYTES;
+    pub const NET_ENTRY: usize = size_of::<NetBuffDesc>() / HALF_BYTES;
+
     const _: () = {
+        assert!(NET_TAIL == 0 && NET_HEAD == 1 && NET_SIGNALLED == 2);
+        assert!(NET_SIGNALLED_HALVES == 2 && NET_ENTRIES == 4 && NET_ENTRY == 8);
         assert!(offset_of!(BlkReqQueueHeader, head).is_multiple_of(BYTES));
         assert!(offset_of!(BlkReqQueueHeader, tail).is_multiple_of(BYTES));
         assert!(offset_of!(BlkRespQueueHeader, head).is_multiple_of(BYTES));

@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use crate::error::RegionError;
-use crate::sync::{AtomicU8, AtomicU32};
+use crate::sync::{AtomicU8, AtomicU16, AtomicU32};
 
 /// Alignment a region's base must have: that of the 8-byte fields in sDDF's block structures.
 /// Microkit maps regions at page granularity, so real regions always satisfy it.
@@ -46,6 +46,21 @@ pub unsafe fn words<'a>(base: *mut u8, len: usize) -> Result<&'a [AtomicU32], Re
     Ok(unsafe { core::slice::from_raw_parts(base.cast::<AtomicU32>(), len / 4) })
 }
 
+/// Views the `len` bytes at `base` as 16-bit atomic half words (for a network queue region,
+/// whose 16-bit indices share a word; a trailing odd byte is left out).
+///
+/// # Safety
+///
+/// As for [`words`].
+pub unsafe fn halves<'a>(base: *mut u8, len: usize) -> Result<&'a [AtomicU16], RegionError> {
+    check(base, len)?;
+    // SAFETY: `base` is non-null and aligned for `AtomicU16` (checked: 8-byte aligned); the
+    // caller guarantees `len` mapped bytes live for `'a`, accessed only atomically here;
+    // `len / 2` half words fit in those bytes and `len <= isize::MAX` (checked); every bit
+    // pattern is a valid `AtomicU16`.
+    Ok(unsafe { core::slice::from_raw_parts(base.cast::<AtomicU16>(), len / 2) })
+}
+
 /// Views the `len` bytes at `base` as atomic bytes (for a serial data region).
 ///
 /// # Safety
@@ -75,9 +90,20 @@ mod tests {
         let base = page.0.as_mut_ptr();
         // SAFETY: `page` outlives both views and is accessed only through them until the end
         // of the scope that holds them.
-        let (w, b) = unsafe { (words(base, 4095).unwrap(), bytes(base, 4096).unwrap()) };
+        let (w, b, h) = unsafe {
+            (
+                words(base, 4095).unwrap(),
+                bytes(base, 4096).unwrap(),
+                halves(base, 4095).unwrap(),
+            )
+        };
         assert_eq!(w.len(), 1023);
         assert_eq!(b.len(), 4096);
+        assert_eq!(h.len(), 2047);
+        assert_eq!(h[2].load(Ordering::Relaxed), {
+            let n = 0x1234_5678u32.to_ne_bytes();
+            u16::from_ne_bytes([n[0], n[1]])
+        });
         assert_eq!(w[1].load(Ordering::Relaxed), 0x1234_5678);
         assert_eq!(b[9].load(Ordering::Relaxed), 0xab);
         w[0].store(u32::from_ne_bytes([1, 2, 3, 4]), Ordering::Relaxed);
@@ -100,6 +126,10 @@ mod tests {
                 Err(RegionError::Misaligned { .. })
             ));
             assert_eq!(bytes(base, usize::MAX).unwrap_err(), RegionError::TooLarge);
+            assert!(matches!(
+                halves(base.add(2), 8),
+                Err(RegionError::Misaligned { .. })
+            ));
         }
     }
 

@@ -1,6 +1,6 @@
 //! The SPSC index protocol shared by every queue, in safe code over atomic views.
 //!
-//! Free-running `u32` indices: the producer writes only `tail`, the consumer only `head`; the
+//! Free-running indices (`u32`; `u16` in the network queues, see [`IndexCell`]): the producer writes only `tail`, the consumer only `head`; the
 //! queue holds `tail − head` (wrapping) entries, is empty at 0 and full at `capacity`; index `i`
 //! lives in slot `i % capacity`, with the *local* capacity (sDDF keeps it in the local handle
 //! for the same reason). Each side reads its own index from shared memory only when attaching,
@@ -15,14 +15,57 @@
 use core::marker::PhantomData;
 
 use crate::error::{EnqueueError, QueueError};
-use crate::layout::{BlkReq, BlkResp};
-use crate::sync::{AtomicU32, Ordering};
+use crate::layout::{BlkReq, BlkResp, NetBuffDesc};
+use crate::sync::{AtomicU16, AtomicU32, Ordering};
+
+/// A shared free-running index: 32 bits wide in the block and serial queues, 16 bits in the
+/// network queues (`net_queue_t`'s `uint16_t tail, head`). Values are carried as `u32` and all
+/// index arithmetic is modulo `MASK + 1`.
+pub(crate) trait IndexCell {
+    /// The largest index value; index arithmetic wraps at `MASK + 1`.
+    const MASK: u32;
+    /// Loads the index.
+    fn get(&self, order: Ordering) -> u32;
+    /// Stores `value` (`<= MASK`).
+    fn set(&self, value: u32, order: Ordering);
+}
+
+impl IndexCell for AtomicU32 {
+    const MASK: u32 = u32::MAX;
+    fn get(&self, order: Ordering) -> u32 {
+        self.load(order)
+    }
+    fn set(&self, value: u32, order: Ordering) {
+        self.store(value, order);
+    }
+}
+
+impl IndexCell for AtomicU16 {
+    const MASK: u32 = u16::MAX as u32;
+    fn get(&self, order: Ordering) -> u32 {
+        u32::from(self.load(order))
+    }
+    fn set(&self, value: u32, order: Ordering) {
+        // `value <= MASK`: every index this module stores is masked.
+        self.store(value as u16, order);
+    }
+}
+
+/// `a − b` modulo the index width.
+fn sub<C: IndexCell>(a: u32, b: u32) -> u32 {
+    a.wrapping_sub(b) & C::MASK
+}
+
+/// `a + n` modulo the index width.
+fn add<C: IndexCell>(a: u32, n: u32) -> u32 {
+    a.wrapping_add(n) & C::MASK
+}
 
 /// Producer side of the index protocol.
 #[derive(Debug)]
-pub(crate) struct ProducerIndex<'a> {
-    head: &'a AtomicU32,
-    tail: &'a AtomicU32,
+pub(crate) struct ProducerIndex<'a, C: IndexCell = AtomicU32> {
+    head: &'a C,
+    tail: &'a C,
     capacity: u32,
     /// Next index to write, counting entries not yet published.
     local_tail: u32,
@@ -34,16 +77,12 @@ pub(crate) struct ProducerIndex<'a> {
     published: bool,
 }
 
-impl<'a> ProducerIndex<'a> {
+impl<'a, C: IndexCell> ProducerIndex<'a, C> {
     /// Attaches to the indices in shared memory, validating them.
-    pub(crate) fn attach(
-        head: &'a AtomicU32,
-        tail: &'a AtomicU32,
-        capacity: u32,
-    ) -> Result<Self, QueueError> {
-        let t = tail.load(Ordering::Relaxed);
-        let h = head.load(Ordering::Acquire);
-        if t.wrapping_sub(h) > capacity {
+    pub(crate) fn attach(head: &'a C, tail: &'a C, capacity: u32) -> Result<Self, QueueError> {
+        let t = tail.get(Ordering::Relaxed);
+        let h = head.get(Ordering::Acquire);
+        if sub::<C>(t, h) > capacity {
             return Err(QueueError::OutOfRange {
                 head: h,
                 tail: t,
@@ -64,9 +103,9 @@ impl<'a> ProducerIndex<'a> {
     /// Reads and validates the consumer's head; returns the number of free slots (entries
     /// enqueued but not yet published count as used).
     pub(crate) fn free(&mut self) -> Result<u32, QueueError> {
-        let h = self.head.load(Ordering::Acquire);
+        let h = self.head.get(Ordering::Acquire);
         // The head may only move forward, from `head_seen` up to the published tail.
-        let outstanding = self.shared_tail.wrapping_sub(h);
+        let outstanding = sub::<C>(self.shared_tail, h);
         if outstanding > self.capacity {
             return Err(QueueError::OutOfRange {
                 head: h,
@@ -74,7 +113,7 @@ impl<'a> ProducerIndex<'a> {
                 capacity: self.capacity,
             });
         }
-        if outstanding > self.shared_tail.wrapping_sub(self.head_seen) {
+        if outstanding > sub::<C>(self.shared_tail, self.head_seen) {
             return Err(QueueError::PeerIndexRegressed {
                 previous: self.head_seen,
                 observed: h,
@@ -82,9 +121,7 @@ impl<'a> ProducerIndex<'a> {
         }
         self.head_seen = h;
         // `local_tail - h <= capacity`: every local entry was reserved against an earlier head.
-        Ok(self
-            .capacity
-            .saturating_sub(self.local_tail.wrapping_sub(h)))
+        Ok(self.capacity.saturating_sub(sub::<C>(self.local_tail, h)))
     }
 
     /// The slot of the next entry, if there is room.
@@ -107,13 +144,13 @@ impl<'a> ProducerIndex<'a> {
 
     /// Counts `n` written entries (not yet visible to the consumer).
     pub(crate) fn advance(&mut self, n: u32) {
-        self.local_tail = self.local_tail.wrapping_add(n);
+        self.local_tail = add::<C>(self.local_tail, n);
     }
 
     /// Makes the written entries visible: Release store of the tail.
     pub(crate) fn publish(&mut self) {
         if self.local_tail != self.shared_tail {
-            self.tail.store(self.local_tail, Ordering::Release);
+            self.tail.set(self.local_tail, Ordering::Release);
             self.shared_tail = self.local_tail;
             self.published = true;
         }
@@ -127,9 +164,9 @@ impl<'a> ProducerIndex<'a> {
 
 /// Consumer side of the index protocol.
 #[derive(Debug)]
-pub(crate) struct ConsumerIndex<'a> {
-    head: &'a AtomicU32,
-    tail: &'a AtomicU32,
+pub(crate) struct ConsumerIndex<'a, C: IndexCell = AtomicU32> {
+    head: &'a C,
+    tail: &'a C,
     capacity: u32,
     /// Next index to read, counting entries read but not yet released.
     local_head: u32,
@@ -141,16 +178,12 @@ pub(crate) struct ConsumerIndex<'a> {
     released: bool,
 }
 
-impl<'a> ConsumerIndex<'a> {
+impl<'a, C: IndexCell> ConsumerIndex<'a, C> {
     /// Attaches to the indices in shared memory, validating them.
-    pub(crate) fn attach(
-        head: &'a AtomicU32,
-        tail: &'a AtomicU32,
-        capacity: u32,
-    ) -> Result<Self, QueueError> {
-        let h = head.load(Ordering::Relaxed);
-        let t = tail.load(Ordering::Acquire);
-        if t.wrapping_sub(h) > capacity {
+    pub(crate) fn attach(head: &'a C, tail: &'a C, capacity: u32) -> Result<Self, QueueError> {
+        let h = head.get(Ordering::Relaxed);
+        let t = tail.get(Ordering::Acquire);
+        if sub::<C>(t, h) > capacity {
             return Err(QueueError::OutOfRange {
                 head: h,
                 tail: t,
@@ -171,9 +204,9 @@ impl<'a> ConsumerIndex<'a> {
     /// Reads and validates the producer's tail; returns the number of entries available to
     /// read (entries read but not yet released are excluded).
     pub(crate) fn available(&mut self) -> Result<u32, QueueError> {
-        let t = self.tail.load(Ordering::Acquire);
+        let t = self.tail.get(Ordering::Acquire);
         // The tail may only move forward, from `tail_seen` up to `shared_head + capacity`.
-        let filled = t.wrapping_sub(self.shared_head);
+        let filled = sub::<C>(t, self.shared_head);
         if filled > self.capacity {
             return Err(QueueError::OutOfRange {
                 head: self.shared_head,
@@ -181,7 +214,7 @@ impl<'a> ConsumerIndex<'a> {
                 capacity: self.capacity,
             });
         }
-        if filled < self.tail_seen.wrapping_sub(self.shared_head) {
+        if filled < sub::<C>(self.tail_seen, self.shared_head) {
             return Err(QueueError::PeerIndexRegressed {
                 previous: self.tail_seen,
                 observed: t,
@@ -189,7 +222,7 @@ impl<'a> ConsumerIndex<'a> {
         }
         self.tail_seen = t;
         // `shared_head <= local_head <= tail_seen <= t` within the window.
-        Ok(t.wrapping_sub(self.local_head))
+        Ok(sub::<C>(t, self.local_head))
     }
 
     /// The slot of index `index`: always `< capacity`.
@@ -204,13 +237,13 @@ impl<'a> ConsumerIndex<'a> {
 
     /// Counts `n` read entries (their slots still belong to the consumer).
     pub(crate) fn advance(&mut self, n: u32) {
-        self.local_head = self.local_head.wrapping_add(n);
+        self.local_head = add::<C>(self.local_head, n);
     }
 
     /// Hands the read slots back to the producer: Release store of the head.
     pub(crate) fn publish(&mut self) {
         if self.local_head != self.shared_head {
-            self.head.store(self.local_head, Ordering::Release);
+            self.head.set(self.local_head, Ordering::Release);
             self.shared_head = self.local_head;
             self.released = true;
         }
@@ -222,33 +255,34 @@ impl<'a> ConsumerIndex<'a> {
     }
 }
 
-/// An entry type stored as whole 32-bit words, copied with Relaxed atomic word accesses (the
-/// index Release/Acquire orders them), so that a concurrently scribbling peer yields garbage
-/// values but never a data race.
-pub(crate) trait WordEntry: Copy {
+/// An entry type stored as whole words of `W` (`AtomicU32` for the block queues, `AtomicU16`
+/// for the network queues, whose indices share a word), copied with Relaxed atomic accesses
+/// (the index Release/Acquire orders them), so that a concurrently scribbling peer yields
+/// garbage values but never a data race.
+pub(crate) trait WordEntry<W = AtomicU32>: Copy {
     /// Words per entry.
     const WORDS: usize;
     /// Reads an entry from `src` (`src.len() == WORDS`).
-    fn load(src: &[AtomicU32]) -> Self;
+    fn load(src: &[W]) -> Self;
     /// Writes the entry to `dst` (`dst.len() == WORDS`).
-    fn store(&self, dst: &[AtomicU32]);
+    fn store(&self, dst: &[W]);
 }
 
 macro_rules! word_entry {
-    ($ty:ty, $words:literal) => {
-        impl WordEntry for $ty {
+    ($ty:ty, $atomic:ty, $int:ty, $words:literal) => {
+        impl WordEntry<$atomic> for $ty {
             const WORDS: usize = $words;
 
-            fn load(src: &[AtomicU32]) -> Self {
-                let mut w = [0u32; $words];
+            fn load(src: &[$atomic]) -> Self {
+                let mut w = [0 as $int; $words];
                 for (d, s) in w.iter_mut().zip(src) {
                     *d = s.load(Ordering::Relaxed);
                 }
                 zerocopy::transmute!(w)
             }
 
-            fn store(&self, dst: &[AtomicU32]) {
-                let w: [u32; $words] = zerocopy::transmute!(*self);
+            fn store(&self, dst: &[$atomic]) {
+                let w: [$int; $words] = zerocopy::transmute!(*self);
                 for (s, d) in w.iter().zip(dst) {
                     d.store(*s, Ordering::Relaxed);
                 }
@@ -257,26 +291,27 @@ macro_rules! word_entry {
     };
 }
 
-word_entry!(BlkReq, 8);
-word_entry!(BlkResp, 3);
+word_entry!(BlkReq, AtomicU32, u32, 8);
+word_entry!(BlkResp, AtomicU32, u32, 3);
+word_entry!(NetBuffDesc, AtomicU16, u16, 8);
 
 /// The slot array of a word-entry queue: exactly `capacity * E::WORDS` words.
 #[derive(Debug)]
-pub(crate) struct Slots<'a, E> {
-    words: &'a [AtomicU32],
+pub(crate) struct Slots<'a, E, W = AtomicU32> {
+    words: &'a [W],
     _entry: PhantomData<E>,
 }
 
-impl<'a, E: WordEntry> Slots<'a, E> {
+impl<'a, W, E: WordEntry<W>> Slots<'a, E, W> {
     /// `words` must hold exactly `capacity * E::WORDS` words (checked by the constructors).
-    pub(crate) fn new(words: &'a [AtomicU32]) -> Self {
+    pub(crate) fn new(words: &'a [W]) -> Self {
         Self {
             words,
             _entry: PhantomData,
         }
     }
 
-    fn words(&self, slot: usize) -> &'a [AtomicU32] {
+    fn words(&self, slot: usize) -> &'a [W] {
         // `slot < capacity` and `words.len() == capacity * WORDS`: in bounds.
         let start = slot * E::WORDS;
         &self.words[start..start + E::WORDS]
@@ -291,14 +326,16 @@ impl<'a, E: WordEntry> Slots<'a, E> {
     }
 }
 
-/// Splits a word region into `header_words` and exactly `capacity * entry_words` entry words.
-pub(crate) fn split_region(
-    region: &[AtomicU32],
+/// Splits a region of words `W` into `header_words` and exactly `capacity * entry_words` entry
+/// words.
+pub(crate) fn split_region<W>(
+    region: &[W],
     header_words: usize,
     entry_words: usize,
     capacity: u32,
-) -> Result<(&[AtomicU32], &[AtomicU32]), crate::error::SetupError> {
+) -> Result<(&[W], &[W]), crate::error::SetupError> {
     use crate::error::SetupError;
+    let word_bytes = core::mem::size_of::<W>();
     if capacity == 0 {
         return Err(SetupError::ZeroCapacity);
     }
@@ -309,12 +346,12 @@ pub(crate) fn split_region(
         .checked_add(header_words)
         .ok_or(SetupError::CapacityTooLarge)?;
     let needed = total
-        .checked_mul(crate::layout::word::BYTES)
+        .checked_mul(word_bytes)
         .ok_or(SetupError::CapacityTooLarge)?;
     if region.len() < total {
         return Err(SetupError::RegionTooSmall {
             needed,
-            available: region.len() * crate::layout::word::BYTES,
+            available: core::mem::size_of_val(region),
         });
     }
     let (header, rest) = region.split_at(header_words);

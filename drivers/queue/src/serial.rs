@@ -45,14 +45,15 @@ fn attach<'a>(
     Ok((header, data))
 }
 
-/// Outcome of [`SerialProducer::request_signal`].
+/// Outcome of [`SerialProducer::request_signal`] (and of the network consumer's
+/// [`crate::net::NetConsumer::request_signal`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SignalRequest {
-    /// The request is registered and the queue is still full: stop; the consumer will notify
-    /// when it frees space.
+    /// The request is registered and the queue is still full (serial producer) or still empty
+    /// (network consumer): stop; the peer will notify when that changes.
     Registered,
-    /// Space became free meanwhile (the double-check): the request was cancelled; go on
-    /// enqueuing.
+    /// The queue changed meanwhile (the double-check): the request was cancelled; go on
+    /// enqueuing (serial) or dequeuing (network).
     Reprocess,
 }
 

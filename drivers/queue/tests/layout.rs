@@ -44,6 +44,15 @@ const _: () = {
     assert!(offset_of!(SerialQueue, tail) == 0);
     assert!(offset_of!(SerialQueue, head) == 4);
     assert!(offset_of!(SerialQueue, producer_signalled) == 8);
+    assert!(size_of::<NetBuffDesc>() == 16 && align_of::<NetBuffDesc>() == 8);
+    assert!(offset_of!(NetBuffDesc, io_or_offset) == 0);
+    assert!(offset_of!(NetBuffDesc, len) == 8);
+    assert!(size_of::<NetQueueHeader>() == 8);
+    assert!(offset_of!(NetQueueHeader, tail) == 0);
+    assert!(offset_of!(NetQueueHeader, head) == 2);
+    assert!(offset_of!(NetQueueHeader, consumer_signalled) == 4);
+    assert!(sddf_queue::net::region_size(4) == 8 + 4 * 16);
+    assert!(NET_BUFFER_SIZE == 2048);
     assert!(BLK_TRANSFER_SIZE == 4096);
     assert!(req_region_size(4) == 16 + 4 * 32);
     assert!(resp_region_size(4) == 8 + 4 * 12);

@@ -13,8 +13,11 @@
 //! - [`blk`]: the virtio-blk model: requests in 512-byte sectors become backend operations in
 //!   4096-byte units, with read-modify-write for partial units.
 //! - [`console`]: the virtio-console model (port 0: receiveq and transmitq).
+//! - [`net`]: the virtio-net model (one receiveq/transmitq pair, MAC and link status, no
+//!   offloads): whole Ethernet frames between the guest's buffers and a backend.
 //! - [`testing`]: in-memory backends (a disk of 4096-byte blocks with synchronous or deferred
-//!   completion, a byte-queue console) for host tests of this crate and of the VMM.
+//!   completion, a byte-queue console, a frame-queue network port and a wire joining two) for
+//!   host tests of this crate and of the VMM.
 //!
 //! Nothing here allocates, and no guest-controlled value can cause a panic: bad requests fail
 //! with a device-specific status, and a queue in an unrecoverable state puts the device into
@@ -26,6 +29,7 @@
 pub mod blk;
 pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 pub mod testing;
 

@@ -1,8 +1,9 @@
 //! Test doubles for the device backends, for host tests of this crate and of the VMM: an
 //! in-memory disk of 4096-byte blocks ([`MemDisk`]) that completes operations at once or on
-//! request (in any order), with injectable failures, and a console of byte queues
-//! ([`MemConsole`]) with adjustable transmit room. Both borrow their storage, so they allocate
-//! nothing.
+//! request (in any order), with injectable failures, a console of byte queues
+//! ([`MemConsole`]) with adjustable transmit room, and a network port of frame queues
+//! ([`MemNet`]) with adjustable transmit room, two of which [`wire`] connects. None of them
+//! allocates.
 
 use heapless::{Deque, Vec};
 
@@ -10,6 +11,7 @@ use crate::blk::{
     BackendError, BackendOp, BlockBackend, Completion, StorageInfo, Submitted, UNIT_SIZE,
 };
 use crate::console::ConsoleBackend;
+use crate::net::{MAX_FRAME_LEN, NetBackend, TxFull};
 
 /// When [`MemDisk`] completes operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,4 +256,92 @@ impl ConsoleBackend for MemConsole {
         }
         n
     }
+}
+
+/// Frames each of [`MemNet`]'s queues holds.
+pub const NET_QUEUE_FRAMES: usize = 16;
+
+/// One frame as [`MemNet`] stores it.
+pub type Frame = Vec<u8, MAX_FRAME_LEN>;
+
+/// A network backend of two frame queues: what the guest sent ([`MemNet::take_sent`]) and what
+/// it is to receive ([`MemNet::push_rx`]). Transmitting reports [`TxFull`] when the sent queue
+/// holds [`NET_QUEUE_FRAMES`] frames or `tx_room` is used up.
+pub struct MemNet {
+    sent: Deque<Frame, NET_QUEUE_FRAMES>,
+    rx: Deque<Frame, NET_QUEUE_FRAMES>,
+    /// Frames the transmit side still takes before it reports itself full.
+    pub tx_room: usize,
+    /// Length `receive` reports instead of the frame's (a broken backend), once.
+    pub bad_rx_len: Option<usize>,
+}
+
+impl Default for MemNet {
+    fn default() -> Self {
+        MemNet {
+            sent: Deque::new(),
+            rx: Deque::new(),
+            tx_room: usize::MAX,
+            bad_rx_len: None,
+        }
+    }
+}
+
+impl MemNet {
+    /// The oldest frame the guest sent and nobody took yet.
+    pub fn take_sent(&mut self) -> Option<Frame> {
+        self.sent.pop_front()
+    }
+    /// Frames sent and not taken.
+    pub fn sent_pending(&self) -> usize {
+        self.sent.len()
+    }
+    /// Queues a frame for the guest (any length up to [`MAX_FRAME_LEN`]); `false` if the
+    /// receive queue is full or the frame too long.
+    pub fn push_rx(&mut self, frame: &[u8]) -> bool {
+        Frame::from_slice(frame)
+            .ok()
+            .is_some_and(|f| self.rx.push_back(f).is_ok())
+    }
+    /// Frames not yet delivered to the guest.
+    pub fn rx_pending(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+impl NetBackend for MemNet {
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), TxFull> {
+        if self.tx_room == 0 || self.sent.is_full() {
+            return Err(TxFull);
+        }
+        let f = Frame::from_slice(frame).map_err(|_| TxFull)?;
+        self.sent.push_back(f).map_err(|_| TxFull)?;
+        self.tx_room = self.tx_room.saturating_sub(1);
+        Ok(())
+    }
+    fn receive(&mut self, buf: &mut [u8; MAX_FRAME_LEN]) -> Option<usize> {
+        let f = self.rx.pop_front()?;
+        let n = f.len().min(MAX_FRAME_LEN);
+        buf[..n].copy_from_slice(&f[..n]);
+        Some(self.bad_rx_len.take().unwrap_or(n))
+    }
+}
+
+/// A wire between two ports: moves every frame `a` sent into `b`'s receive queue and the other
+/// way round, as far as the receive queues have room (the rest stays sent, in order). Returns
+/// how many frames moved `(a → b, b → a)`.
+pub fn wire(a: &mut MemNet, b: &mut MemNet) -> (usize, usize) {
+    fn carry(from: &mut MemNet, to: &mut MemNet) -> usize {
+        let mut n = 0;
+        while !to.rx.is_full() {
+            let Some(f) = from.sent.pop_front() else {
+                break;
+            };
+            // `to.rx` is not full: the push succeeds.
+            let _ = to.rx.push_back(f);
+            n += 1;
+        }
+        n
+    }
+    (carry(a, b), carry(b, a))
 }

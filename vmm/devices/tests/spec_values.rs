@@ -6,6 +6,7 @@ use vmm_devices::blk::{self, blk_status, req_type};
 use vmm_devices::console;
 use vmm_devices::feature;
 use vmm_devices::mmio::{self, status};
+use vmm_devices::net;
 use vmm_devices::queue;
 
 #[test]
@@ -55,6 +56,31 @@ fn console_numbers() {
     assert_eq!((console::RECEIVEQ, console::TRANSMITQ), (0, 1));
     assert_eq!(console::feature::SIZE, 0x1);
     assert_eq!(console::CONFIG_SIZE, 2 + 2 + 4 + 4);
+}
+
+#[test]
+fn network_device_numbers() {
+    // §5 "Device Types": 1 is the network card; §5.1.2: receiveq1 is queue 0, transmitq1
+    // queue 1.
+    assert_eq!(net::DEVICE_ID, 1);
+    assert_eq!((net::RECEIVEQ, net::TRANSMITQ), (0, 1));
+    // §5.1.3 "Feature bits": VIRTIO_NET_F_CSUM 0, _MAC 5, _MRG_RXBUF 15, _STATUS 16.
+    assert_eq!(net::feature::CSUM, 0x1);
+    assert_eq!(net::feature::MAC, 0x20);
+    assert_eq!(net::feature::MRG_RXBUF, 0x8000);
+    assert_eq!(net::feature::STATUS, 0x1_0000);
+    // §5.1.4 "Device configuration layout": mac[6] at 0, le16 status at 6;
+    // VIRTIO_NET_S_LINK_UP is 1.
+    assert_eq!(net::CONFIG_SIZE, 6 + 2);
+    assert_eq!(net::S_LINK_UP, 1);
+    // §5.1.6 "Device Operation": struct virtio_net_hdr is flags u8, gso_type u8, hdr_len le16,
+    // gso_size le16, csum_start le16, csum_offset le16, num_buffers le16 (always there with
+    // VIRTIO_F_VERSION_1): 12 bytes; VIRTIO_NET_HDR_GSO_NONE is 0.
+    assert_eq!(net::HDR_LEN, 1 + 1 + 2 + 2 + 2 + 2 + 2);
+    assert_eq!(net::GSO_NONE, 0);
+    // IEEE 802.3: a 14-byte header (6 + 6 + 2) and at most 1500 payload bytes, FCS excluded.
+    assert_eq!(net::ETH_HLEN, 6 + 6 + 2);
+    assert_eq!(net::MAX_FRAME_LEN, 14 + 1500);
 }
 
 #[test]

@@ -11,8 +11,9 @@ use vmm_core::mmio::BusError;
 use vmm_devices::blk::{self, BlkConfig, BlkDevice, Completion};
 use vmm_devices::feature::VERSION_1;
 use vmm_devices::mmio::{IrqAction, MmioTransport, VirtioDevice, reg, status};
+use vmm_devices::net::{self, NetBackend, NetConfig, NetDevice};
 use vmm_devices::queue::{DESC_F_NEXT, DESC_F_WRITE, Descriptor};
-use vmm_devices::testing::{CompletionMode, MemDisk};
+use vmm_devices::testing::{CompletionMode, MemDisk, MemNet};
 
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// Queue `q`'s areas live at `RAM_BASE + q * QUEUE_STRIDE`.
@@ -194,6 +195,43 @@ impl<D: VirtioDevice> Env<D> {
             Some(v) => *v = vq,
             None => self.vqs.push(vq),
         }
+    }
+
+    /// Descriptors of queue `q` not in a posted chain.
+    pub fn free_descs(&self, q: u16) -> usize {
+        self.vqs[q as usize].free.len()
+    }
+
+    /// Writes `bytes` into fresh buffers split into `split` segment sizes (the last taking the
+    /// rest; a zero size counts as 1), device-readable or -writable.
+    pub fn segments(&mut self, bytes: &[u8], split: &[usize], write: bool) -> Vec<Seg> {
+        let mut segs = Vec::new();
+        let mut off = 0;
+        let mut k = 0;
+        while off < bytes.len() {
+            let want = split.get(k).copied().unwrap_or(usize::MAX).max(1);
+            k += 1;
+            let n = want.min(bytes.len() - off);
+            let a = self.alloc(n);
+            self.write_mem(a, &bytes[off..off + n]);
+            segs.push(Seg {
+                addr: a,
+                len: n as u32,
+                write,
+            });
+            off += n;
+        }
+        segs
+    }
+
+    /// Reads the writable bytes of `segs`, concatenated, up to `len`.
+    pub fn gather(&mut self, segs: &[Seg], len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in segs.iter().filter(|s| s.write) {
+            out.extend(self.read_mem(s.addr, s.len as usize));
+        }
+        out.truncate(len);
+        out
     }
 
     /// Writes a chain of `segs` into free descriptors and publishes its head (no notification).
@@ -500,6 +538,38 @@ impl BlkEnv<'_> {
     }
     pub fn write(&mut self, sector: u64, data: &[u8]) -> BlkDone {
         self.request(blk::req_type::OUT, sector, data, 0, &[])
+    }
+}
+
+pub type NetEnv = Env<NetDevice<MemNet>>;
+
+/// A live virtio-net device over a [`MemNet`], queues of `queue_size`, every feature offered
+/// acknowledged.
+pub fn net_env(config: NetConfig, queue_size: u16) -> NetEnv {
+    let dev = NetDevice::new(MemNet::default(), config).expect("device");
+    let mut env = Env::new(dev, 4 << 20);
+    assert!(env.init(u64::MAX, queue_size));
+    env
+}
+
+/// A transmit buffer: the 12-byte header (`gso_type` as given, the rest zero) and `frame`.
+pub fn tx_bytes(frame: &[u8], gso_type: u8) -> Vec<u8> {
+    let mut b = vec![0u8; net::HDR_LEN];
+    b[1] = gso_type;
+    b.extend_from_slice(frame);
+    b
+}
+
+impl<B: NetBackend> Env<NetDevice<B>> {
+    /// Posts a transmit chain of `frame` behind a header, split into `split` segment sizes.
+    pub fn post_tx(&mut self, frame: &[u8], split: &[usize]) -> u16 {
+        let segs = self.segments(&tx_bytes(frame, 0), split, false);
+        self.post(net::TRANSMITQ, &segs)
+    }
+    /// Posts a receive chain of `size` bytes split into `split`; its head and segments.
+    pub fn post_rx(&mut self, size: usize, split: &[usize]) -> (u16, Vec<Seg>) {
+        let segs = self.segments(&vec![0xee; size], split, true);
+        (self.post(net::RECEIVEQ, &segs), segs)
     }
 }
 
