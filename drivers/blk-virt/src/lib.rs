@@ -268,9 +268,19 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
         driver: Option<QueueMem<'q>>,
         clients: &[(ClientConfig, Option<QueueMem<'q>>)],
     ) -> Self {
-        let mut v = BlkVirt {
+        let mut v = Self::blank(k);
+        v.setup(console, driver, clients);
+        v
+    }
+
+    /// A virtualiser with no queue and no client: a constant, so that the PD keeps it in a
+    /// static of its image ([`microkit_rt::PdStatic`]) and [`Self::setup`] finishes it in
+    /// place (built on the stack, its state and the temporaries of its construction cost about
+    /// 21 KiB of stack at start-up).
+    pub const fn blank(k: K) -> Self {
+        BlkVirt {
             k,
-            console,
+            console: Console::debug_only(),
             driver: None,
             clients: heapless::Vec::new(),
             table: [None; IN_FLIGHT],
@@ -278,8 +288,25 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
             seq: 0,
             turn: 0,
             resynced_at: None,
-            stats: Stats::default(),
-        };
+            stats: Stats {
+                resyncs: 0,
+                resubmitted: 0,
+                unknown_responses: 0,
+                driver_queue_errors: 0,
+                backpressure: 0,
+            },
+        }
+    }
+
+    /// [`Self::new`]'s work on a [`Self::blank`] virtualiser, in place.
+    pub fn setup(
+        &mut self,
+        console: Console<'q>,
+        driver: Option<QueueMem<'q>>,
+        clients: &[(ClientConfig, Option<QueueMem<'q>>)],
+    ) {
+        self.console = console;
+        let v = self;
         for (cfg, mem) in clients {
             let c = ClientState {
                 cfg: *cfg,
@@ -315,7 +342,11 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
         if let Err(e) = result {
             v.log_error(&e);
         }
-        v
+    }
+
+    /// Replaces the kernel handle (the PD's start-up code: [`Self::blank`] took a placeholder).
+    pub fn set_kernel(&mut self, k: K) {
+        self.k = k;
     }
 
     fn attach_driver(m: QueueMem<'q>) -> Result<DriverSide<'q>, VirtError> {
@@ -510,9 +541,10 @@ impl<'q, K: Kernel> BlkVirt<'q, K> {
             serial_println!(
                 self.console,
                 self.k,
-                "blk_virt: blk_driver serves again: first response {} ticks after the re-synchronisation (t={})",
+                "blk_virt: blk_driver serves again: first response {} ticks after the re-synchronisation (t={}){}",
                 now.saturating_sub(at),
-                now
+                now,
+                StackUse
             );
         }
         result
@@ -819,9 +851,30 @@ impl<K: Kernel> Handler for BlkVirt<'_, K> {
     }
 }
 
-/// The virtualiser as the target builds it, from the regions system.xml gives the PD.
+/// `, stack: N of M bytes used` on the target (the high-water mark of this PD's stack, after the
+/// deepest event it serves: a driver restart), nothing on the host.
+struct StackUse;
+
+impl core::fmt::Display for StackUse {
+    #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            ", stack: {} of {} bytes used",
+            microkit_rt::sel4::stack::high_water(system::STACK_SIZE),
+            system::STACK_SIZE
+        )
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
+    fn fmt(&self, _: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        Ok(())
+    }
+}
+
+/// The virtualiser as the target builds it, from the regions system.xml gives the PD: `v` (a
+/// [`BlkVirt::blank`] one in the PD's static) is set up in place on the kernel `k`.
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
-pub fn from_system<K: Kernel>(mut k: K) -> BlkVirt<'static, K> {
+pub fn setup_from_system<K: Kernel>(mut k: K, v: &mut BlkVirt<'static, K>) {
     let mut console = Console::from_regions(
         system::SERIAL_DRIVER,
         system::serial_tx_queue_blk_virt_region(),
@@ -847,5 +900,6 @@ pub fn from_system<K: Kernel>(mut k: K) -> BlkVirt<'static, K> {
         .ok();
         let _ = list.push((*cfg, mem));
     }
-    BlkVirt::new(k, console, driver, &list)
+    v.set_kernel(k);
+    v.setup(console, driver, &list);
 }

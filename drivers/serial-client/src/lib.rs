@@ -74,7 +74,7 @@ pub struct Console<'q> {
 
 impl<'q> Console<'q> {
     /// A console that writes only to the kernel's debug console.
-    pub fn debug_only() -> Console<'static> {
+    pub const fn debug_only() -> Console<'static> {
         Console::with(Err(Unusable::NoQueue), Channel::new(0))
     }
 
@@ -95,13 +95,19 @@ impl<'q> Console<'q> {
         Console::with(tx, channel)
     }
 
-    fn with(tx: Result<SerialProducer<'q>, Unusable>, channel: Channel) -> Console<'q> {
+    const fn with(tx: Result<SerialProducer<'q>, Unusable>, channel: Channel) -> Console<'q> {
         Console {
             tx,
             channel,
             line: [0; LINE_MAX],
             len: 0,
-            stats: Stats::default(),
+            stats: Stats {
+                queued_lines: 0,
+                dropped_lines: 0,
+                debug_lines: 0,
+                queue_errors: 0,
+                notify_errors: 0,
+            },
         }
     }
 
