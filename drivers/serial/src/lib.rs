@@ -117,8 +117,9 @@ pub fn tx_clients_of(
             .map(|(mr, _)| *mr)
             .find(|mr| mr.strip_prefix(prefix) == Some(peer))
     };
-    for &(peer, channel) in peers {
-        if peer == "vmm" {
+    for (i, &(peer, channel)) in peers.iter().enumerate() {
+        // A peer's first channel is its TX channel (a VM's second is its RX channel).
+        if peer == "vmm" || peers[..i].iter().any(|&(p, _)| p == peer) {
             continue;
         }
         let (Some(queue_mr), Some(data_mr)) = (
@@ -160,6 +161,70 @@ fn prefix_byte(name: &str, i: usize) -> u8 {
 /// Length of `name`'s line prefix.
 fn prefix_len(name: &str) -> usize {
     name.len() + 2
+}
+
+/// An RX client besides the vmm as system.xml describes it: a VM's console input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxClientDef {
+    /// The client PD.
+    pub name: &'static str,
+    /// The channel the driver notifies after adding bytes (the client's second channel).
+    pub channel: Channel,
+    /// The `serial_queue_t` header region.
+    pub queue_mr: &'static str,
+    /// The data region.
+    pub data_mr: &'static str,
+}
+
+/// Most RX clients besides the vmm.
+pub const MAX_MORE_RX: usize = 7;
+
+/// The byte that switches console input ([`SerialDriver::add_rx_client`]): Ctrl-\ (FS), then a
+/// digit, as sDDF's serial RX virtualiser does.
+pub const SWITCH_BYTE: u8 = 0x1c;
+
+/// The RX clients besides the vmm: each peer P the driver maps `serial_rx_queue_P` and
+/// `serial_rx_data_P` of, on its last (second) channel, in channel order.
+pub fn rx_clients_of(
+    peers: &[(&'static str, Channel)],
+    maps: &[(&'static str, usize)],
+) -> heapless::Vec<RxClientDef, MAX_MORE_RX> {
+    let mut v = heapless::Vec::new();
+    let mapped = |prefix: &str, peer: &str| {
+        maps.iter()
+            .map(|(mr, _)| *mr)
+            .find(|mr| mr.strip_prefix(prefix) == Some(peer))
+    };
+    for (i, &(peer, _)) in peers.iter().enumerate() {
+        if peer == "vmm" || peers[..i].iter().any(|&(p, _)| p == peer) {
+            continue;
+        }
+        let (Some(queue_mr), Some(data_mr)) = (
+            mapped("serial_rx_queue_", peer),
+            mapped("serial_rx_data_", peer),
+        ) else {
+            continue;
+        };
+        let Some(&(_, channel)) = peers.iter().rev().find(|&&(p, _)| p == peer) else {
+            continue;
+        };
+        if v.push(RxClientDef {
+            name: peer,
+            channel,
+            queue_mr,
+            data_mr,
+        })
+        .is_err()
+        {
+            break;
+        }
+    }
+    v
+}
+
+/// [`rx_clients_of`] of this PD's system description.
+pub fn rx_clients() -> heapless::Vec<RxClientDef, MAX_MORE_RX> {
+    rx_clients_of(system::PEERS, system::MAPS)
 }
 
 /// Most bytes of one turn without a newline: then the next client's turn comes.
@@ -458,6 +523,12 @@ pub struct SerialDriver<'q, K: Kernel, U: Uart> {
     /// The client whose turn comes next (round robin).
     next: usize,
     rx: Slot<'q, SerialProducer<'q>>,
+    /// The other VMs' console input: name, channel, queue.
+    more_rx: heapless::Vec<(&'static str, Channel, Slot<'q, SerialProducer<'q>>), MAX_MORE_RX>,
+    /// Which console takes input: 0 the vmm's, i the i-th of `more_rx`.
+    focus: usize,
+    /// [`SWITCH_BYTE`] came: the next byte chooses the console.
+    switching: bool,
     /// The driver's own bytes waiting for the UART (whole lines).
     own: heapless::Deque<u8, OWN_BUF>,
     /// The last own line buffered, and how often it came again since.
@@ -521,6 +592,9 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             broken: None,
             next: 0,
             rx: Slot::Detached(rx),
+            more_rx: heapless::Vec::new(),
+            focus: 0,
+            switching: false,
             own: heapless::Deque::new(),
             own_last: heapless::Vec::new(),
             own_repeats: 0,
@@ -752,6 +826,40 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         self.send_redraw(budget)
     }
 
+    /// Another VM's console input (its RX queue `mem`, notified on `channel`; `None`: not
+    /// mapped, its input is dropped and counted). With one or more, typed input goes to one
+    /// console at a time: the vmm's first; [`SWITCH_BYTE`] and then digit `i` send what follows to
+    /// console `i` (0: the vmm's, then these in the order added), and the driver says so on a
+    /// line of its own. [`SWITCH_BYTE`] followed by anything else goes to the console as typed.
+    pub fn add_rx_client(
+        &mut self,
+        name: &'static str,
+        channel: Channel,
+        mem: Option<QueueMem<'q>>,
+    ) {
+        let taken = channel == IRQ_CHANNEL
+            || channel == RX_CHANNEL
+            || self.more_rx.iter().any(|(_, c, _)| *c == channel);
+        if taken
+            || self
+                .more_rx
+                .push((name, channel, Slot::Detached(mem)))
+                .is_err()
+        {
+            self.say(format_args!(
+                "serial_driver: RX client {} ignored (channel {} in use, or more than {})",
+                name,
+                channel.index(),
+                MAX_MORE_RX
+            ));
+        }
+    }
+
+    /// The console that takes typed input now (0: the vmm's; see [`Self::add_rx_client`]).
+    pub fn input_focus(&self) -> usize {
+        self.focus
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -978,8 +1086,44 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         Ok(())
     }
 
-    /// Moves bytes from the RX FIFO into the RX queue (dropping and counting what does not
-    /// fit); notifies the client once if bytes were added.
+    /// Puts one typed byte into the queue of the console that has the input (dropped and
+    /// counted if it has no usable queue or no room).
+    fn deliver(&mut self, byte: u8, result: &mut Result<(), DriverError>) {
+        let slot = match self.focus {
+            0 => &mut self.rx,
+            i => match self.more_rx.get_mut(i - 1) {
+                Some((_, _, s)) => {
+                    if let Slot::Detached(Some(m)) = s {
+                        match attach_rx(*m) {
+                            Ok(p) => *s = Slot::Attached(p),
+                            Err(e) => {
+                                *s = Slot::Detached(None);
+                                first(result, Err(e));
+                            }
+                        }
+                    }
+                    s
+                }
+                None => &mut self.rx,
+            },
+        };
+        let Slot::Attached(rx) = slot else {
+            self.stats.rx_dropped += 1;
+            return;
+        };
+        match rx.enqueue_local(byte) {
+            Ok(()) => self.stats.rx_bytes += 1,
+            Err(EnqueueError::Full) => self.stats.rx_dropped += 1,
+            Err(EnqueueError::Corrupt(e)) => {
+                self.stats.rx_dropped += 1;
+                first(result, Err(DriverError::Corrupt(Queue::Rx, e)));
+            }
+        }
+    }
+
+    /// Moves bytes from the RX FIFO into the RX queue of the console that has the input
+    /// (dropping and counting what does not fit); notifies each client once if bytes were
+    /// added.
     fn service_rx(&mut self) -> Result<(), DriverError> {
         let mut result = self.attach_rx();
         let mut read = 0u32;
@@ -995,21 +1139,36 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
                 self.stats.rx_line_errors += 1;
             }
             let byte = (word & dr::DATA) as u8;
-            let Slot::Attached(rx) = &mut self.rx else {
-                self.stats.rx_dropped += 1;
-                continue;
-            };
-            match rx.enqueue_local(byte) {
-                Ok(()) => self.stats.rx_bytes += 1,
-                Err(EnqueueError::Full) => self.stats.rx_dropped += 1,
-                Err(EnqueueError::Corrupt(e)) => {
-                    self.stats.rx_dropped += 1;
-                    first(&mut result, Err(DriverError::Corrupt(Queue::Rx, e)));
+            if !self.more_rx.is_empty() {
+                if core::mem::take(&mut self.switching) {
+                    let to = usize::from(byte.wrapping_sub(b'0'));
+                    if byte.is_ascii_digit() && to <= self.more_rx.len() {
+                        self.focus = to;
+                        let name = match to {
+                            0 => "vmm",
+                            i => self.more_rx.get(i - 1).map_or("?", |c| c.0),
+                        };
+                        self.say(format_args!("serial_driver: input to {}", name));
+                        continue;
+                    }
+                    self.deliver(SWITCH_BYTE, &mut result);
+                } else if byte == SWITCH_BYTE {
+                    self.switching = true;
+                    continue;
                 }
             }
+            self.deliver(byte, &mut result);
         }
         if let Slot::Attached(rx) = &mut self.rx {
             rx.publish();
+        }
+        for (_, ch, slot) in self.more_rx.iter_mut() {
+            if let Slot::Attached(rx) = slot {
+                rx.publish();
+                if rx.take_notify() {
+                    first(&mut result, self.k.notify(*ch).map_err(DriverError::Kernel));
+                }
+            }
         }
         if read > 0 {
             self.in_hand(0);
@@ -1057,8 +1216,14 @@ impl<K: Kernel, U: Uart> Handler for SerialDriver<'_, K, U> {
         for c in &self.clients {
             known |= 1 << c.channel.index();
         }
+        // The other consoles' RX channels: like RX_CHANNEL, nothing to do.
+        let mut rx_only = 1 << RX_CHANNEL.index();
+        for (_, ch, _) in &self.more_rx {
+            rx_only |= 1 << ch.index();
+        }
+        known |= rx_only;
         let from_clients = ChannelSet::from_badge(
-            channels.bits() & known & !(1 << IRQ_CHANNEL.index()) & !(1 << RX_CHANNEL.index()),
+            channels.bits() & known & !(1 << IRQ_CHANNEL.index()) & !rx_only,
         );
         if tx || !from_clients.is_empty() {
             first(&mut result, self.service_tx(from_clients));
@@ -1144,7 +1309,17 @@ pub fn from_system<K: Kernel>(
             Ok(w) => (Some(w), None),
             Err(e) => (None, Some(e)),
         };
+    let mut more = heapless::Vec::<_, MAX_MORE_RX>::new();
+    for def in rx_clients() {
+        let unmapped = || Err(microkit_rt::RegionError::Unmapped);
+        let h = system::region(def.queue_mr).unwrap_or_else(unmapped);
+        let d = system::region(def.data_mr).unwrap_or_else(unmapped);
+        let _ = more.push((def.name, def.channel, queue(Queue::Rx, h, d)));
+    }
     let mut d = SerialDriver::with_state(k, uart, tx, rx, state);
+    for (name, channel, mem) in more {
+        d.add_rx_client(name, channel, mem);
+    }
     if let Some(e) = state_err {
         d.say(format_args!("serial_driver: state page: {:?}", e));
     }
