@@ -17,6 +17,9 @@
 #   make bench-native    the bench guest's block throughput on QEMU without seL4 (no SDK)
 #   make test-smp        Debian's kernel with four vCPUs: nproc, per-CPU interrupts, a stress run,
 #                        CPU hotplug, power-off (make linux-smp: the same guest to type into)
+#   make test-multivm    two VMs side by side (the system sdf-multivm generates from system.xml):
+#                        both test guests pass, each on its own half of the disk, input switched
+#   make test-multivm-crash  the same, one VMM crashed on purpose: the other VM runs on
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #   make test-host       the part of `make test` that needs neither an SDK nor QEMU
 #   make mutants         cargo-mutants over the queue, driver and VMM crates, one mutant at a time;
@@ -66,13 +69,20 @@ SYSTEM_PDS  = $(PDS) $(TEST_PDS)
 SYSTEM_FILE = $(OUT)/system-test.xml
 SYSTEM_ENV  = SYSTEM_XML=$(abspath $(SYSTEM_FILE))
 PD_TARGET_DIR ?= target/pd-test-$(MICROKIT_CONFIG)
+else ifeq ($(SYSTEM),multivm)
+# Several VMs side by side (issue 18): generated from system.xml and the VM list VMS by
+# sdf-multivm (build/sdf/src/multivm.rs); every PD built from it in a target dir of its own.
+SYSTEM_PDS  = $(PDS)
+SYSTEM_FILE = $(OUT)/system-multivm.xml
+SYSTEM_ENV  = SYSTEM_XML=$(abspath $(SYSTEM_FILE))
+PD_TARGET_DIR ?= target/pd-multivm-$(MICROKIT_CONFIG)
 else ifeq ($(SYSTEM),production)
 SYSTEM_PDS  = $(PDS)
 SYSTEM_FILE = system.xml
 SYSTEM_ENV  =
 PD_TARGET_DIR ?= target/pd-$(MICROKIT_CONFIG)
 else
-$(error SYSTEM=$(SYSTEM): production or test)
+$(error SYSTEM=$(SYSTEM): production, test or multivm)
 endif
 
 # The guest the VMM boots: by default the bare-metal test guest and the platform's own DTB;
@@ -122,7 +132,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux linux-smp-image linux-smp bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -185,10 +195,15 @@ guest:
 	dtc -q -I dts -O dtb -o $(GUEST_DIR)/virt.dtb guests/platform/virt.dts
 
 # The test system: system.xml with the overlay spliced in, validated (rewritten only on change).
+# The VMs of SYSTEM=multivm: the first is system.xml's own vmm.
+VMS ?= vmm vmm2
 system-file:
 	@if [ "$(SYSTEM)" = test ]; then \
 		$(CARGO) run -q -p sdf --bin sdf-compose -- system.xml system-test.xml $(SYSTEM_FILE) && \
 		echo "system: $(SYSTEM_FILE) (system.xml + system-test.xml)"; fi
+	@if [ "$(SYSTEM)" = multivm ]; then \
+		$(CARGO) run -q -p sdf --bin sdf-multivm -- system.xml $(SYSTEM_FILE) $(VMS) && \
+		echo "system: $(SYSTEM_FILE) (system.xml for the VMs $(VMS))"; fi
 
 # The VMM's virtio devices are cache-coherent (it skips cache maintenance once the guest's caches
 # are on: vmm/pd/src/guest_memory.rs), so a guest DTB that has these transports must mark them
@@ -252,6 +267,37 @@ test-qemu: check-sdk check-qemu
 	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/$(EXPECT).txt --log $(QEMU_LOG) \
 		--timeout $(QEMU_TIMEOUT) --linger 2 $(if $(EXPECT_EXIT),--expect-exit) -- $(QEMU) $(QEMU_ARGS) -serial stdio -monitor none && \
 	if [ -n "$(DISK_CHECK)" ]; then $(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(DISK_IMAGE); fi
+
+# Two VMs side by side (issue 18): the system sdf-multivm generates from system.xml for VMS (vmm
+# and vmm2), each VM running the test guest on its own half of a 32 MiB disk (blk_virt's equal
+# partitions), its console lines prefixed with its VMM's name by the serial driver, typed input
+# switched to vmm2 with Ctrl-\ 1 (build/expect/multivm.txt). Then each half of the disk image is
+# checked against the test guest's block plan on its own: each VM wrote its whole plan, and
+# only into its own partition.
+MULTIVM_BUILD := $(BUILD_DIR)/multivm
+MULTIVM_OUT   := $(MULTIVM_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+test-multivm: check-sdk check-qemu
+	$(MAKE) --no-print-directory test-qemu BOOT_SYSTEM=multivm BUILD_DIR=$(MULTIVM_BUILD) \
+		EXPECT=multivm EXPECT_EXIT= DISK_SIZE=32M DISK_CHECK= && \
+	for i in 0 1; do \
+		dd if=$(MULTIVM_OUT)/disk.img of=$(MULTIVM_OUT)/disk-vm$$i.img bs=1M skip=$$((i * 16)) count=16 status=none && \
+		echo "test-multivm: VM $$i's half of the disk:" && \
+		$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(MULTIVM_OUT)/disk-vm$$i.img || exit 1; done
+
+# A VMM that crashes leaves the other VM running: the same two-VM system, the VMMs built with
+# fault injection (vmm/fault-injection); the runner types the crash command at vmm's console
+# prompt: that VMM takes a VM fault (the Microkit monitor reports it), its guest stops, and vmm2's
+# guest passes every case and powers off (build/expect/multivm-crash.txt); vmm2's half of the
+# disk is checked.
+MULTIVM_CRASH_BUILD := $(BUILD_DIR)/multivm-crash
+MULTIVM_CRASH_OUT   := $(MULTIVM_CRASH_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+test-multivm-crash: check-sdk check-qemu
+	$(MAKE) --no-print-directory test-qemu BOOT_SYSTEM=multivm BUILD_DIR=$(MULTIVM_CRASH_BUILD) \
+		PD_TARGET_DIR=target/pd-multivm-crash-$(MICROKIT_CONFIG) VMM_FEATURES=fault-injection \
+		EXPECT=multivm-crash EXPECT_EXIT= DISK_SIZE=32M DISK_CHECK= && \
+	dd if=$(MULTIVM_CRASH_OUT)/disk.img of=$(MULTIVM_CRASH_OUT)/disk-vm1.img bs=1M skip=16 count=16 status=none && \
+	echo "test-multivm-crash: vmm2's half of the disk:" && \
+	$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(MULTIVM_CRASH_OUT)/disk-vm1.img
 
 # Driver restarts: the test system with drivers built with fault injection (their own target
 # dir and BUILD_DIR). The block driver crashes in its first life on the request that finds two
@@ -571,7 +617,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp test-multivm test-multivm-crash
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -6,7 +6,10 @@
 //!
 //! - **The VMM PD** `N` is a copy of `vmm`: the same program image (one ELF serves every VMM: the
 //!   Microkit tool patches each PD's own setvars, and the channel ids on the VMM's side are the
-//!   template's), one priority below the previous VMM, its VM named `guest_N`. Not copied: the
+//!   template's), one priority below the previous VMM, its VM named `guest_N` and one priority
+//!   below the previous VM (the first VM runs whenever it can, so a boot test's console
+//!   sessions come in a known order; equal priorities would share the core round robin). Not
+//!   copied: the
 //!   template's IRQs (the wake-up timer, PPI 30: the EL1 physical timer is one per core, so only
 //!   the first VMM owns it; the others do not park a vCPU waiting for its timer).
 //! - **Its regions**: every region the template maps that is its own (guest RAM and the
@@ -244,11 +247,14 @@ pub fn generate(base: &str, vms: &[&str]) -> Result<String, SdfError> {
                     let _ = writeln!(
                         new_pds,
                         "        <virtual_machine{}>",
-                        attrs(&c, |n, v| Some(if n == "name" {
-                            format!("{v}_{vm}")
-                        } else {
-                            v.into()
-                        }))
+                        attrs(&c, |n, v| match n {
+                            "name" => Some(format!("{v}_{vm}")),
+                            "priority" => Some(
+                                parse_u64(v)
+                                    .map_or(v.into(), |p| p.saturating_sub(k as u64).to_string())
+                            ),
+                            _ => Some(v.into()),
+                        })
                     );
                     for e in c.children().filter(|n| n.is_element()) {
                         match e.tag_name().name() {

@@ -122,7 +122,57 @@ pub struct Console {
     /// The VMM's own lines written before the TX queue was attached (they went to the debug
     /// console): replayed into the queue at attach when the kernel has no debug console.
     early: heapless::Vec<u8, EARLY_MAX>,
+    /// Fault injection: [`CRASH_COMMAND`] as it arrives.
+    crash: CommandMatch,
+    /// Fault injection: times the command came (a host build counts instead of crashing).
+    pub crashes_due: u64,
 }
+
+/// The console input that crashes a VMM built with the `fault-injection` feature (the two-VM
+/// test shows that the other VM runs on).
+pub const CRASH_COMMAND: &[u8] = b"@@crash-vmm@@";
+
+/// Matches [`CRASH_COMMAND`] in a byte stream.
+#[derive(Debug, Clone, Copy, Default)]
+struct CommandMatch(usize);
+
+impl CommandMatch {
+    const fn new() -> Self {
+        CommandMatch(0)
+    }
+
+    /// Feeds one byte; true when the command is complete.
+    fn feed(&mut self, b: u8) -> bool {
+        if CRASH_COMMAND.get(self.0) == Some(&b) {
+            self.0 += 1;
+        } else {
+            self.0 = usize::from(CRASH_COMMAND.first() == Some(&b));
+        }
+        if self.0 == CRASH_COMMAND.len() {
+            self.0 = 0;
+            return true;
+        }
+        false
+    }
+}
+
+/// The crash itself: a wild load on the target (the kernel stops the VMM with a VM fault, which
+/// the Microkit monitor reports), nothing on the host (the count shows it).
+#[cfg(all(
+    feature = "fault-injection",
+    target_arch = "aarch64",
+    target_os = "none"
+))]
+fn crash_now() {
+    microkit_rt::sel4::fault_injection::wild_load();
+}
+
+#[cfg(not(all(
+    feature = "fault-injection",
+    target_arch = "aarch64",
+    target_os = "none"
+)))]
+fn crash_now() {}
 
 /// Which of the guest's consoles takes the input typed on the UART.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +212,8 @@ impl Console {
             dropped: 0,
             rx_errors: 0,
             early: heapless::Vec::new(),
+            crash: CommandMatch::new(),
+            crashes_due: 0,
         }
     }
 }
@@ -192,7 +244,8 @@ impl Console {
     }
 
     /// Moves up to `room` bytes of input from the RX queue to `sink`; notifies the driver when
-    /// the queue protocol asks for it (it waits for space). Returns how many bytes moved.
+    /// the queue protocol asks for it (it waits for space). Returns how many bytes moved. With
+    /// the `fault-injection` feature, input that brings [`CRASH_COMMAND`] crashes the VMM.
     pub fn take_input<K: Kernel>(
         &mut self,
         k: &mut K,
@@ -203,7 +256,13 @@ impl Console {
         let mut n = 0;
         while n < room {
             match rx.dequeue_local() {
-                Ok(Some(b)) => sink(b),
+                Ok(Some(b)) => {
+                    if cfg!(feature = "fault-injection") && self.crash.feed(b) {
+                        self.crashes_due = self.crashes_due.saturating_add(1);
+                        crash_now();
+                    }
+                    sink(b)
+                }
                 Ok(None) => break,
                 Err(_) => {
                     self.rx_errors = self.rx_errors.saturating_add(1);
@@ -982,5 +1041,26 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
     fn virtual_ppi(&mut self, irq: u32) -> Result<(), PlatformError> {
         let r = self.vgic.ppi_event(&mut self.inj, self.vcpu, irq);
         self.vgic_result("virtual PPI", r)
+    }
+}
+
+#[cfg(test)]
+mod crash_command_tests {
+    use super::{CRASH_COMMAND, CommandMatch};
+
+    fn matches(input: &[u8]) -> usize {
+        let mut m = CommandMatch::new();
+        input.iter().filter(|&&b| m.feed(b)).count()
+    }
+
+    #[test]
+    fn the_command_is_found_whole_and_only_whole() {
+        assert_eq!(matches(CRASH_COMMAND), 1);
+        assert_eq!(matches(b"typed @@crash-vmm@@ here"), 1);
+        // A false start that begins the command again.
+        assert_eq!(matches(b"@@crash-@@crash-vmm@@"), 1);
+        assert_eq!(matches(b"@@crash-vm@@"), 0);
+        assert_eq!(matches(b"@@crash-vmm@"), 0);
+        assert_eq!(matches(&[CRASH_COMMAND, CRASH_COMMAND].concat()), 2);
     }
 }
