@@ -20,6 +20,7 @@
 #   make test-multivm    two VMs side by side (the system sdf-multivm generates from system.xml):
 #                        both test guests pass, each on its own half of the disk, input switched
 #   make test-multivm-crash  the same, one VMM crashed on purpose: the other VM runs on
+#   make test-multivm-linux  Debian's kernel in both VMs, each shell on its own half of the disk
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #   make test-host       the part of `make test` that needs neither an SDK nor QEMU
 #   make mutants         cargo-mutants over the queue, driver and VMM crates, one mutant at a time;
@@ -132,7 +133,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux linux-smp-image linux-smp bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -426,6 +427,31 @@ test-linux: check-qemu linux-image
 		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
 		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
 
+# Two Linux VMs side by side (issue 18): the generated two-VM system with Debian's kernel and the
+# shell initramfs in both VMs, each on its own copy of the ext4 image (a 32 MiB disk: blk_virt
+# gives each VM one half); the runner types into vmm2's shell first (Ctrl-\ 1), then into vmm's
+# (Ctrl-\ 0): each mounts its /dev/vda (16 MiB), writes a file, unmounts
+# (build/expect/multivm-linux.txt); then each half of the disk is checked on the host (clean,
+# its own file, not the other's).
+MVL_BUILD := $(BUILD_DIR)/multivm-linux
+MVL_OUT   := $(MVL_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
+test-multivm-linux: check-sdk check-qemu linux-guest
+	@mkdir -p $(MVL_OUT) && cat $(LINUX_DIR)/disk.img $(LINUX_DIR)/disk.img > $(MVL_OUT)/disk.img
+	@$(MAKE) --no-print-directory image SYSTEM=multivm BUILD_DIR=$(MVL_BUILD) \
+		PD_TARGET_DIR=target/pd-multivm-linux-$(MICROKIT_CONFIG) GUEST_IMAGE=$(LINUX_DIR)/Image \
+		GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz GUEST_DTB=$(LINUX_DIR)/virt-shell.dtb \
+		DISK_IMAGE=$(MVL_OUT)/disk.img
+	$(CARGO) run -q -p qemu-expect --bin qemu-expect -- --expect build/expect/multivm-linux.txt \
+		--log $(MVL_BUILD)/qemu.log --timeout $(LINUX_TIMEOUT) --linger 1 -- \
+		$(QEMU) -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
+		-device loader,file=$(MVL_OUT)/loader.img,addr=0x70000000,cpu-num=0 \
+		-drive if=none,format=raw,file=$(MVL_OUT)/disk.img,id=hd0 -device virtio-blk-device,drive=hd0 \
+		-global virtio-mmio.force-legacy=false -serial stdio -monitor none
+	dd if=$(MVL_OUT)/disk.img of=$(MVL_OUT)/disk-vmm.img bs=1M count=16 status=none
+	dd if=$(MVL_OUT)/disk.img of=$(MVL_OUT)/disk-vmm2.img bs=1M skip=16 count=16 status=none
+	guests/linux/check-disk.sh $(MVL_OUT)/disk-vmm.img /vm.txt $$(echo vmm | md5sum | cut -d' ' -f1)
+	guests/linux/check-disk.sh $(MVL_OUT)/disk-vmm2.img /vm.txt $$(echo vmm2 | md5sum | cut -d' ' -f1)
+
 # The block driver crashing under Linux: the Linux image with a block driver built with fault
 # injection (writes only: its 4th write request, then the 3rd of its second life, no third
 # crash), in a build of its own. The runner writes a file of known md5 onto ext4 with dd while
@@ -617,7 +643,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp test-multivm test-multivm-crash
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:
