@@ -106,10 +106,7 @@ pub trait Kernel {
     /// Whether system.xml gives this PD channel `ch` as an IRQ (the grant the Microkit tool
     /// patched in). A PD that shares its system with others of the same program (two VMMs)
     /// asks before it uses a device only one of them may own.
-    fn holds_irq(&self, ch: Channel) -> bool {
-        let _ = ch;
-        true
-    }
+    fn holds_irq(&self, ch: Channel) -> bool;
 }
 
 /// Registers an SMC call takes and returns (x0..x7, seL4's `seL4_ARM_SMCContext`).

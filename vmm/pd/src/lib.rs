@@ -1092,10 +1092,8 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// suspended by its CPU_OFF.
     #[cold]
     fn suspend_all(&mut self) {
-        let mut timer = false;
         let current = self.regs.vcpu();
         for (v, (c, slot)) in VCPUS.iter().zip(self.cpus.iter_mut()).enumerate() {
-            timer |= slot.deadline.is_some();
             let parked = self.parked & 1 << v != 0;
             slot.deadline = None;
             let off = self.psci.state(v) == Some(vmm_core::psci::PowerState::Off);
@@ -1104,8 +1102,8 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
         }
         self.parked = 0;
-        if timer || self.wakeup_at.is_some() {
-            self.wakeup_at = None;
+        // The timer is armed exactly when `wakeup_at` says so (`arm_wakeup`).
+        if self.wakeup_at.take().is_some() {
             self.k.timer_set(None);
         }
     }

@@ -707,6 +707,9 @@ struct RefusingReads {
 }
 
 impl Kernel for RefusingReads {
+    fn holds_irq(&self, ch: Channel) -> bool {
+        self.inner.holds_irq(ch)
+    }
     fn mr(&self, i: usize) -> u64 {
         self.inner.mr(i)
     }
