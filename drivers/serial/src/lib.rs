@@ -25,7 +25,9 @@
 //! - RX queue (driver → vmm), [`RX_CHANNEL`]: on the RX / receive-timeout interrupts the RX
 //!   FIFO is drained (while !UARTFR.RXFE, at most [`RX_BURST`] bytes per interrupt) into the
 //!   queue and the vmm is notified once if bytes were added; bytes that find the queue full are
-//!   dropped and counted.
+//!   dropped and counted. With other VMs' consoles ([`SerialDriver::add_rx_client`], from
+//!   [`rx_clients`]: a peer's `serial_rx_queue_P` on its second channel), input goes to one
+//!   console at a time, switched with Ctrl-\ and a digit ([`SWITCH_BYTE`]).
 //! - IRQ ([`IRQ_CHANNEL`]): UARTMIS is read and cleared (UARTICR) before the work, and the IRQ is
 //!   acknowledged through [`DeferredAction::IrqAck`], so the ack rides on the next receive.
 //! - The driver's own lines ([`SerialDriver::say`]: its start-up report, every error the event
@@ -91,8 +93,10 @@ pub const MAX_TX_CLIENTS: usize = 8;
 /// Every TX client the system description gives this driver, in the order turns go round: the
 /// vmm (guest console and the VMM's messages, on [`TX_CHANNEL`]), then each other peer P the
 /// driver has a channel to and whose queue it maps as `serial_tx_queue_P` / `serial_tx_data_P`,
-/// by channel id. The production system has the vmm, blk_driver, driver_monitor and blk_virt; the test system adds the
-/// self-test PDs. Nothing here names a PD but the vmm: a client is a grant of system.xml.
+/// by channel id (its first channel: a VMM's second is its RX channel). The production system
+/// has the vmm, blk_driver, driver_monitor and blk_virt; the test system adds the self-test
+/// PDs; a system of several VMs (`sdf-multivm`) the other VMMs. Nothing here names a PD but the
+/// vmm: a client is a grant of system.xml.
 pub fn tx_clients() -> heapless::Vec<TxClientDef, MAX_TX_CLIENTS> {
     tx_clients_of(system::PEERS, system::MAPS, system::VM_PEERS)
 }
@@ -831,6 +835,7 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
     /// console at a time: the vmm's first; [`SWITCH_BYTE`] and then digit `i` send what follows to
     /// console `i` (0: the vmm's, then these in the order added), and the driver says so on a
     /// line of its own. [`SWITCH_BYTE`] followed by anything else goes to the console as typed.
+    /// A restarted driver starts a new life with the input at the vmm's console again.
     pub fn add_rx_client(
         &mut self,
         name: &'static str,
