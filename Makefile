@@ -286,7 +286,8 @@ test-multivm: check-sdk check-qemu
 		$(CARGO) run -q -p blk-pattern --bin blk-disk-check -- $(MULTIVM_OUT)/disk-vm$$i.img || exit 1; done
 
 # A VMM that crashes leaves the other VM running: the same two-VM system, the VMMs built with
-# fault injection (vmm/fault-injection); the runner types the crash command at vmm's console
+# fault injection (vmm/fault-injection). The runner first makes vmm ask blk_virt for the first
+# block of vmm2's half (blk_virt refuses it), then types the crash command at vmm's console
 # prompt: that VMM takes a VM fault (the Microkit monitor reports it), its guest stops, and vmm2's
 # guest passes every case and powers off (build/expect/multivm-crash.txt); vmm2's half of the
 # disk is checked.

@@ -223,6 +223,17 @@ impl QueueBackend {
         !matches!(self.resp.available(), Ok(0))
     }
 
+    /// Fault injection: queues a read of the first block beyond this VM's disk with an id no
+    /// request of the device model has (its answer is counted as an unknown id) and returns the
+    /// block asked for.
+    pub fn probe_beyond(&mut self) -> Result<u64, EnqueueError> {
+        let block = self.info.blocks;
+        let req = BlkReq::new(BlkReqCode::READ, 0, block, 1, u32::MAX);
+        self.req.enqueue(&req)?;
+        self.kick = true;
+        Ok(block)
+    }
+
     /// Counters.
     pub fn stats(&self) -> &BackendStats {
         &self.stats

@@ -126,30 +126,42 @@ pub struct Console {
     crash: CommandMatch,
     /// Fault injection: times the command came (a host build counts instead of crashing).
     pub crashes_due: u64,
+    /// Fault injection: [`PROBE_COMMAND`] as it arrives.
+    probe: CommandMatch,
+    /// Fault injection: the probe command came and the probe is not sent yet.
+    probe_due: bool,
 }
 
 /// The console input that crashes a VMM built with the `fault-injection` feature (the two-VM
 /// test shows that the other VM runs on).
 pub const CRASH_COMMAND: &[u8] = b"@@crash-vmm@@";
 
-/// Matches [`CRASH_COMMAND`] in a byte stream.
-#[derive(Debug, Clone, Copy, Default)]
-struct CommandMatch(usize);
+/// The console input that makes a VMM built with the `fault-injection` feature ask the block
+/// virtualiser for the first block beyond its VM's disk (a VMM gone wrong reaching for another
+/// VM's partition: the two-VM test shows that the virtualiser refuses it).
+pub const PROBE_COMMAND: &[u8] = b"@@probe-beyond@@";
+
+/// Matches a command in a byte stream.
+#[derive(Debug, Clone, Copy)]
+struct CommandMatch {
+    command: &'static [u8],
+    at: usize,
+}
 
 impl CommandMatch {
-    const fn new() -> Self {
-        CommandMatch(0)
+    const fn new(command: &'static [u8]) -> Self {
+        CommandMatch { command, at: 0 }
     }
 
     /// Feeds one byte; true when the command is complete.
     fn feed(&mut self, b: u8) -> bool {
-        if CRASH_COMMAND.get(self.0) == Some(&b) {
-            self.0 += 1;
+        if self.command.get(self.at) == Some(&b) {
+            self.at += 1;
         } else {
-            self.0 = usize::from(CRASH_COMMAND.first() == Some(&b));
+            self.at = usize::from(self.command.first() == Some(&b));
         }
-        if self.0 == CRASH_COMMAND.len() {
-            self.0 = 0;
+        if self.at == self.command.len() {
+            self.at = 0;
             return true;
         }
         false
@@ -212,8 +224,10 @@ impl Console {
             dropped: 0,
             rx_errors: 0,
             early: heapless::Vec::new(),
-            crash: CommandMatch::new(),
+            crash: CommandMatch::new(CRASH_COMMAND),
             crashes_due: 0,
+            probe: CommandMatch::new(PROBE_COMMAND),
+            probe_due: false,
         }
     }
 }
@@ -261,6 +275,9 @@ impl Console {
                         self.crashes_due = self.crashes_due.saturating_add(1);
                         crash_now();
                     }
+                    if cfg!(feature = "fault-injection") && self.probe.feed(b) {
+                        self.probe_due = true;
+                    }
                     sink(b)
                 }
                 Ok(None) => break,
@@ -276,6 +293,11 @@ impl Console {
             let _ = k.notify(SERIAL_RX);
         }
         n
+    }
+
+    /// Whether the probe command came since the last call ([`PROBE_COMMAND`]).
+    pub fn take_probe(&mut self) -> bool {
+        core::mem::take(&mut self.probe_due)
     }
 
     /// Room in the PL011's RX FIFO.
@@ -908,6 +930,35 @@ impl<K: Kernel> PlatformCtx<'_, K> {
             self.raise(virtio::layout::CONSOLE_IRQ);
         }
         self.console_line();
+        if self.devices.console.take_probe() {
+            self.probe_beyond();
+        }
+    }
+
+    /// Fault injection ([`PROBE_COMMAND`]): a read of the first block beyond the VM's disk goes
+    /// to the block virtualiser as a VMM gone wrong would send it; its refusal comes back as an
+    /// answer to no request of the device model (counted as an unknown id).
+    fn probe_beyond(&mut self) {
+        let Some(blk) = self.devices.blk.as_mut() else {
+            return;
+        };
+        use core::fmt::Write as _;
+        let mut line = heapless::String::<96>::new();
+        match blk.device_mut().backend_mut().probe_beyond() {
+            Ok(block) => {
+                let _ = writeln!(
+                    line,
+                    "vmm: fault injection: read of block {block} (beyond this VM's disk) sent"
+                );
+                self.kick_blk();
+            }
+            Err(e) => {
+                let _ = writeln!(line, "vmm: fault injection: probe not sent: {e:?}");
+            }
+        }
+        self.devices
+            .console
+            .write_vmm(&mut self.inj.k, line.as_bytes());
     }
 
     fn vgic_result(
@@ -1049,7 +1100,7 @@ mod crash_command_tests {
     use super::{CRASH_COMMAND, CommandMatch};
 
     fn matches(input: &[u8]) -> usize {
-        let mut m = CommandMatch::new();
+        let mut m = CommandMatch::new(CRASH_COMMAND);
         input.iter().filter(|&&b| m.feed(b)).count()
     }
 
