@@ -193,7 +193,7 @@ system-file:
 # The VMM's virtio devices are cache-coherent (it skips cache maintenance once the guest's caches
 # are on: vmm/pd/src/guest_memory.rs), so a guest DTB that has these transports must mark them
 # dma-coherent (a DTB without them does not use them).
-VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00
+VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00 /virtio_mmio@a003a00
 check-guest-dtb: guest
 	@for n in $(VIRTIO_NODES); do \
 		props=$$(fdtget -p $(GUEST_DTB) $$n 2>/dev/null) || continue; \
