@@ -506,12 +506,12 @@ host-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
 
-# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 40 s for the 14 targets, plus the
+# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 5 min for the 15 targets, plus the
 # sanitizer builds), each starting from its corpus in the repository (fuzz/corpus/<target>,
 # what earlier runs found); any crash fails the run, the reproducer left in fuzz/artifacts.
 # `make fuzz-cmin` minimises the corpora before they are committed.
 FUZZ_SECONDS ?= 20
-FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz drivers/blk-virt/fuzz
+FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz drivers/blk-virt/fuzz drivers/net-virt/fuzz
 FUZZ          = $(CARGO) +$(FUZZ_TOOLCHAIN) fuzz
 fuzz:
 	@$(FUZZ) --version >/dev/null 2>&1 || { echo "fuzz: needs $(FUZZ_TOOLCHAIN) and cargo-fuzz: run make setup"; exit 1; }; \

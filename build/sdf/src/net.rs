@@ -126,3 +126,53 @@ pub fn build_script(virt: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn system(extra_maps: &str) -> System {
+        crate::parse(&format!(
+            r#"<system>
+                <memory_region name="net_rx_free_a" size="0x1000" />
+                <memory_region name="net_rx_active_a" size="0x1000" />
+                <memory_region name="net_tx_free_a" size="0x1000" />
+                <memory_region name="net_tx_active_a" size="0x1000" />
+                <memory_region name="net_rx_data_a" size="0x20000" />
+                <memory_region name="net_tx_data_a" size="0x10000" />
+                <protection_domain name="v" priority="2">
+                    <program_image path="v.elf" />
+                    <map mr="net_tx_active_a" vaddr="0x1000000" perms="rw" />
+                    {extra_maps}
+                </protection_domain>
+                <protection_domain name="a" priority="1"><program_image path="a.elf" /></protection_domain>
+                <channel><end pd="v" id="4" /><end pd="a" id="2" /></channel>
+            </system>"#
+        ))
+        .expect("parses")
+    }
+
+    #[test]
+    fn a_client_needs_its_six_regions_and_a_channel() {
+        let all = r#"<map mr="net_rx_free_a" vaddr="0x1001000" perms="rw" />
+            <map mr="net_rx_active_a" vaddr="0x1002000" perms="rw" />
+            <map mr="net_tx_free_a" vaddr="0x1003000" perms="rw" />
+            <map mr="net_rx_data_a" vaddr="0x1100000" perms="rw" />
+            <map mr="net_tx_data_a" vaddr="0x1200000" perms="r" />"#;
+        let c = virt_clients(&system(all), "v").unwrap();
+        assert_eq!(
+            c,
+            [NetClient {
+                name: "a".into(),
+                channel: 4,
+                rx_data_size: 0x20000,
+                tx_data_size: 0x10000
+            }]
+        );
+        let code = generate_virt(&system(all), "v").unwrap();
+        assert!(code.contains("mac: sddf_queue::net::mac_for(\"a\".as_bytes())"));
+        let e = virt_clients(&system(""), "v").unwrap_err();
+        assert!(e.message.contains("not net_rx_free_a"), "{}", e.message);
+        assert!(virt_clients(&system(all), "nobody").is_err());
+    }
+}

@@ -35,12 +35,15 @@
 
 use core::sync::atomic::AtomicU16;
 use microkit_rt::{Channel, ChannelSet, Handler, Kernel, KernelError, RegionError, SharedRegion};
+use route::Route;
 use sddf_queue::net::{NetConsumer, NetProducer};
 use sddf_queue::{
     EnqueueError, NET_BUFFER_SIZE, NetBuffDesc, QueueError, SetupError, SignalRequest,
 };
 pub use serial_client::Console;
 use serial_client::serial_println;
+
+pub mod route;
 
 /// Constants generated from the system description (see build.rs).
 #[allow(non_upper_case_globals, dead_code, missing_docs, unsafe_code)]
@@ -89,10 +92,7 @@ pub const QUEUE_CAPACITY: u32 = 64;
 /// Frames taken from one client per notification at most (twice its buffers: a client on
 /// another core may refill its queue while it is drained).
 pub const BUDGET: u32 = 2 * QUEUE_CAPACITY;
-/// The shortest frame: an Ethernet header.
-pub const MIN_FRAME: usize = 14;
-/// The longest frame without FCS (1500 bytes of payload).
-pub const MAX_FRAME: usize = 1514;
+pub use route::{MAX_FRAME, MIN_FRAME};
 
 /// One client's regions, as `sddf-queue` and the copy take them.
 #[derive(Debug)]
@@ -211,8 +211,6 @@ struct Queues<'q> {
 struct Port<'q> {
     cfg: ClientConfig,
     q: Option<Queues<'q>>,
-    /// Another client earlier in the table has the same address: no unicast reaches this one.
-    shadowed: bool,
     stats: ClientStats,
 }
 
@@ -272,7 +270,6 @@ impl<'q, K: Kernel> NetVirt<'q, K> {
             let _ = v.ports.push(Port {
                 cfg,
                 q,
-                shadowed,
                 stats: ClientStats::default(),
             });
         }
@@ -361,14 +358,12 @@ impl<'q, K: Kernel> NetVirt<'q, K> {
                 }
             };
             p.stats.tx_frames += 1;
-            let len = usize::from(d.len);
-            let read = match usize::try_from(d.io_or_offset) {
-                Ok(off) if (MIN_FRAME..=MAX_FRAME).contains(&len) => {
-                    q.tx_data.read(off, &mut frame[..len]).is_ok()
-                }
-                _ => false,
-            };
-            if read {
+            let range = route::tx_range(d.io_or_offset, d.len, q.tx_data.size());
+            let read = range.and_then(|r| {
+                let buf = frame.get_mut(..r.len())?;
+                q.tx_data.read(r.start, buf).ok().map(|()| r.len())
+            });
+            if let Some(len) = read {
                 self.switch(i, &frame[..len]);
             } else {
                 p.stats.malformed += 1;
@@ -411,40 +406,36 @@ impl<'q, K: Kernel> NetVirt<'q, K> {
         }
     }
 
-    /// Sends client `i`'s frame where its destination address says: a broadcast or multicast
-    /// frame to every other client, a unicast frame to the client with that address. A frame
-    /// that has nowhere to go is counted at its sender; one a destination had no room for, at
-    /// the destination.
+    /// Sends client `i`'s frame where its destination address says ([`route::route`]): a
+    /// broadcast or multicast frame to every other client, a unicast frame to the client with
+    /// that address. A frame that has nowhere to go is counted at its sender; one a destination
+    /// had no room for, at the destination.
     fn switch(&mut self, i: usize, frame: &[u8]) {
-        let (dst, src) = (&frame[0..6], &frame[6..12]);
-        let Some(me) = self.ports.get(i) else { return };
-        let why = if src != me.cfg.mac {
-            if let Some(p) = self.ports.get_mut(i) {
-                p.stats.spoofed += 1;
+        let mut macs = [[0u8; 6]; MAX_CLIENTS];
+        for (m, p) in macs.iter_mut().zip(self.ports.iter()) {
+            *m = p.cfg.mac;
+        }
+        let n = self.ports.len();
+        let why = match route::route(frame, i, &macs[..n]) {
+            Route::To(j) => {
+                self.deliver(j, frame);
+                return;
             }
-            "a source address not its own"
-        } else if dst[0] & 1 == 1 {
-            if self.ports.len() > 1 {
-                for j in (0..self.ports.len()).filter(|&j| j != i) {
+            Route::AllOthers => {
+                for j in (0..n).filter(|&j| j != i) {
                     self.deliver(j, frame);
                 }
                 return;
             }
-            "no other client"
-        } else {
-            let to = self
-                .ports
-                .iter()
-                .position(|p| !p.shadowed && p.cfg.mac == dst);
-            match to {
-                Some(j) if j != i => {
-                    self.deliver(j, frame);
-                    return;
-                }
-                Some(_) => "its own address",
-                None => "no client with that address",
-            }
+            Route::Nowhere(why) => why,
         };
+        if why == route::Drop::Spoofed
+            && let Some(p) = self.ports.get_mut(i)
+        {
+            p.stats.spoofed += 1;
+        }
+        let dst = frame.get(..6).unwrap_or(&[0; 6]);
+        let ty = frame.get(12..14).unwrap_or(&[0; 2]);
         let Some(p) = self.ports.get_mut(i) else {
             return;
         };
@@ -463,9 +454,9 @@ impl<'q, K: Kernel> NetVirt<'q, K> {
                 dst[3],
                 dst[4],
                 dst[5],
-                frame[12],
-                frame[13],
-                why
+                ty[0],
+                ty[1],
+                why.as_str()
             );
         }
     }
