@@ -112,6 +112,8 @@ pub struct SimClient {
     pub raw: [&'static [AtomicU16]; 4],
     /// RX buffers this client has not posted yet (offsets).
     pub rx_spare: Vec<u64>,
+    /// The client's own mappings of its six regions (for a real client, a VMM, to take).
+    pub own_view: Option<[SharedRegion; 6]>,
 }
 
 impl SimClient {
@@ -212,6 +214,7 @@ impl Rig {
                 [cfg.rx_free, cfg.rx_active, cfg.tx_free, cfg.tx_active].map(&region);
             let (rd, td) = (region(cfg.rx_data), region(cfg.tx_data));
             let raw = [&rf, &ra, &tf, &ta].map(halves);
+            let own_view = Some([&rf, &ra, &tf, &ta, &rd, &td].map(Sim::alias));
             let rx_bufs = rd.size() / BUF;
             clients.push(SimClient {
                 cfg: *cfg,
@@ -226,6 +229,7 @@ impl Rig {
                     .rev()
                     .map(|b| (b * BUF) as u64)
                     .collect(),
+                own_view,
             });
             let mem =
                 ClientMem::from_regions([Ok(rf), Ok(ra), Ok(tf), Ok(ta)], Ok(rd), Ok(td)).unwrap();
