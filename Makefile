@@ -58,7 +58,7 @@ TARGET          := aarch64-unknown-none
 # Protection domains: crate name = ELF name in system.xml's <program_image>. The production
 # system (system.xml) has PDS; the test system adds TEST_PDS (system-test.xml, an overlay that
 # sdf-compose splices into system.xml: one source for everything both share).
-PDS      := vmm serial-driver blk-driver blk-virt driver-monitor
+PDS      := vmm serial-driver blk-driver blk-virt net-virt driver-monitor
 TEST_PDS := selftest-ping selftest-pong
 # Which system `image` builds: production (system.xml, what a user boots) or test (the boot
 # tests'). Every PD of a test image is generated from the composed test system (SYSTEM_XML), in a
@@ -209,7 +209,7 @@ system-file:
 # The VMM's virtio devices are cache-coherent (it skips cache maintenance once the guest's caches
 # are on: vmm/pd/src/guest_memory.rs), so a guest DTB that has these transports must mark them
 # dma-coherent (a DTB without them does not use them).
-VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00
+VIRTIO_NODES := /virtio_mmio@a003e00 /virtio_mmio@a003c00 /virtio_mmio@a003a00
 check-guest-dtb: guest
 	@for n in $(VIRTIO_NODES); do \
 		props=$$(fdtget -p $(GUEST_DTB) $$n 2>/dev/null) || continue; \
@@ -579,12 +579,12 @@ host-test:
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test --release -p sddf-queue --test loom
 
-# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 4 min 40 s for the 14 targets, plus the
+# Every cargo-fuzz target for FUZZ_SECONDS (20 s each: 5 min for the 15 targets, plus the
 # sanitizer builds), each starting from its corpus in the repository (fuzz/corpus/<target>,
 # what earlier runs found); any crash fails the run, the reproducer left in fuzz/artifacts.
 # `make fuzz-cmin` minimises the corpora before they are committed.
 FUZZ_SECONDS ?= 20
-FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz drivers/blk-virt/fuzz
+FUZZ_DIRS    := vmm/core/fuzz vmm/devices/fuzz vmm/pd/fuzz drivers/blk-virt/fuzz drivers/net-virt/fuzz
 FUZZ          = $(CARGO) +$(FUZZ_TOOLCHAIN) fuzz
 fuzz:
 	@$(FUZZ) --version >/dev/null 2>&1 || { echo "fuzz: needs $(FUZZ_TOOLCHAIN) and cargo-fuzz: run make setup"; exit 1; }; \

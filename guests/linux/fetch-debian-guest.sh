@@ -31,7 +31,7 @@
 # initrd addresses the VMM's loader will use for initramfs.cpio.gz) and OUT_DIR/versions.txt.
 # It also writes, whatever the options above:
 #   OUT_DIR/initramfs-shell.cpio.gz  the interactive guest: /init loads virtio_mmio, virtio_blk,
-#             virtio_console, ext4 and their dependencies, prints "linux-guest: userspace up" and
+#             virtio_console, virtio_net, ext4 and their dependencies, prints "linux-guest: userspace up" and
 #             starts a login shell with job control on the console (prompt "linux$ "); it never
 #             powers off by itself (type `poweroff -f`)
 #   OUT_DIR/disk.img  a DISK_SIZE ext4 image of guests/linux/disk/, made with `mke2fs -d` (no
@@ -296,7 +296,8 @@ EOF
 }
 make_cpio "$ird" "$out/initramfs.cpio"
 
-# The interactive guest's initramfs: busybox-static, the virtio modules and ext4 with everything
+# The interactive guest's initramfs: busybox-static, the virtio modules (virtio_net brings
+# net_failover and failover) and ext4 with everything
 # it needs, and a login shell with job control on the console. Every timestamp is $epoch, so the
 # archive is reproducible.
 sird=$out/initramfs-shell
@@ -305,7 +306,7 @@ mkdir -p "$sird/bin" "$sird/sbin" "$sird/usr/bin" "$sird/usr/sbin" "$sird/dev" "
     "$sird/sys" "$sird/etc" "$sird/root" "$sird/mnt" "$sird/tmp" "$sird/lib/modules"
 cp "$out/busybox/bin/busybox" "$sird/bin/busybox"
 ln -s busybox "$sird/bin/sh"
-modules "$sird/lib/modules" virtio_mmio virtio_blk virtio_console ext4 >"$sird/lib/modules/load-order"
+modules "$sird/lib/modules" virtio_mmio virtio_blk virtio_console virtio_net ext4 >"$sird/lib/modules/load-order"
 printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' >"$sird/etc/passwd"
 printf '%s\n' 'root:x:0:' >"$sird/etc/group"
 cat >"$sird/etc/profile" <<'EOF'

@@ -235,11 +235,14 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
         );
     }
     let _ = writeln!(w, "}}");
+    // The patched symbols keep their names only on the target, where the Microkit tool finds
+    // them: on the host nothing patches them, and two PD crates linked into one test binary
+    // (two VMMs' cards through the real net_virt) would define the same names twice.
     for m in &scope.maps {
         if let Some(sym) = &m.setvar_vaddr {
             let _ = writeln!(
                 w,
-                "/// Patched with the address of region `{}`.\n#[unsafe(no_mangle)]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);",
+                "/// Patched with the address of region `{}`.\n#[cfg_attr(target_os = \"none\", unsafe(no_mangle))]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);",
                 m.mr
             );
             let _ = writeln!(
@@ -253,7 +256,7 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
         if let Some(sym) = &m.setvar_size {
             let _ = writeln!(
                 w,
-                "/// Patched with the size of region `{}`.\n#[unsafe(no_mangle)]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);",
+                "/// Patched with the size of region `{}`.\n#[cfg_attr(target_os = \"none\", unsafe(no_mangle))]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);",
                 m.mr
             );
         }
@@ -266,14 +269,14 @@ pub fn generate(sys: &System, pd: &str) -> Result<String, SdfError> {
     {
         let _ = writeln!(
             w,
-            "/// Patched with a channel id.\n#[unsafe(no_mangle)]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);"
+            "/// Patched with a channel id.\n#[cfg_attr(target_os = \"none\", unsafe(no_mangle))]\n#[used]\npub static {sym}: Patched<u64> = Patched::new(0);"
         );
     }
     if let Some(pd_def) = sys.pd(pd) {
         for v in &pd_def.setvars {
             let _ = writeln!(
                 w,
-                "/// Patched with the physical address of region `{}`.\n#[unsafe(no_mangle)]\n#[used]\npub static {}: Patched<u64> = Patched::new(0);",
+                "/// Patched with the physical address of region `{}`.\n#[cfg_attr(target_os = \"none\", unsafe(no_mangle))]\n#[used]\npub static {}: Patched<u64> = Patched::new(0);",
                 v.region_paddr, v.symbol
             );
         }

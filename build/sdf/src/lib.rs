@@ -10,6 +10,7 @@ pub mod blk;
 pub mod codegen;
 pub mod model;
 pub mod multivm;
+pub mod net;
 pub mod overlay;
 pub mod parse;
 pub mod policy;

@@ -69,6 +69,8 @@ pub const POLICY: Policy = Policy {
         region("serial_tx_data_blk_driver", 0x1000),
         region("serial_tx_queue_blk_virt", 0x1000),
         region("serial_tx_data_blk_virt", 0x1000),
+        region("serial_tx_queue_net_virt", 0x1000),
+        region("serial_tx_data_net_virt", 0x1000),
         region("serial_tx_queue_driver_monitor", 0x1000),
         region("serial_tx_data_driver_monitor", 0x1000),
         region("serial_driver_state", 0x1000),
@@ -86,6 +88,13 @@ pub const POLICY: Policy = Policy {
         region("blk_resp_queue_vmm", 0x1000),
         region("blk_storage_info_vmm", 0x1000),
         region("blk_data_vmm", 0x40_0000),
+        // Network: the queues between net_virt and the vmm, the vmm's two data regions.
+        region("net_rx_free_vmm", 0x1000),
+        region("net_rx_active_vmm", 0x1000),
+        region("net_tx_free_vmm", 0x1000),
+        region("net_tx_active_vmm", 0x1000),
+        region("net_rx_data_vmm", 0x2_0000),
+        region("net_tx_data_vmm", 0x2_0000),
         // Test system only.
         region("selftest_shared", 0x1000),
     ],
@@ -110,12 +119,19 @@ pub const POLICY: Policy = Policy {
                 rw("blk_resp_queue_vmm"),
                 rw("blk_storage_info_vmm"),
                 rw("blk_data_vmm"),
+                rw("net_rx_free_vmm"),
+                rw("net_rx_active_vmm"),
+                rw("net_tx_free_vmm"),
+                rw("net_tx_active_vmm"),
+                rw("net_rx_data_vmm"),
+                rw("net_tx_data_vmm"),
             ],
             channels: &[
                 ch(0, "selftest_ping"),
                 ch(1, "serial_driver"),
                 ch(2, "serial_driver"),
                 ch(3, "blk_virt"),
+                ch(5, "net_virt"),
             ],
             irqs: &[IrqRule {
                 irq: 30,
@@ -170,6 +186,8 @@ pub const POLICY: Policy = Policy {
                 rw("serial_tx_data_driver_monitor"),
                 rw("serial_tx_queue_blk_virt"),
                 rw("serial_tx_data_blk_virt"),
+                rw("serial_tx_queue_net_virt"),
+                rw("serial_tx_data_net_virt"),
                 rw("serial_driver_state"),
             ],
             channels: &[
@@ -180,6 +198,7 @@ pub const POLICY: Policy = Policy {
                 ch(5, "blk_driver"),
                 ch(6, "driver_monitor"),
                 ch(7, "blk_virt"),
+                ch(8, "net_virt"),
             ],
             irqs: &[IrqRule {
                 irq: 33,
@@ -246,6 +265,33 @@ pub const POLICY: Policy = Policy {
                 rw("serial_tx_data_blk_virt"),
             ],
             channels: &[ch(0, "blk_driver"), ch(1, "vmm"), ch(3, "serial_driver")],
+            irqs: &[],
+            paddrs: &[],
+            vm: None,
+        },
+        // The network virtualiser: each network client's four queues and its two data regions
+        // (it copies frames between clients: the TX data read-only, the RX data written), and
+        // its serial TX queue. No guest memory, no physical address, no IRQ, not a child.
+        PdRule {
+            name: "net_virt",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[
+                rw("net_rx_free_vmm"),
+                rw("net_rx_active_vmm"),
+                rw("net_tx_free_vmm"),
+                rw("net_tx_active_vmm"),
+                rw("net_rx_data_vmm"),
+                MapRule {
+                    mr: "net_tx_data_vmm",
+                    perms: "r",
+                    cached: true,
+                },
+                rw("serial_tx_queue_net_virt"),
+                rw("serial_tx_data_net_virt"),
+            ],
+            channels: &[ch(0, "serial_driver"), ch(1, "vmm")],
             irqs: &[],
             paddrs: &[],
             vm: None,

@@ -84,8 +84,7 @@ fn every_system_description_obeys_the_policy() {
 }
 
 #[test]
-fn the_production_system_holds_the_vmm_its_guest_the_driver_domains_and_the_block_virtualiser_only()
-{
+fn the_production_system_holds_the_vmm_its_guest_the_driver_domains_and_the_virtualisers_only() {
     let sys = sdf::parse(&production_text()).unwrap();
     let pds: BTreeSet<&str> = sys.pds.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -95,7 +94,8 @@ fn the_production_system_holds_the_vmm_its_guest_the_driver_domains_and_the_bloc
             "driver_monitor",
             "serial_driver",
             "blk_driver",
-            "blk_virt"
+            "blk_virt",
+            "net_virt"
         ])
     );
     let vms: Vec<&str> = sys
@@ -352,6 +352,39 @@ fn the_block_virtualiser_mapping_a_data_region_or_told_its_address_fails() {
     assert_eq!(
         only(&t),
         ("blk_virt".into(), Kind::Paddr("blk_data_vmm".into()))
+    );
+}
+
+#[test]
+fn the_network_virtualiser_writing_a_tx_data_region_or_mapping_guest_memory_fails() {
+    // It only reads a sender's frames; it writes only the destinations' receive buffers.
+    let t = edit(
+        &production_text(),
+        r#"<map mr="net_tx_data_vmm" vaddr="0x4200000" perms="r""#,
+        r#"<map mr="net_tx_data_vmm" vaddr="0x4200000" perms="rw""#,
+    );
+    assert_eq!(
+        only(&t),
+        (
+            "net_virt".into(),
+            Kind::Perms {
+                mr: "net_tx_data_vmm".into(),
+                granted: "rw".into(),
+                allowed: "r"
+            }
+        )
+    );
+    let virt = r#"<program_image path="net-virt.elf" />"#;
+    let t = edit(
+        &production_text(),
+        virt,
+        &format!("{virt}\n<map mr=\"guest_ram\" vaddr=\"0x10000000\" perms=\"r\" />"),
+    );
+    let v = violations(&t);
+    assert!(
+        v.iter().any(|v| v.subject == "net_virt"),
+        "guest RAM in net_virt must fail:{}",
+        report(&v)
     );
 }
 

@@ -219,3 +219,41 @@ impl<'a> NetConsumer<'a> {
         self.flag.store(SIGNAL_CANCELLED);
     }
 }
+
+/// The MAC address of network client `name` (a PD name from system.xml), this project's rule:
+/// `52:54:00` (QEMU's locally administered, unicast prefix) and the low three bytes of the
+/// 32-bit FNV-1a hash of the name. The VMM computes its card's address from its own
+/// `microkit_name`, which the Microkit tool patches per PD, so one VMM ELF serves any number of
+/// VMs with distinct addresses; the network virtualiser computes each client's address from the
+/// same name at build time (its client table) and switches by it. Two names with the same
+/// address are refused by the virtualiser (the second client gets no unicast frames).
+pub const fn mac_for(name: &[u8]) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < name.len() {
+        h ^= name[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    let b = h.to_be_bytes();
+    [0x52, 0x54, 0x00, b[1], b[2], b[3]]
+}
+
+#[cfg(test)]
+mod mac_tests {
+    use super::mac_for;
+
+    #[test]
+    fn addresses_are_unicast_local_and_distinct() {
+        let a = mac_for(b"vmm");
+        let b = mac_for(b"vmm2");
+        assert_ne!(a, b);
+        for m in [a, b] {
+            assert_eq!(&m[..3], &[0x52, 0x54, 0x00]);
+            assert_eq!(m[0] & 1, 0, "unicast");
+            assert_eq!(m[0] & 2, 2, "locally administered");
+        }
+        // FNV-1a of the empty name is its offset basis.
+        assert_eq!(mac_for(b""), [0x52, 0x54, 0x00, 0x1c, 0x9d, 0xc5]);
+    }
+}

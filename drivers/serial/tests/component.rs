@@ -73,7 +73,7 @@ static TX_CLIENTS_CAP: LazyLock<Vec<usize>> = LazyLock::new(|| {
 });
 
 #[test]
-fn the_test_system_has_six_tx_clients_and_production_four() {
+fn the_test_system_has_seven_tx_clients_and_production_five() {
     let names: Vec<&str> = TX_CLIENTS.iter().map(|d| d.name).collect();
     assert_eq!(
         names,
@@ -83,11 +83,12 @@ fn the_test_system_has_six_tx_clients_and_production_four() {
             "selftest_pong",
             "blk_driver",
             "driver_monitor",
-            "blk_virt"
+            "blk_virt",
+            "net_virt"
         ]
     );
     // This crate is generated from production system.xml: the vmm, blk_driver, the driver
-    // monitor and the block virtualiser only.
+    // monitor and the two virtualisers only.
     let prod: Vec<(&str, u64, &str, &str)> = serial_driver::tx_clients()
         .iter()
         .map(|d| (d.name, d.channel.index() as u64, d.queue_mr, d.data_mr))
@@ -113,6 +114,12 @@ fn the_test_system_has_six_tx_clients_and_production_four() {
                 7,
                 "serial_tx_queue_blk_virt",
                 "serial_tx_data_blk_virt"
+            ),
+            (
+                "net_virt",
+                8,
+                "serial_tx_queue_net_virt",
+                "serial_tx_data_net_virt"
             )
         ]
     );
@@ -877,7 +884,7 @@ fn every_client_is_served_and_told_on_its_own_channel() {
     let wire = String::from_utf8(rig.client_wire()).unwrap();
     assert_eq!(
         wire,
-        "vmm: hi\nselftest_ping: hi\nselftest_pong: hi\nblk_driver: hi\ndriver_monitor: hi\nblk_virt: hi\n"
+        "vmm: hi\nselftest_ping: hi\nselftest_pong: hi\nblk_driver: hi\ndriver_monitor: hi\nblk_virt: hi\nnet_virt: hi\n"
     );
     for d in TX_CLIENTS.iter() {
         assert_eq!(rig.notifies(d.channel), 0, "nobody asked");
@@ -1153,7 +1160,15 @@ fn a_hostile_client_does_not_disturb_the_others() {
     let wire = rig.client_wire();
     assert_eq!(
         wire,
-        [line(0, 0), line(2, 0), line(3, 0), line(4, 0), line(5, 0)].concat()
+        [
+            line(0, 0),
+            line(2, 0),
+            line(3, 0),
+            line(4, 0),
+            line(5, 0),
+            line(6, 0)
+        ]
+        .concat()
     );
     assert!(
         rig.said().contains(
@@ -1181,7 +1196,7 @@ fn a_hostile_client_does_not_disturb_the_others() {
     rig.send_as(0, b"vmm\n");
     rig.drain_all(7);
     let wire = rig.client_wire();
-    let rest = &wire[5 * 40..];
+    let rest = &wire[6 * 40..];
     // ping's line stopped where the FIFO took it (its turn ended with the error); pong's and
     // the vmm's lines came whole, in turn order.
     let want = [&line(1, 0)[..32], &line(2, 1), b"vmm\n"].concat();

@@ -2,7 +2,7 @@
 //! (shared with another PD, or guest RAM). All accesses are volatile-or-copy operations on raw
 //! memory another PD may change concurrently, so no Rust reference into it is ever handed out.
 
-use core::sync::atomic::{AtomicU8, AtomicU32};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32};
 
 /// Why a region access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,22 @@ impl SharedRegion {
         // rounded down to whole words, so the slice stays inside the mapping. Atomics are sound
         // for memory another PD writes concurrently.
         Ok(unsafe { core::slice::from_raw_parts(self.base as *const AtomicU32, self.size / 4) })
+    }
+
+    /// Consumes the region and views it as 16-bit atomics for the rest of the program (an sDDF
+    /// network queue, whose 16-bit indices share a word). Fails if the base is not 2-byte
+    /// aligned.
+    pub fn into_atomic_halves(self) -> Result<&'static [AtomicU16], RegionError> {
+        if self.base.is_null() || !(self.base as usize).is_multiple_of(2) {
+            return Err(RegionError::OutOfBounds {
+                offset: 0,
+                len: 2,
+                size: self.size,
+            });
+        }
+        // SAFETY: as in `into_atomic_words`; the base is aligned for `AtomicU16` (checked) and
+        // the length is rounded down to whole half words.
+        Ok(unsafe { core::slice::from_raw_parts(self.base as *const AtomicU16, self.size / 2) })
     }
 
     /// Consumes the region and views it as byte atomics for the rest of the program (the data

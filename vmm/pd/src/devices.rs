@@ -13,7 +13,9 @@ use vmm_devices::mmio::{DeviceState, MmioTransport};
 
 use crate::blk_backend::QueueBackend;
 use crate::guest_memory::View;
+use crate::net_backend::NetQueues;
 use crate::virtio::{self, ConsoleLink};
+use vmm_devices::net::{NetDevice, NetEvent};
 
 /// The channel to the serial driver's TX queue.
 pub const SERIAL_TX: Channel = crate::system::SERIAL_DRIVER_1;
@@ -21,6 +23,8 @@ pub const SERIAL_TX: Channel = crate::system::SERIAL_DRIVER_1;
 pub const SERIAL_RX: Channel = crate::system::SERIAL_DRIVER_2;
 /// The channel to the block virtualiser (the block driver behind it).
 pub const BLK: Channel = crate::system::BLK_VIRT;
+/// The channel to the network virtualiser.
+pub const NET: Channel = crate::system::NET_VIRT;
 use vmm_core::classify::{Platform, PlatformError, SysRegResult};
 use vmm_core::mmio::BusError;
 use vmm_core::syndrome::SysRegTrap;
@@ -41,6 +45,8 @@ pub enum DeviceId {
     VirtioBlk,
     /// The virtio-console device.
     VirtioConsole,
+    /// The virtio-net device.
+    VirtioNet,
 }
 
 /// Guest-visible addresses of the virtual platform (QEMU virt's layout).
@@ -581,6 +587,9 @@ impl<K: Kernel> IrqInjector for KernelInjector<K> {
 pub type VirtioBlk = MmioTransport<BlkDevice<QueueBackend>>;
 /// The guest's virtio-console device.
 pub type VirtioConsole = MmioTransport<ConsoleDevice<ConsoleLink>>;
+/// The guest's virtio-net device: the transport around the model, over the network
+/// virtualiser.
+pub type VirtioNet = MmioTransport<NetDevice<NetQueues>>;
 
 /// Every device of the VM.
 pub struct Devices {
@@ -592,6 +601,8 @@ pub struct Devices {
     pub blk: Option<VirtioBlk>,
     /// virtio-console.
     pub vcon: Option<VirtioConsole>,
+    /// virtio-net, when the network virtualiser's queues are mapped.
+    pub net: Option<VirtioNet>,
 }
 
 impl Default for Devices {
@@ -609,6 +620,7 @@ impl Devices {
         testdev: TestDev::new(),
         blk: None,
         vcon: None,
+        net: None,
     };
 
     /// Adds the virtio console (it needs no driver domain).
@@ -642,6 +654,8 @@ pub struct GlueStats {
     pub coherent_calls: u64,
     /// Device calls made with cache maintenance (the guest's caches off, or unknown).
     pub maintained_calls: u64,
+    /// Notifications sent to the network virtualiser.
+    pub net_kicks: u64,
     /// Block driver restarts re-synchronised with (generations after the first).
     pub blk_restarts: u64,
     /// When the last restart was re-synchronised with (timer ticks), until its first response.
@@ -666,6 +680,7 @@ impl GlueStats {
         },
         coherent_calls: 0,
         maintained_calls: 0,
+        net_kicks: 0,
         blk_restarts: 0,
         blk_resynced_at: None,
     };
@@ -871,6 +886,39 @@ impl<K: Kernel> PlatformCtx<'_, K> {
             .saturating_add(self.inj.k.timer_now().saturating_sub(t0));
     }
 
+    /// Tells the network virtualiser about frames queued or buffers posted since the last kick.
+    fn kick_net(&mut self) {
+        let kick = self
+            .devices
+            .net
+            .as_mut()
+            .is_some_and(|n| n.device_mut().backend_mut().take_kick());
+        if kick {
+            self.glue.net_kicks = self.glue.net_kicks.saturating_add(1);
+            self.inj.calls += 1;
+            let _ = self.inj.k.notify(NET);
+        }
+    }
+
+    /// On the network virtualiser's notification: received frames go to the card (into the
+    /// guest's posted receive buffers), a frame the card held for want of a TX buffer goes out;
+    /// the card's interrupt when it used buffers, the virtualiser's kick when this side queued.
+    pub fn net_io(&mut self) {
+        if self.devices.net.is_none() {
+            return;
+        }
+        self.refresh_coherence();
+        let mut raise = false;
+        if let Some(net) = self.devices.net.as_mut() {
+            raise |= virtio::raises(net.device_event(&mut self.mem, NetEvent::TxReady));
+            raise |= virtio::raises(net.device_event(&mut self.mem, NetEvent::RxReady));
+        }
+        if raise {
+            self.raise(virtio::layout::NET_IRQ);
+        }
+        self.kick_net();
+    }
+
     /// Moves console bytes: what the virtio console's model sent goes to the serial TX queue
     /// (re-running a stalled model), and input from the serial RX queue goes to the console the
     /// guest wrote to last: the virtio console (when its driver has a receive queue ready) or
@@ -998,6 +1046,10 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
                 Some(d) => d.read(offset, size),
                 None => Err(BusError::Unmapped),
             },
+            DeviceId::VirtioNet => match self.devices.net.as_mut() {
+                Some(d) => d.read(offset, size),
+                None => Err(BusError::Unmapped),
+            },
             DeviceId::Gicd => self
                 .vgic
                 .mmio_read(self.vcpu, offset, size)
@@ -1052,6 +1104,21 @@ impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
                 }
                 self.console_io();
                 Ok(())
+            }
+            DeviceId::VirtioNet => {
+                if self.devices.net.is_none() {
+                    return Err(BusError::Unmapped);
+                }
+                self.refresh_coherence();
+                let Some(d) = self.devices.net.as_mut() else {
+                    return Err(BusError::Unmapped);
+                };
+                let r = d.write(&mut self.mem, offset, size, value);
+                if r.is_ok_and(virtio::raises) {
+                    self.raise(virtio::layout::NET_IRQ);
+                }
+                self.kick_net();
+                r.map(|_| ())
             }
             DeviceId::TestDev => self.devices.testdev.write(offset, size, value),
             DeviceId::Gicd => self

@@ -15,6 +15,7 @@ pub mod blk_backend;
 pub mod devices;
 pub mod guest_memory;
 pub mod lazy_vcpu;
+pub mod net_backend;
 pub mod virtio;
 
 use blk_backend::QueueBackend;
@@ -610,6 +611,79 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
     }
 
+    /// Offers the guest a virtio-net card with address `mac` wired to the network virtualiser:
+    /// its four queues and two data regions, as system.xml maps them. Without them the guest
+    /// finds no device at the address. The MAC address of a VMM is
+    /// `sddf_queue::net::mac_for(its PD name)` ([`mac_of_name`]), the rule net_virt switches by.
+    pub fn attach_net_device(
+        &mut self,
+        mac: [u8; 6],
+        queues: [Result<SharedRegion, RegionError>; 4],
+        rx_data: Result<SharedRegion, RegionError>,
+        tx_data: Result<SharedRegion, RegionError>,
+    ) {
+        let regions = (|| {
+            let [a, b, c, d] = queues;
+            Ok::<_, RegionError>(net_backend::NetRegions {
+                rx_free: a?.into_atomic_halves()?,
+                rx_active: b?.into_atomic_halves()?,
+                tx_free: c?.into_atomic_halves()?,
+                tx_active: d?.into_atomic_halves()?,
+                rx_data: rx_data?,
+                tx_data: tx_data?,
+            })
+        })();
+        let regions = match regions {
+            Ok(r) => r,
+            Err(e) => {
+                say!(self, "vmm: network queues not mapped: {:?}", e);
+                return;
+            }
+        };
+        let backend = match net_backend::NetQueues::attach(regions) {
+            Ok(b) => b,
+            Err(e) => {
+                say!(self, "vmm: no virtio-net for the guest: {:?}", e);
+                return;
+            }
+        };
+        let config = vmm_devices::net::NetConfig {
+            mac,
+            ..vmm_devices::net::NetConfig::default()
+        };
+        let dev = match vmm_devices::net::NetDevice::new(backend, config) {
+            Ok(d) => d,
+            Err(e) => {
+                say!(self, "vmm: no virtio-net for the guest: {:?}", e);
+                return;
+            }
+        };
+        let r = self.tree.register_raw(
+            GuestPhysAddr(virtio::layout::NET_BASE),
+            virtio::layout::WINDOW,
+            HandlerKind::All,
+            DeviceId::VirtioNet,
+        );
+        match r {
+            Ok(_) => {
+                self.devices.net = Some(vmm_devices::mmio::MmioTransport::new(dev));
+                say!(
+                    self,
+                    "vmm: virtio-net at {:#x} (INTID {}): MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, through net_virt",
+                    virtio::layout::NET_BASE,
+                    virtio::layout::NET_IRQ,
+                    mac[0],
+                    mac[1],
+                    mac[2],
+                    mac[3],
+                    mac[4],
+                    mac[5]
+                );
+            }
+            Err(e) => say!(self, "vmm: cannot register virtio-net: {:?}", e),
+        }
+    }
+
     /// [`Self::attach_block_device`] as a builder step (tests; the PD builds in place: a `Vmm`
     /// is large, and each by-value step may cost a copy of it on the stack).
     pub fn with_block_device(
@@ -643,6 +717,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             glue: &mut self.glue,
         };
         ctx.blk_completions();
+        ctx.net_io();
         ctx.console_io();
     }
 
@@ -786,6 +861,11 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// Whether guest memory currently skips cache maintenance (see [`guest_memory`]).
     pub fn memory_coherent(&self) -> bool {
         self.mem.as_ref().is_some_and(RegionMemory::coherent)
+    }
+
+    /// The guest's virtio-net card, if offered.
+    pub fn virtio_net(&self) -> Option<&devices::VirtioNet> {
+        self.devices.net.as_ref()
     }
 
     /// The guest's virtio-blk device, if offered.
@@ -1224,6 +1304,26 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
     }
 
+    fn print_net_stats(&mut self) {
+        let Some(net) = self.devices.net.as_ref() else {
+            return;
+        };
+        let s = *net.device().stats();
+        let b = *net.device().backend().stats();
+        say!(
+            self,
+            "vmm: virtio-net tx-frames={} rx-frames={} queued={} received={} tx-full={} bad-descriptors={} corrupt={} kicks={}",
+            s.tx_frames,
+            s.rx_frames,
+            b.tx_frames,
+            b.rx_frames,
+            b.tx_full,
+            b.bad_descriptors,
+            b.corrupt,
+            self.glue.net_kicks
+        );
+    }
+
     fn stop_with(&mut self, report: &ExitReport, flush_error: Option<vmm_core::vcpu::VcpuError>) {
         self.state = VmState::Stopped;
         match report.action {
@@ -1249,6 +1349,7 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// request for the machine, or (a stopped VM, or a refused request) the liveness request.
     fn vm_ended(&mut self) {
         self.print_stats();
+        self.print_net_stats();
         if self.state == VmState::Stopped {
             say!(self, "vmm: the VMM keeps running; other PDs are unaffected");
         }
@@ -1283,6 +1384,14 @@ fn serial_queue_views(
     Ok((h, data.into_atomic_bytes()?, cap))
 }
 
+/// The MAC address of the VMM PD named `raw` (the Microkit tool's NUL-padded `microkit_name`):
+/// `sddf_queue::net::mac_for` of the name, so each VMM of a multi-VM system built from one ELF
+/// has its own address, the one the network virtualiser knows it by.
+pub fn mac_of_name(raw: &[u8]) -> [u8; 6] {
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    sddf_queue::net::mac_for(raw.get(..len).unwrap_or(&[]))
+}
+
 /// Seeds the register cache with what the fault message carries.
 fn seed<K: Kernel>(vcpu: &mut LazyVcpu<K>, fault_label: u64, words: &[u64]) {
     match fault_label {
@@ -1314,7 +1423,8 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
         // reported.
         let drivers = 1 << system::SERIAL_DRIVER_1.index()
             | 1 << system::SERIAL_DRIVER_2.index()
-            | 1 << system::BLK_VIRT.index();
+            | 1 << system::BLK_VIRT.index()
+            | 1 << system::NET_VIRT.index();
         if channels.bits() & drivers != 0 && self.state == VmState::Running {
             self.service_devices();
             let _ = self.devices.console.flush(&mut self.k);

@@ -34,6 +34,18 @@ microkit_rt::protection_domain!(
             vmm::system::blk_storage_info_vmm_region(),
             vmm::system::blk_data_vmm_region(),
         );
+        // net_virt outranks the VMM: the TX buffers are in its free queue by now.
+        vmm.attach_net_device(
+            vmm::mac_of_name(&microkit_rt::sel4::entry::raw_name()),
+            [
+                vmm::system::net_rx_free_vmm_region(),
+                vmm::system::net_rx_active_vmm_region(),
+                vmm::system::net_tx_free_vmm_region(),
+                vmm::system::net_tx_active_vmm_region(),
+            ],
+            vmm::system::net_rx_data_vmm_region(),
+            vmm::system::net_tx_data_vmm_region(),
+        );
     }
 );
 

@@ -1,6 +1,7 @@
 //! The guest's virtio-mmio devices and their links to the driver domains: virtio-blk over the
-//! block driver's queues ([`crate::blk_backend`]) and virtio-console over the serial driver's
-//! queues (through the guest console, [`crate::devices::Console`]).
+//! block driver's queues ([`crate::blk_backend`]), virtio-net over the network virtualiser's
+//! queues ([`crate::net_backend`]) and virtio-console over the serial driver's queues (through
+//! the guest console, [`crate::devices::Console`]).
 //!
 //! Owns the glue between `vmm-devices`' models and the VMM: which SPI each device raises, how a
 //! device's [`IrqAction`] becomes a pending interrupt in the vGIC, and the console link — a
@@ -19,12 +20,16 @@ pub mod layout {
     pub const BLK_BASE: u64 = 0x0a00_3e00;
     /// virtio-console register window (transport 30).
     pub const CONSOLE_BASE: u64 = 0x0a00_3c00;
+    /// virtio-net register window (transport 29).
+    pub const NET_BASE: u64 = 0x0a00_3a00;
     /// Size of a virtio-mmio window.
     pub const WINDOW: u64 = 0x200;
     /// virtio-blk's interrupt: SPI 47 (edge), as QEMU virt's transport 31.
     pub const BLK_IRQ: u32 = 79;
     /// virtio-console's interrupt: SPI 46 (edge).
     pub const CONSOLE_IRQ: u32 = 78;
+    /// virtio-net's interrupt: SPI 45 (edge), as QEMU virt's transport 29.
+    pub const NET_IRQ: u32 = 77;
 }
 
 /// Bytes the link holds in each direction.

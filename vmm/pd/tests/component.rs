@@ -36,8 +36,8 @@ fn scope_is_what_system_xml_grants() {
         [(30, 4)]
     );
     assert!(s.children.is_empty());
-    // Three channels, notifications both ways, no protected calls: the serial driver's TX (1)
-    // and RX (2) queues and the block driver (3). The liveness channel to selftest_ping (0) is
+    // Four channels, notifications both ways, no protected calls: the serial driver's TX (1)
+    // and RX (2) queues, the block virtualiser (3) and the network virtualiser (5). The liveness channel to selftest_ping (0) is
     // the test system's only (system-test.xml): production has none, so no liveness request.
     let chans: Vec<_> = s
         .channels
@@ -59,6 +59,7 @@ fn scope_is_what_system_xml_grants() {
             (1, "serial_driver", true, true, false, false),
             (2, "serial_driver", true, true, false, false),
             (3, "blk_virt", true, true, false, false),
+            (5, "net_virt", true, true, false, false),
         ]
     );
     assert_eq!(vmm::LIVENESS, None);
@@ -84,6 +85,12 @@ fn scope_is_what_system_xml_grants() {
                 Some("blk_storage_info_vaddr")
             ),
             ("blk_data_vmm", 0x40_0000, Some("blk_data_vaddr")),
+            ("net_rx_free_vmm", 0x1000, Some("net_rx_free_vaddr")),
+            ("net_rx_active_vmm", 0x1000, Some("net_rx_active_vaddr")),
+            ("net_tx_free_vmm", 0x1000, Some("net_tx_free_vaddr")),
+            ("net_tx_active_vmm", 0x1000, Some("net_tx_active_vaddr")),
+            ("net_rx_data_vmm", 0x2_0000, Some("net_rx_data_vaddr")),
+            ("net_tx_data_vmm", 0x2_0000, Some("net_tx_data_vaddr")),
         ]
     );
     let vm = s.vm.expect("vmm owns a VM");
@@ -95,7 +102,7 @@ fn scope_is_what_system_xml_grants() {
         vmm::system::GRANTS,
         microkit_rt::event_loop::Grants {
             irqs: 1 << 4,
-            notifications: 0b1110,
+            notifications: 0b10_1110,
             ..Default::default()
         }
     );
@@ -638,7 +645,7 @@ fn psci_system_off_suspends_the_vm_prints_statistics_and_later_faults_are_ignore
 /// A notification on a bit that is no channel of the VMM's (it has none), to show the PD still
 /// runs its loop; the simulation's scope check for peers is bypassed on purpose.
 fn poke(h: &mut Harness<impl Kernel + Clone>) {
-    h.sim.raw_event(1 << 5, MessageInfo::new(0, 0), &[]);
+    h.sim.raw_event(1 << 6, MessageInfo::new(0, 0), &[]);
     h.el.step(&mut h.vmm);
 }
 
@@ -674,7 +681,7 @@ fn a_malformed_fault_message_stops_the_vm_and_the_vmm_keeps_serving() {
     assert!(
         h.sim
             .console()
-            .contains("vmm: notified on {5} (VM state Stopped)"),
+            .contains("vmm: notified on {6} (VM state Stopped)"),
         "{}",
         h.sim.console()
     );

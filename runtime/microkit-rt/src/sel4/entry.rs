@@ -40,6 +40,12 @@ pub fn grants() -> Grants {
     }
 }
 
+/// The PD's name as the Microkit tool patched it into `microkit_name` (NUL-padded), for what
+/// must differ between PDs built from one ELF (a VMM's MAC address).
+pub fn raw_name() -> [u8; PD_NAME_LENGTH] {
+    microkit_name.get()
+}
+
 /// The PD's name from `microkit_name`, printable with `{}`.
 pub struct Name;
 
