@@ -786,7 +786,13 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             return false;
         }
         self.uart.write32(reg::DR, u32::from(b'\n'));
-        self.broken = self.open.take().map(|o| (o, 0));
+        let open = self.open.take();
+        // Its client's next byte starts a line on the UART: with its prefix, unless the line
+        // is written again first (`send_redraw`: the prefix is part of it).
+        if let Some(c) = open.as_ref().and_then(|o| self.clients.get_mut(o.client)) {
+            c.mid_line = false;
+        }
+        self.broken = open.map(|o| (o, 0));
         true
     }
 
@@ -807,6 +813,12 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
             self.uart.write32(reg::DR, u32::from(b));
             at += 1;
             *budget -= 1;
+        }
+        // Written again, prefix included: its client goes on in the middle of the line.
+        if !line.redraw().is_empty()
+            && let Some(c) = self.clients.get_mut(line.client)
+        {
+            c.mid_line = true;
         }
         self.open = Some(line);
         true

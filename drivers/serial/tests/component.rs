@@ -995,6 +995,33 @@ fn prefixed_clients_lines_start_with_their_names_and_are_never_torn() {
 }
 
 #[test]
+fn a_prefixed_line_broken_and_not_written_again_goes_on_with_its_prefix() {
+    // Two open prompts: b's breaks a's (which is not written again while b's stays open);
+    // a then goes on: on a line of its own, with its prefix. b's prompt is written again after
+    // a's line, prefix included, and b goes on in it.
+    let a = TX_CLIENTS[0].name;
+    let b = TX_CLIENTS[1].name;
+    let mut rig = Rig::with_prefixed(ModelUart::default(), None, &[a, b], |_, _| {});
+    for (c, bytes) in [
+        (0, &b"login: "[..]),
+        (1, b"prompt$ "),
+        (0, b"root\n"),
+        (1, b"ls\n"),
+    ] {
+        rig.queue_as(c, bytes);
+        rig.notify_tx();
+        rig.drain_all(7);
+    }
+    let wire = String::from_utf8(rig.client_wire()).unwrap();
+    assert_eq!(
+        wire,
+        format!("{a}| login: \n{b}| prompt$ \n{a}| root\n{b}| prompt$ ls\n")
+    );
+    rig.flush();
+    rig.check_clean();
+}
+
+#[test]
 fn lines_are_prefixed_only_with_two_vms_or_more() {
     assert!(!serial_driver::line_prefixed("vmm", &["vmm"]));
     assert!(serial_driver::line_prefixed("vmm", &["vmm", "vmm2"]));
