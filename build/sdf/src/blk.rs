@@ -169,21 +169,5 @@ pub fn generate_virt(sys: &System, virt: &str) -> Result<String, SdfError> {
 /// The block virtualiser's second build script step: writes `$OUT_DIR/blk_clients.rs`
 /// ([`generate_virt`]) from the same system description as its constants.
 pub fn build_script(virt: &str) {
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let generated = crate::codegen::system_for(virt, std::path::Path::new(&manifest))
-        .and_then(|(sys, _)| generate_virt(&sys, virt));
-    match generated {
-        Ok(code) => {
-            let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default())
-                .join("blk_clients.rs");
-            if let Err(e) = std::fs::write(&out, code) {
-                eprintln!("error: cannot write {}: {e}", out.display());
-                std::process::exit(1);
-            }
-        }
-        Err(e) => {
-            eprintln!("error: block clients of {virt} (above {manifest}): {e}");
-            std::process::exit(1);
-        }
-    }
+    crate::codegen::write_generated(virt, "blk_clients.rs", "block clients", generate_virt);
 }

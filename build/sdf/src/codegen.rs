@@ -369,6 +369,34 @@ pub fn find_system_xml(start: &std::path::Path) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A build script step of PD `pd`'s crate: writes `$OUT_DIR/<file>` with `generate` over the
+/// same system description as its constants ([`system_for`]); an error stops the build, naming
+/// `what` was being generated (the virtualisers' client tables: `sdf::blk`, `sdf::net`).
+pub fn write_generated(
+    pd: &str,
+    file: &str,
+    what: &str,
+    generate: impl Fn(&System, &str) -> Result<String, SdfError>,
+) {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let generated =
+        system_for(pd, std::path::Path::new(&manifest)).and_then(|(sys, _)| generate(&sys, pd));
+    match generated {
+        Ok(code) => {
+            let out =
+                std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join(file);
+            if let Err(e) = std::fs::write(&out, code) {
+                eprintln!("error: cannot write {}: {e}", out.display());
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {what} of {pd} (above {manifest}): {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// The whole build script of a PD crate: `fn main() { sdf::codegen::build_script("ping") }`.
 /// Writes `$OUT_DIR/system.rs`; a malformed system.xml stops the build with its error.
 pub fn build_script(pd: &str) {
