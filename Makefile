@@ -433,7 +433,8 @@ test-linux: check-qemu linux-image
 # gives each VM one half); the runner types into vmm2's shell first (Ctrl-\ 1), then into vmm's
 # (Ctrl-\ 0): each mounts its /dev/vda (16 MiB), writes a file, unmounts
 # (build/expect/multivm-linux.txt); then each half of the disk is checked on the host (clean,
-# its own file, not the other's).
+# its own file, not the other's), and the md5 vmm's guest printed of the 32 MiB it sent through
+# the virtual network against the md5 vmm2's guest printed of what it received.
 MVL_BUILD := $(BUILD_DIR)/multivm-linux
 MVL_OUT   := $(MVL_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)
 test-multivm-linux: check-sdk check-qemu linux-guest
@@ -452,6 +453,11 @@ test-multivm-linux: check-sdk check-qemu linux-guest
 	dd if=$(MVL_OUT)/disk.img of=$(MVL_OUT)/disk-vmm2.img bs=1M skip=16 count=16 status=none
 	guests/linux/check-disk.sh $(MVL_OUT)/disk-vmm.img /vm.txt $$(echo vmm | md5sum | cut -d' ' -f1)
 	guests/linux/check-disk.sh $(MVL_OUT)/disk-vmm2.img /vm.txt $$(echo vmm2 | md5sum | cut -d' ' -f1)
+	@tx=$$(grep -ao 'tx-md5=[0-9a-f]\{32\}' $(MVL_BUILD)/qemu.log | cut -d= -f2); \
+	rx=$$(grep -ao 'rx-md5=[0-9a-f]\{32\}' $(MVL_BUILD)/qemu.log | cut -d= -f2); \
+	if [ -n "$$tx" ] && [ "$$tx" = "$$rx" ]; then \
+		echo "test-multivm-linux: 32 MiB vmm -> vmm2 over nc: md5 $$tx at both ends: PASS"; \
+	else echo "test-multivm-linux: FAIL: md5 sent '$$tx', received '$$rx'"; exit 1; fi
 
 # The block driver crashing under Linux: the Linux image with a block driver built with fault
 # injection (writes only: its 4th write request, then the 3rd of its second life, no third
