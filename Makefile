@@ -21,6 +21,7 @@
 #                        both test guests pass, each on its own half of the disk, input switched
 #   make test-multivm-crash  the same, one VMM crashed on purpose: the other VM runs on
 #   make test-multivm-linux  Debian's kernel in both VMs, each shell on its own half of the disk
+#   make bench-net       ping and nc between the two Linux VMs under -icount, against loopback
 #   make test            everything CI runs: fmt, clippy, host tests, cross-build, fuzz, boots
 #   make test-host       the part of `make test` that needs neither an SDK nor QEMU
 #   make mutants         cargo-mutants over the queue, driver and VMM crates, one mutant at a time;
@@ -133,7 +134,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux bench-net linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux linux-smp-image linux-smp bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -458,6 +459,20 @@ test-multivm-linux: check-sdk check-qemu linux-guest
 	if [ -n "$$tx" ] && [ "$$tx" = "$$rx" ]; then \
 		echo "test-multivm-linux: 32 MiB vmm -> vmm2 over nc: md5 $$tx at both ends: PASS"; \
 	else echo "test-multivm-linux: FAIL: md5 sent '$$tx', received '$$rx'"; exit 1; fi
+
+# The virtual network's throughput and latency under -icount shift=0,sleep=off
+# (build/bench/net.sh): the two-Linux system (release configuration by default, its own build),
+# ping and busybox nc between the VMs against loopback in one guest; table in
+# $(BUILD_DIR)/bench/net/net.md (recorded in vmm/pd/BENCHMARKS.md).
+BENCH_NET_BUILD := $(BUILD_DIR)/bench/net-image
+BENCH_NET_OUT    = $(BENCH_NET_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)
+bench-net: check-sdk check-qemu linux-guest
+	@mkdir -p $(BENCH_NET_OUT) && cat $(LINUX_DIR)/disk.img $(LINUX_DIR)/disk.img > $(BENCH_NET_OUT)/disk.img
+	@$(MAKE) --no-print-directory image SYSTEM=multivm BUILD_DIR=$(BENCH_NET_BUILD) \
+		MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG) PD_TARGET_DIR=target/pd-multivm-linux-$(BENCH_LINUX_CONFIG) \
+		GUEST_IMAGE=$(LINUX_DIR)/Image GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz \
+		GUEST_DTB=$(LINUX_DIR)/virt-shell.dtb DISK_IMAGE=$(BENCH_NET_OUT)/disk.img
+	build/bench/net.sh $(BUILD_DIR)/bench/net $(BENCH_NET_OUT)/loader.img $(BENCH_NET_OUT)/disk.img
 
 # The block driver crashing under Linux: the Linux image with a block driver built with fault
 # injection (writes only: its 4th write request, then the 3rd of its second life, no third
