@@ -23,14 +23,12 @@ use vmm_core::memory::GuestMemory;
 
 use crate::feature::VERSION_1;
 use crate::mmio::{DeviceError, Notify, VirtioDevice};
+use crate::pair::{self, Pumps, QueuePair, queue_err};
 use crate::queue::{DescChain, Queue};
 
 /// DeviceID of a console.
 pub const DEVICE_ID: u32 = 3;
-/// Index of port 0's receive queue.
-pub const RECEIVEQ: u16 = 0;
-/// Index of port 0's transmit queue.
-pub const TRANSMITQ: u16 = 1;
+pub use crate::pair::{PairEvent, RECEIVEQ, TRANSMITQ};
 /// Longest descriptor chain accepted.
 pub const MAX_CHAIN: usize = 16;
 /// Size of the configuration space (`cols`, `rows`, `max_nr_ports`, `emerg_wr`).
@@ -52,13 +50,7 @@ pub trait ConsoleBackend {
 }
 
 /// Backend events the VMM delivers through [`crate::mmio::MmioTransport::device_event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsoleEvent {
-    /// The backend has received bytes.
-    RxReady,
-    /// The backend has room to send again.
-    TxReady,
-}
+pub type ConsoleEvent = PairEvent;
 
 /// Console configuration chosen by the VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,10 +160,21 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         c
     }
 
-    fn queue_err(queue: u16) -> impl Fn(crate::queue::QueueError) -> DeviceError {
-        move |error| DeviceError::Queue { queue, error }
+    fn carry_len(&self) -> usize {
+        self.carry_end.saturating_sub(self.carry_start)
     }
 
+    fn fill_carry(&mut self) -> usize {
+        if self.carry_len() == 0 {
+            let n = self.backend.read(&mut self.carry).min(CHUNK);
+            self.carry_start = 0;
+            self.carry_end = n;
+        }
+        self.carry_len()
+    }
+}
+
+impl<B: ConsoleBackend> QueuePair for ConsoleDevice<B> {
     fn pump_tx<M: GuestMemory>(
         &mut self,
         queues: &mut [Queue],
@@ -180,7 +183,7 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         let Some(q) = queues.get_mut(usize::from(TRANSMITQ)).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let err = Self::queue_err(TRANSMITQ);
+        let err = queue_err(TRANSMITQ);
         let mut used = false;
         let mut budget = q.size();
         loop {
@@ -220,19 +223,6 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         Ok(used)
     }
 
-    fn carry_len(&self) -> usize {
-        self.carry_end.saturating_sub(self.carry_start)
-    }
-
-    fn fill_carry(&mut self) -> usize {
-        if self.carry_len() == 0 {
-            let n = self.backend.read(&mut self.carry).min(CHUNK);
-            self.carry_start = 0;
-            self.carry_end = n;
-        }
-        self.carry_len()
-    }
-
     fn pump_rx<M: GuestMemory>(
         &mut self,
         queues: &mut [Queue],
@@ -241,7 +231,7 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         let Some(q) = queues.get_mut(usize::from(RECEIVEQ)).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let err = Self::queue_err(RECEIVEQ);
+        let err = queue_err(RECEIVEQ);
         let mut used = false;
         let mut budget = q.size();
         // A buffer first, then bytes: without buffers the bytes stay in the backend.
@@ -276,21 +266,6 @@ impl<B: ConsoleBackend> ConsoleDevice<B> {
         }
         Ok(used)
     }
-
-    fn finish<M: GuestMemory>(
-        queues: &mut [Queue],
-        mem: &M,
-        rx: bool,
-        tx: bool,
-    ) -> Result<Notify, DeviceError> {
-        let mut wanted = false;
-        for (i, used) in [(RECEIVEQ, rx), (TRANSMITQ, tx)] {
-            if let Some(q) = queues.get_mut(usize::from(i)).filter(|q| used && q.ready()) {
-                wanted |= q.notification_wanted(mem).map_err(Self::queue_err(i))?;
-            }
-        }
-        Ok(Notify { used: wanted })
-    }
 }
 
 impl<B: ConsoleBackend> VirtioDevice for ConsoleDevice<B> {
@@ -323,9 +298,7 @@ impl<B: ConsoleBackend> VirtioDevice for ConsoleDevice<B> {
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
         self.acked = features;
-        let rx = self.pump_rx(queues, mem)?;
-        let tx = self.pump_tx(queues, mem)?;
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::BOTH, queues, mem)
     }
     fn queue_notify<M: GuestMemory>(
         &mut self,
@@ -333,12 +306,7 @@ impl<B: ConsoleBackend> VirtioDevice for ConsoleDevice<B> {
         queues: &mut [Queue],
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
-        let (rx, tx) = match queue {
-            RECEIVEQ => (self.pump_rx(queues, mem)?, false),
-            TRANSMITQ => (false, self.pump_tx(queues, mem)?),
-            _ => (false, false),
-        };
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::of_queue(queue), queues, mem)
     }
     fn event<M: GuestMemory>(
         &mut self,
@@ -346,11 +314,7 @@ impl<B: ConsoleBackend> VirtioDevice for ConsoleDevice<B> {
         queues: &mut [Queue],
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
-        let (rx, tx) = match event {
-            ConsoleEvent::RxReady => (self.pump_rx(queues, mem)?, false),
-            ConsoleEvent::TxReady => (false, self.pump_tx(queues, mem)?),
-        };
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::of_event(event), queues, mem)
     }
     fn reset(&mut self) {
         self.tx = Tx::Idle;

@@ -30,6 +30,7 @@ pub mod blk;
 pub mod console;
 pub mod mmio;
 pub mod net;
+pub mod pair;
 pub mod queue;
 pub mod testing;
 

@@ -38,14 +38,12 @@ use vmm_core::memory::GuestMemory;
 
 use crate::feature::VERSION_1;
 use crate::mmio::{DeviceError, Notify, VirtioDevice};
-use crate::queue::{DescChain, Queue, QueueError};
+use crate::pair::{self, Pumps, QueuePair, queue_err};
+use crate::queue::{DescChain, Queue};
 
 /// DeviceID of a network card.
 pub const DEVICE_ID: u32 = 1;
-/// Index of the receive queue (receiveq1).
-pub const RECEIVEQ: u16 = 0;
-/// Index of the transmit queue (transmitq1).
-pub const TRANSMITQ: u16 = 1;
+pub use crate::pair::{PairEvent, RECEIVEQ, TRANSMITQ};
 /// Longest descriptor chain accepted.
 pub const MAX_CHAIN: usize = 16;
 /// Size of `virtio_net_hdr` with VIRTIO_F_VERSION_1 (flags, gso_type, hdr_len, gso_size,
@@ -95,13 +93,7 @@ pub trait NetBackend {
 }
 
 /// Backend events the VMM delivers through [`crate::mmio::MmioTransport::device_event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetEvent {
-    /// The backend has received frames.
-    RxReady,
-    /// The backend has room to send again.
-    TxReady,
-}
+pub type NetEvent = PairEvent;
 
 /// Network card configuration chosen by the VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,10 +236,6 @@ impl<B: NetBackend> NetDevice<B> {
         c
     }
 
-    fn queue_err(queue: u16) -> impl Fn(QueueError) -> DeviceError {
-        move |error| DeviceError::Queue { queue, error }
-    }
-
     /// Checks the popped transmit chain and copies its frame into `tx_frame`.
     fn take_tx_frame<M: GuestMemory>(&mut self, mem: &M) -> Result<usize, TxReject> {
         let chain = &self.tx_chain;
@@ -278,6 +266,32 @@ impl<B: NetBackend> NetDevice<B> {
         Ok(len)
     }
 
+    /// A frame from the backend into `rx_frame`, if there is one and none is held already.
+    /// `false`: nothing to deliver.
+    fn hold_rx_frame(&mut self) -> bool {
+        if self.rx_held == 0 {
+            match self.backend.receive(&mut self.rx_frame) {
+                Some(n) if (ETH_HLEN..=MAX_FRAME_LEN).contains(&n) => self.rx_held = n,
+                Some(_) => self.stats.rx_bad_frames += 1,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes the held frame behind a header into the popped receive chain; its used length.
+    fn deliver<M: GuestMemory>(&mut self, mem: &mut M) -> Option<u32> {
+        let len = self.rx_held;
+        let frame = self.rx_frame.get(..len)?;
+        let mut hdr = [0u8; HDR_LEN];
+        hdr[HDR_NUM_BUFFERS..].copy_from_slice(&1u16.to_le_bytes());
+        self.rx_chain.write(mem, 0, &hdr).ok()?;
+        self.rx_chain.write(mem, HDR_LEN as u64, frame).ok()?;
+        u32::try_from(HDR_LEN + len).ok()
+    }
+}
+
+impl<B: NetBackend> QueuePair for NetDevice<B> {
     fn pump_tx<M: GuestMemory>(
         &mut self,
         queues: &mut [Queue],
@@ -286,7 +300,7 @@ impl<B: NetBackend> NetDevice<B> {
         let Some(q) = queues.get_mut(usize::from(TRANSMITQ)).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let err = Self::queue_err(TRANSMITQ);
+        let err = queue_err(TRANSMITQ);
         let mut used = false;
         let mut budget = q.size();
         loop {
@@ -325,30 +339,6 @@ impl<B: NetBackend> NetDevice<B> {
         Ok(used)
     }
 
-    /// A frame from the backend into `rx_frame`, if there is one and none is held already.
-    /// `false`: nothing to deliver.
-    fn hold_rx_frame(&mut self) -> bool {
-        if self.rx_held == 0 {
-            match self.backend.receive(&mut self.rx_frame) {
-                Some(n) if (ETH_HLEN..=MAX_FRAME_LEN).contains(&n) => self.rx_held = n,
-                Some(_) => self.stats.rx_bad_frames += 1,
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// Writes the held frame behind a header into the popped receive chain; its used length.
-    fn deliver<M: GuestMemory>(&mut self, mem: &mut M) -> Option<u32> {
-        let len = self.rx_held;
-        let frame = self.rx_frame.get(..len)?;
-        let mut hdr = [0u8; HDR_LEN];
-        hdr[HDR_NUM_BUFFERS..].copy_from_slice(&1u16.to_le_bytes());
-        self.rx_chain.write(mem, 0, &hdr).ok()?;
-        self.rx_chain.write(mem, HDR_LEN as u64, frame).ok()?;
-        u32::try_from(HDR_LEN + len).ok()
-    }
-
     fn pump_rx<M: GuestMemory>(
         &mut self,
         queues: &mut [Queue],
@@ -357,7 +347,7 @@ impl<B: NetBackend> NetDevice<B> {
         let Some(q) = queues.get_mut(usize::from(RECEIVEQ)).filter(|q| q.ready()) else {
             return Ok(false);
         };
-        let err = Self::queue_err(RECEIVEQ);
+        let err = queue_err(RECEIVEQ);
         let mut used = false;
         // Bounds the work of one call: chains popped plus bad backend frames.
         let mut budget = q.size();
@@ -401,21 +391,6 @@ impl<B: NetBackend> NetDevice<B> {
         }
         Ok(used)
     }
-
-    fn finish<M: GuestMemory>(
-        queues: &mut [Queue],
-        mem: &M,
-        rx: bool,
-        tx: bool,
-    ) -> Result<Notify, DeviceError> {
-        let mut wanted = false;
-        for (i, used) in [(RECEIVEQ, rx), (TRANSMITQ, tx)] {
-            if let Some(q) = queues.get_mut(usize::from(i)).filter(|q| used && q.ready()) {
-                wanted |= q.notification_wanted(mem).map_err(Self::queue_err(i))?;
-            }
-        }
-        Ok(Notify { used: wanted })
-    }
 }
 
 impl<B: NetBackend> VirtioDevice for NetDevice<B> {
@@ -448,9 +423,7 @@ impl<B: NetBackend> VirtioDevice for NetDevice<B> {
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
         self.acked = features;
-        let rx = self.pump_rx(queues, mem)?;
-        let tx = self.pump_tx(queues, mem)?;
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::BOTH, queues, mem)
     }
     fn queue_notify<M: GuestMemory>(
         &mut self,
@@ -458,12 +431,7 @@ impl<B: NetBackend> VirtioDevice for NetDevice<B> {
         queues: &mut [Queue],
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
-        let (rx, tx) = match queue {
-            RECEIVEQ => (self.pump_rx(queues, mem)?, false),
-            TRANSMITQ => (false, self.pump_tx(queues, mem)?),
-            _ => (false, false),
-        };
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::of_queue(queue), queues, mem)
     }
     fn event<M: GuestMemory>(
         &mut self,
@@ -471,11 +439,7 @@ impl<B: NetBackend> VirtioDevice for NetDevice<B> {
         queues: &mut [Queue],
         mem: &mut M,
     ) -> Result<Notify, DeviceError> {
-        let (rx, tx) = match event {
-            NetEvent::RxReady => (self.pump_rx(queues, mem)?, false),
-            NetEvent::TxReady => (false, self.pump_tx(queues, mem)?),
-        };
-        Self::finish(queues, &*mem, rx, tx)
+        pair::run(self, Pumps::of_event(event), queues, mem)
     }
     fn reset(&mut self) {
         // The waiting frame's chain belongs to the old queue: the frame is not sent. A frame
