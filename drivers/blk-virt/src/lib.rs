@@ -37,9 +37,8 @@
 
 pub mod decode;
 
-use core::sync::atomic::AtomicU32;
 use decode::{DataWindow, Partition, Refusal};
-use microkit_rt::{Channel, ChannelSet, Handler, Kernel, KernelError, RegionError, SharedRegion};
+use microkit_rt::{Channel, ChannelSet, Handler, Kernel, KernelError};
 use sddf_queue::blk::{
     BlkReqConsumer, BlkReqProducer, BlkRespConsumer, BlkRespProducer, StorageInfoReader,
     StorageInfoWriter,
@@ -95,31 +94,8 @@ const _: () = assert!(IN_FLIGHT <= 1 << SLOT_BITS);
 /// The driver's channel.
 pub const DRIVER: Channel = system::BLK_DRIVER;
 
-/// A PD's queue regions, as `sddf-queue` takes them.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueMem<'q> {
-    /// `blk_req_queue_t`.
-    pub req: &'q [AtomicU32],
-    /// `blk_resp_queue_t`.
-    pub resp: &'q [AtomicU32],
-    /// `blk_storage_info_t` (and the restart words past it).
-    pub info: &'q [AtomicU32],
-}
-
-impl QueueMem<'static> {
-    /// Views three regions as atomics for the rest of the program.
-    pub fn from_regions(
-        req: Result<SharedRegion, RegionError>,
-        resp: Result<SharedRegion, RegionError>,
-        info: Result<SharedRegion, RegionError>,
-    ) -> Result<Self, RegionError> {
-        Ok(Self {
-            req: req?.into_atomic_words()?,
-            resp: resp?.into_atomic_words()?,
-            info: info?.into_atomic_words()?,
-        })
-    }
-}
+/// A PD's queue regions (`sddf_queue::blk::BlkRegions`).
+pub use sddf_queue::blk::BlkRegions as QueueMem;
 
 /// Which queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

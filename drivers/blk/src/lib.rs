@@ -27,7 +27,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod mem;
 pub mod virtio;
 
 use microkit_rt::{
@@ -42,7 +41,8 @@ use sddf_queue::{EnqueueError, QueueError, SetupError};
 pub use serial_client::Console;
 use serial_client::serial_println;
 
-pub use mem::QueueMem;
+/// The client's queue regions (`sddf_queue::blk::BlkRegions`).
+pub use sddf_queue::blk::BlkRegions as QueueMem;
 pub use virtio::{DataSpace, PhysWindow};
 use virtio::{DeviceError, InitError, Op, Regs, VirtioBlk, blk, feature};
 

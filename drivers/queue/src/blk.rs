@@ -13,6 +13,36 @@ use crate::layout::{BlkReq, BlkResp, BlkStorageInfo, word};
 use crate::ring::{ConsumerIndex, ProducerIndex, Slots, split_region};
 use crate::sync::{AtomicU32, Ordering};
 
+/// The three regions of one block client's queues (request queue, response queue, storage
+/// information and, past it, the driver's restart words), as the queues here take them; both
+/// sides (client and driver, or a virtualiser facing either) view them for the PD's lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct BlkRegions<'q> {
+    /// `blk_req_queue_t`.
+    pub req: &'q [AtomicU32],
+    /// `blk_resp_queue_t`.
+    pub resp: &'q [AtomicU32],
+    /// `blk_storage_info_t` (and the restart words past it).
+    pub info: &'q [AtomicU32],
+}
+
+#[cfg(all(feature = "microkit", not(loom)))]
+impl BlkRegions<'static> {
+    /// Views three mapped regions as atomics for the rest of the program (the runtime's
+    /// `SharedRegion::into_atomic_words`); the regions are consumed.
+    pub fn from_regions(
+        req: Result<microkit_rt::SharedRegion, microkit_rt::RegionError>,
+        resp: Result<microkit_rt::SharedRegion, microkit_rt::RegionError>,
+        info: Result<microkit_rt::SharedRegion, microkit_rt::RegionError>,
+    ) -> Result<Self, microkit_rt::RegionError> {
+        Ok(Self {
+            req: req?.into_atomic_words()?,
+            resp: resp?.into_atomic_words()?,
+            info: info?.into_atomic_words()?,
+        })
+    }
+}
+
 /// Bytes a queue region needs for `capacity` entries of the request queue (saturating).
 pub const fn req_region_size(capacity: u32) -> usize {
     (capacity as usize)
