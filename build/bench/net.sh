@@ -86,6 +86,12 @@ for v in "$lo_ms" "$vm_ms" "$lo_s" "$fwd_s" "$rev_s"; do
         exit 1
     }
 done
+for v in "$lo_s" "$fwd_s" "$rev_s"; do
+    [ "$v" != 0.00 ] || {
+        echo "bench-net: a transfer took less than /proc/uptime's 10 ms step: raise NET_MIB" >&2
+        exit 1
+    }
+done
 [ "$(loss vm)" = 0 ] || {
     echo "bench-net: ping between the VMs lost packets: $(ping_line vm)" >&2
     exit 1
