@@ -717,6 +717,12 @@ impl Kernel for RefusingReads {
     fn holds_irq(&self, ch: Channel) -> bool {
         self.inner.holds_irq(ch)
     }
+    fn may_call(&self, ch: Channel) -> bool {
+        self.inner.may_call(ch)
+    }
+    fn timer_frequency(&self) -> u64 {
+        self.inner.timer_frequency()
+    }
     fn mr(&self, i: usize) -> u64 {
         self.inner.mr(i)
     }
