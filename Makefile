@@ -58,7 +58,7 @@ TARGET          := aarch64-unknown-none
 # Protection domains: crate name = ELF name in system.xml's <program_image>. The production
 # system (system.xml) has PDS; the test system adds TEST_PDS (system-test.xml, an overlay that
 # sdf-compose splices into system.xml: one source for everything both share).
-PDS      := vmm serial-driver blk-driver blk-virt net-virt driver-monitor
+PDS      := vmm serial-driver blk-driver blk-virt net-virt timer-driver driver-monitor
 TEST_PDS := selftest-ping selftest-pong
 # Which system `image` builds: production (system.xml, what a user boots) or test (the boot
 # tests'). Every PD of a test image is generated from the composed test system (SYSTEM_XML), in a
