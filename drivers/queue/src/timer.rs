@@ -68,7 +68,10 @@ mod tests {
     fn a_rounded_up_round_trip_is_never_early() {
         for hz in [1, 7, 1_000, QEMU, 19_200_000, 1_000_000_000, 3_000_000_000] {
             for t in [0, 1, 2, 3, 15, 16, 17, 1_000_003, u32::MAX as u64] {
-                assert!(ns_to_ticks_ceil(ticks_to_ns_ceil(t, hz), hz) >= t, "{t} at {hz}");
+                assert!(
+                    ns_to_ticks_ceil(ticks_to_ns_ceil(t, hz), hz) >= t,
+                    "{t} at {hz}"
+                );
             }
         }
     }
