@@ -10,7 +10,8 @@
 //!   replaces it) is the counter now plus MR0 in ticks, rounded up and saturated (a huge
 //!   timeout never fires, it does not wrap). The timer is armed at the earliest pending
 //!   timeout; when it fires, every client whose timeout passed is notified and forgotten, and
-//!   the timer is armed at the next (or stopped). A timeout already due is notified at once.
+//!   the timer is armed at the next (or at [`IDLE_COMPARE`], never disabled). A timeout already
+//!   due is notified at once.
 //! - **Untrusted clients.** A call with an unknown label, or a SET_TIMEOUT without MR0, gets an
 //!   error reply (`INVALID_ARGUMENT` / `ILLEGAL_OPERATION` as the reply's label) and changes
 //!   nothing; a call on a channel that is no client's gets `INVALID_CAPABILITY`. No panic is
@@ -63,6 +64,13 @@ const _: () = assert!(clients::CLIENTS.len() <= MAX_CLIENTS);
 
 /// The timer's IRQ channel (PPI 30, the EL1 physical timer).
 pub const TIMER_IRQ: Channel = system::IRQ_30;
+
+/// The compare value with nothing pending: the timer stays enabled and never fires, as sDDF's
+/// driver leaves it. Disabling it instead (CNTP_CTL.ENABLE = 0) between timeouts lost an
+/// interrupt: `make test-smp` hung (3 runs of 3, 2026-12-05) with every vCPU parked and the
+/// timer re-enabled at a deadline 0.5 s ahead whose interrupt never came; with the timer never
+/// disabled it passes. Why is not known (QEMU's timer or the GIC path).
+pub const IDLE_COMPARE: u64 = u64::MAX;
 
 /// One pending timeout per client (a deadline in counter ticks): the part of the driver that
 /// decides who is notified and when the hardware fires, without a kernel.
@@ -139,7 +147,7 @@ pub struct TimerDriver<K> {
     clients: &'static [ClientConfig],
     hz: u64,
     timeouts: Timeouts,
-    /// Where the hardware is armed (counter ticks), or stopped.
+    /// Where the hardware is armed (counter ticks); `None`: at [`IDLE_COMPARE`], nothing pending.
     armed: Option<u64>,
     /// The timer's IRQ waits for its acknowledgement (with the next receive).
     irq_ack: bool,
@@ -152,10 +160,11 @@ pub fn from_system<K: Kernel>(k: K) -> TimerDriver<K> {
 }
 
 impl<K: Kernel> TimerDriver<K> {
-    /// The driver for `clients` (at most [`MAX_CLIENTS`]; more are never served): stops the
-    /// timer, reads the counter's frequency and says so on the debug console.
+    /// The driver for `clients` (at most [`MAX_CLIENTS`]; more are never served): enables the
+    /// timer at [`IDLE_COMPARE`], reads the counter's frequency and says so on the debug
+    /// console.
     pub fn new(mut k: K, clients: &'static [ClientConfig]) -> Self {
-        k.timer_set(None);
+        k.timer_set(Some(IDLE_COMPARE));
         let hz = k.timer_frequency();
         let clients = clients.get(..MAX_CLIENTS).unwrap_or(clients);
         debug_println!(
@@ -188,7 +197,8 @@ impl<K: Kernel> TimerDriver<K> {
         &self.timeouts
     }
 
-    /// Where the hardware timer is armed.
+    /// The earliest pending timeout the hardware timer is armed at (`None`: nothing pending,
+    /// the compare value at [`IDLE_COMPARE`]).
     pub fn armed(&self) -> Option<u64> {
         self.armed
     }
@@ -213,7 +223,7 @@ impl<K: Kernel> TimerDriver<K> {
         let next = self.timeouts.next();
         if force || next != self.armed {
             self.armed = next;
-            self.k.timer_set(next);
+            self.k.timer_set(Some(next.unwrap_or(IDLE_COMPARE)));
         }
     }
 

@@ -7,7 +7,7 @@ use microkit_rt::event_loop::EventLoop;
 use microkit_rt::{Channel, Handler, MessageInfo};
 use microkit_sim::{Invocation, QEMU_VIRT_TIMER_HZ, Sim, SimKernel, SimTransport};
 use sddf_queue::timer::{GET_TIME, SET_TIMEOUT};
-use timer_driver::{ClientConfig, TIMER_IRQ, TimerDriver, clients::CLIENTS, system};
+use timer_driver::{ClientConfig, IDLE_COMPARE, TIMER_IRQ, TimerDriver, clients::CLIENTS, system};
 
 fn repo_system_text() -> String {
     let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -120,6 +120,10 @@ impl Rig {
     }
     fn clean(&self) {
         assert!(
+            !self.sim.take_log().contains(&Invocation::TimerSet(None)),
+            "the timer is never disabled"
+        );
+        assert!(
             self.sim.violations().is_empty(),
             "{:?}",
             self.sim.violations()
@@ -157,10 +161,13 @@ fn the_client_table_is_read_from_system_xml() {
 }
 
 #[test]
-fn at_start_the_timer_is_stopped_and_its_irq_acked() {
+fn at_start_the_timer_is_enabled_at_the_idle_compare_value() {
     let rig = Rig::new();
     let log = rig.sim.take_log();
-    assert!(log.contains(&Invocation::TimerSet(None)), "{log:?}");
+    assert!(
+        log.contains(&Invocation::TimerSet(Some(IDLE_COMPARE))),
+        "{log:?}"
+    );
     assert!(
         rig.sim
             .console()
@@ -215,7 +222,10 @@ fn a_timeout_arms_the_timer_and_its_interrupt_notifies_the_client() {
     );
     let (n, log) = rig.fire(1000 + ticks(1_000_000));
     assert_eq!(n, [0]);
-    assert!(log.contains(&Invocation::TimerSet(None)), "{log:?}");
+    assert!(
+        log.contains(&Invocation::TimerSet(Some(IDLE_COMPARE))),
+        "{log:?}"
+    );
     // Once: the next interrupt has nobody.
     let (n, _) = rig.fire(u64::MAX / 2);
     assert!(n.is_empty());

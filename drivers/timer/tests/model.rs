@@ -7,7 +7,7 @@ use microkit_rt::Channel;
 use microkit_sim::{Invocation, Sim};
 use proptest::prelude::*;
 use sddf_queue::timer::{SET_TIMEOUT, ns_to_ticks_ceil};
-use timer_driver::{ClientConfig, TIMER_IRQ, Timeouts, TimerDriver};
+use timer_driver::{ClientConfig, IDLE_COMPARE, TIMER_IRQ, Timeouts, TimerDriver};
 
 const N: usize = 3;
 
@@ -72,7 +72,7 @@ proptest! {
         // The model: each client's deadline, if any.
         let mut model: [Option<u64>; N] = [None; N];
         let mut now = 0u64;
-        let mut timer: Option<u64> = None;
+        let mut timer: Option<u64> = Some(IDLE_COMPARE);
         for op in ops {
             sim.take_log();
             match op {
@@ -103,12 +103,14 @@ proptest! {
             }
             for x in &log {
                 if let Invocation::TimerSet(t) = x {
+                    // Never disabled: with nothing pending, compare at IDLE_COMPARE.
+                    prop_assert!(t.is_some(), "the timer disabled: {:?}", log);
                     timer = *t;
                 }
             }
             // The hardware fires at the earliest pending deadline.
             let earliest = model.iter().flatten().min().copied();
-            prop_assert_eq!(timer, earliest);
+            prop_assert_eq!(timer, Some(earliest.unwrap_or(IDLE_COMPARE)));
             prop_assert_eq!(drv.armed(), earliest);
             for (i, d) in model.iter().enumerate() {
                 prop_assert_eq!(drv.timeouts().get(i), *d);
