@@ -18,6 +18,7 @@ pub mod policy_table;
 pub mod restartable;
 pub mod scope;
 pub mod sizes;
+pub mod timer;
 
 pub use model::*;
 pub use parse::{SdfError, parse};

@@ -9,9 +9,9 @@
 //!   template's), one priority below the previous VMM, its VM named `guest_N` and one priority
 //!   below the previous VM (the first VM runs whenever it can, so a boot test's console
 //!   sessions come in a known order; equal priorities would share the core round robin). Not
-//!   copied: the
-//!   template's IRQs (the wake-up timer, PPI 30: the EL1 physical timer is one per core, so only
-//!   the first VMM owns it; the others do not park a vCPU waiting for its timer).
+//!   copied: the template's IRQs, if it has any (a device is one per machine). The wake-up
+//!   timer is not one: every VMM has its own channel to the timer driver (below), so every
+//!   VMM parks a vCPU that waits for its virtual timer.
 //! - **Its regions**: every region the template maps that is its own (guest RAM and the
 //!   write-protected page, named `R_N`; the queues and data regions named `*_vmm`, named `*_N`)
 //!   is declared again under the new name with the same size and page size. Device regions
@@ -21,13 +21,14 @@
 //!   maps, with its setvar named after `N` (`tx_queue_vaddr` → `tx_queue_N_vaddr`,
 //!   `vmm_req_queue_vaddr` → `N_req_queue_vaddr`); a `<setvar region_paddr>` of such a region
 //!   gets one for the copy. Every channel between `vmm` and a peer gets one between `N` (the
-//!   template's id) and the peer (the peer's lowest free id).
+//!   template's id) and the peer (the peer's lowest free id), each end with its attributes
+//!   (`pp="true"` at the VMM's end of its channel to the timer driver: `N` calls it too).
 //! - **Firmware**: no VMM may pass PSCI SYSTEM_OFF to the firmware (`smc`): one VM powering off
 //!   must not end the others.
 //!
 //! The peers' own code learns the new clients from their generated constants (the serial
 //! driver's TX clients, the block virtualiser's client table and partitions, the block driver's
-//! data space), so building every PD with `SYSTEM_XML` set to the generated file is all it takes.
+//! data space, the timer driver's client table), so building every PD with `SYSTEM_XML` set to the generated file is all it takes.
 
 use crate::parse::SdfError;
 use std::fmt::Write as _;
@@ -164,24 +165,27 @@ pub fn generate(base: &str, vms: &[&str]) -> Result<String, SdfError> {
     if let Some(a) = template.attributes().find(|a| a.name() == "smc") {
         cuts.push(a.range());
     }
-    let channels: Vec<(String, u64, String, u64)> = root
+    // Each channel's ends: (PD, id, the end's other attributes as text: pp, notify, ...).
+    type ChannelEnd = (String, u64, String);
+    let channels: Vec<(ChannelEnd, ChannelEnd)> = root
         .children()
         .filter(|n| is_el(n, "channel"))
         .filter_map(|c| {
             let ends: Vec<_> = c.children().filter(|e| is_el(e, "end")).collect();
             let [a, b] = ends.as_slice() else { return None };
-            let id = |e: &roxmltree::Node<'_, '_>| e.attribute("id").and_then(parse_u64);
-            Some((
-                a.attribute("pd")?.to_string(),
-                id(a)?,
-                b.attribute("pd")?.to_string(),
-                id(b)?,
-            ))
+            let end = |e: &roxmltree::Node<'_, '_>| -> Option<ChannelEnd> {
+                Some((
+                    e.attribute("pd")?.to_string(),
+                    e.attribute("id").and_then(parse_u64)?,
+                    attrs(e, |n, v| (n != "pd" && n != "id").then(|| v.into())),
+                ))
+            };
+            Some((end(a)?, end(b)?))
         })
         .collect();
     // Ids each PD uses (channels and IRQs), growing as channels are added.
     let mut used: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    for (a, ia, b, ib) in &channels {
+    for ((a, ia, _), (b, ib, _)) in &channels {
         used.entry(a.clone()).or_default().push(*ia);
         used.entry(b.clone()).or_default().push(*ib);
     }
@@ -339,12 +343,15 @@ pub fn generate(base: &str, vms: &[&str]) -> Result<String, SdfError> {
             }
         }
         // The channels.
-        for (a, ia, b, ib) in &channels {
-            let (mine, peer) = match (a.as_str(), b.as_str()) {
-                (TEMPLATE, p) => (*ia, p),
-                (p, TEMPLATE) => (*ib, p),
+        for (a, b) in &channels {
+            // The VMM's end keeps its attributes (pp: the VMM calls the timer driver), the
+            // peer's end its own.
+            let ((_, mine, my_attrs), (peer, _, peer_attrs)) = match (a.0.as_str(), b.0.as_str()) {
+                (TEMPLATE, _) => (a, b),
+                (_, TEMPLATE) => (b, a),
                 _ => continue,
             };
+            let peer = peer.as_str();
             let ids = used.entry(peer.to_string()).or_default();
             let fresh = (0..63u64)
                 .find(|i| !ids.contains(i))
@@ -352,7 +359,7 @@ pub fn generate(base: &str, vms: &[&str]) -> Result<String, SdfError> {
             ids.push(fresh);
             let _ = writeln!(
                 new_channels,
-                "    <channel>\n        <end pd=\"{peer}\" id=\"{fresh}\" />\n        <end pd=\"{vm}\" id=\"{mine}\" />\n    </channel>"
+                "    <channel>\n        <end pd=\"{peer}\" id=\"{fresh}\"{peer_attrs} />\n        <end pd=\"{vm}\" id=\"{mine}\"{my_attrs} />\n    </channel>"
             );
         }
     }

@@ -101,8 +101,8 @@ pub const POLICY: Policy = Policy {
     pds: &[
         // The VMM: its VM's memory (to load it and emulate devices), the client side of the
         // serial driver's and the block virtualiser's queues, the data region it shares with
-        // the block driver, the timer PPI, SMC (the guest's PSCI SYSTEM_OFF/RESET reaches
-        // the firmware once the VM ended). Channel 0 (test system only): the liveness request.
+        // the block driver, a protected-call channel to the timer driver (its wake-up timer),
+        // SMC (the guest's PSCI SYSTEM_OFF/RESET reaches the firmware once the VM ended). Channel 0 (test system only): the liveness request.
         PdRule {
             name: "vmm",
             parent: None,
@@ -132,14 +132,33 @@ pub const POLICY: Policy = Policy {
                 ch(2, "serial_driver"),
                 ch(3, "blk_virt"),
                 ch(5, "net_virt"),
+                ChannelRule {
+                    id: 6,
+                    peer: "timer_driver",
+                    pp: true,
+                },
             ],
+            irqs: &[],
+            paddrs: &[],
+            vm: Some("guest"),
+        },
+        // The timer driver: the EL1 physical timer's interrupt (PPI 30; the timer's registers
+        // are system registers the kernel exports, no device frame) and one channel to its
+        // client, the VMM (which calls it). Nothing mapped, no guest memory, not a child.
+        PdRule {
+            name: "timer_driver",
+            parent: None,
+            smc: false,
+            may_map_guest_memory: false,
+            maps: &[],
+            channels: &[ch(1, "vmm")],
             irqs: &[IrqRule {
                 irq: 30,
-                id: 4,
+                id: 0,
                 trigger: Level,
             }],
             paddrs: &[],
-            vm: Some("guest"),
+            vm: None,
         },
         // The driver domains' monitor: the parent of both drivers (their TCBs, their faults);
         // its own serial TX queue; nothing else: no guest memory, no queue or data region of

@@ -95,7 +95,8 @@ fn the_production_system_holds_the_vmm_its_guest_the_driver_domains_and_the_virt
             "serial_driver",
             "blk_driver",
             "blk_virt",
-            "net_virt"
+            "net_virt",
+            "timer_driver"
         ])
     );
     let vms: Vec<&str> = sys

@@ -1,8 +1,9 @@
 //! The generated system of several VMs (`sdf::multivm`): each VM's resources are its own (no
 //! region of one VMM or VM is mapped by another, device frames aside), every VMM has the
 //! template's shape (the one vmm.elf serves them all: same setvars, addresses and channel ids),
-//! only the first owns the wake-up timer, the block and serial servers reach every client, and
-//! lists the generator cannot honour are refused.
+//! no VMM owns an IRQ and each calls the timer driver on a channel of its own (its wake-up
+//! timer), the block and serial servers reach every client, and lists the generator cannot
+//! honour are refused.
 
 use sdf::PdScope;
 
@@ -28,15 +29,51 @@ fn regions_of(sys: &sdf::System, pd: &str) -> Vec<String> {
 }
 
 #[test]
+fn each_vmm_calls_the_timer_driver_on_a_channel_of_its_own() {
+    let vms = ["vmm", "vmm2", "vmm3"];
+    let sys = system(&vms);
+    let driver = PdScope::of(&sys, "timer_driver").unwrap();
+    assert_eq!(driver.irqs.len(), 1);
+    assert_eq!(driver.irqs[0].irq, 30, "the EL1 physical timer's PPI");
+    let clients = sdf::timer::clients(&sys, "timer_driver").unwrap();
+    let names: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vms, "the driver's generated table sees every copy");
+    let mut ids: Vec<u64> = clients.iter().map(|c| c.channel).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        vms.len(),
+        "a channel id each at the driver's end"
+    );
+    for (k, vm) in vms.iter().enumerate() {
+        let s = PdScope::of(&sys, vm).unwrap();
+        let timer: Vec<_> = s
+            .channels
+            .iter()
+            .filter(|c| c.peer == "timer_driver")
+            .collect();
+        assert_eq!(timer.len(), 1, "{vm}");
+        assert!(timer[0].may_call, "{vm} may call the timer driver (pp)");
+        assert!(timer[0].notified_by_peer, "{vm} is notified by it");
+        assert!(clients[k].calls);
+        // The driver does not call its clients.
+        let back = driver.channels.iter().find(|c| c.peer == *vm).unwrap();
+        assert!(!back.may_call, "timer_driver calls {vm}");
+        // The VMM's higher-priority server: a protected call needs it.
+        assert!(driver.priority > s.priority);
+    }
+}
+
+#[test]
 fn each_vm_is_its_own_and_every_vmm_has_the_templates_shape() {
     let vms = ["vmm", "vmm2", "vmm3"];
     let sys = system(&vms);
     let template = PdScope::of(&sys, "vmm").unwrap();
     assert!(!template.smc, "no VMM passes a power-off to the firmware");
-    assert_eq!(
-        template.irqs.len(),
-        1,
-        "the first VMM owns the wake-up timer"
+    assert!(
+        template.irqs.is_empty(),
+        "the timer driver owns the EL1 physical timer's PPI, no VMM"
     );
     for (k, vm) in vms.iter().enumerate() {
         let s = PdScope::of(&sys, vm).unwrap();

@@ -95,6 +95,7 @@ pub mod restart;
 mod ring;
 pub mod serial;
 pub mod sync;
+pub mod timer;
 
 pub use blk::{
     BlkReqConsumer, BlkReqProducer, BlkRespConsumer, BlkRespProducer, StorageInfoReader,

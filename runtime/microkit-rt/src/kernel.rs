@@ -93,6 +93,9 @@ pub trait Kernel {
     /// Programs the EL1 physical timer to fire at `deadline` (a CNTPCT_EL0 value; its interrupt
     /// is PPI 30, an IRQ system.xml must grant the PD), or stops it (`None`).
     fn timer_set(&mut self, deadline: Option<u64>);
+    /// The frequency of that count in Hz (CNTFRQ_EL0, which firmware set at boot: 62.5 MHz on
+    /// QEMU virt), to convert counts to nanoseconds and back (sDDF's timer protocol is in ns).
+    fn timer_frequency(&self) -> u64;
 
     /// Writes bytes to the debug console (debug kernels; dropped on release kernels).
     fn debug_write(&mut self, bytes: &[u8]);
@@ -107,6 +110,11 @@ pub trait Kernel {
     /// patched in). A PD that shares its system with others of the same program (two VMMs)
     /// asks before it uses a device only one of them may own.
     fn holds_irq(&self, ch: Channel) -> bool;
+
+    /// Whether system.xml lets this PD make protected procedure calls on channel `ch`
+    /// (`pp="true"` at its end: the grant the Microkit tool patched in). A PD that shares its
+    /// program with others (two VMMs) asks before it relies on a server.
+    fn may_call(&self, ch: Channel) -> bool;
 }
 
 /// Registers an SMC call takes and returns (x0..x7, seL4's `seL4_ARM_SMCContext`).

@@ -77,6 +77,9 @@ pub enum Invocation {
 /// The EL1 physical timer's interrupt (PPI 30).
 pub const EL1_PHYS_TIMER_IRQ: u64 = 30;
 
+/// The counter frequency QEMU virt reports (CNTFRQ_EL0: 62.5 MHz), the simulation's default.
+pub const QEMU_VIRT_TIMER_HZ: u64 = 62_500_000;
+
 /// Something the PD tried that system.xml does not grant it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation(pub String);
@@ -119,6 +122,8 @@ struct State {
     responder: Option<Responder>,
     /// The EL1 physical timer's count (tests move it: [`Sim::set_timer_now`]).
     timer_now: u64,
+    /// The counter's frequency in Hz ([`Sim::set_timer_frequency`]; QEMU virt's by default).
+    timer_frequency: u64,
     /// The event the PD took last (its badge and message info): a reply answers it.
     last_event: Option<(u64, MessageInfo)>,
     /// vCPUs every invocation on which the kernel refuses ([`Sim::refuse_vcpu`]).
@@ -231,6 +236,7 @@ impl Sim {
             children,
             responder: None,
             timer_now: 0,
+            timer_frequency: QEMU_VIRT_TIMER_HZ,
             last_event: None,
             refused_vcpus: BTreeSet::new(),
         }))))
@@ -414,6 +420,11 @@ impl Sim {
         self.0.borrow_mut().timer_now = now;
     }
 
+    /// Changes the counter's frequency (CNTFRQ_EL0).
+    pub fn set_timer_frequency(&self, hz: u64) {
+        self.0.borrow_mut().timer_frequency = hz;
+    }
+
     /// Reads or changes a simulated child PD's thread.
     pub fn with_child<R>(&self, c: u8, f: impl FnOnce(&mut SimChild) -> R) -> R {
         let mut s = self.0.borrow_mut();
@@ -446,6 +457,9 @@ impl Kernel for SimKernel {
             .irqs
             .iter()
             .any(|i| i.id == ch.index() as u64)
+    }
+    fn may_call(&self, ch: Channel) -> bool {
+        self.0.borrow().channel(ch).is_some_and(|c| c.may_call)
     }
     fn mr(&self, i: usize) -> u64 {
         self.0.borrow().mrs.get(i).copied().unwrap_or(0)
@@ -664,6 +678,9 @@ impl Kernel for SimKernel {
     }
     fn timer_now(&self) -> u64 {
         self.0.borrow().timer_now
+    }
+    fn timer_frequency(&self) -> u64 {
+        self.0.borrow().timer_frequency
     }
     fn timer_set(&mut self, deadline: Option<u64>) {
         let mut s = self.0.borrow_mut();

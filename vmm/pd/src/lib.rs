@@ -24,8 +24,8 @@ use guest_memory::{RegionMemory, Window};
 use lazy_vcpu::LazyVcpu;
 use microkit_rt::abi::{MSG_MAX_LENGTH, user_context, vcpu_reg};
 use microkit_rt::{
-    ChannelSet, Child, DeferredAction, FaultReply, Handler, Kernel, KernelError, MessageInfo,
-    RegionError, SharedRegion,
+    ChannelSet, Child, FaultReply, Handler, Kernel, KernelError, MessageInfo, RegionError,
+    SharedRegion,
 };
 use vmm_core::addr::{GpaRange, GuestPhysAddr};
 use vmm_core::classify::{Exit, ExitAction, ExitReport};
@@ -105,8 +105,9 @@ impl CpuSlot {
     };
 }
 
-/// The wake-up timer's IRQ channel (PPI 30, the EL1 physical timer; see [`Vmm::setup`]).
-pub const WAKEUP_IRQ: microkit_rt::Channel = system::IRQ_30;
+/// The wake-up timer's channel: the timer driver's (sDDF's timer protocol, `sddf_queue::timer`;
+/// see [`Vmm::setup`]). A SET_TIMEOUT call asks for its notification on this channel.
+pub const WAKEUP_TIMER: microkit_rt::Channel = system::TIMER_DRIVER;
 
 /// Handler-tree capacity.
 pub const HANDLERS: usize = 256;
@@ -188,16 +189,18 @@ pub struct Vmm<K: Kernel + Clone> {
     parked: u8,
     /// PSCI CPU_ON calls that started a vCPU.
     cpu_ons: u64,
-    /// Where the wake-up timer is armed (CNTPCT), if it is.
+    /// The deadline (CNTPCT) of the timeout pending at the timer driver, if one is: asked for
+    /// and not yet notified. The protocol cannot cancel one, so it stays pending after the
+    /// vCPUs it was for resumed (its notification then resumes nobody).
     wakeup_at: Option<u64>,
     /// The guest's PSCI SYSTEM_OFF / SYSTEM_RESET to pass to the firmware once its VM ended
     /// (only when system.xml gives the VMM an SMC capability).
     machine_request: Option<u32>,
-    /// The wake-up timer's IRQ waits for its acknowledgement.
-    irq_ack: bool,
-    /// system.xml gives this VMM the wake-up timer (the EL1 physical timer and its PPI 30): in a
-    /// system of several VMMs only one may own it. Without it a vCPU that waits in WFI for its
-    /// virtual timer is not parked (it resumes at once), and the timer is never touched.
+    /// The counter's frequency (CNTFRQ_EL0), to turn a deadline into the timer driver's ns.
+    timer_hz: u64,
+    /// system.xml gives this VMM the wake-up timer: a channel on which it may call the timer
+    /// driver. Without it a vCPU that waits in WFI for its virtual timer is not parked (it
+    /// resumes at once).
     wakeup_timer: bool,
 }
 
@@ -243,7 +246,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             cpu_ons: 0,
             wakeup_at: None,
             machine_request: None,
-            irq_ack: false,
+            timer_hz: 0,
             wakeup_timer: false,
         }
     }
@@ -257,16 +260,17 @@ impl<K: Kernel + Clone> Vmm<K> {
         blobs: GuestBlobs,
     ) {
         self.regs = LazyVcpu::new(k.clone(), VCPUS[0]);
-        self.wakeup_timer = k.holds_irq(WAKEUP_IRQ);
+        self.wakeup_timer = k.may_call(WAKEUP_TIMER);
+        self.timer_hz = k.timer_frequency();
         self.k = k;
         self.devices.add_virtio_console();
         let vmm = self;
         if !vmm.wakeup_timer {
             say!(
                 vmm,
-                "vmm: no wake-up timer (PPI 30 on channel {} not granted): a vCPU waiting in \
-                 WFI for its timer is resumed at once",
-                WAKEUP_IRQ.index()
+                "vmm: no wake-up timer (no protected call to timer_driver on channel {}): a \
+                 vCPU waiting in WFI for its timer is resumed at once",
+                WAKEUP_TIMER.index()
             );
         }
         match (ram, wp) {
@@ -724,8 +728,8 @@ impl<K: Kernel + Clone> Vmm<K> {
     /// On a WFI exit of vCPU `v`: whether it may wait suspended. Not while an interrupt is in
     /// its list registers or queued (the WFI completes at once) nor when its virtual timer is
     /// due; with the virtual timer armed, its deadline (CNTPCT = CNTVCT + CNTVOFF) is kept for
-    /// the wake-up timer (the EL1 physical timer, armed at the earliest deadline of the parked
-    /// vCPUs), so that its interrupt wakes the vCPU in time. `calls` counts the kernel calls.
+    /// the wake-up timer (a timeout of the timer driver at the earliest deadline of the parked
+    /// vCPUs), so that its notification wakes the vCPU in time. `calls` counts the kernel calls.
     fn may_park(&mut self, v: usize, calls: &mut u32) -> bool {
         if self.vgic.has_interrupts(v) {
             return false;
@@ -768,10 +772,13 @@ impl<K: Kernel + Clone> Vmm<K> {
         true
     }
 
-    /// Arms the wake-up timer at the earliest deadline of the parked vCPUs, or stops it.
-    fn arm_wakeup(&mut self) {
+    /// Asks the timer driver for a notification at the earliest deadline of the parked vCPUs,
+    /// unless one at that deadline or earlier is pending already (its notification re-arms:
+    /// see `notified`); a later or no deadline leaves the pending one alone (the protocol has
+    /// no cancel). Returns the kernel calls made (the protected call).
+    fn arm_wakeup(&mut self) -> u32 {
         if !self.wakeup_timer {
-            return;
+            return 0;
         }
         let parked = self.parked;
         let next = self.cpus[..VCPUS.len()]
@@ -780,9 +787,31 @@ impl<K: Kernel + Clone> Vmm<K> {
             .filter(|&(v, _)| parked & 1 << v != 0)
             .filter_map(|(_, c)| c.deadline)
             .min();
-        if next != self.wakeup_at {
-            self.wakeup_at = next;
-            self.k.timer_set(next);
+        match (next, self.wakeup_at) {
+            (Some(d), pending) if pending.is_none_or(|p| d < p) => {
+                self.wakeup_at = Some(d);
+                self.set_timeout(d);
+                1
+            }
+            _ => 0,
+        }
+    }
+
+    /// SET_TIMEOUT at the timer driver for counter value `deadline`: relative ns, rounded up so
+    /// the notification never comes early (the driver rounds its deadline up too).
+    fn set_timeout(&mut self, deadline: u64) {
+        let ticks = deadline.saturating_sub(self.k.timer_now());
+        let ns = sddf_queue::timer::ticks_to_ns_ceil(ticks, self.timer_hz);
+        self.k.set_mr(0, ns);
+        let msg = MessageInfo::new(sddf_queue::timer::SET_TIMEOUT, 1);
+        match self.k.ppcall(WAKEUP_TIMER, msg) {
+            Ok(r) if r.label() == 0 => {}
+            Ok(r) => say!(
+                self,
+                "vmm: the timer driver refused a timeout: error {}",
+                r.label()
+            ),
+            Err(e) => say!(self, "vmm: cannot call the timer driver: {}", e),
         }
     }
 
@@ -816,7 +845,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
         }
         if calls > 0 {
-            self.arm_wakeup();
+            calls += self.arm_wakeup();
         }
         calls
     }
@@ -992,7 +1021,7 @@ impl<K: Kernel + Clone> Vmm<K> {
                 Ok(_) => match self.k.vm_suspend(me) {
                     Ok(()) => {
                         self.parked |= 1 << v;
-                        self.arm_wakeup();
+                        idle_calls += self.arm_wakeup();
                         stopped = true;
                         self.glue.parks = self.glue.parks.saturating_add(1);
                         None
@@ -1182,10 +1211,9 @@ impl<K: Kernel + Clone> Vmm<K> {
             }
         }
         self.parked = 0;
-        // The timer is armed exactly when `wakeup_at` says so (`arm_wakeup`).
-        if self.wakeup_at.take().is_some() {
-            self.k.timer_set(None);
-        }
+        // A timeout pending at the timer driver stays (the protocol has no cancel): its
+        // notification finds nobody parked.
+        self.wakeup_at = None;
     }
 
     fn power_off(&mut self) {
@@ -1430,10 +1458,18 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             let _ = self.devices.console.flush(&mut self.k);
             self.wake_interrupted();
         }
-        // The wake-up timer: a parked vCPU's virtual timer is due.
-        let timer = 1 << WAKEUP_IRQ.index();
+        // The wake-up timer: the timeout asked for passed (or one asked for earlier, whose
+        // vCPU resumed meanwhile): resume the vCPUs whose deadline passed by the VMM's own
+        // reading of the counter, and ask again for the earliest of those still parked (an
+        // early or stale notification resumes nobody and re-arms).
+        let timer = if self.wakeup_timer {
+            1 << WAKEUP_TIMER.index()
+        } else {
+            0
+        };
         if channels.bits() & timer != 0 {
-            self.irq_ack = true;
+            // The driver notified: nothing is pending there any more.
+            self.wakeup_at = None;
             if self.state == VmState::Running {
                 let now = self.k.timer_now();
                 for v in 0..VCPUS.len() {
@@ -1444,9 +1480,6 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
                     }
                 }
                 self.arm_wakeup();
-            } else {
-                self.wakeup_at = None;
-                self.k.timer_set(None);
             }
         }
         let others = ChannelSet::from_badge(channels.bits() & !drivers & !timer);
@@ -1478,11 +1511,6 @@ impl<K: Kernel + Clone> Handler for Vmm<K> {
             return Ok(self.null_exit(v, msg));
         }
         Ok(self.handle_vcpu_fault(v, msg))
-    }
-
-    /// The wake-up timer's IRQ is acknowledged with the next receive.
-    fn take_deferred_action(&mut self) -> Option<DeferredAction> {
-        core::mem::take(&mut self.irq_ack).then_some(DeferredAction::IrqAck(WAKEUP_IRQ))
     }
 
     /// The event loop's reports take the VMM's own output (the serial driver domain once the

@@ -30,15 +30,13 @@ fn liveness() -> Option<Invocation> {
 fn scope_is_what_system_xml_grants() {
     let sim = Sim::from_repo_system("vmm");
     let s = sim.scope();
-    // One IRQ: the EL1 physical timer (PPI 30) that wakes a vCPU parked in WFI.
-    assert_eq!(
-        s.irqs.iter().map(|i| (i.irq, i.id)).collect::<Vec<_>>(),
-        [(30, 4)]
-    );
+    // No IRQ: the wake-up timer is the timer driver's (PPI 30 is its IRQ).
+    assert!(s.irqs.is_empty());
     assert!(s.children.is_empty());
-    // Four channels, notifications both ways, no protected calls: the serial driver's TX (1)
-    // and RX (2) queues, the block virtualiser (3) and the network virtualiser (5). The liveness channel to selftest_ping (0) is
-    // the test system's only (system-test.xml): production has none, so no liveness request.
+    // Five channels, notifications both ways: the serial driver's TX (1) and RX (2) queues, the
+    // block virtualiser (3), the network virtualiser (5) and the timer driver (6), the only one
+    // the VMM calls (SET_TIMEOUT). The liveness channel to selftest_ping (0) is the test
+    // system's only (system-test.xml): production has none, so no liveness request.
     let chans: Vec<_> = s
         .channels
         .iter()
@@ -60,6 +58,7 @@ fn scope_is_what_system_xml_grants() {
             (2, "serial_driver", true, true, false, false),
             (3, "blk_virt", true, true, false, false),
             (5, "net_virt", true, true, false, false),
+            (6, "timer_driver", true, true, true, false),
         ]
     );
     assert_eq!(vmm::LIVENESS, None);
@@ -101,8 +100,9 @@ fn scope_is_what_system_xml_grants() {
     assert_eq!(
         vmm::system::GRANTS,
         microkit_rt::event_loop::Grants {
-            irqs: 1 << 4,
-            notifications: 0b10_1110,
+            irqs: 0,
+            notifications: 0b110_1110,
+            pps: 1 << 6,
             ..Default::default()
         }
     );
@@ -645,7 +645,7 @@ fn psci_system_off_suspends_the_vm_prints_statistics_and_later_faults_are_ignore
 /// A notification on a bit that is no channel of the VMM's (it has none), to show the PD still
 /// runs its loop; the simulation's scope check for peers is bypassed on purpose.
 fn poke(h: &mut Harness<impl Kernel + Clone>) {
-    h.sim.raw_event(1 << 6, MessageInfo::new(0, 0), &[]);
+    h.sim.raw_event(1 << 7, MessageInfo::new(0, 0), &[]);
     h.el.step(&mut h.vmm);
 }
 
@@ -681,7 +681,7 @@ fn a_malformed_fault_message_stops_the_vm_and_the_vmm_keeps_serving() {
     assert!(
         h.sim
             .console()
-            .contains("vmm: notified on {6} (VM state Stopped)"),
+            .contains("vmm: notified on {7} (VM state Stopped)"),
         "{}",
         h.sim.console()
     );
@@ -716,6 +716,12 @@ struct RefusingReads {
 impl Kernel for RefusingReads {
     fn holds_irq(&self, ch: Channel) -> bool {
         self.inner.holds_irq(ch)
+    }
+    fn may_call(&self, ch: Channel) -> bool {
+        self.inner.may_call(ch)
+    }
+    fn timer_frequency(&self) -> u64 {
+        self.inner.timer_frequency()
     }
     fn mr(&self, i: usize) -> u64 {
         self.inner.mr(i)
@@ -980,7 +986,7 @@ fn a_16_bit_instruction_advances_the_pc_by_2() {
 const WFI: u64 = (0x01 << 26) | (1 << 25);
 
 #[test]
-fn wfi_parks_until_the_virtual_timer_deadline_then_the_timer_irq_resumes() {
+fn wfi_parks_until_the_virtual_timer_deadline_then_the_timer_driver_resumes_it() {
     let mut h = Harness::running();
     h.sim.set_timer_now(1_000);
     h.set_reg(vcpu_reg::CNTVOFF, 500);
@@ -988,35 +994,43 @@ fn wfi_parks_until_the_virtual_timer_deadline_then_the_timer_irq_resumes() {
     h.set_reg(vcpu_reg::CNTV_CTL, 1); // enabled, not masked
     h.set_x_pc(PC0);
     let log = h.exit(label::VCPU_FAULT, &[WFI]);
-    // Suspended after the PC moved past the WFI; then the wake-up timer is armed at the
-    // physical deadline = CNTV_CVAL + CNTVOFF.
+    // Suspended after the PC moved past the WFI; then the timer driver is asked for a timeout
+    // at the physical deadline = CNTV_CVAL + CNTVOFF: 3500 ticks from now, 56 us at 62.5 MHz.
     assert_eq!(
         log[log.len() - 2..],
-        [Invocation::VmSuspend(0), Invocation::TimerSet(Some(4_500))],
+        [Invocation::VmSuspend(0), set_timeout(1_000, 4_500)],
         "{log:?}"
+    );
+    assert_eq!(
+        set_timeout(1_000, 4_500),
+        Invocation::PpCall {
+            ch: TIMER.index(),
+            label: 1,
+            mrs: vec![56_000]
+        }
     );
     assert!(!log.iter().any(|i| matches!(i, Invocation::Reply { .. })));
     assert_eq!(h.pc(), PC0 + 4);
     assert!(h.vmm.parked());
-    // Early (the timer's interrupt does not say for whom): nobody's deadline has passed.
+    // Early (a notification the driver sent for an older timeout, or a wrong one): nobody's
+    // deadline has passed by the VMM's own reading of the counter; it asks again for the rest.
     h.sim.set_timer_now(4_499);
-    let early = h.timer_irq();
+    let early = h.timer_notified();
     assert!(
         !early.iter().any(|i| matches!(i, Invocation::VmResume(_))),
         "{early:?}"
     );
+    assert!(early.contains(&set_timeout(4_499, 4_500)), "{early:?}");
     assert!(h.vmm.parked());
     h.sim.set_timer_now(4_500);
-    let wake = h.timer_irq();
-    assert_eq!(
-        wake[..2],
-        [Invocation::VmResume(0), Invocation::TimerSet(None)],
-        "{wake:?}"
-    );
-    // The IRQ is acknowledged with the next receive (slot 138 + channel 4).
+    let wake = h.timer_notified();
+    assert_eq!(wake[..1], [Invocation::VmResume(0)], "{wake:?}");
+    // Nothing else parked: no new timeout; and nothing to acknowledge (no IRQ of its own).
+    assert!(!calls_timer(&wake), "{wake:?}");
     assert!(
-        wake.iter()
-            .any(|i| matches!(i, Invocation::Signal { slot: 142, .. })),
+        !wake
+            .iter()
+            .any(|i| matches!(i, Invocation::Signal { .. } | Invocation::IrqAck(_))),
         "{wake:?}"
     );
     assert!(!h.vmm.parked());
@@ -1057,7 +1071,7 @@ fn wfi_does_not_park_when_the_timer_is_due_or_an_interrupt_waits() {
     h.set_x_pc(PC0);
     let log = h.exit(label::VCPU_FAULT, &[WFI]);
     assert_resumed(&log, &h.ctx());
-    assert!(!log.iter().any(|i| matches!(i, Invocation::TimerSet(_))));
+    assert!(!calls_timer(&log));
 }
 
 #[test]
@@ -1070,10 +1084,7 @@ fn wfi_with_a_masked_timer_parks_without_a_deadline_and_wfe_never_parks() {
     h.set_x_pc(PC0);
     let log = h.exit(label::VCPU_FAULT, &[WFI]);
     assert_eq!(log.last(), Some(&Invocation::VmSuspend(0)));
-    assert!(
-        !log.iter()
-            .any(|i| matches!(i, Invocation::TimerSet(Some(_))))
-    );
+    assert!(!calls_timer(&log));
     assert!(h.vmm.parked());
 }
 

@@ -293,31 +293,30 @@ fn one_wake_up_timer_serves_every_parked_vcpu_earliest_deadline_first() {
     }
     let log = wfi(&mut h, 0, PC0);
     assert!(
-        log.ends_with(&[Invocation::VmSuspend(0), Invocation::TimerSet(Some(5_000))]),
+        log.ends_with(&[Invocation::VmSuspend(0), set_timeout(1_000, 5_000)]),
         "{log:?}"
     );
+    // An earlier deadline replaces the pending timeout (one per client).
     let log = wfi(&mut h, 1, SECONDARY_ENTRY);
     assert!(
-        log.ends_with(&[Invocation::VmSuspend(1), Invocation::TimerSet(Some(3_000))]),
+        log.ends_with(&[Invocation::VmSuspend(1), set_timeout(1_000, 3_000)]),
         "{log:?}"
     );
-    // At 3000 only vCPU 1 is due: it runs again, the timer moves on to vCPU 0's deadline.
+    // At 3000 only vCPU 1 is due: it runs again, and the timer driver is asked for vCPU 0's
+    // deadline.
     h.sim.set_timer_now(3_000);
-    let log = h.timer_irq();
+    let log = h.timer_notified();
     assert_eq!(
         log[..2],
-        [Invocation::VmResume(1), Invocation::TimerSet(Some(5_000))],
+        [Invocation::VmResume(1), set_timeout(3_000, 5_000)],
         "{log:?}"
     );
     assert!(h.vmm.parked() && !h.vmm.vcpu_parked(1));
-    // At 5000 vCPU 0; the timer stops.
+    // At 5000 vCPU 0; nothing more to ask for.
     h.sim.set_timer_now(5_000);
-    let log = h.timer_irq();
-    assert_eq!(
-        log[..2],
-        [Invocation::VmResume(0), Invocation::TimerSet(None)],
-        "{log:?}"
-    );
+    let log = h.timer_notified();
+    assert_eq!(log[..1], [Invocation::VmResume(0)], "{log:?}");
+    assert!(!calls_timer(&log), "{log:?}");
     assert!(!h.vmm.parked());
     assert_eq!(h.vmm.glue_stats().timer_wakes, 2);
 }
@@ -446,8 +445,8 @@ fn run_smp(steps: &[Step]) -> Result<(), TestCaseError> {
     m[0].on = true;
     let mut now = 0u64;
     h.sim.set_timer_now(now);
-    // Where the VMM armed the wake-up timer last (it says so only when that changes).
-    let mut armed = None;
+    // The timeout pending at the timer driver (the VMM's last SET_TIMEOUT, until notified).
+    let mut pending: Option<u64> = None;
     for st in steps {
         let log = match *st {
             Step::CpuOn { from, target } => {
@@ -520,7 +519,9 @@ fn run_smp(steps: &[Step]) -> Result<(), TestCaseError> {
             Step::Timer { now: t } => {
                 now = now.max(u64::from(t));
                 h.sim.set_timer_now(now);
-                let log = h.timer_irq();
+                let log = h.timer_notified();
+                // The driver notified: its timeout is gone.
+                pending = None;
                 for cpu in m.iter_mut().filter(|c| c.parked) {
                     if cpu.deadline.is_some_and(|d| d <= now) {
                         cpu.parked = false;
@@ -533,8 +534,8 @@ fn run_smp(steps: &[Step]) -> Result<(), TestCaseError> {
         prop_assert!(h.sim.violations().is_empty(), "{:?}", h.sim.violations());
         // The list registers the VMM filled; a parked vCPU given an interrupt wakes.
         for inv in &log {
-            if let Invocation::TimerSet(t) = *inv {
-                armed = t;
+            if let Some(d) = timeout_deadline(std::slice::from_ref(inv), now) {
+                pending = Some(d);
             }
             if let Invocation::VcpuInjectIrq { vcpu, index, .. } = *inv {
                 let cpu = &mut m[usize::from(vcpu)];
@@ -574,13 +575,24 @@ fn run_smp(steps: &[Step]) -> Result<(), TestCaseError> {
             let power = h.vmm.vcpu_power(usize::from(v));
             prop_assert_eq!(power == Some(PowerState::On), cpu.on);
         }
-        // The wake-up timer is armed at the earliest deadline of the parked vCPUs, or not at all.
+        // A timeout is pending at the timer driver no later than the earliest deadline of the
+        // parked vCPUs (so that one wakes in time; an earlier one is a timeout asked for a vCPU
+        // that resumed meanwhile: the protocol has no cancel, its notification re-arms).
         let want = m
             .iter()
             .filter(|c| c.parked)
             .filter_map(|c| c.deadline)
             .min();
-        prop_assert_eq!(armed, want, "wake-up timer after {:?}: {:?}", st, log);
+        if let Some(w) = want {
+            prop_assert!(
+                pending.is_some_and(|p| p <= w),
+                "timeout pending at {:?}, earliest parked deadline {}, after {:?}: {:?}",
+                pending,
+                w,
+                st,
+                log
+            );
+        }
         if m.iter().all(|c| !c.on) {
             prop_assert_eq!(h.vmm.state(), VmState::Off);
             break;
@@ -604,17 +616,17 @@ proptest! {
     }
 }
 
-/// The repository's system.xml without the VMM's wake-up timer IRQ (a second VMM of a two-VM
-/// system: only one VMM may own the EL1 physical timer).
+/// The repository's system.xml without the VMM's right to call the timer driver (its channel
+/// stays, notifications only: a system description that gives a VMM no wake-up timer).
 fn sim_without_wakeup_timer() -> microkit_sim::Sim {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../system.xml");
     let text = std::fs::read_to_string(path).unwrap();
-    let irq = r#"<irq irq="30" id="4" />"#;
+    let pp = r#"<end pd="vmm" id="6" pp="true" />"#;
     assert!(
-        text.contains(irq),
-        "system.xml gives the vmm IRQ 30 on channel 4"
+        text.contains(pp),
+        "system.xml lets the vmm call timer_driver on channel 6"
     );
-    let sys = sdf::parse(&text.replace(irq, "")).unwrap();
+    let sys = sdf::parse(&text.replace(pp, r#"<end pd="vmm" id="6" />"#)).unwrap();
     microkit_sim::Sim::new(&sys, "vmm").unwrap()
 }
 
@@ -624,7 +636,7 @@ fn without_the_wake_up_timer_a_vcpu_waiting_for_its_timer_is_not_parked() {
     assert!(
         h.sim
             .console()
-            .contains("vmm: no wake-up timer (PPI 30 on channel 4 not granted)")
+            .contains("vmm: no wake-up timer (no protected call to timer_driver on channel 6)")
     );
     h.sim.take_log();
     h.sim.with_vcpu(0, |v| v.context = guest_context());
@@ -636,20 +648,14 @@ fn without_the_wake_up_timer_a_vcpu_waiting_for_its_timer_is_not_parked() {
     });
     let log = wfi(&mut h, 0, PC0);
     assert!(!log.contains(&Invocation::VmSuspend(0)), "{log:?}");
-    assert!(
-        !log.iter().any(|i| matches!(i, Invocation::TimerSet(_))),
-        "{log:?}"
-    );
+    assert!(!calls_timer(&log), "{log:?}");
     assert!(!h.vmm.parked());
     // Its timer off: it waits for a device's interrupt, parked as before, the timer untouched.
     h.sim
         .with_vcpu(0, |c| c.regs[vcpu_reg::CNTV_CTL as usize] = 0);
     let log = wfi(&mut h, 0, PC0);
     assert!(log.contains(&Invocation::VmSuspend(0)), "{log:?}");
-    assert!(
-        !log.iter().any(|i| matches!(i, Invocation::TimerSet(_))),
-        "{log:?}"
-    );
+    assert!(!calls_timer(&log), "{log:?}");
     assert!(h.vmm.parked());
     assert!(h.sim.violations().is_empty(), "{:?}", h.sim.violations());
 }

@@ -70,6 +70,9 @@ impl Kernel for Sel4Kernel {
     fn holds_irq(&self, ch: Channel) -> bool {
         self.grants.is_irq(ch)
     }
+    fn may_call(&self, ch: Channel) -> bool {
+        self.grants.may_call(ch)
+    }
     fn mr(&self, i: usize) -> u64 {
         ipc_buffer::mr(i)
     }
@@ -176,6 +179,10 @@ impl Kernel for Sel4Kernel {
 
     fn timer_set(&mut self, deadline: Option<u64>) {
         super::timer::set(deadline)
+    }
+
+    fn timer_frequency(&self) -> u64 {
+        super::timer::frequency()
     }
 
     fn debug_write(&mut self, bytes: &[u8]) {

@@ -12,6 +12,15 @@ pub fn now() -> u64 {
     v
 }
 
+/// CNTFRQ_EL0: the counter's frequency in Hz (firmware writes it once at boot).
+pub fn frequency() -> u64 {
+    let v: u64;
+    // SAFETY: reading the counter frequency register has no side effects; EL0 may read it
+    // whenever it may read a counter (CNTKCTL_EL1.EL0PCTEN, CONFIG_EXPORT_PCNT_USER).
+    unsafe { core::arch::asm!("mrs {0}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
 /// Programs the timer to fire at physical count `deadline` (enabled, unmasked), or disables it.
 pub fn set(deadline: Option<u64>) {
     match deadline {
