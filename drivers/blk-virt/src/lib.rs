@@ -866,7 +866,7 @@ pub fn setup_from_system<K: Kernel>(mut k: K, v: &mut BlkVirt<'static, K>) {
     let mut list: heapless::Vec<(ClientConfig, Option<QueueMem<'static>>), MAX_CLIENTS> =
         heapless::Vec::new();
     for cfg in clients::CLIENTS {
-        let region = |mr| system::region(mr).unwrap_or(Err(RegionError::Unmapped));
+        let region = |mr| system::region(mr).unwrap_or(Err(microkit_rt::RegionError::Unmapped));
         let mem = QueueMem::from_regions(
             region(cfg.req_queue),
             region(cfg.resp_queue),
