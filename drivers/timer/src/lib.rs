@@ -179,7 +179,7 @@ impl<K: Kernel> TimerDriver<K> {
         TimerDriver {
             k,
             clients,
-            hz,
+            hz: hz.max(1),
             timeouts: Timeouts::new(),
             armed: None,
             irq_ack: false,
