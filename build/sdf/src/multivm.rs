@@ -28,7 +28,8 @@
 //!
 //! The peers' own code learns the new clients from their generated constants (the serial
 //! driver's TX clients, the block virtualiser's client table and partitions, the block driver's
-//! data space, the timer driver's client table), so building every PD with `SYSTEM_XML` set to the generated file is all it takes.
+//! data space, the timer driver's client table), so building every PD with `SYSTEM_XML` set to
+//! the generated file is all it takes.
 
 use crate::parse::SdfError;
 use std::fmt::Write as _;
