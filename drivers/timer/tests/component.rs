@@ -9,41 +9,8 @@ use microkit_sim::{Invocation, QEMU_VIRT_TIMER_HZ, Sim, SimKernel, SimTransport}
 use sddf_queue::timer::{GET_TIME, SET_TIMEOUT};
 use timer_driver::{ClientConfig, IDLE_COMPARE, TIMER_IRQ, TimerDriver, clients::CLIENTS, system};
 
-fn repo_system_text() -> String {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let path = sdf::codegen::find_system_xml(here).expect("system.xml above the crate");
-    std::fs::read_to_string(path).expect("reads system.xml")
-}
-
-/// system.xml with `n` VMMs (`vmm`, `vmm2`, ...), as `make test-multivm` generates it.
-fn multivm(n: usize) -> sdf::System {
-    let names: Vec<String> = (1..=n)
-        .map(|i| {
-            if i == 1 {
-                "vmm".to_string()
-            } else {
-                format!("vmm{i}")
-            }
-        })
-        .collect();
-    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-    let text = sdf::multivm::generate(&repo_system_text(), &refs).expect("generates");
-    sdf::parse(&text).expect("parses")
-}
-
-/// The client table the driver's build script would generate for `sys`.
-fn table(sys: &sdf::System) -> &'static [ClientConfig] {
-    let t: Vec<ClientConfig> = sdf::timer::clients(sys, "timer_driver")
-        .unwrap()
-        .into_iter()
-        .map(|c| ClientConfig {
-            name: Box::leak(c.name.into_boxed_str()),
-            channel: Channel::new(c.channel as u8),
-            calls: c.calls,
-        })
-        .collect();
-    Box::leak(t.into_boxed_slice())
-}
+mod support;
+use support::{multivm, table};
 
 struct Rig {
     sim: Sim,

@@ -3,7 +3,6 @@
 //! any time, early or late), the driver notifies exactly the clients whose deadline passed,
 //! each once, and its hardware timer is armed at the earliest pending deadline.
 
-use microkit_rt::Channel;
 use microkit_sim::{Invocation, Sim};
 use proptest::prelude::*;
 use sddf_queue::timer::{SET_TIMEOUT, ns_to_ticks_ceil};
@@ -33,30 +32,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+mod support;
+
 fn system(n: usize) -> (sdf::System, &'static [ClientConfig]) {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let base = std::fs::read_to_string(sdf::codegen::find_system_xml(here).unwrap()).unwrap();
-    let names: Vec<String> = (1..=n)
-        .map(|i| {
-            if i == 1 {
-                "vmm".into()
-            } else {
-                format!("vmm{i}")
-            }
-        })
-        .collect();
-    let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-    let sys = sdf::parse(&sdf::multivm::generate(&base, &refs).unwrap()).unwrap();
-    let t: Vec<ClientConfig> = sdf::timer::clients(&sys, "timer_driver")
-        .unwrap()
-        .into_iter()
-        .map(|c| ClientConfig {
-            name: Box::leak(c.name.into_boxed_str()),
-            channel: Channel::new(c.channel as u8),
-            calls: c.calls,
-        })
-        .collect();
-    (sys, Box::leak(t.into_boxed_slice()))
+    let sys = support::multivm(n);
+    let t = support::table(&sys);
+    (sys, t)
 }
 
 proptest! {
