@@ -542,7 +542,8 @@ test-smp: check-qemu linux-smp-image
 bench-smp:
 	@$(MAKE) --no-print-directory linux-smp-image MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG)
 	SMP=$(SMP_VCPUS) DD_RUNS=0 build/bench/linux-boot.sh $(BUILD_DIR)/bench/linux-smp-boot \
-		$(SMP_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
+		$(SMP_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)" \
+		$(LINUX_DIR)/virt-smp.dtb
 
 # `make linux-smp`: the SMP guest for a person to type into (Ctrl-A x quits).
 linux-smp: check-qemu linux-smp-image
@@ -553,16 +554,24 @@ linux-smp: check-qemu linux-smp-image
 # $(BUILD_DIR)/bench/linux-idle/linux-idle.md. Wall-clock time (no -icount): run it alone.
 bench-linux-idle: check-qemu linux-image
 	build/bench/linux-idle.sh $(BUILD_DIR)/bench/linux-idle \
-		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img $(LINUX_DIR)
+		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/loader.img $(LINUX_DIR) $(LINUX_DIR)/virt-shell.dtb
 
-# Linux boot time side by side (issue: <= 1.05x): the same kernel, initramfs and bootargs
-# natively and under the VMM (release configuration by default), both under -icount
+# Linux boot time side by side (issue: <= 1.05x): the same kernel, initramfs, bootargs, device
+# tree and RAM natively and under the VMM (release configuration by default), both under -icount
 # shift=0,sleep=off, to the shell prompt (build/bench/linux-boot.sh); table in
-# $(BUILD_DIR)/bench/linux-boot/linux-boot.md.
+# $(BUILD_DIR)/bench/linux-boot/linux-boot.md. First the same with `quiet` added (no boot
+# messages on the console; $(BUILD_DIR)/bench/linux-boot-quiet/linux-boot.md): the difference
+# between the two ratios is what the console's output costs.
 bench-linux:
+	@$(MAKE) --no-print-directory linux-image MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG) \
+		LINUX_BOOTARGS="$(LINUX_BOOTARGS) quiet"
+	DD_RUNS=0 build/bench/linux-boot.sh $(BUILD_DIR)/bench/linux-boot-quiet \
+		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) \
+		"$(LINUX_BOOTARGS) quiet" $(LINUX_DIR)/virt-shell.dtb
 	@$(MAKE) --no-print-directory linux-image MICROKIT_CONFIG=$(BENCH_LINUX_CONFIG)
 	build/bench/linux-boot.sh $(BUILD_DIR)/bench/linux-boot \
-		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)"
+		$(LINUX_BUILD)/$(MICROKIT_BOARD)/$(BENCH_LINUX_CONFIG)/loader.img $(LINUX_DIR) "$(LINUX_BOOTARGS)" \
+		$(LINUX_DIR)/virt-shell.dtb
 BENCH_LINUX_CONFIG ?= release
 
 # The production system (system.xml, what a user boots), debug configuration: the VMM, its guest

@@ -4,11 +4,13 @@
 # prompt, then `poweroff -f`. QEMU's host CPU time while the guest sleeps is sampled from
 # /proc/<pid>/stat (utime + stime) when the shell echoes the sleep command and when it prints
 # `idle-done`; under the VMM, the exits of the idle period are the difference between the two
-# runs' statistics (printed at power-off).
+# runs' statistics (printed at power-off). The native boots get the guest's own device tree and
+# its RAM size, as in linux-boot.sh.
 #
-#   build/bench/linux-idle.sh OUT_DIR LOADER_IMG LINUX_DIR   (the Makefile's bench-linux-idle)
+#   build/bench/linux-idle.sh OUT_DIR LOADER_IMG LINUX_DIR GUEST_DTB   (make bench-linux-idle)
 set -euo pipefail
-out=$1 loader=$2 linux=$3
+out=$1 loader=$2 linux=$3 dtb=$4
+ram_mib=$(build/bench/dtb-ram-mib.sh "$dtb")
 idle=${IDLE_S:-30}
 mkdir -p "$out"
 expect_file() { # $1 = seconds
@@ -29,7 +31,7 @@ run() { # $1 = vmm|native, $2 = seconds
     local machine=(-machine virt,virtualization=on -cpu cortex-a53 -m 2G
         -device loader,file=$loader,addr=0x70000000,cpu-num=0)
     if [ "$1" = native ]; then
-        machine=(-machine virt -cpu cortex-a53 -m 2G -kernel "$linux/Image"
+        machine=(-machine virt -cpu cortex-a53 -m "${ram_mib}M" -dtb "$dtb" -kernel "$linux/Image"
             -initrd "$linux/initramfs-shell.cpio.gz" -append "console=ttyAMA0 rdinit=/init nokaslr")
     fi
     cargo run -q -p qemu-expect --bin qemu-expect -- --expect "$out/$tag.txt" --log "$out/$tag.log" \
