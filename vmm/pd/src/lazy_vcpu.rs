@@ -4,7 +4,7 @@
 //! TCB ReadRegisters and WriteRegisters move a *prefix* of `seL4_UserContext` (pc, sp, spsr, x0..
 //! in the kernel's order), so an exit costs at most one read and one write of the prefix up to
 //! the highest changed register. The read, at the first register the exit needs that it does not
-//! know, covers pc, sp, spsr, x0..x7 and every register the exit announced
+//! know, covers pc, sp, spsr and every register the exit announced
 //! ([`Vcpu::expect_gprs`]: the MMIO emulator names the transfer register, or all of them before
 //! it decodes an instruction), not the whole context: the kernel copies, and the PD takes, a
 //! word per register. Values the fault message already carries (the IP of a VMFault; x0..x7,
@@ -26,8 +26,10 @@ const CTX_X0: usize = match user_context::gpr_index(0) {
     None => 0,
 };
 
-/// The shortest prefix a read fetches: pc, sp, spsr and x0..x7 (a firmware call's arguments).
-const READ_MIN: usize = CTX_X0 + 8;
+/// The shortest prefix a read fetches: pc, sp and spsr. The general registers come from what
+/// the exit announced ([`Vcpu::expect_gprs`]): an MMIO exit whose transfer register is x0 reads
+/// four words, not eleven.
+const READ_MIN: usize = CTX_X0;
 
 /// The user-context prefix length that holds every register of `mask` (bit n: x<n>).
 fn prefix_for(mask: u32) -> usize {
@@ -140,7 +142,7 @@ impl<K: Kernel> LazyVcpu<K> {
     }
 
     /// Makes registers `0..=index` valid, keeping the ones already known: one ReadRegisters of
-    /// the prefix that also holds every announced register (and pc, sp, spsr, x0..x7), merged
+    /// the prefix that also holds every announced register (and pc, sp, spsr), merged
     /// under the registers this exit changed.
     //
     // History (component tests, vmm/pd/tests/lazy_vcpu.rs): reading only `0..=index` made

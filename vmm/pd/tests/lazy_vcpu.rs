@@ -253,12 +253,14 @@ proptest! {
     }
 }
 
-/// An SMC firmware call reads x0..x3 in ascending order: one ReadRegisters, not four.
+/// An SMC firmware call announces x0..x3 (as the classification does) and reads them in
+/// ascending order: one ReadRegisters, not four.
 #[test]
 fn ascending_reads_cost_one_read_registers() {
     let ctx: [u64; user_context::LEN] = core::array::from_fn(|i| 100 + i as u64);
     let sim = sim_with(ctx, &[0; vcpu_reg::NUM as usize]);
     let mut lazy = LazyVcpu::new(sim.kernel(), Child::new(0));
+    lazy.expect_gprs(0b1111);
     for n in 0..4 {
         assert_eq!(lazy.gpr(n), Ok(ctx[3 + n as usize]));
     }
@@ -269,6 +271,32 @@ fn ascending_reads_cost_one_read_registers() {
         .filter(|i| matches!(i, Invocation::VmReadRegisters { .. }))
         .count();
     assert_eq!(reads, 1);
+}
+
+/// An MMIO read into x0 (the transfer register announced, as the emulator does): the read and
+/// the write-back move pc, sp, spsr and x0 only, not the first eleven words.
+#[test]
+fn an_mmio_read_into_x0_moves_four_words() {
+    let ctx: [u64; user_context::LEN] = core::array::from_fn(|i| 100 + i as u64);
+    let sim = sim_with(ctx, &[0; vcpu_reg::NUM as usize]);
+    let mut lazy = LazyVcpu::new(sim.kernel(), Child::new(0));
+    lazy.begin();
+    lazy.seed(user_context::PC, 100);
+    lazy.expect_gprs(1 << 0);
+    lazy.set_gpr(0, 0x90).unwrap();
+    lazy.set_pc(104).unwrap();
+    assert_eq!(lazy.flush(), Ok(2));
+    assert_eq!(
+        sim.take_log(),
+        [
+            Invocation::VmReadRegisters { vcpu: 0, count: 4 },
+            Invocation::VmWriteRegisters {
+                vcpu: 0,
+                resume: false,
+                regs: vec![104, 101, 102, 0x90],
+            }
+        ]
+    );
 }
 
 #[test]
