@@ -14,6 +14,7 @@
 //! - [`syndrome`]: ESR_EL2 decoding per exception class.
 //! - [`insn`]: A64 load/store decoder for MMIO aborts without a valid syndrome.
 //! - [`stage1`]: walk of the guest's stage-1 translation tables.
+//! - [`interp`]: an A64 interpreter for short runs of guest code (all-or-nothing steps).
 //! - [`handlers`]: the access-handler tree (ALL and WRITE kinds).
 //! - [`mmio`]: MMIO emulation on top of the tree.
 //! - [`inject`]: synchronous exception injection into the guest (ESR/FAR/ELR/SPSR, vector).
@@ -32,6 +33,7 @@ pub mod fdt_patch;
 pub mod handlers;
 pub mod inject;
 pub mod insn;
+pub mod interp;
 pub mod loader;
 pub mod memory;
 pub mod mmio;

@@ -1,0 +1,906 @@
+//! A64 interpreter for short runs of guest code inside the VMM: one instruction at a time on a
+//! copy of the vCPU's general-purpose state ([`Cpu`]), with every memory access going through a
+//! [`Memory`] the caller provides (guest RAM through the guest's stage-1 tables, a device's
+//! registers, or a refusal).
+//!
+//! Why: an emulated load costs an exit of four kernel entries, so a guest that polls a device
+//! register between every byte it writes (Linux's PL011 console: an FR read and a DR write per
+//! byte) pays two exits a byte. Run from such an exit, the interpreter carries the guest on
+//! through its own loop until the loop ends or meets an instruction it does not know, so one
+//! exit can carry many bytes (vmm/pd/BENCHMARKS.md, "Linux guest").
+//!
+//! Each [`step`] is all or nothing: it either executes one instruction completely (registers,
+//! flags, memory, PC) or returns a [`Stop`] and changes nothing, so the caller can always hand
+//! the vCPU back at the stopped instruction and let it run natively.
+//!
+//! Supported (A64, general-purpose registers only): ADD/SUB/ADDS/SUBS (immediate, shifted
+//! register, extended register), AND/ORR/EOR/ANDS (immediate) and AND/BIC/ORR/ORN/EOR/EON/ANDS/
+//! BICS (shifted register), MOVZ/MOVN/MOVK, ADR/ADRP, B, BL, B.cond, CBZ/CBNZ, TBZ/TBNZ, BR,
+//! BLR, RET, every load and store [`crate::insn`] decodes, NOP, YIELD, DMB, DSB, ISB, and, on a
+//! CPU without FEAT_PAuth and FEAT_BTI ([`Features`]), the PACIASP/AUTIASP family and BTI (NOPs
+//! there). Everything else is [`Stop::Unsupported`], including every system-register access,
+//! exclusive and atomic, exception-generating and SIMD instruction.
+
+use crate::insn::{self, Direction, MemInsn, Offset, RegWidth, Writeback};
+
+/// NZCV bits in [`Cpu::nzcv`].
+pub mod flag {
+    /// Negative.
+    pub const N: u8 = 8;
+    /// Zero.
+    pub const Z: u8 = 4;
+    /// Carry.
+    pub const C: u8 = 2;
+    /// Overflow.
+    pub const V: u8 = 1;
+}
+
+/// The general-purpose state the interpreter runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cpu {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// The current stack pointer (SP_EL1 for a guest at EL1h).
+    pub sp: u64,
+    /// The address of the next instruction.
+    pub pc: u64,
+    /// PSTATE.NZCV in bits 3..0 ([`flag`]).
+    pub nzcv: u8,
+}
+
+/// What the CPU the guest runs on implements, where an instruction's meaning depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// FEAT_PAuth: PACIASP and friends sign and authenticate (else they are NOPs).
+    pub pauth: bool,
+    /// FEAT_BTI: BTI marks branch targets (else it is a NOP).
+    pub bti: bool,
+}
+
+/// Why the interpreter stopped before an instruction (nothing of it was executed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An instruction the interpreter does not execute (or an unallocated encoding).
+    Unsupported(u32),
+    /// A CONSTRAINED UNPREDICTABLE encoding.
+    Unpredictable(u32),
+    /// The [`Memory`] refused an access (`va`, bytes): not RAM the caller lets it touch, not
+    /// mapped, a device access it does not emulate here.
+    Memory {
+        /// Guest-virtual address of the access.
+        va: u64,
+        /// Its length in bytes.
+        len: u8,
+    },
+    /// An access based on SP while SP is not 16-byte aligned (the CPU may fault).
+    SpAlignment,
+    /// The instruction fetch at `pc` failed.
+    Fetch(u64),
+    /// The run's instruction budget is spent.
+    Budget,
+}
+
+/// Guest memory as the interpreter sees it: guest-virtual addresses, little-endian values.
+/// Each call is all or nothing: an `Err` means nothing was read (no side effect) or written.
+pub trait Memory {
+    /// Reads `len` bytes (1, 2, 4, 8 or 16) at `va`.
+    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop>;
+    /// Writes the low `len` bytes (1, 2, 4, 8 or 16) of `value` at `va`.
+    fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop>;
+    /// Fetches the instruction word at `va`.
+    fn fetch(&mut self, va: u64) -> Result<u32, Stop>;
+}
+
+/// The logical operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logic {
+    /// AND (and BIC with the operand inverted).
+    And,
+    /// ORR (ORN).
+    Orr,
+    /// EOR (EON).
+    Eor,
+    /// ANDS (BICS): AND that sets N and Z, clears C and V.
+    Ands,
+}
+
+/// Shift of a register operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shift {
+    /// Logical shift left.
+    Lsl,
+    /// Logical shift right.
+    Lsr,
+    /// Arithmetic shift right.
+    Asr,
+    /// Rotate right (logical instructions only).
+    Ror,
+}
+
+/// Extension of an extended-register operand (`option`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ext {
+    /// UXTB, UXTH, UXTW, UXTX/LSL: zero-extend the low 8, 16, 32 or 64 bits.
+    Unsigned(u8),
+    /// SXTB, SXTH, SXTW, SXTX: sign-extend the low 8, 16, 32 or 64 bits.
+    Signed(u8),
+}
+
+/// A decoded instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// No architectural effect here (NOP, YIELD, barriers, PAC/BTI hints without the feature).
+    Nop,
+    /// ADD/SUB(S) immediate: `rd = rn ± imm` (`rn`, and `rd` unless `flags`, 31 = SP).
+    AddSubImm {
+        /// 64-bit.
+        sf: bool,
+        /// SUB.
+        sub: bool,
+        /// Sets NZCV.
+        flags: bool,
+        /// Destination.
+        rd: u8,
+        /// Source.
+        rn: u8,
+        /// The immediate, shifted.
+        imm: u64,
+    },
+    /// Logical immediate (`rd` 31 = SP unless ANDS; `rn` 31 = ZR).
+    LogicImm {
+        /// 64-bit.
+        sf: bool,
+        /// Operation.
+        op: Logic,
+        /// Destination.
+        rd: u8,
+        /// Source.
+        rn: u8,
+        /// The decoded bit mask.
+        imm: u64,
+    },
+    /// MOVZ / MOVN / MOVK.
+    MoveWide {
+        /// 64-bit.
+        sf: bool,
+        /// 0: MOVN, 2: MOVZ, 3: MOVK.
+        opc: u8,
+        /// Destination (31 = ZR).
+        rd: u8,
+        /// The 16-bit immediate.
+        imm16: u16,
+        /// Its position (0, 16, 32, 48).
+        shift: u8,
+    },
+    /// ADR / ADRP.
+    Adr {
+        /// ADRP: the 4 KiB page of PC plus `offset` pages.
+        page: bool,
+        /// Destination (31 = ZR).
+        rd: u8,
+        /// Byte offset (ADR) or page offset (ADRP).
+        offset: i64,
+    },
+    /// Logical (shifted register); every register 31 is ZR.
+    LogicReg {
+        /// 64-bit.
+        sf: bool,
+        /// Operation.
+        op: Logic,
+        /// The second operand is inverted (BIC, ORN, EON, BICS).
+        invert: bool,
+        /// Destination.
+        rd: u8,
+        /// First operand.
+        rn: u8,
+        /// Second operand.
+        rm: u8,
+        /// Its shift.
+        shift: Shift,
+        /// Shift amount.
+        amount: u8,
+    },
+    /// ADD/SUB(S) shifted register; every register 31 is ZR.
+    AddSubReg {
+        /// 64-bit.
+        sf: bool,
+        /// SUB.
+        sub: bool,
+        /// Sets NZCV.
+        flags: bool,
+        /// Destination.
+        rd: u8,
+        /// First operand.
+        rn: u8,
+        /// Second operand.
+        rm: u8,
+        /// Its shift (LSL, LSR, ASR).
+        shift: Shift,
+        /// Shift amount.
+        amount: u8,
+    },
+    /// ADD/SUB(S) extended register (`rn`, and `rd` unless `flags`, 31 = SP; `rm` 31 = ZR).
+    AddSubExt {
+        /// 64-bit.
+        sf: bool,
+        /// SUB.
+        sub: bool,
+        /// Sets NZCV.
+        flags: bool,
+        /// Destination.
+        rd: u8,
+        /// First operand.
+        rn: u8,
+        /// Second operand.
+        rm: u8,
+        /// Its extension.
+        ext: Ext,
+        /// Left shift after it (0..=4).
+        amount: u8,
+    },
+    /// B / BL.
+    Branch {
+        /// BL: x30 = the next instruction.
+        link: bool,
+        /// Byte offset from this instruction.
+        offset: i64,
+    },
+    /// B.cond.
+    BranchCond {
+        /// The condition (0..=15).
+        cond: u8,
+        /// Byte offset.
+        offset: i64,
+    },
+    /// CBZ / CBNZ.
+    CompareBranch {
+        /// 64-bit.
+        sf: bool,
+        /// CBNZ.
+        nonzero: bool,
+        /// Tested register (31 = ZR).
+        rt: u8,
+        /// Byte offset.
+        offset: i64,
+    },
+    /// TBZ / TBNZ.
+    TestBranch {
+        /// TBNZ.
+        nonzero: bool,
+        /// Bit number (0..=63).
+        bit: u8,
+        /// Tested register (31 = ZR).
+        rt: u8,
+        /// Byte offset.
+        offset: i64,
+    },
+    /// BR / BLR / RET.
+    BranchReg {
+        /// BLR.
+        link: bool,
+        /// Target register (31 = ZR).
+        rn: u8,
+    },
+    /// A load or store ([`crate::insn`]).
+    Mem(MemInsn),
+}
+
+const fn bits(w: u32, lo: u32, n: u32) -> u32 {
+    (w >> lo) & ((1 << n) - 1)
+}
+
+const fn sext(v: u32, n: u32) -> i64 {
+    let s = 64 - n;
+    (((v as u64) << s) as i64) >> s
+}
+
+/// DecodeBitMasks for a logical immediate (the Arm ARM's pseudo-code, `immediate = TRUE`):
+/// `None` for a reserved encoding.
+pub const fn bit_mask(sf: bool, n: u32, immr: u32, imms: u32) -> Option<u64> {
+    let combined = (n << 6) | (!imms & 0x3f);
+    if combined == 0 {
+        return None;
+    }
+    let len = 31 - combined.leading_zeros();
+    if len < 1 || (!sf && len > 5) {
+        return None;
+    }
+    let levels = (1u32 << len) - 1;
+    let s = imms & levels;
+    let r = immr & levels;
+    if s == levels {
+        return None;
+    }
+    let esize = 1u32 << len;
+    let emask = if esize == 64 {
+        u64::MAX
+    } else {
+        (1u64 << esize) - 1
+    };
+    let welem = (1u64 << (s + 1)) - 1;
+    let elem = if r == 0 {
+        welem
+    } else {
+        ((welem >> r) | (welem << (esize - r))) & emask
+    };
+    let mut v = 0u64;
+    let mut at = 0;
+    while at < 64 {
+        v |= elem << at;
+        at += esize;
+    }
+    Some(if sf { v } else { v & 0xffff_ffff })
+}
+
+/// Decodes one instruction word for a CPU with `features`.
+pub const fn decode(w: u32, features: Features) -> Result<Op, Stop> {
+    let sf = w >> 31 == 1;
+    let rd = (w & 31) as u8;
+    let rn = bits(w, 5, 5) as u8;
+    let rm = bits(w, 16, 5) as u8;
+    // Hints: NOP, YIELD, the PAC*SP/AUT*SP family and BTI.
+    if w & 0xffff_f01f == 0xd503_201f {
+        let hint = bits(w, 5, 7);
+        return match hint {
+            0 | 1 => Ok(Op::Nop),
+            // PACIAZ, PACIASP, PACIBZ, PACIBSP, AUTIAZ, AUTIASP, AUTIBZ, AUTIBSP.
+            24..=31 if !features.pauth => Ok(Op::Nop),
+            32 | 34 | 36 | 38 if !features.bti => Ok(Op::Nop),
+            _ => Err(Stop::Unsupported(w)),
+        };
+    }
+    // DSB, DMB, ISB (any option: the interpreter's accesses happen in program order on the
+    // core the vCPU is stopped on). Not SB (FEAT_SB), CLREX or the nXS forms.
+    if matches!(w & 0xffff_f0ff, 0xd503_309f | 0xd503_30bf | 0xd503_30df) {
+        return Ok(Op::Nop);
+    }
+    // B, BL.
+    if w & 0x7c00_0000 == 0x1400_0000 {
+        return Ok(Op::Branch {
+            link: sf,
+            offset: sext(w & 0x03ff_ffff, 26) << 2,
+        });
+    }
+    // B.cond.
+    if w & 0xff00_0010 == 0x5400_0000 {
+        return Ok(Op::BranchCond {
+            cond: (w & 15) as u8,
+            offset: sext(bits(w, 5, 19), 19) << 2,
+        });
+    }
+    // CBZ, CBNZ.
+    if w & 0x7e00_0000 == 0x3400_0000 {
+        return Ok(Op::CompareBranch {
+            sf,
+            nonzero: bits(w, 24, 1) == 1,
+            rt: rd,
+            offset: sext(bits(w, 5, 19), 19) << 2,
+        });
+    }
+    // TBZ, TBNZ.
+    if w & 0x7e00_0000 == 0x3600_0000 {
+        return Ok(Op::TestBranch {
+            nonzero: bits(w, 24, 1) == 1,
+            bit: ((w >> 31) << 5 | bits(w, 19, 5)) as u8,
+            rt: rd,
+            offset: sext(bits(w, 5, 14), 14) << 2,
+        });
+    }
+    // BR, BLR, RET (no pointer authentication).
+    match w & 0xffff_fc1f {
+        0xd61f_0000 | 0xd65f_0000 => return Ok(Op::BranchReg { link: false, rn }),
+        0xd63f_0000 => return Ok(Op::BranchReg { link: true, rn }),
+        _ => {}
+    }
+    // ADR, ADRP.
+    if w & 0x1f00_0000 == 0x1000_0000 {
+        return Ok(Op::Adr {
+            page: sf,
+            rd,
+            offset: sext(bits(w, 5, 19) << 2 | bits(w, 29, 2), 21),
+        });
+    }
+    // ADD/SUB(S) immediate (no tag forms: bit 23 clear).
+    if w & 0x1f80_0000 == 0x1100_0000 {
+        let imm = bits(w, 10, 12) as u64;
+        return Ok(Op::AddSubImm {
+            sf,
+            sub: bits(w, 30, 1) == 1,
+            flags: bits(w, 29, 1) == 1,
+            rd,
+            rn,
+            imm: if bits(w, 22, 1) == 1 { imm << 12 } else { imm },
+        });
+    }
+    // Logical immediate.
+    if w & 0x1f80_0000 == 0x1200_0000 {
+        let Some(imm) = bit_mask(sf, bits(w, 22, 1), bits(w, 16, 6), bits(w, 10, 6)) else {
+            return Err(Stop::Unsupported(w));
+        };
+        return Ok(Op::LogicImm {
+            sf,
+            op: logic(bits(w, 29, 2)),
+            rd,
+            rn,
+            imm,
+        });
+    }
+    // Move wide.
+    if w & 0x1f80_0000 == 0x1280_0000 {
+        let opc = bits(w, 29, 2) as u8;
+        let hw = bits(w, 21, 2) as u8;
+        if opc == 1 || (!sf && hw >= 2) {
+            return Err(Stop::Unsupported(w));
+        }
+        return Ok(Op::MoveWide {
+            sf,
+            opc,
+            rd,
+            imm16: bits(w, 5, 16) as u16,
+            shift: hw * 16,
+        });
+    }
+    // Logical shifted register.
+    if w & 0x1f00_0000 == 0x0a00_0000 {
+        let amount = bits(w, 10, 6) as u8;
+        if !sf && amount >= 32 {
+            return Err(Stop::Unsupported(w));
+        }
+        return Ok(Op::LogicReg {
+            sf,
+            op: logic(bits(w, 29, 2)),
+            invert: bits(w, 21, 1) == 1,
+            rd,
+            rn,
+            rm,
+            shift: shift_kind(bits(w, 22, 2)),
+            amount,
+        });
+    }
+    // ADD/SUB(S) shifted register.
+    if w & 0x1f20_0000 == 0x0b00_0000 {
+        let amount = bits(w, 10, 6) as u8;
+        let kind = bits(w, 22, 2);
+        if kind == 3 || (!sf && amount >= 32) {
+            return Err(Stop::Unsupported(w));
+        }
+        return Ok(Op::AddSubReg {
+            sf,
+            sub: bits(w, 30, 1) == 1,
+            flags: bits(w, 29, 1) == 1,
+            rd,
+            rn,
+            rm,
+            shift: shift_kind(kind),
+            amount,
+        });
+    }
+    // ADD/SUB(S) extended register.
+    if w & 0x1fe0_0000 == 0x0b20_0000 {
+        let amount = bits(w, 10, 3) as u8;
+        if amount > 4 {
+            return Err(Stop::Unsupported(w));
+        }
+        let option = bits(w, 13, 3);
+        let width = 8u8 << (option & 3);
+        return Ok(Op::AddSubExt {
+            sf,
+            sub: bits(w, 30, 1) == 1,
+            flags: bits(w, 29, 1) == 1,
+            rd,
+            rn,
+            rm,
+            ext: if option & 4 == 0 {
+                Ext::Unsigned(width)
+            } else {
+                Ext::Signed(width)
+            },
+            amount,
+        });
+    }
+    match insn::decode(w) {
+        Ok(m) => Ok(Op::Mem(m)),
+        Err(insn::InsnError::Unpredictable(w)) => Err(Stop::Unpredictable(w)),
+        Err(insn::InsnError::Unsupported(w)) => Err(Stop::Unsupported(w)),
+    }
+}
+
+const fn logic(opc: u32) -> Logic {
+    match opc {
+        0 => Logic::And,
+        1 => Logic::Orr,
+        2 => Logic::Eor,
+        _ => Logic::Ands,
+    }
+}
+
+const fn shift_kind(v: u32) -> Shift {
+    match v {
+        0 => Shift::Lsl,
+        1 => Shift::Lsr,
+        2 => Shift::Asr,
+        _ => Shift::Ror,
+    }
+}
+
+/// Whether condition `cond` holds for `nzcv` (ConditionHolds).
+pub const fn condition_holds(cond: u8, nzcv: u8) -> bool {
+    let n = nzcv & flag::N != 0;
+    let z = nzcv & flag::Z != 0;
+    let c = nzcv & flag::C != 0;
+    let v = nzcv & flag::V != 0;
+    let r = match (cond >> 1) & 7 {
+        0 => z,
+        1 => c,
+        2 => n,
+        3 => v,
+        4 => c && !z,
+        5 => n == v,
+        6 => n == v && !z,
+        _ => true,
+    };
+    if cond & 1 == 1 && cond != 15 { !r } else { r }
+}
+
+/// AddWithCarry on 64 or 32 bits: the result (zero-extended) and NZCV.
+pub const fn add_with_carry(sf: bool, x: u64, y: u64, carry: bool) -> (u64, u8) {
+    let c = carry as u128;
+    let (result, unsigned_ok, signed_ok) = if sf {
+        let u = x as u128 + y as u128 + c;
+        let s = x as i64 as i128 + y as i64 as i128 + c as i128;
+        let r = u as u64;
+        (r, r as u128 == u, r as i64 as i128 == s)
+    } else {
+        let (x, y) = (x as u32, y as u32);
+        let u = x as u128 + y as u128 + c;
+        let s = x as i32 as i128 + y as i32 as i128 + c as i128;
+        let r = u as u32;
+        (r as u64, r as u128 == u, r as i32 as i128 == s)
+    };
+    let top = if sf { 63 } else { 31 };
+    let mut nzcv = 0;
+    if (result >> top) & 1 == 1 {
+        nzcv |= flag::N;
+    }
+    if result == 0 {
+        nzcv |= flag::Z;
+    }
+    if !unsigned_ok {
+        nzcv |= flag::C;
+    }
+    if !signed_ok {
+        nzcv |= flag::V;
+    }
+    (result, nzcv)
+}
+
+const fn mask(sf: bool, v: u64) -> u64 {
+    if sf { v } else { v & 0xffff_ffff }
+}
+
+const fn shifted(sf: bool, v: u64, shift: Shift, amount: u8) -> u64 {
+    let a = amount as u32;
+    if sf {
+        match shift {
+            Shift::Lsl => v.wrapping_shl(a),
+            Shift::Lsr => v.wrapping_shr(a),
+            Shift::Asr => ((v as i64).wrapping_shr(a)) as u64,
+            Shift::Ror => v.rotate_right(a),
+        }
+    } else {
+        let v = v as u32;
+        (match shift {
+            Shift::Lsl => v.wrapping_shl(a),
+            Shift::Lsr => v.wrapping_shr(a),
+            Shift::Asr => ((v as i32).wrapping_shr(a)) as u32,
+            Shift::Ror => v.rotate_right(a),
+        }) as u64
+    }
+}
+
+const fn extended(v: u64, ext: Ext, amount: u8) -> u64 {
+    let e = match ext {
+        Ext::Unsigned(8) => v & 0xff,
+        Ext::Unsigned(16) => v & 0xffff,
+        Ext::Unsigned(32) => v & 0xffff_ffff,
+        Ext::Signed(8) => v as u8 as i8 as i64 as u64,
+        Ext::Signed(16) => v as u16 as i16 as i64 as u64,
+        Ext::Signed(32) => v as u32 as i32 as i64 as u64,
+        _ => v,
+    };
+    e.wrapping_shl(amount as u32)
+}
+
+impl Cpu {
+    /// `x<n>`, with 31 as the zero register.
+    pub const fn xzr(&self, n: u8) -> u64 {
+        if n >= 31 { 0 } else { self.x[n as usize] }
+    }
+
+    /// `x<n>`, with 31 as SP.
+    pub const fn xsp(&self, n: u8) -> u64 {
+        if n >= 31 { self.sp } else { self.x[n as usize] }
+    }
+
+    fn set_xzr(&mut self, n: u8, sf: bool, v: u64) {
+        if let Some(r) = self.x.get_mut(n as usize) {
+            *r = mask(sf, v);
+        }
+    }
+
+    fn set_xsp(&mut self, n: u8, sf: bool, v: u64) {
+        match self.x.get_mut(n as usize) {
+            Some(r) => *r = mask(sf, v),
+            None => self.sp = mask(sf, v),
+        }
+    }
+}
+
+/// Executes `op`, the instruction at `cpu.pc`: all or nothing.
+pub fn execute(cpu: &mut Cpu, op: Op, mem: &mut impl Memory) -> Result<(), Stop> {
+    let next = cpu.pc.wrapping_add(4);
+    match op {
+        Op::Nop => {}
+        Op::AddSubImm {
+            sf,
+            sub,
+            flags,
+            rd,
+            rn,
+            imm,
+        } => {
+            let (r, nzcv) = add_sub(sf, sub, cpu.xsp(rn), imm);
+            if flags {
+                cpu.nzcv = nzcv;
+                cpu.set_xzr(rd, sf, r);
+            } else {
+                cpu.set_xsp(rd, sf, r);
+            }
+        }
+        Op::LogicImm {
+            sf,
+            op,
+            rd,
+            rn,
+            imm,
+        } => {
+            let r = logic_op(cpu, sf, op, cpu.xzr(rn), imm);
+            if op == Logic::Ands {
+                cpu.set_xzr(rd, sf, r);
+            } else {
+                cpu.set_xsp(rd, sf, r);
+            }
+        }
+        Op::MoveWide {
+            sf,
+            opc,
+            rd,
+            imm16,
+            shift,
+        } => {
+            let v = (imm16 as u64) << shift;
+            let r = match opc {
+                0 => !v,
+                2 => v,
+                _ => (cpu.xzr(rd) & !(0xffffu64 << shift)) | v,
+            };
+            cpu.set_xzr(rd, sf, r);
+        }
+        Op::Adr { page, rd, offset } => {
+            let r = if page {
+                (cpu.pc & !0xfff).wrapping_add((offset as u64) << 12)
+            } else {
+                cpu.pc.wrapping_add(offset as u64)
+            };
+            cpu.set_xzr(rd, true, r);
+        }
+        Op::LogicReg {
+            sf,
+            op,
+            invert,
+            rd,
+            rn,
+            rm,
+            shift,
+            amount,
+        } => {
+            let mut b = shifted(sf, cpu.xzr(rm), shift, amount);
+            if invert {
+                b = !b;
+            }
+            let r = logic_op(cpu, sf, op, cpu.xzr(rn), b);
+            cpu.set_xzr(rd, sf, r);
+        }
+        Op::AddSubReg {
+            sf,
+            sub,
+            flags,
+            rd,
+            rn,
+            rm,
+            shift,
+            amount,
+        } => {
+            let b = shifted(sf, cpu.xzr(rm), shift, amount);
+            let (r, nzcv) = add_sub(sf, sub, cpu.xzr(rn), b);
+            if flags {
+                cpu.nzcv = nzcv;
+            }
+            cpu.set_xzr(rd, sf, r);
+        }
+        Op::AddSubExt {
+            sf,
+            sub,
+            flags,
+            rd,
+            rn,
+            rm,
+            ext,
+            amount,
+        } => {
+            let b = extended(cpu.xzr(rm), ext, amount);
+            let (r, nzcv) = add_sub(sf, sub, cpu.xsp(rn), b);
+            if flags {
+                cpu.nzcv = nzcv;
+                cpu.set_xzr(rd, sf, r);
+            } else {
+                cpu.set_xsp(rd, sf, r);
+            }
+        }
+        Op::Branch { link, offset } => {
+            if link {
+                cpu.x[30] = next;
+            }
+            cpu.pc = cpu.pc.wrapping_add(offset as u64);
+            return Ok(());
+        }
+        Op::BranchCond { cond, offset } => {
+            cpu.pc = if condition_holds(cond, cpu.nzcv) {
+                cpu.pc.wrapping_add(offset as u64)
+            } else {
+                next
+            };
+            return Ok(());
+        }
+        Op::CompareBranch {
+            sf,
+            nonzero,
+            rt,
+            offset,
+        } => {
+            let zero = mask(sf, cpu.xzr(rt)) == 0;
+            cpu.pc = if zero != nonzero {
+                cpu.pc.wrapping_add(offset as u64)
+            } else {
+                next
+            };
+            return Ok(());
+        }
+        Op::TestBranch {
+            nonzero,
+            bit,
+            rt,
+            offset,
+        } => {
+            let set = (cpu.xzr(rt) >> (bit & 63)) & 1 == 1;
+            cpu.pc = if set == nonzero {
+                cpu.pc.wrapping_add(offset as u64)
+            } else {
+                next
+            };
+            return Ok(());
+        }
+        Op::BranchReg { link, rn } => {
+            let target = cpu.xzr(rn);
+            if link {
+                cpu.x[30] = next;
+            }
+            cpu.pc = target;
+            return Ok(());
+        }
+        Op::Mem(m) => mem_op(cpu, &m, mem)?,
+    }
+    cpu.pc = next;
+    Ok(())
+}
+
+fn add_sub(sf: bool, sub: bool, a: u64, b: u64) -> (u64, u8) {
+    if sub {
+        add_with_carry(sf, a, !b, true)
+    } else {
+        add_with_carry(sf, a, b, false)
+    }
+}
+
+fn logic_op(cpu: &mut Cpu, sf: bool, op: Logic, a: u64, b: u64) -> u64 {
+    let r = mask(
+        sf,
+        match op {
+            Logic::And | Logic::Ands => a & b,
+            Logic::Orr => a | b,
+            Logic::Eor => a ^ b,
+        },
+    );
+    if op == Logic::Ands {
+        let top = if sf { 63 } else { 31 };
+        cpu.nzcv = if (r >> top) & 1 == 1 { flag::N } else { 0 } | if r == 0 { flag::Z } else { 0 };
+    }
+    r
+}
+
+fn mem_op(cpu: &mut Cpu, m: &MemInsn, mem: &mut impl Memory) -> Result<(), Stop> {
+    let base = cpu.xsp(m.rn);
+    if m.rn == 31 && base & 15 != 0 {
+        return Err(Stop::SpAlignment);
+    }
+    let offset = match m.offset {
+        Offset::Imm(i) => i as u64,
+        Offset::Reg { rm, extend, shift } => extend.apply(cpu.xzr(rm), shift),
+    };
+    let (addr, updated) = match m.writeback {
+        Writeback::None => (base.wrapping_add(offset), None),
+        Writeback::Pre => {
+            let a = base.wrapping_add(offset);
+            (a, Some(a))
+        }
+        Writeback::Post => (base, Some(base.wrapping_add(offset))),
+    };
+    let sf = m.width == RegWidth::X;
+    let size = m.size;
+    let len = m.access_len();
+    match m.dir {
+        Direction::Load => {
+            let raw = mem.load(addr, len)?;
+            let lo = m.load_value(raw as u64 & size_mask(size));
+            let hi = m
+                .rt2
+                .map(|_| m.load_value((raw >> (size as u32 * 8)) as u64 & size_mask(size)));
+            cpu.set_xzr(m.rt, sf, lo);
+            if let (Some(rt2), Some(v)) = (m.rt2, hi) {
+                cpu.set_xzr(rt2, sf, v);
+            }
+        }
+        Direction::Store => {
+            let lo = insn::truncate(cpu.xzr(m.rt), size) as u128;
+            let value = match m.rt2 {
+                Some(rt2) => lo | (insn::truncate(cpu.xzr(rt2), size) as u128) << (size as u32 * 8),
+                None => lo,
+            };
+            mem.store(addr, len, value)?;
+        }
+    }
+    if let Some(a) = updated {
+        cpu.set_xsp(m.rn, true, a);
+    }
+    Ok(())
+}
+
+const fn size_mask(size: u8) -> u64 {
+    match size {
+        1 => 0xff,
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
+
+/// Fetches, decodes and executes the instruction at `cpu.pc`: all or nothing.
+pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<(), Stop> {
+    if cpu.pc & 3 != 0 {
+        return Err(Stop::Fetch(cpu.pc));
+    }
+    let w = mem.fetch(cpu.pc)?;
+    let op = decode(w, features)?;
+    execute(cpu, op, mem)
+}
+
+/// Runs at most `budget` instructions from `cpu.pc`; returns how many ran and why it stopped
+/// ([`Stop::Budget`] when it ran them all). `cpu` holds the state after the last one that ran.
+pub fn run(cpu: &mut Cpu, features: Features, mem: &mut impl Memory, budget: u32) -> (u32, Stop) {
+    for n in 0..budget {
+        if let Err(stop) = step(cpu, features, mem) {
+            return (n, stop);
+        }
+    }
+    (budget, Stop::Budget)
+}
