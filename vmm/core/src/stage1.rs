@@ -85,6 +85,31 @@ pub struct Translation {
     /// The level of the final descriptor (1 or 2 for a block, 3 for a page); `None` with the
     /// MMU off.
     pub level: Option<u8>,
+    /// The final descriptor (0 with the MMU off): its AP, PXN and attribute bits.
+    pub desc: u64,
+    /// [`TABLE_LIMITS`] bits (APTable[1], PXNTable) of the table descriptors on the way, ORed.
+    pub table_limits: u64,
+}
+
+/// The table-descriptor bits that limit everything below: APTable[1] (bit 62: no write) and
+/// PXNTable (bit 59: no EL1 execution).
+pub const TABLE_LIMITS: u64 = 1 << 62 | 1 << 59;
+
+impl Translation {
+    /// Whether an EL1 store may go there: AP[2] (bit 7) clear and no APTable[1] on the way
+    /// (always with the MMU off).
+    pub const fn el1_writable(&self) -> bool {
+        self.level.is_none() || (self.desc & (1 << 7) == 0 && self.table_limits & (1 << 62) == 0)
+    }
+
+    /// Whether EL1 may execute there: PXN (bit 53) clear, no PXNTable on the way, and not
+    /// writable while SCTLR_EL1.WXN (bit 19) is set (always with the MMU off).
+    pub const fn el1_executable(&self, sctlr: u64) -> bool {
+        self.level.is_none()
+            || (self.desc & (1 << 53) == 0
+                && self.table_limits & (1 << 59) == 0
+                && !(sctlr & (1 << 19) != 0 && self.el1_writable()))
+    }
 }
 
 /// Why a translation failed.
@@ -159,6 +184,8 @@ pub fn translate(
         return Ok(Translation {
             gpa: GuestPhysAddr(va),
             level: None,
+            desc: 0,
+            table_limits: 0,
         });
     }
     let tcr = cfg.tcr;
@@ -229,6 +256,7 @@ pub fn translate(
         return Err(WalkError::AddressSize { level: 0 });
     }
     let mut table = ttbr_addr & !((1u64 << (start_idx_bits + 3)) - 1);
+    let mut table_limits = 0;
     // At most four lookups: a table descriptor only leads on from levels 0..=2.
     for level in start..=3 {
         let shift = 12 + 9 * (3 - level);
@@ -245,6 +273,7 @@ pub fn translate(
                     return Err(WalkError::AddressSize { level: lvl });
                 }
                 table = next;
+                table_limits |= desc & TABLE_LIMITS;
             }
             (1, 1..=2) | (3, 3) => {
                 let block_mask = (1u64 << shift) - 1;
@@ -258,6 +287,8 @@ pub fn translate(
                 return Ok(Translation {
                     gpa: GuestPhysAddr(oa | (va & block_mask)),
                     level: Some(lvl),
+                    desc,
+                    table_limits,
                 });
             }
             _ => return Err(WalkError::Translation { level: lvl }),

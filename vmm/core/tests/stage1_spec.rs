@@ -32,6 +32,8 @@ fn reference(
         return Ok(Translation {
             gpa: GuestPhysAddr(va),
             level: None,
+            desc: 0,
+            table_limits: 0,
         });
     }
     let tcr = cfg.tcr;
@@ -95,7 +97,7 @@ fn reference(
     }
     let baselowerbound = 3 + inputsize - ((3 - startlevel) * stride + grainsize);
     let base = ttbr & mask(47, baselowerbound);
-    walk(mem, va, tcr, outputsize, startlevel, inputsize, base)
+    walk(mem, va, tcr, outputsize, startlevel, inputsize, base, 0)
 }
 
 fn walk(
@@ -106,6 +108,8 @@ fn walk(
     level: u32,
     top_bit: u32,
     table: u64,
+    // APTable[1] (bit 62) and PXNTable (bit 59) of the table descriptors above.
+    limits: u64,
 ) -> Result<Translation, WalkError> {
     let lo = (3 - level) * 9 + 12;
     let index = fld(va, lo, top_bit - lo);
@@ -123,7 +127,8 @@ fn walk(
         if next & mask(47, outputsize) != 0 {
             return Err(WalkError::AddressSize { level: l });
         }
-        return walk(mem, va, tcr, outputsize, level + 1, lo, next);
+        let limits = limits | (desc & (1 << 62)) | (desc & (1 << 59));
+        return walk(mem, va, tcr, outputsize, level + 1, lo, next, limits);
     }
     // A block at level 0 or a reserved (0b01) entry at level 3 is invalid.
     if !is_table_or_page && (level == 0 || level == 3) {
@@ -139,6 +144,8 @@ fn walk(
     Ok(Translation {
         gpa: GuestPhysAddr(oa | (va & mask(lo - 1, 0))),
         level: Some(l),
+        desc,
+        table_limits: limits,
     })
 }
 
@@ -190,35 +197,19 @@ fn known_tables(buf: &mut [u8]) -> (GuestRam<'_>, MmuConfig) {
 fn known_translations() {
     let mut buf = vec![0u8; PAGES * 4096];
     let (ram, cfg) = known_tables(&mut buf);
-    let t = |va: u64| translate(&cfg, &ram, GuestVirtAddr(va), AccessKind::Fetch);
+    let t = |va: u64| {
+        translate(&cfg, &ram, GuestVirtAddr(va), AccessKind::Fetch).map(|x| (x.gpa, x.level))
+    };
     let base = 0xffff_0000_1234_5678u64;
-    assert_eq!(
-        t(base),
-        Ok(Translation {
-            gpa: GuestPhysAddr(0x8_0000_0678),
-            level: Some(3)
-        })
-    );
+    assert_eq!(t(base), Ok((GuestPhysAddr(0x8_0000_0678), Some(3))));
     assert_eq!(t(base + 0x1000), Err(WalkError::AccessFlag { level: 3 }));
     assert_eq!(t(base + 0x2000), Err(WalkError::Translation { level: 3 }));
     assert_eq!(t(base + 0x3000), Err(WalkError::Translation { level: 3 }));
     // 2 MiB block: offset within the block is kept.
     let b2 = (base & !0x1f_ffff) + 0x20_0000 + 0x1_2345;
-    assert_eq!(
-        t(b2),
-        Ok(Translation {
-            gpa: GuestPhysAddr(0x4_0021_2345),
-            level: Some(2)
-        })
-    );
+    assert_eq!(t(b2), Ok((GuestPhysAddr(0x4_0021_2345), Some(2))));
     let b1 = (base & !0x3fff_ffff) + 0x4000_0000 + 0x123_4567;
-    assert_eq!(
-        t(b1),
-        Ok(Translation {
-            gpa: GuestPhysAddr(0x100_0123_4567),
-            level: Some(1)
-        })
-    );
+    assert_eq!(t(b1), Ok((GuestPhysAddr(0x100_0123_4567), Some(1))));
     let l0 = (base & !0x7f_ffff_ffff) + 0x80_0000_0000;
     assert_eq!(t(l0), Err(WalkError::Translation { level: 0 }));
     assert_eq!(
@@ -230,13 +221,7 @@ fn known_translations() {
     );
     // A self-referencing level-1 entry of a 3-level table: level 2 reads the same table,
     // whose entry 0 then reads as a table again, and level 3 as a page: the walk ends.
-    assert_eq!(
-        t(0x0),
-        Ok(Translation {
-            gpa: GuestPhysAddr(page(4)),
-            level: Some(3)
-        })
-    );
+    assert_eq!(t(0x0), Ok((GuestPhysAddr(page(4)), Some(3))));
     // Outside both ranges: 39-bit TTBR0, 48-bit TTBR1.
     assert_eq!(t(0x80_0000_0000), Err(WalkError::Translation { level: 0 }));
     assert_eq!(
@@ -340,11 +325,8 @@ fn known_translations() {
     );
     let off = MmuConfig { sctlr: 0, ..cfg };
     assert_eq!(
-        translate(&off, &ram, GuestVirtAddr(base), AccessKind::Fetch),
-        Ok(Translation {
-            gpa: GuestPhysAddr(base),
-            level: None
-        })
+        translate(&off, &ram, GuestVirtAddr(base), AccessKind::Fetch).map(|x| (x.gpa, x.level)),
+        Ok((GuestPhysAddr(base), None))
     );
     // The reference agrees on all of the above.
     for c in [cfg, tbi, small, epd, g16, g64, big, ds, off] {
@@ -662,4 +644,39 @@ fn random_tables_reach_every_outcome() {
         assert!(seen.contains(want), "{want} never reached: {seen:?}");
     }
     assert!(seen.len() >= 17, "{seen:?}");
+}
+
+/// The EL1 permissions a translation carries (Arm ARM, stage 1 EL1&0 with hierarchical
+/// permissions): AP[2] (bit 7) and APTable[1] (bit 62 of a table) forbid writes; PXN (bit 53)
+/// and PXNTable (bit 59) forbid execution, and so does SCTLR_EL1.WXN (bit 19) for a writable
+/// page; with the MMU off everything is allowed.
+#[test]
+fn el1_permissions() {
+    let t = |desc: u64, table_limits: u64| Translation {
+        gpa: GuestPhysAddr(0),
+        level: Some(3),
+        desc,
+        table_limits,
+    };
+    let page = 0b11 | (1 << 10);
+    assert!(t(page, 0).el1_writable());
+    assert!(!t(page | (1 << 7), 0).el1_writable());
+    assert!(!t(page, 1 << 62).el1_writable());
+    // AP[1] (bit 6) only opens the page to EL0: EL1 still writes.
+    assert!(t(page | (1 << 6), 0).el1_writable());
+    assert!(t(page, 0).el1_executable(0));
+    assert!(!t(page | (1 << 53), 0).el1_executable(0));
+    assert!(!t(page, 1 << 59).el1_executable(0));
+    // UXN (bit 54) is EL0's: EL1 may execute.
+    assert!(t(page | (1 << 54), 0).el1_executable(0));
+    let wxn = 1 << 19;
+    assert!(!t(page, 0).el1_executable(wxn));
+    assert!(t(page | (1 << 7), 0).el1_executable(wxn));
+    let off = Translation {
+        gpa: GuestPhysAddr(0),
+        level: None,
+        desc: 0,
+        table_limits: 0,
+    };
+    assert!(off.el1_writable() && off.el1_executable(wxn));
 }
