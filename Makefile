@@ -399,7 +399,8 @@ LINUX_BUILD    := $(BUILD_DIR)/linux-vm
 LINUX_BOOTARGS ?= console=ttyAMA0 earlycon=pl011,0x9000000 rdinit=/init nokaslr
 LINUX_TIMEOUT  ?= 300
 LINUX_DISK     := $(LINUX_BUILD)/$(MICROKIT_BOARD)/$(MICROKIT_CONFIG)/disk.img
-LINUX_IMAGE_ARGS = BUILD_DIR=$(LINUX_BUILD) PD_TARGET_DIR=target/pd-linux-$(MICROKIT_CONFIG) \
+LINUX_PD_TARGET ?= target/pd-linux-$(MICROKIT_CONFIG)
+LINUX_IMAGE_ARGS = BUILD_DIR=$(LINUX_BUILD) PD_TARGET_DIR=$(LINUX_PD_TARGET) \
 	GUEST_IMAGE=$(LINUX_DIR)/Image GUEST_INITRD=$(LINUX_DIR)/initramfs-shell.cpio.gz \
 	GUEST_DTB=$(LINUX_DIR)/virt-shell.dtb DISK_IMAGE=$(LINUX_DISK)
 LINUX_QEMU_ARGS = -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -no-reboot \
@@ -428,6 +429,15 @@ test-linux: check-qemu linux-image
 	guests/linux/check-disk.sh $(LINUX_DISK) \
 		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
 		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+
+# The same session with console runs (the VMM built with feature console-runs: after an exit on
+# the PL011 the guest's console loop is interpreted in the VMM, vmm/pd/src/console_run.rs): its
+# own build, image and disk; the runs' counters must show instructions interpreted.
+test-linux-console-runs: check-sdk check-qemu
+	@$(MAKE) --no-print-directory test-linux VMM_FEATURES=console-runs \
+		LINUX_BUILD=$(BUILD_DIR)/linux-vm-runs LINUX_PD_TARGET=target/pd-linux-runs-$(MICROKIT_CONFIG)
+	@grep -a 'vmm: console runs: runs=' $(BUILD_DIR)/linux-vm-runs/qemu.log | \
+		grep -v 'instructions=0 ' || { echo "test-linux-console-runs: no console run interpreted anything"; exit 1; }
 
 # Two Linux VMs side by side (issue 18): the generated two-VM system with Debian's kernel and the
 # shell initramfs in both VMs, each on its own copy of the ext4 image (a 32 MiB disk: blk_virt
@@ -600,6 +610,9 @@ clippy:
 		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS) $(TEST_PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
 	# The drivers with fault injection (test-qemu-restart's build), host and target.
 	$(CARGO) clippy -p serial-driver -p blk-driver --all-targets --features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
+	$(CARGO) clippy -p vmm --all-targets --features console-runs -- -D warnings
+	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-linux-runs-$(MICROKIT_CONFIG) \
+		$(CARGO) clippy --release --target $(TARGET) -p vmm --features console-runs -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-restart-$(MICROKIT_CONFIG) \
 		$(CARGO) clippy --release --target $(TARGET) -p serial-driver -p blk-driver \
 		--features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
@@ -608,6 +621,8 @@ host-test:
 	$(CARGO) test --workspace
 	# The drivers' fault injection (off by default): host builds count the crashes they would make.
 	$(CARGO) test -p serial-driver -p blk-driver --features serial-driver/fault-injection,blk-driver/fault-injection
+	# Console runs (off by default): the VMM's tests with the feature on.
+	$(CARGO) test -p vmm --features console-runs
 
 # Model checking of the shared-memory queue protocol with loom (its own target dir: --cfg loom
 # changes every crate's build).
@@ -679,7 +694,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-console-runs test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:

@@ -82,6 +82,7 @@ pub enum Stop {
 
 /// Guest memory as the interpreter sees it: guest-virtual addresses, little-endian values.
 /// Each call is all or nothing: an `Err` means nothing was read (no side effect) or written.
+/// A store must not change an instruction [`run`] may fetch: it decodes each address once.
 pub trait Memory {
     /// Reads `len` bytes (1, 2, 4, 8 or 16) at `va`.
     fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop>;
@@ -894,11 +895,43 @@ pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<
     execute(cpu, op, mem)
 }
 
+/// Decoded instructions a run keeps, by address (direct-mapped on the word index).
+const DECODED: usize = 64;
+
 /// Runs at most `budget` instructions from `cpu.pc`; returns how many ran and why it stopped
 /// ([`Stop::Budget`] when it ran them all). `cpu` holds the state after the last one that ran.
+///
+/// A run fetches and decodes each instruction address once and keeps the result for the rest
+/// of the run, so `mem` must not let a store change an instruction the run may fetch (refuse
+/// stores to executable memory; see [`Memory`]).
 pub fn run(cpu: &mut Cpu, features: Features, mem: &mut impl Memory, budget: u32) -> (u32, Stop) {
+    // An address no instruction has (not 4-byte aligned) marks an empty slot.
+    let mut keys = [1u64; DECODED];
+    let mut ops = [Op::Nop; DECODED];
     for n in 0..budget {
-        if let Err(stop) = step(cpu, features, mem) {
+        let pc = cpu.pc;
+        let slot = ((pc >> 2) as usize) % DECODED;
+        let op = match (keys.get(slot), ops.get(slot)) {
+            (Some(&k), Some(&op)) if k == pc => op,
+            _ => {
+                let decoded = if pc & 3 != 0 {
+                    Err(Stop::Fetch(pc))
+                } else {
+                    mem.fetch(pc).and_then(|w| decode(w, features))
+                };
+                match decoded {
+                    Ok(op) => {
+                        if let (Some(k), Some(o)) = (keys.get_mut(slot), ops.get_mut(slot)) {
+                            *k = pc;
+                            *o = op;
+                        }
+                        op
+                    }
+                    Err(stop) => return (n, stop),
+                }
+            }
+        };
+        if let Err(stop) = execute(cpu, op, mem) {
             return (n, stop);
         }
     }

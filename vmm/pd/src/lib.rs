@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod blk_backend;
+pub mod console_run;
 pub mod devices;
 pub mod guest_memory;
 pub mod lazy_vcpu;
@@ -179,6 +180,8 @@ pub struct Vmm<K: Kernel + Clone> {
     vgic: Vgic,
     devices: Devices,
     glue: GlueStats,
+    /// The console runs' counters ([`console_run`]).
+    console_runs: console_run::RunStats,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
     /// Each vCPU's idle state and exit count (the first `VCPUS.len()` are used).
@@ -239,6 +242,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             vgic: Vgic::at_reset(VCPUS.len()),
             devices: Devices::EMPTY,
             glue: GlueStats::ZERO,
+            console_runs: console_run::RunStats::ZERO,
             stats: Stats::new(),
             state: VmState::NotStarted,
             cpus: [CpuSlot::IDLE; vgic::MAX_VCPUS],
@@ -887,6 +891,11 @@ impl<K: Kernel + Clone> Vmm<K> {
         &self.glue
     }
 
+    /// The console runs' counters.
+    pub fn console_run_stats(&self) -> &console_run::RunStats {
+        &self.console_runs
+    }
+
     /// Whether guest memory currently skips cache maintenance (see [`guest_memory`]).
     pub fn memory_coherent(&self) -> bool {
         self.mem.as_ref().is_some_and(RegionMemory::coherent)
@@ -951,6 +960,18 @@ impl<K: Kernel + Clone> Vmm<K> {
         }
         self.regs.begin_for(VCPUS[v]);
         seed(&mut self.regs, msg.label(), words);
+        // An access to the console's registers goes on as a console run, which takes every
+        // register: one read of the whole context instead of the transfer register's prefix
+        // and then the rest.
+        if cfg!(feature = "console-runs")
+            && msg.label() == label::VM_FAULT
+            && words
+                .get(1)
+                .and_then(|&a| self.tree.lookup(GuestPhysAddr(a)))
+                .is_some_and(|(_, e)| *e.handler() == DeviceId::Console)
+        {
+            vmm_core::vcpu::Vcpu::expect_gprs(&mut self.regs, vmm_core::vcpu::ALL_GPRS);
+        }
         // Cache maintenance stays on unless a device call of this exit reads SCTLR_EL1 (the
         // guest may have turned its caches off since the last one).
         mem.set_coherent(false);
@@ -978,6 +999,26 @@ impl<K: Kernel + Clone> Vmm<K> {
             &mut exit_mem,
             &mut platform,
         );
+        // An exit on the console's registers: the guest goes on through its console loop here
+        // (console_run), up to the first instruction the run does not take.
+        if cfg!(feature = "console-runs")
+            && report.action == ExitAction::Resume
+            && matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite)
+            && report
+                .handler
+                .and_then(|h| self.tree.get(h).ok())
+                .is_some_and(|e| *e.handler() == DeviceId::Console)
+        {
+            let view = exit_mem;
+            console_run::run(
+                &mut self.regs,
+                &mut exit_mem,
+                |on| view.set_coherent(on),
+                &self.tree,
+                &mut platform,
+                &mut self.console_runs,
+            );
+        }
         // A partial guest line (a prompt) goes out at the first exit that is not an MMIO access:
         // the guest stopped writing (WFI, a timer, a call); MMIO exits are how it writes.
         if !matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite)
@@ -1286,6 +1327,18 @@ impl<K: Kernel + Clone> Vmm<K> {
             g.parks,
             g.timer_arms,
             g.timer_wakes
+        );
+        let r = self.console_runs;
+        say!(
+            self,
+            "vmm: console runs: runs={} instructions={} unsupported={} refused={} budget={} \
+             skipped={}",
+            r.runs,
+            r.instructions,
+            r.unsupported,
+            r.refused,
+            r.budget,
+            r.skipped
         );
         say!(
             self,

@@ -1,0 +1,295 @@
+//! Console runs: after an exit on the PL011's registers, the VMM carries the vCPU on through its
+//! own code with the A64 interpreter ([`vmm_core::interp`]) instead of resuming it at once, so
+//! that a guest printing through a polled UART (Linux's PL011 console: an FR read and a DR write
+//! per byte, each an exit) makes one exit per run of bytes, not two per byte.
+//!
+//! A run reads the whole register context, SP_EL1 and the stage-1 controls once, then steps the
+//! interpreter over guest memory seen through the guest's own translation tables:
+//! - instruction fetches only from pages EL1 may execute; loads from guest RAM; stores only to
+//!   guest RAM that EL1 may write; accesses to the console's registers go to the console model
+//!   through the same [`Platform`] calls an exit makes; any other address stops the run before
+//!   the instruction;
+//! - only at EL1h in AArch64 state, in the translation half of the PC (the other half's TTBR is
+//!   not read), and for at most [`BUDGET`] instructions;
+//! - the instruction it stops at (unsupported, refused, out of budget) is where the vCPU
+//!   resumes and runs natively; every step is all or nothing, so nothing of it happened yet.
+//!
+//! The CPU's features matter for the hint space: [`GUEST_CPU`] says the guest runs on a
+//! Cortex-A53 (the CPU the SDK's qemu_virt_aarch64 kernel is built for), which has neither
+//! FEAT_PAuth nor FEAT_BTI, so PACIASP/AUTIASP and BTI are NOPs there.
+
+use crate::devices::{DeviceId, PlatformCtx};
+use microkit_rt::Kernel;
+use vmm_core::addr::{GuestPhysAddr, GuestVirtAddr};
+use vmm_core::classify::Platform;
+use vmm_core::handlers::{HandlerKind, HandlerTree, LookupError};
+use vmm_core::interp::{self, Cpu, Features, Stop};
+use vmm_core::memory::GuestMemory;
+use vmm_core::stage1::{self, AccessKind, MmuConfig, Translation};
+use vmm_core::vcpu::{ALL_GPRS, Vcpu};
+
+/// The most instructions one run executes (a record of about 80 bytes of Linux's console loop
+/// is some 4,000; the vCPU's interrupts wait while it runs).
+pub const BUDGET: u32 = 4096;
+
+/// The guest's CPU: a Cortex-A53 (ARMv8.0-A).
+pub const GUEST_CPU: Features = Features {
+    pauth: false,
+    bti: false,
+};
+
+/// PSTATE.M for EL1 with SP_EL1 (EL1h), AArch64.
+const EL1H: u64 = 0b0101;
+
+/// Counters of the console runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Runs started.
+    pub runs: u64,
+    /// Instructions they executed.
+    pub instructions: u64,
+    /// Runs that ended at an instruction the interpreter does not execute.
+    pub unsupported: u64,
+    /// Runs that ended at an access it does not make (not RAM, not the console, not allowed).
+    pub refused: u64,
+    /// Runs that ended on their budget.
+    pub budget: u64,
+    /// Runs not started: the vCPU not at EL1h, or a register it could not read.
+    pub skipped: u64,
+}
+
+impl RunStats {
+    /// Every counter zero.
+    pub const ZERO: RunStats = RunStats {
+        runs: 0,
+        instructions: 0,
+        unsupported: 0,
+        refused: 0,
+        budget: 0,
+        skipped: 0,
+    };
+}
+
+/// A translation the run made, kept for the rest of the run (the guest cannot change its
+/// tables' effect within it: invalidating a TLB entry is an instruction the run does not take).
+#[derive(Clone, Copy)]
+struct TlbEntry {
+    /// The VA page, with bit 0 set for an instruction fetch's translation.
+    key: u64,
+    gpa_page: u64,
+    writable: bool,
+    executable: bool,
+    /// No access handler covers any byte of the page: plain guest RAM (if mapped at all).
+    plain: bool,
+}
+
+const TLB: usize = 8;
+
+/// Guest memory as the interpreter sees it during one run.
+struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
+    cfg: MmuConfig,
+    /// VA bit 55 of the PC: the half whose TTBR `cfg` holds.
+    upper: bool,
+    mem: &'a mut M,
+    tree: &'a HandlerTree<DeviceId, N>,
+    platform: &'a mut PlatformCtx<'p, K>,
+    tlb: [Option<TlbEntry>; TLB],
+    next: usize,
+}
+
+impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
+    fn translate(&mut self, va: u64, len: u8, kind: AccessKind) -> Result<(u64, TlbEntry), Stop> {
+        let refused = Stop::Memory { va, len };
+        // The other half's TTBR was not read; an access across a page needs two walks.
+        if (va >> 55) & 1 != self.upper as u64 || (va & 0xfff) + len as u64 > 0x1000 {
+            return Err(refused);
+        }
+        let key = (va & !0xfff) | (kind == AccessKind::Fetch) as u64;
+        if let Some(e) = self.tlb.iter().flatten().find(|e| e.key == key) {
+            return Ok((e.gpa_page | (va & 0xfff), *e));
+        }
+        let t: Translation = stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind)
+            .map_err(|_| refused)?;
+        let gpa_page = t.gpa.raw() & !0xfff;
+        let e = TlbEntry {
+            key,
+            gpa_page,
+            writable: t.el1_writable(),
+            executable: t.el1_executable(self.cfg.sctlr),
+            plain: matches!(
+                self.tree.lookup_access(GuestPhysAddr(gpa_page), 0x1000),
+                Err(LookupError::NoHandler { .. })
+            ),
+        };
+        if let Some(slot) = self.tlb.get_mut(self.next % TLB) {
+            *slot = Some(e);
+        }
+        self.next = self.next.wrapping_add(1);
+        Ok((t.gpa.raw(), e))
+    }
+
+    /// Where an access at `gpa` goes: guest RAM (no handler there), the console's register at
+    /// this offset (a single register of at most 4 bytes), or nowhere the run may go (any other
+    /// handler's range: a WRITE range's stores, another device's registers).
+    fn target(&self, gpa: GuestPhysAddr, len: u8) -> Result<Option<u64>, ()> {
+        match self.tree.lookup_access(gpa, u64::from(len)) {
+            Err(LookupError::NoHandler { .. }) => Ok(None),
+            Ok(a)
+                if a.kind() == HandlerKind::All
+                    && *a.handler() == DeviceId::Console
+                    && len <= 4 =>
+            {
+                Ok(Some(a.offset()))
+            }
+            _ => Err(()),
+        }
+    }
+}
+
+impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
+        let refused = Stop::Memory { va, len };
+        let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
+        let gpa = GuestPhysAddr(gpa);
+        let console = if e.plain {
+            None
+        } else {
+            self.target(gpa, len).map_err(|()| refused)?
+        };
+        match console {
+            Some(offset) => self
+                .platform
+                .mmio_read(&DeviceId::Console, offset, len)
+                .map(u128::from)
+                .map_err(|_| refused),
+            None => {
+                let mut buf = [0u8; 16];
+                let n = usize::from(len).min(16);
+                self.mem.read(gpa, &mut buf[..n]).map_err(|_| refused)?;
+                Ok(u128::from_le_bytes(buf))
+            }
+        }
+    }
+
+    fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
+        let refused = Stop::Memory { va, len };
+        let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
+        let gpa = GuestPhysAddr(gpa);
+        // Nothing the run stores may be code it already fetched: executable pages are refused
+        // (Linux's text is not writable anyway).
+        if !e.writable || e.executable {
+            return Err(refused);
+        }
+        let console = if e.plain {
+            None
+        } else {
+            self.target(gpa, len).map_err(|()| refused)?
+        };
+        match console {
+            Some(offset) => self
+                .platform
+                .mmio_write(&DeviceId::Console, offset, len, value as u64)
+                .map_err(|_| refused),
+            None => {
+                let bytes = value.to_le_bytes();
+                let n = usize::from(len).min(16);
+                self.mem.write(gpa, &bytes[..n]).map_err(|_| refused)
+            }
+        }
+    }
+
+    fn fetch(&mut self, va: u64) -> Result<u32, Stop> {
+        let (gpa, e) = self
+            .translate(va, 4, AccessKind::Fetch)
+            .map_err(|_| Stop::Fetch(va))?;
+        if !e.executable || !e.plain {
+            return Err(Stop::Fetch(va));
+        }
+        self.mem
+            .read_u32(GuestPhysAddr(gpa))
+            .map_err(|_| Stop::Fetch(va))
+    }
+}
+
+/// Runs the vCPU whose registers `regs` holds on from its (already advanced) PC, and leaves
+/// the registers the run changed in `regs` for its write-back.
+/// `coherent` is told whether the guest runs with its MMU and data cache on (SCTLR_EL1.M and
+/// .C, read for the run): then its RAM needs no cache maintenance for the rest of the exit.
+pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
+    regs: &mut V,
+    mem: &mut M,
+    coherent: impl FnOnce(bool),
+    tree: &HandlerTree<DeviceId, N>,
+    platform: &mut PlatformCtx<'_, K>,
+    stats: &mut RunStats,
+) {
+    regs.expect_gprs(ALL_GPRS);
+    let Some(start) = snapshot(regs) else {
+        stats.skipped = stats.skipped.saturating_add(1);
+        return;
+    };
+    let (cpu, pstate) = start;
+    let Ok(cfg) = MmuConfig::read_for(regs, GuestVirtAddr(cpu.pc)) else {
+        stats.skipped = stats.skipped.saturating_add(1);
+        return;
+    };
+    const SCTLR_M_C: u64 = 1 | 1 << 2;
+    coherent(cfg.sctlr & SCTLR_M_C == SCTLR_M_C);
+    let mut memory = RunMemory {
+        cfg,
+        upper: (cpu.pc >> 55) & 1 == 1,
+        mem,
+        tree,
+        platform,
+        tlb: [None; TLB],
+        next: 0,
+    };
+    let mut after = cpu;
+    let (n, stop) = interp::run(&mut after, GUEST_CPU, &mut memory, BUDGET);
+    stats.runs = stats.runs.saturating_add(1);
+    stats.instructions = stats.instructions.saturating_add(u64::from(n));
+    let counter = match stop {
+        Stop::Budget => &mut stats.budget,
+        Stop::Unsupported(_) | Stop::Unpredictable(_) => &mut stats.unsupported,
+        Stop::Memory { .. } | Stop::SpAlignment | Stop::Fetch(_) => &mut stats.refused,
+    };
+    *counter = counter.saturating_add(1);
+    if n > 0 {
+        commit(regs, &cpu, &after, pstate);
+    }
+}
+
+/// The vCPU's state as the interpreter takes it, and its PSTATE; `None` unless it is at EL1h
+/// in AArch64 state and every register reads.
+fn snapshot<V: Vcpu>(regs: &mut V) -> Option<(Cpu, u64)> {
+    let pstate = regs.pstate().ok()?;
+    if pstate & 0x1f != EL1H {
+        return None;
+    }
+    let mut cpu = Cpu {
+        pc: regs.pc().ok()?,
+        sp: regs.sp().ok()?,
+        nzcv: ((pstate >> 28) & 0xf) as u8,
+        ..Cpu::default()
+    };
+    for (n, x) in cpu.x.iter_mut().enumerate() {
+        *x = regs.gpr(n as u8).ok()?;
+    }
+    Some((cpu, pstate))
+}
+
+/// Hands what the run changed to `regs` (written back with the exit's other changes).
+fn commit<V: Vcpu>(regs: &mut V, before: &Cpu, after: &Cpu, pstate: u64) {
+    for (n, (b, a)) in before.x.iter().zip(after.x.iter()).enumerate() {
+        if b != a {
+            let _ = regs.set_gpr(n as u8, *a);
+        }
+    }
+    if before.sp != after.sp {
+        let _ = regs.set_sp(after.sp);
+    }
+    if before.nzcv != after.nzcv {
+        let _ = regs.set_pstate((pstate & !(0xf << 28)) | u64::from(after.nzcv) << 28);
+    }
+    let _ = regs.set_pc(after.pc);
+}
