@@ -235,6 +235,16 @@ fn main() -> ExitCode {
     };
     let _ = child.kill();
     let _ = child.wait();
+    // A line QEMU was still printing when the run ended (a prompt and what was typed after it,
+    // a command's echo cut short) when the run failed: shown and logged too, or a stall looks
+    // earlier than it was.
+    for rest in partial.iter().filter(|p| outcome.is_err() && !p.is_empty()) {
+        let line = String::from_utf8_lossy(rest);
+        let line = line.trim_end_matches(['\r', '\n']);
+        println!("{line}");
+        let _ = writeln!(logfile, "{line}");
+        println!("qemu-expect: (the line above was unfinished when the run ended)");
+    }
     let secs = start.elapsed().as_secs_f64();
     match outcome {
         Ok(()) => {

@@ -28,8 +28,10 @@
 //!   dropped and counted. With other VMs' consoles ([`SerialDriver::add_rx_client`], from
 //!   [`rx_clients`]: a peer's `serial_rx_queue_P` on its second channel), input goes to one
 //!   console at a time, switched with Ctrl-\ and a digit ([`SWITCH_BYTE`]).
-//! - IRQ ([`IRQ_CHANNEL`]): UARTMIS is read and cleared (UARTICR) before the work, and the IRQ is
-//!   acknowledged through [`DeferredAction::IrqAck`], so the ack rides on the next receive.
+//! - IRQ ([`IRQ_CHANNEL`]): UARTMIS is read and cleared (UARTICR) before the work, but for the RX
+//!   and receive-timeout conditions, which reading the FIFO empty clears (bytes left after
+//!   [`RX_BURST`] keep them asserted), and the IRQ is acknowledged through
+//!   [`DeferredAction::IrqAck`], so the ack rides on the next receive.
 //! - The driver's own lines ([`SerialDriver::say`]: its start-up report, every error the event
 //!   loop hands back through [`Handler::report`]) go to the UART itself, so release kernels show
 //!   them too: buffered ([`OWN_BUF`] bytes; a line that does not fit is dropped and counted),
@@ -1201,13 +1203,21 @@ impl<'q, K: Kernel, U: Uart> SerialDriver<'q, K, U> {
         result
     }
 
-    /// The UART interrupt: reads and clears UARTMIS, then serves RX; returns whether the TX
-    /// side needs serving.
+    /// The UART interrupt: reads UARTMIS and clears what it read but the RX conditions, then
+    /// serves RX; returns whether the TX side needs serving.
     fn service_irq(&mut self) -> (bool, Result<(), DriverError>) {
         self.stats.irqs += 1;
         let mis = self.uart.read32(reg::MIS);
-        // Clear first: a condition that arises while serving raises the interrupt again.
-        self.uart.write32(reg::ICR, mis & int::ALL);
+        // Clear first: a condition that arises while serving raises the interrupt again. Not
+        // the RX and receive-timeout conditions (as Linux's pl011_int does not): reading the
+        // FIFO empty clears them (TRM 3.4.3), and bytes an interrupt leaves (RX_BURST) keep
+        // them asserted only if nothing else cleared them. QEMU's PL011 raises RX only when an
+        // empty FIFO takes a byte, and has no receive timeout: cleared here, the rest of a
+        // burst would never be read.
+        let clear = mis & int::ALL & !(int::RX | int::RT);
+        if clear != 0 {
+            self.uart.write32(reg::ICR, clear);
+        }
         let mut result = Ok(());
         if mis & (int::RX | int::RT) != 0 {
             first(&mut result, self.service_rx());

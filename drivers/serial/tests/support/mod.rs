@@ -1,7 +1,8 @@
 //! A register-level model of the Arm PL011 UART (TRM DDI 0183) for the driver's host tests:
 //! 32-entry TX and RX FIFOs (1 entry with UARTLCR_H.FEN clear), UARTFR flags, the interrupt
 //! registers (UARTIMSC/RIS/MIS/ICR) with the TRM's trigger-level semantics, and a record of
-//! every programming mistake the TRM forbids, so tests can assert there was none.
+//! every programming mistake the TRM forbids, so tests can assert there was none. With
+//! [`Pl011::qemu`] set it behaves as QEMU's PL011 instead (the one the boot tests run on).
 
 use serial_driver::Uart;
 use serial_driver::pl011::{cr, dr, fr, int, lcr_h, reg};
@@ -52,6 +53,18 @@ pub struct Pl011 {
     /// UARTDR read: what the driver had recorded as read and not yet published at that moment.
     pub watch: Option<&'static std::sync::atomic::AtomicU32>,
     pub watched_at_dr_reads: Vec<u32>,
+    /// QEMU's PL011 (hw/char/pl011.c of QEMU 7.2, Debian 12's) rather than the TRM's: the RX
+    /// trigger level is 1 whatever UARTIFLS says, the RX interrupt is raised only when the
+    /// FIFO's level reaches it (an empty FIFO takes a byte), never again while bytes stay in
+    /// the FIFO, the receive timeout is never raised, and the host's bytes
+    /// ([`Pl011::host_input`]) enter the FIFO as it makes room ([`Pl011::host_fill`]), with
+    /// [`Pl011::host_keeps_up`] one after each UARTDR read too.
+    pub qemu: bool,
+    /// The host refills the FIFO as fast as the driver reads it: one byte after each UARTDR
+    /// read (QEMU's main loop, woken by the read, runs beside the CPU).
+    pub host_keeps_up: bool,
+    /// Bytes the host has for the UART and the FIFO has had no room for yet ([`Pl011::qemu`]).
+    pub host_input: VecDeque<u8>,
 }
 
 impl Default for Pl011 {
@@ -80,6 +93,9 @@ impl Default for Pl011 {
             icr_writes: vec![],
             watch: None,
             watched_at_dr_reads: vec![],
+            qemu: false,
+            host_keeps_up: false,
+            host_input: VecDeque::new(),
         }
     }
 }
@@ -173,6 +189,13 @@ impl Pl011 {
                 continue;
             }
             self.rx_fifo.push_back(u32::from(b) | flags);
+            if self.qemu {
+                // `pl011_put_fifo`: `if (s->read_count == s->read_trigger)`, the trigger 1.
+                if self.rx_fifo.len() == 1 {
+                    self.ris |= int::RX;
+                }
+                continue;
+            }
             let trigger = if self.lcr_h & lcr_h::FEN != 0 {
                 self.rx_trigger()
             } else {
@@ -188,9 +211,20 @@ impl Pl011 {
         self.receive_with(bytes, 0);
     }
 
-    /// The line stays idle for 32 bit periods: receive timeout if the RX FIFO holds data.
+    /// The host's bytes enter the FIFO while it has room ([`Pl011::qemu`]).
+    pub fn host_fill(&mut self) {
+        while self.rx_fifo.len() < self.depth() {
+            let Some(b) = self.host_input.pop_front() else {
+                break;
+            };
+            self.receive(&[b]);
+        }
+    }
+
+    /// The line stays idle for 32 bit periods: receive timeout if the RX FIFO holds data (not
+    /// in QEMU, which has none).
     pub fn idle(&mut self) {
-        if !self.rx_fifo.is_empty() {
+        if !self.qemu && !self.rx_fifo.is_empty() {
             self.ris |= int::RT;
         }
     }
@@ -203,7 +237,9 @@ impl Pl011 {
                         .push(w.load(std::sync::atomic::Ordering::Relaxed));
                 }
                 let v = self.rx_fifo.pop_front().unwrap_or(0);
-                let trigger = if self.lcr_h & lcr_h::FEN != 0 {
+                let trigger = if self.qemu {
+                    1
+                } else if self.lcr_h & lcr_h::FEN != 0 {
                     self.rx_trigger()
                 } else {
                     1
@@ -213,6 +249,13 @@ impl Pl011 {
                 }
                 if self.rx_fifo.is_empty() {
                     self.ris &= !int::RT;
+                }
+                if self.qemu
+                    && self.host_keeps_up
+                    && self.rx_fifo.len() < self.depth()
+                    && let Some(b) = self.host_input.pop_front()
+                {
+                    self.receive(&[b]);
                 }
                 v
             }
