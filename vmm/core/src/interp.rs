@@ -82,7 +82,7 @@ pub enum Stop {
 
 /// Guest memory as the interpreter sees it: guest-virtual addresses, little-endian values.
 /// Each call is all or nothing: an `Err` means nothing was read (no side effect) or written.
-/// A store must not change an instruction [`run`] may fetch: it decodes each address once.
+/// A store must not change an instruction [`run`] may fetch: it fetches each address once a run.
 pub trait Memory {
     /// Reads `len` bytes (1, 2, 4, 8 or 16) at `va`.
     fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop>;
@@ -545,18 +545,21 @@ pub const fn condition_holds(cond: u8, nzcv: u8) -> bool {
 
 /// AddWithCarry on 64 or 32 bits: the result (zero-extended) and NZCV.
 pub const fn add_with_carry(sf: bool, x: u64, y: u64, carry: bool) -> (u64, u8) {
-    let c = carry as u128;
+    // Carry: an unsigned overflow in either step; overflow: a signed overflow in exactly one
+    // of them (both cannot: after one the partial sum is far from the other end).
     let (result, unsigned_ok, signed_ok) = if sf {
-        let u = x as u128 + y as u128 + c;
-        let s = x as i64 as i128 + y as i64 as i128 + c as i128;
-        let r = u as u64;
-        (r, r as u128 == u, r as i64 as i128 == s)
+        let (a, c1) = x.overflowing_add(y);
+        let (r, c2) = a.overflowing_add(carry as u64);
+        let (sa, v1) = (x as i64).overflowing_add(y as i64);
+        let (_, v2) = sa.overflowing_add(carry as i64);
+        (r, !(c1 | c2), v1 == v2)
     } else {
         let (x, y) = (x as u32, y as u32);
-        let u = x as u128 + y as u128 + c;
-        let s = x as i32 as i128 + y as i32 as i128 + c as i128;
-        let r = u as u32;
-        (r as u64, r as u128 == u, r as i32 as i128 == s)
+        let (a, c1) = x.overflowing_add(y);
+        let (r, c2) = a.overflowing_add(carry as u32);
+        let (sa, v1) = (x as i32).overflowing_add(y as i32);
+        let (_, v2) = sa.overflowing_add(carry as i32);
+        (r as u64, !(c1 | c2), v1 == v2)
     };
     let top = if sf { 63 } else { 31 };
     let mut nzcv = 0;
@@ -638,9 +641,9 @@ impl Cpu {
 }
 
 /// Executes `op`, the instruction at `cpu.pc`: all or nothing.
-pub fn execute(cpu: &mut Cpu, op: Op, mem: &mut impl Memory) -> Result<(), Stop> {
+pub fn execute(cpu: &mut Cpu, op: &Op, mem: &mut impl Memory) -> Result<(), Stop> {
     let next = cpu.pc.wrapping_add(4);
-    match op {
+    match *op {
         Op::Nop => {}
         Op::AddSubImm {
             sf,
@@ -799,7 +802,7 @@ pub fn execute(cpu: &mut Cpu, op: Op, mem: &mut impl Memory) -> Result<(), Stop>
             cpu.pc = target;
             return Ok(());
         }
-        Op::Mem(m) => mem_op(cpu, &m, mem)?,
+        Op::Mem(ref m) => mem_op(cpu, m, mem)?,
     }
     cpu.pc = next;
     Ok(())
@@ -892,44 +895,95 @@ pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<
     }
     let w = mem.fetch(cpu.pc)?;
     let op = decode(w, features)?;
-    execute(cpu, op, mem)
+    execute(cpu, &op, mem)
 }
 
-/// Decoded instructions a run keeps, by address (direct-mapped on the word index).
-const DECODED: usize = 64;
+/// One decoded instruction of a [`DecodeCache`].
+#[derive(Debug, Clone, Copy)]
+struct Decoded {
+    /// Its address (1, which no instruction has, for an empty slot).
+    pc: u64,
+    /// The word it was decoded from.
+    word: u32,
+    /// The run that last fetched the word and found it unchanged.
+    checked: u32,
+    op: Op,
+}
+
+/// Decoded instructions by address, kept across runs (`N` slots, direct-mapped on the word
+/// index; at least 1). An entry is trusted without a fetch only in the run that last checked
+/// it: a later run fetches the word once and compares it with the one the entry was decoded
+/// from, so code the guest changed between runs is decoded again.
+#[derive(Debug, Clone)]
+pub struct DecodeCache<const N: usize> {
+    slots: [Decoded; N],
+    /// The current run's number (0: none yet).
+    run: u32,
+    /// The CPU the instructions were decoded for.
+    features: Features,
+}
+
+impl<const N: usize> DecodeCache<N> {
+    /// An empty cache for a CPU with `features`.
+    pub const fn new(features: Features) -> Self {
+        DecodeCache {
+            slots: [Decoded {
+                pc: 1,
+                word: 0,
+                checked: 0,
+                op: Op::Nop,
+            }; N],
+            run: 0,
+            features,
+        }
+    }
+
+    /// The decoded instruction at `pc` (fetched with `mem` unless checked in this run).
+    fn get(&mut self, pc: u64, mem: &mut impl Memory) -> Result<&Op, Stop> {
+        if pc & 3 != 0 {
+            return Err(Stop::Fetch(pc));
+        }
+        let (run, features) = (self.run, self.features);
+        let Some(d) = self.slots.get_mut(((pc >> 2) as usize) % N.max(1)) else {
+            return Err(Stop::Fetch(pc));
+        };
+        if d.pc != pc || d.checked != run {
+            let w = mem.fetch(pc)?;
+            if d.pc != pc || d.word != w {
+                d.op = decode(w, features)?;
+                d.pc = pc;
+                d.word = w;
+            }
+            d.checked = run;
+        }
+        Ok(&d.op)
+    }
+}
 
 /// Runs at most `budget` instructions from `cpu.pc`; returns how many ran and why it stopped
 /// ([`Stop::Budget`] when it ran them all). `cpu` holds the state after the last one that ran.
 ///
-/// A run fetches and decodes each instruction address once and keeps the result for the rest
-/// of the run, so `mem` must not let a store change an instruction the run may fetch (refuse
-/// stores to executable memory; see [`Memory`]).
-pub fn run(cpu: &mut Cpu, features: Features, mem: &mut impl Memory, budget: u32) -> (u32, Stop) {
-    // An address no instruction has (not 4-byte aligned) marks an empty slot.
-    let mut keys = [1u64; DECODED];
-    let mut ops = [Op::Nop; DECODED];
+/// Each instruction address is fetched once per run and its decoding kept in `cache` (checked
+/// against the fetched word in each later run), so `mem` must not let a store change an
+/// instruction the run may fetch (refuse stores to executable memory; see [`Memory`]).
+/// The CPU's features are the cache's ([`DecodeCache::new`]).
+pub fn run<const N: usize>(
+    cpu: &mut Cpu,
+    mem: &mut impl Memory,
+    budget: u32,
+    cache: &mut DecodeCache<N>,
+) -> (u32, Stop) {
+    cache.run = cache.run.wrapping_add(1).max(1);
+    if cache.run == 1 {
+        // The counter wrapped (or this is the first run): no entry may pass as checked.
+        for d in cache.slots.iter_mut() {
+            d.checked = 0;
+        }
+    }
     for n in 0..budget {
-        let pc = cpu.pc;
-        let slot = ((pc >> 2) as usize) % DECODED;
-        let op = match (keys.get(slot), ops.get(slot)) {
-            (Some(&k), Some(&op)) if k == pc => op,
-            _ => {
-                let decoded = if pc & 3 != 0 {
-                    Err(Stop::Fetch(pc))
-                } else {
-                    mem.fetch(pc).and_then(|w| decode(w, features))
-                };
-                match decoded {
-                    Ok(op) => {
-                        if let (Some(k), Some(o)) = (keys.get_mut(slot), ops.get_mut(slot)) {
-                            *k = pc;
-                            *o = op;
-                        }
-                        op
-                    }
-                    Err(stop) => return (n, stop),
-                }
-            }
+        let op = match cache.get(cpu.pc, mem) {
+            Ok(op) => op,
+            Err(stop) => return (n, stop),
         };
         if let Err(stop) = execute(cpu, op, mem) {
             return (n, stop);

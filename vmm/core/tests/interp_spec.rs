@@ -7,7 +7,8 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use vmm_core::interp::{
-    Cpu, Features, Memory, Stop, add_with_carry, condition_holds, decode, execute, flag, run, step,
+    Cpu, DecodeCache, Features, Memory, Stop, add_with_carry, condition_holds, decode, execute,
+    flag, run, step,
 };
 use yaxpeax_arch::{Arch, Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::ARMv8;
@@ -94,7 +95,7 @@ impl Memory for Mock {
 
 fn exec(cpu: &mut Cpu, w: u32, mem: &mut Mock) -> Result<(), Stop> {
     let op = decode(w, A53)?;
-    execute(cpu, op, mem)
+    execute(cpu, &op, mem)
 }
 
 fn cpu() -> Cpu {
@@ -403,7 +404,7 @@ fn a_console_loop_runs_to_its_return() {
     c.x[2] = UART;
     c.x[29] = 0x29;
     c.x[30] = 0xdead_0000;
-    let (ran, stop) = run(&mut c, A53, &mut m, 1000);
+    let (ran, stop) = run(&mut c, &mut m, 1000, &mut DecodeCache::<64>::new(A53));
     assert_eq!(
         stop,
         Stop::Fetch(0xdead_0000),
@@ -420,9 +421,10 @@ fn a_console_loop_runs_to_its_return() {
     c2.x[30] = 0xdead_0000;
     let mut m2 = m.clone();
     m2.tx.clear();
-    let (n, stop) = run(&mut c2, A53, &mut m2, 10);
+    let mut cache = DecodeCache::<64>::new(A53);
+    let (n, stop) = run(&mut c2, &mut m2, 10, &mut cache);
     assert_eq!((n, stop), (10, Stop::Budget));
-    let (_, stop) = run(&mut c2, A53, &mut m2, 1000);
+    let (_, stop) = run(&mut c2, &mut m2, 1000, &mut cache);
     assert_eq!(stop, Stop::Fetch(0xdead_0000));
     assert_eq!(m2.tx, b"hi\r\nok");
     // With FEAT_PAuth the interpreter stops at the first PACIASP instead.
@@ -432,7 +434,7 @@ fn a_console_loop_runs_to_its_return() {
         bti: false,
     };
     assert_eq!(
-        run(&mut c3, pauth, &mut m2, 100),
+        run(&mut c3, &mut m2, 100, &mut DecodeCache::<64>::new(pauth)),
         (0, Stop::Unsupported(0xd503_233f))
     );
     // A UART whose TX FIFO stays full keeps the loop polling until the budget ends.
@@ -443,6 +445,27 @@ fn a_console_loop_runs_to_its_return() {
     let mut m4 = m.clone();
     m4.tx.clear();
     m4.fr = 0x20;
-    assert_eq!(run(&mut c4, A53, &mut m4, 500), (500, Stop::Budget));
+    assert_eq!(
+        run(&mut c4, &mut m4, 500, &mut DecodeCache::<64>::new(A53)),
+        (500, Stop::Budget)
+    );
     assert!(m4.tx.is_empty());
+}
+
+/// The decoded-instruction cache outlives a run but not a change of the code: a later run
+/// fetches each address again and decodes what changed.
+#[test]
+fn a_later_run_decodes_changed_code_again() {
+    let mut m = Mock::default();
+    // mov w4, #1; b . (back to itself: the budget ends the run)
+    m.code_at(0x1000, &[0x5280_0024, 0x1400_0000]);
+    let mut cache = DecodeCache::<64>::new(A53);
+    let mut c = cpu();
+    assert_eq!(run(&mut c, &mut m, 8, &mut cache), (8, Stop::Budget));
+    assert_eq!(c.x[4], 1);
+    // The guest rewrites the first instruction (mov w4, #2) between runs.
+    m.code_at(0x1000, &[0x5280_0044]);
+    let mut c = cpu();
+    assert_eq!(run(&mut c, &mut m, 8, &mut cache), (8, Stop::Budget));
+    assert_eq!(c.x[4], 2);
 }

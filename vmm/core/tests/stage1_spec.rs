@@ -100,6 +100,7 @@ fn reference(
     walk(mem, va, tcr, outputsize, startlevel, inputsize, base, 0)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk(
     mem: &GuestRam,
     va: u64,

@@ -23,7 +23,7 @@ use microkit_rt::Kernel;
 use vmm_core::addr::{GuestPhysAddr, GuestVirtAddr};
 use vmm_core::classify::Platform;
 use vmm_core::handlers::{HandlerKind, HandlerTree, LookupError};
-use vmm_core::interp::{self, Cpu, Features, Stop};
+use vmm_core::interp::{self, Cpu, DecodeCache, Features, Stop};
 use vmm_core::memory::GuestMemory;
 use vmm_core::stage1::{self, AccessKind, MmuConfig, Translation};
 use vmm_core::vcpu::{ALL_GPRS, Vcpu};
@@ -56,6 +56,9 @@ pub struct RunStats {
     pub budget: u64,
     /// Runs not started: the vCPU not at EL1h, or a register it could not read.
     pub skipped: u64,
+    /// The instruction words runs stopped at most often (unsupported ones), with their counts:
+    /// what the interpreter would need next to run further.
+    pub stopped_at: [(u32, u64); 4],
 }
 
 impl RunStats {
@@ -67,7 +70,48 @@ impl RunStats {
         refused: 0,
         budget: 0,
         skipped: 0,
+        stopped_at: [(0, 0); 4],
     };
+
+    /// Counts a stop at instruction `word`: a word already kept gains one, else it takes the
+    /// place of the least counted.
+    fn stopped(&mut self, word: u32) {
+        if let Some(e) = self.stopped_at.iter_mut().find(|e| e.1 > 0 && e.0 == word) {
+            e.1 = e.1.saturating_add(1);
+        } else if let Some(e) = self.stopped_at.iter_mut().min_by_key(|e| e.1) {
+            *e = (word, 1);
+        }
+    }
+}
+
+/// Decoded-instruction slots kept across runs (one without the feature: nothing runs).
+const DECODED: usize = if cfg!(feature = "console-runs") {
+    256
+} else {
+    1
+};
+
+/// What the runs keep between exits: their counters and the decoded instructions.
+pub struct Runs {
+    /// The counters.
+    pub stats: RunStats,
+    cache: DecodeCache<DECODED>,
+}
+
+impl Runs {
+    /// No run yet.
+    pub const fn new() -> Self {
+        Runs {
+            stats: RunStats::ZERO,
+            cache: DecodeCache::new(GUEST_CPU),
+        }
+    }
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A translation the run made, kept for the rest of the run (the guest cannot change its
@@ -83,7 +127,8 @@ struct TlbEntry {
     plain: bool,
 }
 
-const TLB: usize = 8;
+/// Translations a run keeps (direct-mapped on the VA page number).
+const TLB: usize = 16;
 
 /// Guest memory as the interpreter sees it during one run.
 struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
@@ -94,7 +139,6 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     tree: &'a HandlerTree<DeviceId, N>,
     platform: &'a mut PlatformCtx<'p, K>,
     tlb: [Option<TlbEntry>; TLB],
-    next: usize,
 }
 
 impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
@@ -105,7 +149,10 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             return Err(refused);
         }
         let key = (va & !0xfff) | (kind == AccessKind::Fetch) as u64;
-        if let Some(e) = self.tlb.iter().flatten().find(|e| e.key == key) {
+        let slot = ((va >> 12) as usize ^ (key & 1) as usize) % TLB;
+        if let Some(Some(e)) = self.tlb.get(slot)
+            && e.key == key
+        {
             return Ok((e.gpa_page | (va & 0xfff), *e));
         }
         let t: Translation = stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind)
@@ -121,10 +168,9 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
                 Err(LookupError::NoHandler { .. })
             ),
         };
-        if let Some(slot) = self.tlb.get_mut(self.next % TLB) {
-            *slot = Some(e);
+        if let Some(entry) = self.tlb.get_mut(slot) {
+            *entry = Some(e);
         }
-        self.next = self.next.wrapping_add(1);
         Ok((t.gpa.raw(), e))
     }
 
@@ -221,8 +267,9 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
     coherent: impl FnOnce(bool),
     tree: &HandlerTree<DeviceId, N>,
     platform: &mut PlatformCtx<'_, K>,
-    stats: &mut RunStats,
+    runs: &mut Runs,
 ) {
+    let stats = &mut runs.stats;
     regs.expect_gprs(ALL_GPRS);
     let Some(start) = snapshot(regs) else {
         stats.skipped = stats.skipped.saturating_add(1);
@@ -242,10 +289,9 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         tree,
         platform,
         tlb: [None; TLB],
-        next: 0,
     };
     let mut after = cpu;
-    let (n, stop) = interp::run(&mut after, GUEST_CPU, &mut memory, BUDGET);
+    let (n, stop) = interp::run(&mut after, &mut memory, BUDGET, &mut runs.cache);
     stats.runs = stats.runs.saturating_add(1);
     stats.instructions = stats.instructions.saturating_add(u64::from(n));
     let counter = match stop {
@@ -254,6 +300,9 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         Stop::Memory { .. } | Stop::SpAlignment | Stop::Fetch(_) => &mut stats.refused,
     };
     *counter = counter.saturating_add(1);
+    if let Stop::Unsupported(w) = stop {
+        stats.stopped(w);
+    }
     if n > 0 {
         commit(regs, &cpu, &after, pstate);
     }

@@ -180,8 +180,8 @@ pub struct Vmm<K: Kernel + Clone> {
     vgic: Vgic,
     devices: Devices,
     glue: GlueStats,
-    /// The console runs' counters ([`console_run`]).
-    console_runs: console_run::RunStats,
+    /// The console runs' counters and decoded instructions ([`console_run`]).
+    console_runs: console_run::Runs,
     stats: Stats<STAT_HANDLERS>,
     state: VmState,
     /// Each vCPU's idle state and exit count (the first `VCPUS.len()` are used).
@@ -242,7 +242,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             vgic: Vgic::at_reset(VCPUS.len()),
             devices: Devices::EMPTY,
             glue: GlueStats::ZERO,
-            console_runs: console_run::RunStats::ZERO,
+            console_runs: console_run::Runs::new(),
             stats: Stats::new(),
             state: VmState::NotStarted,
             cpus: [CpuSlot::IDLE; vgic::MAX_VCPUS],
@@ -893,7 +893,7 @@ impl<K: Kernel + Clone> Vmm<K> {
 
     /// The console runs' counters.
     pub fn console_run_stats(&self) -> &console_run::RunStats {
-        &self.console_runs
+        &self.console_runs.stats
     }
 
     /// Whether guest memory currently skips cache maintenance (see [`guest_memory`]).
@@ -1328,7 +1328,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             g.timer_arms,
             g.timer_wakes
         );
-        let r = self.console_runs;
+        let r = self.console_runs.stats;
         say!(
             self,
             "vmm: console runs: runs={} instructions={} unsupported={} refused={} budget={} \
@@ -1340,6 +1340,22 @@ impl<K: Kernel + Clone> Vmm<K> {
             r.budget,
             r.skipped
         );
+        if r.unsupported > 0 {
+            let [a, b, c, d] = r.stopped_at;
+            say!(
+                self,
+                "vmm: console runs stopped most at: {:#010x} x{}, {:#010x} x{}, {:#010x} x{}, \
+                 {:#010x} x{}",
+                a.0,
+                a.1,
+                b.0,
+                b.1,
+                c.0,
+                c.1,
+                d.0,
+                d.1
+            );
+        }
         say!(
             self,
             "vmm: device calls: coherent={} cache-maintained={}",

@@ -103,6 +103,7 @@ fn a_run_prints_the_rest_of_the_string_and_stops_at_the_callers_wfi() {
     let r = *h.vmm.console_run_stats();
     assert_eq!((r.runs, r.unsupported, r.refused), (1, 1, 0), "{r:?}");
     assert!(r.instructions > 40, "{r:?}");
+    assert!(r.stopped_at.contains(&(0xd503_207f, 1)), "the WFI: {r:?}");
     // The exit counts as one console read, whatever the run did.
     assert_eq!(
         h.vmm

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmm_core::interp::{Cpu, Features, Memory, Stop, run, step};
+use vmm_core::interp::{Cpu, DecodeCache, Features, Memory, Stop, run, step};
 
 const CODE: u64 = 0x1000;
 const DATA: u64 = 0x8000;
@@ -80,7 +80,7 @@ fuzz_target!(|input: ([u32; 16], [u64; 8], u8, bool, Vec<u8>)| {
         }
     }
     let mut again = start;
-    let (n, stop) = run(&mut again, features, &mut mem, 32);
+    let (n, stop) = run(&mut again, &mut mem, 32, &mut DecodeCache::<64>::new(features));
     assert!(n <= 32);
     assert_eq!(n == 32, stop == Stop::Budget);
 });
