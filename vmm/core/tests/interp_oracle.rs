@@ -37,6 +37,16 @@ fn style(s: Shift) -> ShiftStyle {
     }
 }
 
+/// yaxpeax's opcode for ADD, ADDS, SUB, SUBS.
+fn add_sub(sub: bool, flags: bool) -> Opcode {
+    match (sub, flags) {
+        (false, false) => Opcode::ADD,
+        (false, true) => Opcode::ADDS,
+        (true, false) => Opcode::SUB,
+        (true, true) => Opcode::SUBS,
+    }
+}
+
 /// Our decode of `w` agrees with yaxpeax's (`w` accepted by us).
 fn agrees(w: u32, op: Op, y: &Instruction) -> Result<(), TestCaseError> {
     let o = y.operands;
@@ -71,12 +81,7 @@ fn agrees(w: u32, op: Op, y: &Instruction) -> Result<(), TestCaseError> {
             rn,
             imm,
         } => {
-            let want = match (sub, flags) {
-                (false, false) => Opcode::ADD,
-                (false, true) => Opcode::ADDS,
-                (true, false) => Opcode::SUB,
-                (true, true) => Opcode::SUBS,
-            };
+            let want = add_sub(sub, flags);
             prop_assert_eq!(y.opcode, want, "{}", what);
             prop_assert_eq!(reg(o[0]), Some((sf, rd)), "{}", what);
             prop_assert_eq!(reg(o[1]), Some((sf, rn)), "{}", what);
@@ -178,12 +183,7 @@ fn agrees(w: u32, op: Op, y: &Instruction) -> Result<(), TestCaseError> {
             shift,
             amount,
         } => {
-            let want = match (sub, flags) {
-                (false, false) => Opcode::ADD,
-                (false, true) => Opcode::ADDS,
-                (true, false) => Opcode::SUB,
-                (true, true) => Opcode::SUBS,
-            };
+            let want = add_sub(sub, flags);
             prop_assert_eq!(y.opcode, want, "{}", what);
             prop_assert_eq!(reg(o[0]), Some((sf, rd)), "{}", what);
             prop_assert_eq!(reg(o[1]), Some((sf, rn)), "{}", what);
@@ -205,12 +205,7 @@ fn agrees(w: u32, op: Op, y: &Instruction) -> Result<(), TestCaseError> {
             ext,
             amount,
         } => {
-            let want = match (sub, flags) {
-                (false, false) => Opcode::ADD,
-                (false, true) => Opcode::ADDS,
-                (true, false) => Opcode::SUB,
-                (true, true) => Opcode::SUBS,
-            };
+            let want = add_sub(sub, flags);
             prop_assert_eq!(y.opcode, want, "{}", what);
             prop_assert_eq!(reg(o[0]), Some((sf, rd)), "{}", what);
             prop_assert_eq!(reg(o[1]), Some((sf, rn)), "{}", what);

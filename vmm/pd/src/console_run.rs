@@ -192,16 +192,26 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
     }
 }
 
-impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
-    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
-        let refused = Stop::Memory { va, len };
+impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
+    /// A data access's guest-physical address, its page's translation, and the console
+    /// register it falls on (`None`: guest RAM).
+    fn route(&mut self, va: u64, len: u8) -> Result<(GuestPhysAddr, TlbEntry, Option<u64>), Stop> {
         let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
         let gpa = GuestPhysAddr(gpa);
         let console = if e.plain {
             None
         } else {
-            self.target(gpa, len).map_err(|()| refused)?
+            self.target(gpa, len)
+                .map_err(|()| Stop::Memory { va, len })?
         };
+        Ok((gpa, e, console))
+    }
+}
+
+impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
+        let refused = Stop::Memory { va, len };
+        let (gpa, _, console) = self.route(va, len)?;
         match console {
             Some(offset) => self
                 .platform
@@ -219,18 +229,12 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
 
     fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
         let refused = Stop::Memory { va, len };
-        let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
-        let gpa = GuestPhysAddr(gpa);
+        let (gpa, e, console) = self.route(va, len)?;
         // Nothing the run stores may be code it already fetched: executable pages are refused
         // (Linux's text is not writable anyway).
         if !e.writable || e.executable {
             return Err(refused);
         }
-        let console = if e.plain {
-            None
-        } else {
-            self.target(gpa, len).map_err(|()| refused)?
-        };
         match console {
             Some(offset) => self
                 .platform
