@@ -6,7 +6,8 @@
 //! A run reads the whole register context, SP_EL1 and the stage-1 controls once, then steps the
 //! interpreter over guest memory seen through the guest's own translation tables:
 //! - instruction fetches only from pages EL1 may execute; loads from guest RAM; stores only to
-//!   guest RAM that EL1 may write; accesses to the console's registers go to the console model
+//!   guest RAM that EL1 may write and may not execute (so no store changes code the run has
+//!   decoded); accesses to the console's registers go to the console model
 //!   through the same [`Platform`] calls an exit makes; any other address stops the run before
 //!   the instruction;
 //! - only at EL1h in AArch64 state, in the translation half of the PC (the other half's TTBR is
