@@ -163,7 +163,7 @@ const fn rn(w: u32) -> u8 {
 }
 
 /// Sign-extends the low `bits` bits of `v`.
-const fn sext(v: u32, bits: u32) -> i64 {
+pub(crate) const fn sext(v: u32, bits: u32) -> i64 {
     let shift = 64 - bits;
     (((v as u64) << shift) as i64) >> shift
 }

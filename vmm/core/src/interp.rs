@@ -21,7 +21,7 @@
 //! there). Everything else is [`Stop::Unsupported`], including every system-register access,
 //! exclusive and atomic, exception-generating and SIMD instruction.
 
-use crate::insn::{self, Direction, MemInsn, Offset, RegWidth, Writeback};
+use crate::insn::{self, Direction, MemInsn, Offset, RegWidth, Writeback, sext};
 
 /// NZCV bits in [`Cpu::nzcv`].
 pub mod flag {
@@ -288,11 +288,6 @@ pub enum Op {
 
 const fn bits(w: u32, lo: u32, n: u32) -> u32 {
     (w >> lo) & ((1 << n) - 1)
-}
-
-const fn sext(v: u32, n: u32) -> i64 {
-    let s = 64 - n;
-    (((v as u64) << s) as i64) >> s
 }
 
 /// DecodeBitMasks for a logical immediate (the Arm ARM's pseudo-code, `immediate = TRUE`):
@@ -855,10 +850,10 @@ fn mem_op(cpu: &mut Cpu, m: &MemInsn, mem: &mut impl Memory) -> Result<(), Stop>
     match m.dir {
         Direction::Load => {
             let raw = mem.load(addr, len)?;
-            let lo = m.load_value(raw as u64 & size_mask(size));
+            let lo = m.load_value(insn::truncate(raw as u64, size));
             let hi = m
                 .rt2
-                .map(|_| m.load_value((raw >> (size as u32 * 8)) as u64 & size_mask(size)));
+                .map(|_| m.load_value(insn::truncate((raw >> (size as u32 * 8)) as u64, size)));
             cpu.set_xzr(m.rt, sf, lo);
             if let (Some(rt2), Some(v)) = (m.rt2, hi) {
                 cpu.set_xzr(rt2, sf, v);
@@ -877,15 +872,6 @@ fn mem_op(cpu: &mut Cpu, m: &MemInsn, mem: &mut impl Memory) -> Result<(), Stop>
         cpu.set_xsp(m.rn, true, a);
     }
     Ok(())
-}
-
-const fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        4 => 0xffff_ffff,
-        _ => u64::MAX,
-    }
 }
 
 /// Fetches, decodes and executes the instruction at `cpu.pc`: all or nothing.

@@ -285,8 +285,7 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         stats.skipped = stats.skipped.saturating_add(1);
         return;
     };
-    const SCTLR_M_C: u64 = 1 | 1 << 2;
-    coherent(cfg.sctlr & SCTLR_M_C == SCTLR_M_C);
+    coherent(crate::guest_memory::caches_on(cfg.sctlr));
     let mut memory = RunMemory {
         cfg,
         upper: (cpu.pc >> 55) & 1 == 1,

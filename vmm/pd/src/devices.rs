@@ -749,15 +749,13 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     /// maintenance (see [`crate::guest_memory`]). One kernel call; if it fails, maintenance
     /// stays on.
     fn refresh_coherence(&mut self) {
-        const SCTLR_M: u64 = 1 << 0;
-        const SCTLR_C: u64 = 1 << 2;
         let on = match Child::try_new(self.vcpu as u64) {
             Some(child) => {
                 self.inj.calls += 1;
                 self.inj
                     .k
                     .vcpu_read_reg(child, microkit_rt::abi::vcpu_reg::SCTLR)
-                    .is_ok_and(|v| v & (SCTLR_M | SCTLR_C) == SCTLR_M | SCTLR_C)
+                    .is_ok_and(crate::guest_memory::caches_on)
             }
             None => false,
         };

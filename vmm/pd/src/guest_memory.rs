@@ -26,6 +26,13 @@ use microkit_rt::SharedRegion;
 use vmm_core::addr::GuestPhysAddr;
 use vmm_core::memory::{GuestMemory, MemError};
 
+/// Whether a guest with this `SCTLR_EL1` runs with its MMU and data cache on (`M` and `C`):
+/// then its RAM and the VMM's view of it are coherent (see the module's doc).
+pub const fn caches_on(sctlr: u64) -> bool {
+    const M_C: u64 = 1 | 1 << 2;
+    sctlr & M_C == M_C
+}
+
 /// One guest-physical window onto a region mapped in the VMM.
 pub struct Window {
     /// Guest-physical base.

@@ -963,13 +963,13 @@ impl<K: Kernel + Clone> Vmm<K> {
         // An access to the console's registers goes on as a console run, which takes every
         // register: one read of the whole context instead of the transfer register's prefix
         // and then the rest.
-        if cfg!(feature = "console-runs")
+        let console_access = cfg!(feature = "console-runs")
             && msg.label() == label::VM_FAULT
             && words
                 .get(1)
                 .and_then(|&a| self.tree.lookup(GuestPhysAddr(a)))
-                .is_some_and(|(_, e)| *e.handler() == DeviceId::Console)
-        {
+                .is_some_and(|(_, e)| *e.handler() == DeviceId::Console);
+        if console_access {
             vmm_core::vcpu::Vcpu::expect_gprs(&mut self.regs, vmm_core::vcpu::ALL_GPRS);
         }
         // Cache maintenance stays on unless a device call of this exit reads SCTLR_EL1 (the
@@ -999,15 +999,12 @@ impl<K: Kernel + Clone> Vmm<K> {
             &mut exit_mem,
             &mut platform,
         );
-        // An exit on the console's registers: the guest goes on through its console loop here
-        // (console_run), up to the first instruction the run does not take.
-        if cfg!(feature = "console-runs")
+        // An exit on the console's registers that emulated the access: the guest goes on
+        // through its console loop here (console_run), up to the first instruction the run
+        // does not take.
+        if console_access
             && report.action == ExitAction::Resume
             && matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite)
-            && report
-                .handler
-                .and_then(|h| self.tree.get(h).ok())
-                .is_some_and(|e| *e.handler() == DeviceId::Console)
         {
             let view = exit_mem;
             console_run::run(
