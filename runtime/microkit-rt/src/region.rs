@@ -98,6 +98,68 @@ impl SharedRegion {
         Ok(())
     }
 
+    /// Loads `len` bytes (1, 2, 4 or 8) at `offset` as a little-endian value, zero-extended:
+    /// one volatile load when the address is aligned to `len`, a copy otherwise.
+    #[inline]
+    pub fn read_le(&self, offset: usize, len: u8) -> Result<u64, RegionError> {
+        let n = usize::from(len);
+        self.check(offset, n)?;
+        // SAFETY: `[offset, offset + n)` lies inside the mapped region (checked; see
+        // `from_raw`); each typed load below is aligned to its size (checked first).
+        let p = unsafe { self.base.add(offset) };
+        let aligned = (p as usize).is_multiple_of(n.max(1));
+        Ok(match len {
+            // SAFETY: as above, for each arm.
+            1 => u64::from(unsafe { p.read_volatile() }),
+            2 if aligned => u64::from(unsafe { (p as *const u16).read_volatile() }),
+            4 if aligned => u64::from(unsafe { (p as *const u32).read_volatile() }),
+            8 if aligned => unsafe { (p as *const u64).read_volatile() },
+            _ => {
+                let mut b = [0u8; 8];
+                let b = b.get_mut(..n).ok_or(RegionError::OutOfBounds {
+                    offset,
+                    len: n,
+                    size: self.size,
+                })?;
+                // SAFETY: in bounds (checked), into a local buffer of `n` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), n) };
+                let mut w = [0u8; 8];
+                w[..n].copy_from_slice(b);
+                u64::from_le_bytes(w)
+            }
+        })
+    }
+
+    /// Stores the low `len` bytes (1, 2, 4 or 8) of `v` at `offset`, little-endian: one
+    /// volatile store when the address is aligned to `len`, a copy otherwise.
+    #[inline]
+    pub fn write_le(&self, offset: usize, len: u8, v: u64) -> Result<(), RegionError> {
+        let n = usize::from(len);
+        self.check(offset, n)?;
+        // SAFETY: `[offset, offset + n)` lies inside the mapped read-write region (checked);
+        // each typed store below is aligned to its size (checked first).
+        let p = unsafe { self.base.add(offset) };
+        let aligned = (p as usize).is_multiple_of(n.max(1));
+        match len {
+            // SAFETY: as above, for each arm.
+            1 => unsafe { p.write_volatile(v as u8) },
+            2 if aligned => unsafe { (p as *mut u16).write_volatile(v as u16) },
+            4 if aligned => unsafe { (p as *mut u32).write_volatile(v as u32) },
+            8 if aligned => unsafe { (p as *mut u64).write_volatile(v) },
+            _ => {
+                let b = v.to_le_bytes();
+                let b = b.get(..n).ok_or(RegionError::OutOfBounds {
+                    offset,
+                    len: n,
+                    size: self.size,
+                })?;
+                // SAFETY: in bounds (checked), from a local buffer of `n` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), p, n) };
+            }
+        }
+        Ok(())
+    }
+
     /// Volatile load of the naturally aligned `u64` at `offset`.
     pub fn read_u64(&self, offset: usize) -> Result<u64, RegionError> {
         self.check_aligned::<u64>(offset)?;
@@ -262,6 +324,42 @@ mod tests {
         assert!(out[..10].iter().all(|&b| b == 0xaa));
         assert!(out[10..90].iter().all(|&b| b == 0));
         assert!(out[90..].iter().all(|&b| b == 0xaa));
+    }
+
+    #[test]
+    fn small_values_go_in_little_endian_aligned_or_not() {
+        let mut buf = vec![0u8; 32];
+        let r = region(&mut buf);
+        for (off, len) in [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 4),
+            (5, 4),
+            (8, 8),
+            (9, 8),
+        ] {
+            let v = 0x0807_0605_0403_0201u64;
+            r.write_le(off, len, v).unwrap();
+            let want = if len == 8 {
+                v
+            } else {
+                v & ((1u64 << (8 * len)) - 1)
+            };
+            assert_eq!(r.read_le(off, len), Ok(want), "at {off}, {len} bytes");
+            let mut back = [0u8; 8];
+            r.read(off, &mut back[..len as usize]).unwrap();
+            assert_eq!(back[..len as usize], v.to_le_bytes()[..len as usize]);
+        }
+        assert!(r.read_le(25, 8).is_err());
+        assert!(r.write_le(31, 2, 0).is_err());
+        assert!(r.read_le(usize::MAX, 1).is_err());
+        // Other lengths up to 8 copy; longer ones are refused.
+        r.write_le(16, 3, 0x0a0b_0c0d).unwrap();
+        assert_eq!(r.read_le(16, 3), Ok(0x0b_0c0d));
+        assert!(r.read_le(0, 9).is_err());
+        assert!(r.write_le(0, 9, 0).is_err());
     }
 
     #[test]

@@ -803,12 +803,34 @@ pub fn execute(cpu: &mut Cpu, op: &Op, mem: &mut impl Memory) -> Result<(), Stop
     Ok(())
 }
 
-fn add_sub(sf: bool, sub: bool, a: u64, b: u64) -> (u64, u8) {
-    if sub {
-        add_with_carry(sf, a, !b, true)
+/// `a + b` or `a - b` and its NZCV: AddWithCarry(a, b, 0) or AddWithCarry(a, NOT b, 1), without
+/// the general carry-in (the spec tests hold it to [`add_with_carry`]).
+pub const fn add_sub(sf: bool, sub: bool, a: u64, b: u64) -> (u64, u8) {
+    // Carry is NOT borrow for a subtraction; overflow: the operands' signs (b's inverted for a
+    // subtraction) agree and the result's differs.
+    let (r, carry, v) = if sf {
+        if sub {
+            let (r, borrow) = a.overflowing_sub(b);
+            (r, !borrow, ((a ^ b) & (a ^ r)) >> 63)
+        } else {
+            let (r, c) = a.overflowing_add(b);
+            (r, c, (!(a ^ b) & (a ^ r)) >> 63)
+        }
     } else {
-        add_with_carry(sf, a, b, false)
-    }
+        let (a, b) = (a as u32, b as u32);
+        let (r, c, v) = if sub {
+            let (r, borrow) = a.overflowing_sub(b);
+            (r, !borrow, ((a ^ b) & (a ^ r)) >> 31)
+        } else {
+            let (r, c) = a.overflowing_add(b);
+            (r, c, (!(a ^ b) & (a ^ r)) >> 31)
+        };
+        (r as u64, c, v as u64)
+    };
+    let top = if sf { 63 } else { 31 };
+    let nzcv =
+        ((r >> top) as u8 & 1) << 3 | ((r == 0) as u8) << 2 | (carry as u8) << 1 | (v as u8 & 1);
+    (r, nzcv)
 }
 
 fn logic_op(cpu: &mut Cpu, sf: bool, op: Logic, a: u64, b: u64) -> u64 {
@@ -887,8 +909,8 @@ pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<
 /// One decoded instruction of a [`DecodeCache`].
 #[derive(Debug, Clone, Copy)]
 struct Decoded {
-    /// Its address (1, which no instruction has, for an empty slot).
-    pc: u64,
+    /// Its address plus one (1 modulo 4), 0 for an empty slot.
+    tag: u64,
     /// The word it was decoded from.
     word: u32,
     /// The run that last fetched the word and found it unchanged.
@@ -896,10 +918,19 @@ struct Decoded {
     op: Op,
 }
 
-/// Decoded instructions by address, kept across runs (`N` slots, direct-mapped on the word
-/// index; at least 1). An entry is trusted without a fetch only in the run that last checked
-/// it: a later run fetches the word once and compares it with the one the entry was decoded
-/// from, so code the guest changed between runs is decoded again.
+/// An empty slot.
+const EMPTY: Decoded = Decoded {
+    tag: 0,
+    word: 0,
+    checked: 0,
+    op: Op::Nop,
+};
+
+/// Decoded instructions by address, kept across runs: `N` slots (at least 2) in sets of two
+/// on the word index, each set's first slot the one used last, so two instructions of a loop
+/// that share a set do not evict each other. An entry is trusted without a fetch only in the
+/// run that last checked it: a later run fetches the word once and compares it with the one
+/// the entry was decoded from, so code the guest changed between runs is decoded again.
 #[derive(Debug, Clone)]
 pub struct DecodeCache<const N: usize> {
     slots: [Decoded; N],
@@ -907,42 +938,81 @@ pub struct DecodeCache<const N: usize> {
     run: u32,
     /// The CPU the instructions were decoded for.
     features: Features,
+    /// Instructions decoded (the misses), for statistics.
+    pub decoded: u64,
 }
 
 impl<const N: usize> DecodeCache<N> {
     /// An empty cache for a CPU with `features`.
     pub const fn new(features: Features) -> Self {
+        const { assert!(N >= 2, "a decode cache has at least one set of two") };
         DecodeCache {
-            slots: [Decoded {
-                pc: 1,
-                word: 0,
-                checked: 0,
-                op: Op::Nop,
-            }; N],
+            slots: [EMPTY; N],
             run: 0,
             features,
+            decoded: 0,
         }
     }
 
     /// The decoded instruction at `pc` (fetched with `mem` unless checked in this run).
+    #[inline]
     fn get(&mut self, pc: u64, mem: &mut impl Memory) -> Result<&Op, Stop> {
+        // A misaligned PC's tag is never one of an entry's (those are 1 modulo 4).
+        let tag = pc.wrapping_add(1);
+        let set = ((pc >> 2) as usize % (N / 2).max(1)) * 2;
+        let run = self.run;
+        // A hit in either slot of the set, checked in this run, is the fast path.
+        let i = match self.slots.get(set..set + 2) {
+            Some([a, _]) if a.tag == tag && a.checked == run => set,
+            Some([_, b]) if b.tag == tag && b.checked == run => set + 1,
+            _ => self.fill(pc, set, mem)?,
+        };
+        self.slots.get(i).map(|d| &d.op).ok_or(Stop::Fetch(pc))
+    }
+
+    /// [`Self::get`] for an entry not checked in this run, or not there: the word is fetched
+    /// and compared, or decoded into the set's first slot (the entry there moves to the second,
+    /// whose entry is dropped). Returns the entry's slot.
+    #[inline(never)]
+    fn fill(&mut self, pc: u64, set: usize, mem: &mut impl Memory) -> Result<usize, Stop> {
         if pc & 3 != 0 {
             return Err(Stop::Fetch(pc));
         }
-        let (run, features) = (self.run, self.features);
-        let Some(d) = self.slots.get_mut(((pc >> 2) as usize) % N.max(1)) else {
+        let (tag, run, features) = (pc.wrapping_add(1), self.run, self.features);
+        let Some(pair) = self.slots.get_mut(set..set + 2) else {
             return Err(Stop::Fetch(pc));
         };
-        if d.pc != pc || d.checked != run {
-            let w = mem.fetch(pc)?;
-            if d.pc != pc || d.word != w {
-                d.op = decode(w, features)?;
-                d.pc = pc;
-                d.word = w;
-            }
+        let w = mem.fetch(pc)?;
+        let hit = pair.iter().position(|d| d.tag == tag);
+        if let Some(i) = hit
+            && let Some(d) = pair.get_mut(i)
+            && d.word == w
+        {
             d.checked = run;
+            return Ok(set + i);
         }
-        Ok(&d.op)
+        let op = decode(w, features)?;
+        self.decoded = self.decoded.wrapping_add(1);
+        let entry = Decoded {
+            tag,
+            word: w,
+            checked: run,
+            op,
+        };
+        match hit {
+            // The same address with another word: decoded again in its place.
+            Some(i) => {
+                if let Some(d) = pair.get_mut(i) {
+                    *d = entry;
+                }
+                Ok(set + i)
+            }
+            None => {
+                pair[1] = pair[0];
+                pair[0] = entry;
+                Ok(set)
+            }
+        }
     }
 }
 

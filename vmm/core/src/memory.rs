@@ -42,6 +42,23 @@ pub trait GuestMemory {
     fn write_u32(&mut self, gpa: GuestPhysAddr, v: u32) -> Result<(), MemError> {
         self.write(gpa, &v.to_le_bytes())
     }
+    /// Reads `len` bytes (at most 8) as a little-endian value, zero-extended: one load of a
+    /// guest instruction (an implementation may make the aligned case cheap).
+    fn load_le(&self, gpa: GuestPhysAddr, len: u8) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        let n = usize::from(len);
+        self.read(
+            gpa,
+            b.get_mut(..n).ok_or(MemError::OutOfRange { gpa, len: n })?,
+        )?;
+        Ok(u64::from_le_bytes(b))
+    }
+    /// Writes the low `len` bytes (at most 8) of `v`, little-endian.
+    fn store_le(&mut self, gpa: GuestPhysAddr, len: u8, v: u64) -> Result<(), MemError> {
+        let n = usize::from(len);
+        let b = v.to_le_bytes();
+        self.write(gpa, b.get(..n).ok_or(MemError::OutOfRange { gpa, len: n })?)
+    }
 }
 
 /// Guest RAM backed by one contiguous byte slice that starts at guest-physical `base`.
@@ -121,6 +138,25 @@ mod tests {
         assert!(ram.read_u64(GuestPhysAddr(0x4000_0039)).is_err());
         assert!(ram.read_u32(GuestPhysAddr(0x3fff_fffe)).is_err());
         assert!(ram.read_u64(GuestPhysAddr(u64::MAX - 3)).is_err());
+    }
+
+    #[test]
+    fn small_loads_and_stores_are_little_endian_and_checked() {
+        let mut buf = [0u8; 16];
+        let mut ram = GuestRam::new(GuestPhysAddr(0x1000), &mut buf);
+        ram.store_le(GuestPhysAddr(0x1003), 4, 0xaabb_ccdd_1122_3344)
+            .unwrap();
+        assert_eq!(ram.load_le(GuestPhysAddr(0x1003), 4), Ok(0x1122_3344));
+        assert_eq!(ram.load_le(GuestPhysAddr(0x1003), 1), Ok(0x44));
+        assert_eq!(ram.load_le(GuestPhysAddr(0x1002), 2), Ok(0x4400));
+        assert_eq!(
+            ram.load_le(GuestPhysAddr(0x1000), 8),
+            Ok(0x0011_2233_4400_0000)
+        );
+        assert!(ram.load_le(GuestPhysAddr(0x1009), 8).is_err());
+        assert!(ram.load_le(GuestPhysAddr(0x1000), 9).is_err());
+        assert!(ram.store_le(GuestPhysAddr(0x100f), 2, 0).is_err());
+        assert_eq!(ram.load_le(GuestPhysAddr(0x1008), 8), Ok(0));
     }
 
     #[test]

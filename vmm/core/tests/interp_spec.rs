@@ -7,8 +7,8 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use vmm_core::interp::{
-    Cpu, DecodeCache, Features, Memory, Stop, add_with_carry, condition_holds, decode, execute,
-    flag, run, step,
+    Cpu, DecodeCache, Features, Memory, Stop, add_sub, add_with_carry, condition_holds, decode,
+    execute, flag, run, step,
 };
 use yaxpeax_arch::{Arch, Decoder, U8Reader};
 use yaxpeax_arm::armv8::a64::ARMv8;
@@ -131,6 +131,16 @@ proptest! {
         prop_assert_eq!(nzcv & flag::Z != 0, want == 0);
         prop_assert_eq!(nzcv & flag::C != 0, c);
         prop_assert_eq!(nzcv & flag::V != 0, v);
+    }
+
+    /// The add/subtract the instructions use is AddWithCarry with the Arm ARM's operands:
+    /// (a, b, 0) for an addition, (a, NOT b, 1) for a subtraction.
+    #[test]
+    fn add_sub_is_add_with_carry(
+        a in any::<u64>(), b in any::<u64>(), sub in any::<bool>(), sf in any::<bool>()
+    ) {
+        let want = if sub { add_with_carry(sf, a, !b, true) } else { add_with_carry(sf, a, b, false) };
+        prop_assert_eq!(add_sub(sf, sub, a, b), want);
     }
 
     /// A step the memory refuses changes nothing: not a register, not the flags, not the PC,
@@ -468,4 +478,25 @@ fn a_later_run_decodes_changed_code_again() {
     let mut c = cpu();
     assert_eq!(run(&mut c, &mut m, 8, &mut cache), (8, Stop::Budget));
     assert_eq!(c.x[4], 2);
+}
+
+/// The cache keeps two instructions per set: a loop over two that share a set decodes each
+/// once; a loop over three of one set evicts on every step and still runs right.
+#[test]
+fn two_instructions_of_one_set_stay_decoded() {
+    let mut m = Mock::default();
+    // 0x1000: b 0x1008; 0x1008: b 0x1000 (word indices 0x400 and 0x402: set 0 of 2).
+    m.code_at(0x1000, &[0x1400_0002]);
+    m.code_at(0x1008, &[0x17ff_fffe]);
+    let mut cache = DecodeCache::<4>::new(A53);
+    let mut c = cpu();
+    assert_eq!(run(&mut c, &mut m, 100, &mut cache), (100, Stop::Budget));
+    assert_eq!((c.pc, cache.decoded), (0x1000, 2));
+    // 0x1000 -> 0x1008 -> 0x1010 -> 0x1000: three of set 0.
+    m.code_at(0x1008, &[0x1400_0002]);
+    m.code_at(0x1010, &[0x17ff_fffc]);
+    let mut cache = DecodeCache::<4>::new(A53);
+    let mut c = cpu();
+    assert_eq!(run(&mut c, &mut m, 99, &mut cache), (99, Stop::Budget));
+    assert_eq!((c.pc, cache.decoded), (0x1000, 99));
 }

@@ -85,11 +85,12 @@ impl RunStats {
     }
 }
 
-/// Decoded-instruction slots kept across runs (one without the feature: nothing runs).
+/// Decoded-instruction slots kept across runs (one set of two without the feature: nothing
+/// runs).
 const DECODED: usize = if cfg!(feature = "console-runs") {
     256
 } else {
-    1
+    2
 };
 
 /// What the runs keep between exits: their counters and the decoded instructions.
@@ -100,6 +101,11 @@ pub struct Runs {
 }
 
 impl Runs {
+    /// Instructions the runs decoded (the decode cache's misses).
+    pub fn decoded(&self) -> u64 {
+        self.cache.decoded
+    }
+
     /// No run yet.
     pub const fn new() -> Self {
         Runs {
@@ -139,8 +145,24 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     mem: &'a mut M,
     tree: &'a HandlerTree<DeviceId, N>,
     platform: &'a mut PlatformCtx<'p, K>,
-    tlb: [Option<TlbEntry>; TLB],
+    tlb: [TlbEntry; TLB],
+    /// The VA page of the last instruction fetch ([`NO_PAGE`]: none yet) and its
+    /// guest-physical page.
+    code_page: u64,
+    code_gpa: u64,
 }
+
+/// A key no page has (page keys have bits 11..1 clear): an empty TLB slot, no code page yet.
+const NO_PAGE: u64 = u64::MAX;
+
+/// An empty TLB slot.
+const NO_ENTRY: TlbEntry = TlbEntry {
+    key: NO_PAGE,
+    gpa_page: 0,
+    writable: false,
+    executable: false,
+    plain: false,
+};
 
 impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
     fn translate(&mut self, va: u64, len: u8, kind: AccessKind) -> Result<(u64, TlbEntry), Stop> {
@@ -151,7 +173,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
         }
         let key = (va & !0xfff) | (kind == AccessKind::Fetch) as u64;
         let slot = ((va >> 12) as usize ^ (key & 1) as usize) % TLB;
-        if let Some(Some(e)) = self.tlb.get(slot)
+        if let Some(e) = self.tlb.get(slot)
             && e.key == key
         {
             return Ok((e.gpa_page | (va & 0xfff), *e));
@@ -170,7 +192,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             ),
         };
         if let Some(entry) = self.tlb.get_mut(slot) {
-            *entry = Some(e);
+            *entry = e;
         }
         Ok((t.gpa.raw(), e))
     }
@@ -219,12 +241,20 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
                 .mmio_read(&DeviceId::Console, offset, len)
                 .map(u128::from)
                 .map_err(|_| refused),
-            None => {
-                let mut buf = [0u8; 16];
-                let n = usize::from(len).min(16);
-                self.mem.read(gpa, &mut buf[..n]).map_err(|_| refused)?;
-                Ok(u128::from_le_bytes(buf))
+            // A pair's 16 bytes lie in one page (translate), so in one window.
+            None if len > 8 => {
+                let lo = self.mem.load_le(gpa, 8).map_err(|_| refused)?;
+                let hi = self
+                    .mem
+                    .load_le(GuestPhysAddr(gpa.raw().wrapping_add(8)), len - 8)
+                    .map_err(|_| refused)?;
+                Ok(u128::from(lo) | u128::from(hi) << 64)
             }
+            None => self
+                .mem
+                .load_le(gpa, len)
+                .map(u128::from)
+                .map_err(|_| refused),
         }
     }
 
@@ -241,23 +271,42 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
                 .platform
                 .mmio_write(&DeviceId::Console, offset, len, value as u64)
                 .map_err(|_| refused),
-            None => {
-                let bytes = value.to_le_bytes();
-                let n = usize::from(len).min(16);
-                self.mem.write(gpa, &bytes[..n]).map_err(|_| refused)
+            None if len > 8 => {
+                // Both halves are checked before either is written: all or nothing.
+                let hi = GuestPhysAddr(gpa.raw().wrapping_add(8));
+                self.mem.load_le(hi, len - 8).map_err(|_| refused)?;
+                self.mem
+                    .store_le(gpa, 8, value as u64)
+                    .map_err(|_| refused)?;
+                self.mem
+                    .store_le(hi, len - 8, (value >> 64) as u64)
+                    .map_err(|_| refused)
             }
+            None => self
+                .mem
+                .store_le(gpa, len, value as u64)
+                .map_err(|_| refused),
         }
     }
 
     fn fetch(&mut self, va: u64) -> Result<u32, Stop> {
-        let (gpa, e) = self
-            .translate(va, 4, AccessKind::Fetch)
-            .map_err(|_| Stop::Fetch(va))?;
-        if !e.executable || !e.plain {
-            return Err(Stop::Fetch(va));
-        }
+        // The page of the last fetch, already translated and found executable plain RAM.
+        let gpa = if va & !0xfff == self.code_page {
+            self.code_gpa | (va & 0xfff)
+        } else {
+            let (gpa, e) = self
+                .translate(va, 4, AccessKind::Fetch)
+                .map_err(|_| Stop::Fetch(va))?;
+            if !e.executable || !e.plain {
+                return Err(Stop::Fetch(va));
+            }
+            self.code_page = va & !0xfff;
+            self.code_gpa = gpa & !0xfff;
+            gpa
+        };
         self.mem
-            .read_u32(GuestPhysAddr(gpa))
+            .load_le(GuestPhysAddr(gpa), 4)
+            .map(|w| w as u32)
             .map_err(|_| Stop::Fetch(va))
     }
 }
@@ -292,7 +341,9 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         mem,
         tree,
         platform,
-        tlb: [None; TLB],
+        tlb: [NO_ENTRY; TLB],
+        code_page: NO_PAGE,
+        code_gpa: 0,
     };
     let mut after = cpu;
     let (n, stop) = interp::run(&mut after, &mut memory, BUDGET, &mut runs.cache);

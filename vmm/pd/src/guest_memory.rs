@@ -123,12 +123,61 @@ impl RegionMemory {
     }
 }
 
+impl RegionMemory {
+    /// One small load (the console runs' and the stage-1 walker's): a single volatile load
+    /// while the guest's caches are on, the maintained copy otherwise.
+    fn load_small(&self, gpa: GuestPhysAddr, len: u8) -> Result<u64, MemError> {
+        let n = usize::from(len);
+        if n > 8 {
+            return Err(MemError::OutOfRange { gpa, len: n });
+        }
+        if !self.coherent.get() {
+            let mut b = [0u8; 8];
+            self.read_bytes(gpa, &mut b[..n])?;
+            return Ok(u64::from_le_bytes(b));
+        }
+        let (r, off) = self.find(gpa, usize::from(len))?;
+        r.read_le(off, len).map_err(|_| MemError::OutOfRange {
+            gpa,
+            len: usize::from(len),
+        })
+    }
+
+    /// One small store, as [`Self::load_small`].
+    fn store_small(&self, gpa: GuestPhysAddr, len: u8, v: u64) -> Result<(), MemError> {
+        let n = usize::from(len);
+        if n > 8 {
+            return Err(MemError::OutOfRange { gpa, len: n });
+        }
+        if !self.coherent.get() {
+            return self.write_bytes(gpa, &v.to_le_bytes()[..n]);
+        }
+        let (r, off) = self.find(gpa, usize::from(len))?;
+        r.write_le(off, len, v).map_err(|_| MemError::OutOfRange {
+            gpa,
+            len: usize::from(len),
+        })
+    }
+}
+
 impl GuestMemory for RegionMemory {
     fn read(&self, gpa: GuestPhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         self.read_bytes(gpa, buf)
     }
     fn write(&mut self, gpa: GuestPhysAddr, buf: &[u8]) -> Result<(), MemError> {
         self.write_bytes(gpa, buf)
+    }
+    fn read_u64(&self, gpa: GuestPhysAddr) -> Result<u64, MemError> {
+        self.load_small(gpa, 8)
+    }
+    fn read_u32(&self, gpa: GuestPhysAddr) -> Result<u32, MemError> {
+        self.load_small(gpa, 4).map(|v| v as u32)
+    }
+    fn load_le(&self, gpa: GuestPhysAddr, len: u8) -> Result<u64, MemError> {
+        self.load_small(gpa, len)
+    }
+    fn store_le(&mut self, gpa: GuestPhysAddr, len: u8, v: u64) -> Result<(), MemError> {
+        self.store_small(gpa, len, v)
     }
 }
 
@@ -149,5 +198,17 @@ impl GuestMemory for View<'_> {
     }
     fn write(&mut self, gpa: GuestPhysAddr, buf: &[u8]) -> Result<(), MemError> {
         self.0.write_bytes(gpa, buf)
+    }
+    fn read_u64(&self, gpa: GuestPhysAddr) -> Result<u64, MemError> {
+        self.0.load_small(gpa, 8)
+    }
+    fn read_u32(&self, gpa: GuestPhysAddr) -> Result<u32, MemError> {
+        self.0.load_small(gpa, 4).map(|v| v as u32)
+    }
+    fn load_le(&self, gpa: GuestPhysAddr, len: u8) -> Result<u64, MemError> {
+        self.0.load_small(gpa, len)
+    }
+    fn store_le(&mut self, gpa: GuestPhysAddr, len: u8, v: u64) -> Result<(), MemError> {
+        self.0.store_small(gpa, len, v)
     }
 }

@@ -1328,10 +1328,11 @@ impl<K: Kernel + Clone> Vmm<K> {
         let r = self.console_runs.stats;
         say!(
             self,
-            "vmm: console runs: runs={} instructions={} unsupported={} refused={} budget={} \
-             skipped={}",
+            "vmm: console runs: runs={} instructions={} decoded={} unsupported={} refused={} \
+             budget={} skipped={}",
             r.runs,
             r.instructions,
+            self.console_runs.decoded(),
             r.unsupported,
             r.refused,
             r.budget,
