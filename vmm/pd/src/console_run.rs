@@ -20,6 +20,7 @@
 //! FEAT_PAuth nor FEAT_BTI, so PACIASP/AUTIASP and BTI are NOPs there.
 
 use crate::devices::{DeviceId, PlatformCtx};
+use crate::guest_memory::Window;
 use microkit_rt::Kernel;
 use vmm_core::addr::{GuestPhysAddr, GuestVirtAddr};
 use vmm_core::classify::Platform;
@@ -57,6 +58,8 @@ pub struct RunStats {
     pub budget: u64,
     /// Runs not started: the vCPU not at EL1h, or a register it could not read.
     pub skipped: u64,
+    /// Stage-1 walks the runs made (their TLB's misses).
+    pub walks: u64,
     /// The instruction words runs stopped at most often (unsupported ones), with their counts:
     /// what the interpreter would need next to run further.
     pub stopped_at: [(u32, u64); 4],
@@ -71,6 +74,7 @@ impl RunStats {
         refused: 0,
         budget: 0,
         skipped: 0,
+        walks: 0,
         stopped_at: [(0, 0); 4],
     };
 
@@ -130,16 +134,52 @@ struct TlbEntry {
     gpa_page: u64,
     writable: bool,
     executable: bool,
-    /// No access handler covers any byte of the page: plain guest RAM (if mapped at all).
-    plain: bool,
+    /// Where the page's accesses go.
+    target: Target,
 }
 
-/// Translations a run keeps (direct-mapped on the VA page number).
-const TLB: usize = 16;
+/// Where the accesses to a page go, found once per page and run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Plain guest RAM (no access handler covers a byte of the page), in the run's RAM window
+    /// at this offset (the page's first byte).
+    Ram(usize),
+    /// Plain guest RAM outside the RAM window (or the window is not used): through the
+    /// guest-memory accessor.
+    Plain,
+    /// The console's registers cover the whole page; the page's first byte is at this offset
+    /// of their range.
+    Console(u64),
+    /// Anything else (another handler's range, or one that covers part of the page): each
+    /// access looked up on its own.
+    Mixed,
+}
+
+impl Target {
+    const fn plain(self) -> bool {
+        matches!(self, Target::Ram(_) | Target::Plain)
+    }
+}
+
+/// Where one data access goes.
+#[derive(Clone, Copy)]
+enum Route {
+    /// Guest RAM at this offset of the run's RAM window.
+    Window(usize),
+    /// Guest RAM at this address, through the guest-memory accessor.
+    Memory(GuestPhysAddr),
+    /// The console's register at this offset.
+    Console(u64),
+}
+
+/// Translations a run keeps (two-way set-associative).
+const TLB: usize = 32;
 
 /// Guest memory as the interpreter sees it during one run.
 struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     cfg: MmuConfig,
+    /// Main RAM, reached directly (only while the guest's caches are on: no maintenance).
+    ram: Option<&'a Window>,
     /// VA bit 55 of the PC: the half whose TTBR `cfg` holds.
     upper: bool,
     mem: &'a mut M,
@@ -150,6 +190,8 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     /// guest-physical page.
     code_page: u64,
     code_gpa: u64,
+    /// Stage-1 walks made.
+    walks: u64,
 }
 
 /// A key no page has (page keys have bits 11..1 clear): an empty TLB slot, no code page yet.
@@ -161,7 +203,7 @@ const NO_ENTRY: TlbEntry = TlbEntry {
     gpa_page: 0,
     writable: false,
     executable: false,
-    plain: false,
+    target: Target::Mixed,
 };
 
 impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
@@ -172,12 +214,16 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             return Err(refused);
         }
         let key = (va & !0xfff) | (kind == AccessKind::Fetch) as u64;
-        let slot = ((va >> 12) as usize ^ (key & 1) as usize) % TLB;
-        if let Some(e) = self.tlb.get(slot)
-            && e.key == key
-        {
-            return Ok((e.gpa_page | (va & 0xfff), *e));
+        // Two ways a set; the sets on the VA's page number folded, so that pages a few MiB
+        // apart (code, stack, the log buffer, the UART's mapping) rarely share one.
+        let page = va >> 12;
+        let set = ((page ^ page >> 5 ^ page >> 10 ^ key) as usize % (TLB / 2)) * 2;
+        match self.tlb.get(set..set + 2) {
+            Some([a, _]) if a.key == key => return Ok((a.gpa_page | (va & 0xfff), *a)),
+            Some([_, b]) if b.key == key => return Ok((b.gpa_page | (va & 0xfff), *b)),
+            _ => {}
         }
+        self.walks += 1;
         let t: Translation = stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind)
             .map_err(|_| refused)?;
         let gpa_page = t.gpa.raw() & !0xfff;
@@ -186,15 +232,31 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             gpa_page,
             writable: t.el1_writable(),
             executable: t.el1_executable(self.cfg.sctlr),
-            plain: matches!(
-                self.tree.lookup_access(GuestPhysAddr(gpa_page), 0x1000),
-                Err(LookupError::NoHandler { .. })
-            ),
+            target: self.page_target(gpa_page),
         };
-        if let Some(entry) = self.tlb.get_mut(slot) {
-            *entry = e;
+        // The new entry first; the one it displaces there moves to the second way.
+        if let Some(pair) = self.tlb.get_mut(set..set + 2) {
+            pair[1] = pair[0];
+            pair[0] = e;
         }
         Ok((t.gpa.raw(), e))
+    }
+
+    /// Where the accesses to the page at `gpa_page` go.
+    fn page_target(&self, gpa_page: u64) -> Target {
+        match self.tree.lookup_access(GuestPhysAddr(gpa_page), 0x1000) {
+            Err(LookupError::NoHandler { .. }) => self
+                .ram
+                .and_then(|w| {
+                    let off = usize::try_from(gpa_page.checked_sub(w.gpa)?).ok()?;
+                    (off.checked_add(0x1000)? <= w.region.size()).then_some(Target::Ram(off))
+                })
+                .unwrap_or(Target::Plain),
+            Ok(a) if a.kind() == HandlerKind::All && *a.handler() == DeviceId::Console => {
+                Target::Console(a.offset())
+            }
+            _ => Target::Mixed,
+        }
     }
 
     /// Where an access at `gpa` goes: guest RAM (no handler there), the console's register at
@@ -216,43 +278,55 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
 }
 
 impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
-    /// A data access's guest-physical address, its page's translation, and the console
-    /// register it falls on (`None`: guest RAM).
-    fn route(&mut self, va: u64, len: u8) -> Result<(GuestPhysAddr, TlbEntry, Option<u64>), Stop> {
+    /// Where a data access goes: its page's translation and the access's [`Route`].
+    fn route(&mut self, va: u64, len: u8) -> Result<(TlbEntry, Route), Stop> {
+        let refused = Stop::Memory { va, len };
         let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
-        let gpa = GuestPhysAddr(gpa);
-        let console = if e.plain {
-            None
-        } else {
-            self.target(gpa, len)
-                .map_err(|()| Stop::Memory { va, len })?
+        let within = (va & 0xfff) as usize;
+        let route = match e.target {
+            Target::Ram(off) => Route::Window(off + within),
+            Target::Plain => Route::Memory(GuestPhysAddr(gpa)),
+            Target::Console(base) if len <= 4 => Route::Console(base + within as u64),
+            Target::Console(_) => return Err(refused),
+            Target::Mixed => match self.target(GuestPhysAddr(gpa), len) {
+                Ok(Some(offset)) => Route::Console(offset),
+                Ok(None) => Route::Memory(GuestPhysAddr(gpa)),
+                Err(()) => return Err(refused),
+            },
         };
-        Ok((gpa, e, console))
+        Ok((e, route))
     }
 }
 
 impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
     fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
         let refused = Stop::Memory { va, len };
-        let (gpa, _, console) = self.route(va, len)?;
-        match console {
-            Some(offset) => self
-                .platform
-                .mmio_read(&DeviceId::Console, offset, len)
-                .map(u128::from)
-                .map_err(|_| refused),
+        let (_, route) = self.route(va, len)?;
+        match route {
             // A pair's 16 bytes lie in one page (translate), so in one window.
-            None if len > 8 => {
-                let lo = self.mem.load_le(gpa, 8).map_err(|_| refused)?;
+            Route::Window(off) => {
+                let r = &self.ram.ok_or(refused)?.region;
+                let lo = r.read_le(off, len.min(8)).map_err(|_| refused)?;
+                if len <= 8 {
+                    return Ok(u128::from(lo));
+                }
+                let hi = r.read_le(off + 8, len - 8).map_err(|_| refused)?;
+                Ok(u128::from(lo) | u128::from(hi) << 64)
+            }
+            Route::Memory(gpa) => {
+                let lo = self.mem.load_le(gpa, len.min(8)).map_err(|_| refused)?;
+                if len <= 8 {
+                    return Ok(u128::from(lo));
+                }
                 let hi = self
                     .mem
                     .load_le(GuestPhysAddr(gpa.raw().wrapping_add(8)), len - 8)
                     .map_err(|_| refused)?;
                 Ok(u128::from(lo) | u128::from(hi) << 64)
             }
-            None => self
-                .mem
-                .load_le(gpa, len)
+            Route::Console(offset) => self
+                .platform
+                .mmio_read(&DeviceId::Console, offset, len)
                 .map(u128::from)
                 .map_err(|_| refused),
         }
@@ -260,31 +334,38 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
 
     fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
         let refused = Stop::Memory { va, len };
-        let (gpa, e, console) = self.route(va, len)?;
+        let (e, route) = self.route(va, len)?;
         // Nothing the run stores may be code it already fetched: executable pages are refused
         // (Linux's text is not writable anyway).
         if !e.writable || e.executable {
             return Err(refused);
         }
-        match console {
-            Some(offset) => self
-                .platform
-                .mmio_write(&DeviceId::Console, offset, len, value as u64)
-                .map_err(|_| refused),
-            None if len > 8 => {
-                // Both halves are checked before either is written: all or nothing.
-                let hi = GuestPhysAddr(gpa.raw().wrapping_add(8));
-                self.mem.load_le(hi, len - 8).map_err(|_| refused)?;
-                self.mem
-                    .store_le(gpa, 8, value as u64)
-                    .map_err(|_| refused)?;
-                self.mem
-                    .store_le(hi, len - 8, (value >> 64) as u64)
+        // A pair: the upper half first, so that a refusal leaves nothing written (the lower
+        // half, in the same page, cannot fail after it).
+        match route {
+            Route::Window(off) => {
+                let r = &self.ram.ok_or(refused)?.region;
+                if len > 8 {
+                    r.write_le(off + 8, len - 8, (value >> 64) as u64)
+                        .map_err(|_| refused)?;
+                }
+                r.write_le(off, len.min(8), value as u64)
                     .map_err(|_| refused)
             }
-            None => self
-                .mem
-                .store_le(gpa, len, value as u64)
+            Route::Memory(gpa) => {
+                if len > 8 {
+                    let hi = GuestPhysAddr(gpa.raw().wrapping_add(8));
+                    self.mem
+                        .store_le(hi, len - 8, (value >> 64) as u64)
+                        .map_err(|_| refused)?;
+                }
+                self.mem
+                    .store_le(gpa, len.min(8), value as u64)
+                    .map_err(|_| refused)
+            }
+            Route::Console(offset) => self
+                .platform
+                .mmio_write(&DeviceId::Console, offset, len, value as u64)
                 .map_err(|_| refused),
         }
     }
@@ -297,7 +378,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
             let (gpa, e) = self
                 .translate(va, 4, AccessKind::Fetch)
                 .map_err(|_| Stop::Fetch(va))?;
-            if !e.executable || !e.plain {
+            if !e.executable || !e.target.plain() {
                 return Err(Stop::Fetch(va));
             }
             self.code_page = va & !0xfff;
@@ -318,6 +399,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
 pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
     regs: &mut V,
     mem: &mut M,
+    ram: &Window,
     coherent: impl FnOnce(bool),
     tree: &HandlerTree<DeviceId, N>,
     platform: &mut PlatformCtx<'_, K>,
@@ -334,9 +416,11 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         stats.skipped = stats.skipped.saturating_add(1);
         return;
     };
-    coherent(crate::guest_memory::caches_on(cfg.sctlr));
+    let caches_on = crate::guest_memory::caches_on(cfg.sctlr);
+    coherent(caches_on);
     let mut memory = RunMemory {
         cfg,
+        ram: caches_on.then_some(ram),
         upper: (cpu.pc >> 55) & 1 == 1,
         mem,
         tree,
@@ -344,9 +428,11 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         tlb: [NO_ENTRY; TLB],
         code_page: NO_PAGE,
         code_gpa: 0,
+        walks: 0,
     };
     let mut after = cpu;
     let (n, stop) = interp::run(&mut after, &mut memory, BUDGET, &mut runs.cache);
+    stats.walks = stats.walks.saturating_add(memory.walks);
     stats.runs = stats.runs.saturating_add(1);
     stats.instructions = stats.instructions.saturating_add(u64::from(n));
     let counter = match stop {

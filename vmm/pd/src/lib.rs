@@ -1010,6 +1010,7 @@ impl<K: Kernel + Clone> Vmm<K> {
             console_run::run(
                 &mut self.regs,
                 &mut exit_mem,
+                &mem.ram,
                 |on| view.set_coherent(on),
                 &self.tree,
                 &mut platform,
@@ -1328,11 +1329,12 @@ impl<K: Kernel + Clone> Vmm<K> {
         let r = self.console_runs.stats;
         say!(
             self,
-            "vmm: console runs: runs={} instructions={} decoded={} unsupported={} refused={} \
-             budget={} skipped={}",
+            "vmm: console runs: runs={} instructions={} decoded={} walks={} unsupported={} \
+             refused={} budget={} skipped={}",
             r.runs,
             r.instructions,
             self.console_runs.decoded(),
+            r.walks,
             r.unsupported,
             r.refused,
             r.budget,
