@@ -47,6 +47,7 @@ pub enum Extend {
 
 impl Extend {
     /// Extends `value` (the offset register's contents) and shifts it left by `shift` (0..=3).
+    #[inline]
     pub const fn apply(self, value: u64, shift: u8) -> u64 {
         let v = match self {
             Extend::Uxtw => value & 0xffff_ffff,
@@ -109,6 +110,7 @@ pub struct MemInsn {
 
 impl MemInsn {
     /// Total bytes accessed (`size`, or twice that for a pair).
+    #[inline]
     pub const fn access_len(&self) -> u8 {
         match self.rt2 {
             Some(_) => self.size.wrapping_mul(2),
@@ -118,6 +120,7 @@ impl MemInsn {
 
     /// The register value a load produces from `raw`, the `size` bytes read (zero-extended in a
     /// `u64`): sign-extended if `signed`, then truncated to 32 bits for a `W` destination.
+    #[inline]
     pub const fn load_value(&self, raw: u64) -> u64 {
         let v = if self.signed {
             match self.size {
@@ -137,6 +140,7 @@ impl MemInsn {
 }
 
 /// The low `size` bytes of `v` (size 1, 2, 4; anything else keeps all 8).
+#[inline]
 pub const fn truncate(v: u64, size: u8) -> u64 {
     match size {
         1 => v & 0xff,

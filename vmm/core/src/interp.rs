@@ -520,6 +520,7 @@ const fn shift_kind(v: u32) -> Shift {
 }
 
 /// Whether condition `cond` holds for `nzcv` (ConditionHolds).
+#[inline]
 pub const fn condition_holds(cond: u8, nzcv: u8) -> bool {
     let n = nzcv & flag::N != 0;
     let z = nzcv & flag::Z != 0;
@@ -573,10 +574,12 @@ pub const fn add_with_carry(sf: bool, x: u64, y: u64, carry: bool) -> (u64, u8) 
     (result, nzcv)
 }
 
+#[inline]
 const fn mask(sf: bool, v: u64) -> u64 {
     if sf { v } else { v & 0xffff_ffff }
 }
 
+#[inline]
 const fn shifted(sf: bool, v: u64, shift: Shift, amount: u8) -> u64 {
     let a = amount as u32;
     if sf {
@@ -597,6 +600,7 @@ const fn shifted(sf: bool, v: u64, shift: Shift, amount: u8) -> u64 {
     }
 }
 
+#[inline]
 const fn extended(v: u64, ext: Ext, amount: u8) -> u64 {
     let e = match ext {
         Ext::Unsigned(8) => v & 0xff,
@@ -612,21 +616,25 @@ const fn extended(v: u64, ext: Ext, amount: u8) -> u64 {
 
 impl Cpu {
     /// `x<n>`, with 31 as the zero register.
+    #[inline]
     pub const fn xzr(&self, n: u8) -> u64 {
         if n >= 31 { 0 } else { self.x[n as usize] }
     }
 
     /// `x<n>`, with 31 as SP.
+    #[inline]
     pub const fn xsp(&self, n: u8) -> u64 {
         if n >= 31 { self.sp } else { self.x[n as usize] }
     }
 
+    #[inline]
     fn set_xzr(&mut self, n: u8, sf: bool, v: u64) {
         if let Some(r) = self.x.get_mut(n as usize) {
             *r = mask(sf, v);
         }
     }
 
+    #[inline]
     fn set_xsp(&mut self, n: u8, sf: bool, v: u64) {
         match self.x.get_mut(n as usize) {
             Some(r) => *r = mask(sf, v),
@@ -805,6 +813,7 @@ pub fn execute(cpu: &mut Cpu, op: &Op, mem: &mut impl Memory) -> Result<(), Stop
 
 /// `a + b` or `a - b` and its NZCV: AddWithCarry(a, b, 0) or AddWithCarry(a, NOT b, 1), without
 /// the general carry-in (the spec tests hold it to [`add_with_carry`]).
+#[inline]
 pub const fn add_sub(sf: bool, sub: bool, a: u64, b: u64) -> (u64, u8) {
     // Carry is NOT borrow for a subtraction; overflow: the operands' signs (b's inverted for a
     // subtraction) agree and the result's differs.
@@ -833,6 +842,7 @@ pub const fn add_sub(sf: bool, sub: bool, a: u64, b: u64) -> (u64, u8) {
     (r, nzcv)
 }
 
+#[inline]
 fn logic_op(cpu: &mut Cpu, sf: bool, op: Logic, a: u64, b: u64) -> u64 {
     let r = mask(
         sf,
@@ -849,6 +859,7 @@ fn logic_op(cpu: &mut Cpu, sf: bool, op: Logic, a: u64, b: u64) -> u64 {
     r
 }
 
+#[inline]
 fn mem_op(cpu: &mut Cpu, m: &MemInsn, mem: &mut impl Memory) -> Result<(), Stop> {
     let base = cpu.xsp(m.rn);
     if m.rn == 31 && base & 15 != 0 {
@@ -1023,6 +1034,7 @@ impl<const N: usize> DecodeCache<N> {
 /// against the fetched word in each later run), so `mem` must not let a store change an
 /// instruction the run may fetch (refuse stores to executable memory; see [`Memory`]).
 /// The CPU's features are the cache's ([`DecodeCache::new`]).
+#[inline(never)]
 pub fn run<const N: usize>(
     cpu: &mut Cpu,
     mem: &mut impl Memory,

@@ -164,8 +164,6 @@ impl Target {
 /// Where one data access goes.
 #[derive(Clone, Copy)]
 enum Route {
-    /// Guest RAM at this offset of the run's RAM window.
-    Window(usize),
     /// Guest RAM at this address, through the guest-memory accessor.
     Memory(GuestPhysAddr),
     /// The console's register at this offset.
@@ -190,6 +188,8 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     /// guest-physical page.
     code_page: u64,
     code_gpa: u64,
+    /// Where the code page's fetches go.
+    code: Target,
     /// Stage-1 walks made.
     walks: u64,
 }
@@ -207,11 +207,14 @@ const NO_ENTRY: TlbEntry = TlbEntry {
 };
 
 impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
-    fn translate(&mut self, va: u64, len: u8, kind: AccessKind) -> Result<(u64, TlbEntry), Stop> {
-        let refused = Stop::Memory { va, len };
+    /// The TLB slot that translates `va`'s page for `kind`, walking the guest's tables on a
+    /// miss; `None` where the run may not go (the other half of the address space, an access
+    /// across a page, no translation).
+    #[inline(always)]
+    fn slot(&mut self, va: u64, len: u8, kind: AccessKind) -> Option<usize> {
         // The other half's TTBR was not read; an access across a page needs two walks.
-        if (va >> 55) & 1 != self.upper as u64 || (va & 0xfff) + len as u64 > 0x1000 {
-            return Err(refused);
+        if (va >> 55) & 1 != self.upper as u64 || (va & 0xfff) + u64::from(len) > 0x1000 {
+            return None;
         }
         let key = (va & !0xfff) | (kind == AccessKind::Fetch) as u64;
         // Two ways a set; the sets on the VA's page number folded, so that pages a few MiB
@@ -219,13 +222,19 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
         let page = va >> 12;
         let set = ((page ^ page >> 5 ^ page >> 10 ^ key) as usize % (TLB / 2)) * 2;
         match self.tlb.get(set..set + 2) {
-            Some([a, _]) if a.key == key => return Ok((a.gpa_page | (va & 0xfff), *a)),
-            Some([_, b]) if b.key == key => return Ok((b.gpa_page | (va & 0xfff), *b)),
-            _ => {}
+            Some([a, _]) if a.key == key => Some(set),
+            Some([_, b]) if b.key == key => Some(set + 1),
+            _ => self.fill(va, key, kind, set),
         }
+    }
+
+    /// A TLB miss: walks the guest's tables and puts the page's entry first in its set (the
+    /// one there moves to the second way).
+    #[inline(never)]
+    fn fill(&mut self, va: u64, key: u64, kind: AccessKind, set: usize) -> Option<usize> {
         self.walks += 1;
-        let t: Translation = stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind)
-            .map_err(|_| refused)?;
+        let t: Translation =
+            stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind).ok()?;
         let gpa_page = t.gpa.raw() & !0xfff;
         let e = TlbEntry {
             key,
@@ -234,12 +243,18 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             executable: t.el1_executable(self.cfg.sctlr),
             target: self.page_target(gpa_page),
         };
-        // The new entry first; the one it displaces there moves to the second way.
-        if let Some(pair) = self.tlb.get_mut(set..set + 2) {
-            pair[1] = pair[0];
-            pair[0] = e;
-        }
-        Ok((t.gpa.raw(), e))
+        let pair = self.tlb.get_mut(set..set + 2)?;
+        pair[1] = pair[0];
+        pair[0] = e;
+        Some(set)
+    }
+
+    /// The entry of a data access at `va` (see [`Self::slot`]).
+    #[inline(always)]
+    fn data(&mut self, va: u64, len: u8) -> Result<TlbEntry, Stop> {
+        self.slot(va, len, AccessKind::Data)
+            .and_then(|i| self.tlb.get(i).copied())
+            .ok_or(Stop::Memory { va, len })
     }
 
     /// Where the accesses to the page at `gpa_page` go.
@@ -259,10 +274,11 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
         }
     }
 
-    /// Where an access at `gpa` goes: guest RAM (no handler there), the console's register at
-    /// this offset (a single register of at most 4 bytes), or nowhere the run may go (any other
-    /// handler's range: a WRITE range's stores, another device's registers).
-    fn target(&self, gpa: GuestPhysAddr, len: u8) -> Result<Option<u64>, ()> {
+    /// Where an access at `gpa` on a page of mixed targets goes: guest RAM (no handler there),
+    /// the console's register at this offset (a single register of at most 4 bytes), or
+    /// nowhere the run may go (any other handler's range: a WRITE range's stores, another
+    /// device's registers).
+    fn mixed(&self, gpa: GuestPhysAddr, len: u8) -> Result<Option<u64>, ()> {
         match self.tree.lookup_access(gpa, u64::from(len)) {
             Err(LookupError::NoHandler { .. }) => Ok(None),
             Ok(a)
@@ -275,44 +291,29 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
             _ => Err(()),
         }
     }
-}
 
-impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
-    /// Where a data access goes: its page's translation and the access's [`Route`].
-    fn route(&mut self, va: u64, len: u8) -> Result<(TlbEntry, Route), Stop> {
+    /// Where a data access goes, past the RAM window.
+    fn route(&self, e: &TlbEntry, va: u64, len: u8) -> Result<Route, Stop> {
         let refused = Stop::Memory { va, len };
-        let (gpa, e) = self.translate(va, len, AccessKind::Data)?;
-        let within = (va & 0xfff) as usize;
-        let route = match e.target {
-            Target::Ram(off) => Route::Window(off + within),
-            Target::Plain => Route::Memory(GuestPhysAddr(gpa)),
-            Target::Console(base) if len <= 4 => Route::Console(base + within as u64),
+        let within = va & 0xfff;
+        let gpa = GuestPhysAddr(e.gpa_page | within);
+        Ok(match e.target {
+            Target::Ram(_) | Target::Plain => Route::Memory(gpa),
+            Target::Console(base) if len <= 4 => Route::Console(base + within),
             Target::Console(_) => return Err(refused),
-            Target::Mixed => match self.target(GuestPhysAddr(gpa), len) {
+            Target::Mixed => match self.mixed(gpa, len) {
                 Ok(Some(offset)) => Route::Console(offset),
-                Ok(None) => Route::Memory(GuestPhysAddr(gpa)),
+                Ok(None) => Route::Memory(gpa),
                 Err(()) => return Err(refused),
             },
-        };
-        Ok((e, route))
+        })
     }
-}
 
-impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
-    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
+    /// A load from anywhere but the RAM window.
+    #[inline(never)]
+    fn load_slow(&mut self, e: &TlbEntry, va: u64, len: u8) -> Result<u128, Stop> {
         let refused = Stop::Memory { va, len };
-        let (_, route) = self.route(va, len)?;
-        match route {
-            // A pair's 16 bytes lie in one page (translate), so in one window.
-            Route::Window(off) => {
-                let r = &self.ram.ok_or(refused)?.region;
-                let lo = r.read_le(off, len.min(8)).map_err(|_| refused)?;
-                if len <= 8 {
-                    return Ok(u128::from(lo));
-                }
-                let hi = r.read_le(off + 8, len - 8).map_err(|_| refused)?;
-                Ok(u128::from(lo) | u128::from(hi) << 64)
-            }
+        match self.route(e, va, len)? {
             Route::Memory(gpa) => {
                 let lo = self.mem.load_le(gpa, len.min(8)).map_err(|_| refused)?;
                 if len <= 8 {
@@ -332,27 +333,13 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
         }
     }
 
-    fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
+    /// A store to anywhere but the RAM window (the page's permissions already checked).
+    #[inline(never)]
+    fn store_slow(&mut self, e: &TlbEntry, va: u64, len: u8, value: u128) -> Result<(), Stop> {
         let refused = Stop::Memory { va, len };
-        let (e, route) = self.route(va, len)?;
-        // Nothing the run stores may be code it already fetched: executable pages are refused
-        // (Linux's text is not writable anyway).
-        if !e.writable || e.executable {
-            return Err(refused);
-        }
-        // A pair: the upper half first, so that a refusal leaves nothing written (the lower
-        // half, in the same page, cannot fail after it).
-        match route {
-            Route::Window(off) => {
-                let r = &self.ram.ok_or(refused)?.region;
-                if len > 8 {
-                    r.write_le(off + 8, len - 8, (value >> 64) as u64)
-                        .map_err(|_| refused)?;
-                }
-                r.write_le(off, len.min(8), value as u64)
-                    .map_err(|_| refused)
-            }
+        match self.route(e, va, len)? {
             Route::Memory(gpa) => {
+                // A pair: the upper half first (see `store`).
                 if len > 8 {
                     let hi = GuestPhysAddr(gpa.raw().wrapping_add(8));
                     self.mem
@@ -369,26 +356,79 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
                 .map_err(|_| refused),
         }
     }
+}
+
+impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+    #[inline(always)]
+    fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
+        let refused = Stop::Memory { va, len };
+        let e = self.data(va, len)?;
+        let (Target::Ram(off), Some(w)) = (e.target, self.ram) else {
+            return self.load_slow(&e, va, len);
+        };
+        // A pair's 16 bytes lie in one page (`slot`), so in the window.
+        let off = off + (va & 0xfff) as usize;
+        let lo = w.region.read_le(off, len.min(8)).map_err(|_| refused)?;
+        if len <= 8 {
+            return Ok(u128::from(lo));
+        }
+        let hi = w.region.read_le(off + 8, len - 8).map_err(|_| refused)?;
+        Ok(u128::from(lo) | u128::from(hi) << 64)
+    }
+
+    #[inline(always)]
+    fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
+        let refused = Stop::Memory { va, len };
+        let e = self.data(va, len)?;
+        // Nothing the run stores may be code it already fetched: executable pages are refused
+        // (Linux's text is not writable anyway).
+        if !e.writable || e.executable {
+            return Err(refused);
+        }
+        let (Target::Ram(off), Some(w)) = (e.target, self.ram) else {
+            return self.store_slow(&e, va, len, value);
+        };
+        // A pair: the upper half first, so that a refusal leaves nothing written (the lower
+        // half, in the same page, cannot fail after it).
+        let off = off + (va & 0xfff) as usize;
+        if len > 8 {
+            w.region
+                .write_le(off + 8, len - 8, (value >> 64) as u64)
+                .map_err(|_| refused)?;
+        }
+        w.region
+            .write_le(off, len.min(8), value as u64)
+            .map_err(|_| refused)
+    }
 
     fn fetch(&mut self, va: u64) -> Result<u32, Stop> {
+        let refused = Stop::Fetch(va);
         // The page of the last fetch, already translated and found executable plain RAM.
-        let gpa = if va & !0xfff == self.code_page {
-            self.code_gpa | (va & 0xfff)
-        } else {
-            let (gpa, e) = self
-                .translate(va, 4, AccessKind::Fetch)
-                .map_err(|_| Stop::Fetch(va))?;
+        if va & !0xfff != self.code_page {
+            let e = self
+                .slot(va, 4, AccessKind::Fetch)
+                .and_then(|i| self.tlb.get(i).copied())
+                .ok_or(refused)?;
             if !e.executable || !e.target.plain() {
-                return Err(Stop::Fetch(va));
+                return Err(refused);
             }
             self.code_page = va & !0xfff;
-            self.code_gpa = gpa & !0xfff;
-            gpa
-        };
-        self.mem
-            .load_le(GuestPhysAddr(gpa), 4)
-            .map(|w| w as u32)
-            .map_err(|_| Stop::Fetch(va))
+            self.code = e.target;
+            self.code_gpa = e.gpa_page;
+        }
+        let within = va & 0xfff;
+        match (self.code, self.ram) {
+            (Target::Ram(off), Some(w)) => w
+                .region
+                .read_le(off + within as usize, 4)
+                .map(|v| v as u32)
+                .map_err(|_| refused),
+            _ => self
+                .mem
+                .load_le(GuestPhysAddr(self.code_gpa | within), 4)
+                .map(|w| w as u32)
+                .map_err(|_| refused),
+        }
     }
 }
 
@@ -428,6 +468,7 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         tlb: [NO_ENTRY; TLB],
         code_page: NO_PAGE,
         code_gpa: 0,
+        code: Target::Mixed,
         walks: 0,
     };
     let mut after = cpu;
