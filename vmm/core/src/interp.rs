@@ -90,6 +90,18 @@ pub trait Memory {
     fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop>;
     /// Fetches the instruction word at `va`.
     fn fetch(&mut self, va: u64) -> Result<u32, Stop>;
+    /// Reads `len` bytes (1, 2, 4 or 8) at `va`, zero-extended: [`Memory::load`] of a single
+    /// register, which an implementation may make cheaper.
+    #[inline]
+    fn load_small(&mut self, va: u64, len: u8) -> Result<u64, Stop> {
+        self.load(va, len).map(|v| insn::truncate(v as u64, len))
+    }
+    /// Writes the low `len` bytes (1, 2, 4 or 8) of `value` at `va`: [`Memory::store`] of a
+    /// single register.
+    #[inline]
+    fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
+        self.store(va, len, u128::from(value))
+    }
 }
 
 /// The logical operations.
@@ -879,26 +891,25 @@ fn mem_op(cpu: &mut Cpu, m: &MemInsn, mem: &mut impl Memory) -> Result<(), Stop>
     };
     let sf = m.width == RegWidth::X;
     let size = m.size;
-    let len = m.access_len();
-    match m.dir {
-        Direction::Load => {
-            let raw = mem.load(addr, len)?;
-            let lo = m.load_value(insn::truncate(raw as u64, size));
-            let hi = m
-                .rt2
-                .map(|_| m.load_value(insn::truncate((raw >> (size as u32 * 8)) as u64, size)));
-            cpu.set_xzr(m.rt, sf, lo);
-            if let (Some(rt2), Some(v)) = (m.rt2, hi) {
-                cpu.set_xzr(rt2, sf, v);
-            }
+    match (m.dir, m.rt2) {
+        (Direction::Load, None) => {
+            let raw = mem.load_small(addr, size)?;
+            cpu.set_xzr(m.rt, sf, m.load_value(insn::truncate(raw, size)));
         }
-        Direction::Store => {
+        (Direction::Store, None) => {
+            mem.store_small(addr, size, insn::truncate(cpu.xzr(m.rt), size))?;
+        }
+        (Direction::Load, Some(rt2)) => {
+            let raw = mem.load(addr, m.access_len())?;
+            let lo = m.load_value(insn::truncate(raw as u64, size));
+            let hi = m.load_value(insn::truncate((raw >> (size as u32 * 8)) as u64, size));
+            cpu.set_xzr(m.rt, sf, lo);
+            cpu.set_xzr(rt2, sf, hi);
+        }
+        (Direction::Store, Some(rt2)) => {
             let lo = insn::truncate(cpu.xzr(m.rt), size) as u128;
-            let value = match m.rt2 {
-                Some(rt2) => lo | (insn::truncate(cpu.xzr(rt2), size) as u128) << (size as u32 * 8),
-                None => lo,
-            };
-            mem.store(addr, len, value)?;
+            let hi = insn::truncate(cpu.xzr(rt2), size) as u128;
+            mem.store(addr, m.access_len(), lo | hi << (size as u32 * 8))?;
         }
     }
     if let Some(a) = updated {
@@ -917,145 +928,300 @@ pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<
     execute(cpu, &op, mem)
 }
 
-/// One decoded instruction of a [`DecodeCache`].
+/// The most instructions one block of a [`DecodeCache`] holds.
+pub const MAX_BLOCK: usize = 32;
+
+/// One block of a [`DecodeCache`]: the decoded instructions from its address on, up to and
+/// including the first branch, to the end of the page, or [`MAX_BLOCK`] of them.
 #[derive(Debug, Clone, Copy)]
-struct Decoded {
-    /// Its address plus one (1 modulo 4), 0 for an empty slot.
+struct Block {
+    /// Its address plus one (1 modulo 4), 0 for an empty entry.
     tag: u64,
-    /// The word it was decoded from.
-    word: u32,
-    /// The run that last fetched the word and found it unchanged.
-    checked: u32,
-    op: Op,
+    /// Its first instruction in the pool.
+    start: u16,
+    /// Its instructions.
+    len: u16,
+    /// The pool generation its instructions belong to (older ones were dropped) in the high
+    /// half, the run that last compared its words with memory and found them unchanged in the
+    /// low half: current when it equals the cache's [`DecodeCache::stamp`].
+    stamp: u64,
 }
 
-/// An empty slot.
-const EMPTY: Decoded = Decoded {
+/// An empty entry.
+const NO_BLOCK: Block = Block {
     tag: 0,
-    word: 0,
-    checked: 0,
-    op: Op::Nop,
+    start: 0,
+    len: 0,
+    stamp: 0,
 };
 
-/// Decoded instructions by address, kept across runs: `N` slots (at least 2) in sets of two
-/// on the word index, each set's first slot the one used last, so two instructions of a loop
-/// that share a set do not evict each other. An entry is trusted without a fetch only in the
-/// run that last checked it: a later run fetches the word once and compares it with the one
-/// the entry was decoded from, so code the guest changed between runs is decoded again.
+/// Decoded code kept across runs, as blocks of straight-line instructions: a pool of `N`
+/// decoded instructions (at least 1), filled in order and dropped as a whole when full, and `B` block entries (an even number, at least 2) found by their address in sets of
+/// two (a block decoded last goes first in its set, so two blocks of a loop that share a set
+/// both stay).
+///
+/// A run executes a block's instructions one after another without looking each up. A block
+/// is trusted without a fetch only in the run that last checked it: a later run fetches its
+/// words once and compares them with the ones it was decoded from, so code the guest changed
+/// between runs is decoded again.
 #[derive(Debug, Clone)]
-pub struct DecodeCache<const N: usize> {
-    slots: [Decoded; N],
+pub struct DecodeCache<const N: usize, const B: usize = 64> {
+    ops: [Op; N],
+    words: [u32; N],
+    blocks: [Block; B],
+    /// Instructions of the pool in use.
+    used: usize,
+    /// The pool's generation: each time it is dropped, one more.
+    generation: u32,
     /// The current run's number (0: none yet).
     run: u32,
     /// The CPU the instructions were decoded for.
     features: Features,
     /// Instructions decoded (the misses), for statistics.
     pub decoded: u64,
+    /// Times the pool was full and dropped, for statistics.
+    pub flushes: u64,
 }
 
-impl<const N: usize> DecodeCache<N> {
+impl<const N: usize, const B: usize> DecodeCache<N, B> {
     /// An empty cache for a CPU with `features`.
     pub const fn new(features: Features) -> Self {
-        const { assert!(N >= 2, "a decode cache has at least one set of two") };
+        const {
+            assert!(N >= 1 && N <= u16::MAX as usize && B >= 2 && B.is_multiple_of(2));
+        };
         DecodeCache {
-            slots: [EMPTY; N],
+            ops: [Op::Nop; N],
+            words: [0; N],
+            blocks: [NO_BLOCK; B],
+            used: 0,
+            generation: 1,
             run: 0,
             features,
             decoded: 0,
+            flushes: 0,
         }
     }
 
-    /// The decoded instruction at `pc` (fetched with `mem` unless checked in this run).
-    #[inline]
-    fn get(&mut self, pc: u64, mem: &mut impl Memory) -> Result<&Op, Stop> {
-        // A misaligned PC's tag is never one of an entry's (those are 1 modulo 4).
-        let tag = pc.wrapping_add(1);
-        let set = ((pc >> 2) as usize % (N / 2).max(1)) * 2;
-        let run = self.run;
-        // A hit in either slot of the set, checked in this run, is the fast path.
-        let i = match self.slots.get(set..set + 2) {
-            Some([a, _]) if a.tag == tag && a.checked == run => set,
-            Some([_, b]) if b.tag == tag && b.checked == run => set + 1,
-            _ => self.fill(pc, set, mem)?,
-        };
-        self.slots.get(i).map(|d| &d.op).ok_or(Stop::Fetch(pc))
+    /// What a block checked in this run has for its stamp.
+    #[inline(always)]
+    const fn stamp(&self) -> u64 {
+        (self.generation as u64) << 32 | self.run as u64
     }
 
-    /// [`Self::get`] for an entry not checked in this run, or not there: the word is fetched
-    /// and compared, or decoded into the set's first slot (the entry there moves to the second,
-    /// whose entry is dropped). Returns the entry's slot.
+    /// The first of the two entries of the set for address `pc`.
+    #[inline(always)]
+    const fn set(pc: u64) -> usize {
+        (((pc >> 2) ^ (pc >> 11)) as usize % (B / 2)) * 2
+    }
+
+    /// The pool range of the block at `pc`, checked in this run.
+    #[inline(always)]
+    fn block(&mut self, pc: u64, mem: &mut impl Memory) -> Result<(usize, usize), Stop> {
+        let set = Self::set(pc);
+        let (tag, stamp) = (pc.wrapping_add(1), self.stamp());
+        match self.blocks.get(set..set + 2) {
+            Some([a, _]) if a.tag == tag && a.stamp == stamp => {
+                Ok((a.start as usize, a.len as usize))
+            }
+            Some([_, b]) if b.tag == tag && b.stamp == stamp => {
+                Ok((b.start as usize, b.len as usize))
+            }
+            _ => self.fill(pc, set, mem),
+        }
+    }
+
+    /// [`Self::block`] for a block not checked in this run, or not there: its words are
+    /// fetched and compared, or it is decoded into the pool.
     #[inline(never)]
-    fn fill(&mut self, pc: u64, set: usize, mem: &mut impl Memory) -> Result<usize, Stop> {
+    fn fill(&mut self, pc: u64, set: usize, mem: &mut impl Memory) -> Result<(usize, usize), Stop> {
         if pc & 3 != 0 {
             return Err(Stop::Fetch(pc));
         }
-        let (tag, run, features) = (pc.wrapping_add(1), self.run, self.features);
-        let Some(pair) = self.slots.get_mut(set..set + 2) else {
-            return Err(Stop::Fetch(pc));
-        };
-        let w = mem.fetch(pc)?;
-        let hit = pair.iter().position(|d| d.tag == tag);
-        if let Some(i) = hit
-            && let Some(d) = pair.get_mut(i)
-            && d.word == w
+        let tag = pc.wrapping_add(1);
+        let generation = u64::from(self.generation);
+        let way = (set..set + 2).find(|&i| {
+            self.blocks
+                .get(i)
+                .is_some_and(|b| b.tag == tag && b.stamp >> 32 == generation)
+        });
+        if let Some(i) = way
+            && let Some(b) = self.blocks.get(i).copied()
         {
-            d.checked = run;
-            return Ok(set + i);
-        }
-        let op = decode(w, features)?;
-        self.decoded = self.decoded.wrapping_add(1);
-        let entry = Decoded {
-            tag,
-            word: w,
-            checked: run,
-            op,
-        };
-        match hit {
-            // The same address with another word: decoded again in its place.
-            Some(i) => {
-                if let Some(d) = pair.get_mut(i) {
-                    *d = entry;
+            let (start, len) = (b.start as usize, b.len as usize);
+            let mut same = true;
+            for (k, &w) in self
+                .words
+                .get(start..start + len)
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
+                match mem.fetch(pc.wrapping_add(4 * k as u64)) {
+                    Ok(now) if now == w => {}
+                    Ok(_) => {
+                        same = false;
+                        break;
+                    }
+                    // The first word is the block's: its fetch failing stops the run; a later
+                    // one's means the block is decoded again (to end before it).
+                    Err(stop) if k == 0 => return Err(stop),
+                    Err(_) => {
+                        same = false;
+                        break;
+                    }
                 }
-                Ok(set + i)
             }
-            None => {
-                pair[1] = pair[0];
-                pair[0] = entry;
-                Ok(set)
+            if same && len > 0 {
+                let stamp = self.stamp();
+                if let Some(b) = self.blocks.get_mut(i) {
+                    b.stamp = stamp;
+                }
+                return Ok((start, len));
             }
         }
+        // A block whose words changed is decoded again in its entry; a new one goes first in
+        // its set, and the entry there moves to the second (whose block is dropped).
+        let i = match way {
+            Some(i) => i,
+            None => {
+                if let Some(pair) = self.blocks.get_mut(set..set + 2) {
+                    pair[1] = pair[0];
+                    pair[0] = NO_BLOCK;
+                }
+                set
+            }
+        };
+        self.decode_block(pc, i, mem)
+    }
+
+    /// Decodes the block at `pc` into the pool (dropping the pool first if it is full)
+    /// and enters it at `i`.
+    fn decode_block(
+        &mut self,
+        pc: u64,
+        i: usize,
+        mem: &mut impl Memory,
+    ) -> Result<(usize, usize), Stop> {
+        if self.used >= N {
+            self.used = 0;
+            self.generation = self.generation.wrapping_add(1);
+            self.flushes = self.flushes.wrapping_add(1);
+            if self.generation == 0 {
+                // Wrapped: no entry may pass as current.
+                self.blocks = [NO_BLOCK; B];
+                self.generation = 1;
+            }
+        }
+        let start = self.used;
+        let mut len = 0;
+        // A block longer than the pool's room ends there; the next one starts after it.
+        while len < MAX_BLOCK.min(N - start) {
+            let at = pc.wrapping_add(4 * len as u64);
+            // A block stays in its page (one translation, one check of the page's rights).
+            if len > 0 && at & 0xfff == 0 {
+                break;
+            }
+            let decoded = mem
+                .fetch(at)
+                .and_then(|w| Ok((w, decode(w, self.features)?)));
+            let (w, op) = match decoded {
+                Ok(d) => d,
+                // The first instruction's stop is the run's; a later one ends the block
+                // before it (the run stops there when it gets there).
+                Err(stop) if len == 0 => return Err(stop),
+                Err(_) => break,
+            };
+            let (Some(o), Some(word)) = (
+                self.ops.get_mut(start + len),
+                self.words.get_mut(start + len),
+            ) else {
+                break;
+            };
+            *o = op;
+            *word = w;
+            len += 1;
+            self.decoded = self.decoded.wrapping_add(1);
+            if op.ends_block() {
+                break;
+            }
+        }
+        self.used = start + len;
+        let stamp = self.stamp();
+        if let Some(b) = self.blocks.get_mut(i) {
+            *b = Block {
+                tag: pc.wrapping_add(1),
+                start: start as u16,
+                len: len as u16,
+                stamp,
+            };
+        }
+        Ok((start, len))
+    }
+}
+
+impl Op {
+    /// Whether the instruction may go anywhere but the next one: a block ends with it.
+    #[inline]
+    pub const fn ends_block(&self) -> bool {
+        matches!(
+            self,
+            Op::Branch { .. }
+                | Op::BranchCond { .. }
+                | Op::CompareBranch { .. }
+                | Op::TestBranch { .. }
+                | Op::BranchReg { .. }
+        )
     }
 }
 
 /// Runs at most `budget` instructions from `cpu.pc`; returns how many ran and why it stopped
 /// ([`Stop::Budget`] when it ran them all). `cpu` holds the state after the last one that ran.
 ///
-/// Each instruction address is fetched once per run and its decoding kept in `cache` (checked
-/// against the fetched word in each later run), so `mem` must not let a store change an
-/// instruction the run may fetch (refuse stores to executable memory; see [`Memory`]).
-/// The CPU's features are the cache's ([`DecodeCache::new`]).
+/// Code is fetched once per run and its decoding kept in `cache` (checked against the fetched
+/// words in each later run), so `mem` must not let a store change an instruction the run may
+/// fetch (refuse stores to executable memory; see [`Memory`]). Words after a branch-free
+/// instruction may be fetched before they run (a block is decoded whole). The CPU's features
+/// are the cache's ([`DecodeCache::new`]).
 #[inline(never)]
-pub fn run<const N: usize>(
+pub fn run<const N: usize, const B: usize>(
     cpu: &mut Cpu,
     mem: &mut impl Memory,
     budget: u32,
-    cache: &mut DecodeCache<N>,
+    cache: &mut DecodeCache<N, B>,
 ) -> (u32, Stop) {
     cache.run = cache.run.wrapping_add(1).max(1);
     if cache.run == 1 {
         // The counter wrapped (or this is the first run): no entry may pass as checked.
-        for d in cache.slots.iter_mut() {
-            d.checked = 0;
+        for b in cache.blocks.iter_mut() {
+            b.stamp &= !0xffff_ffff;
         }
     }
-    for n in 0..budget {
-        let op = match cache.get(cpu.pc, mem) {
-            Ok(op) => op,
+    if budget == 0 {
+        return (0, Stop::Budget);
+    }
+    let mut n = 0u32;
+    loop {
+        let (start, len) = match cache.block(cpu.pc, mem) {
+            Ok(r) => r,
             Err(stop) => return (n, stop),
         };
-        if let Err(stop) = execute(cpu, op, mem) {
-            return (n, stop);
+        // What is left of the budget, at most the block.
+        let room = (budget - n) as usize;
+        let Some(ops) = cache
+            .ops
+            .get(start..start + len.min(room))
+            .filter(|o| !o.is_empty())
+        else {
+            return (n, Stop::Fetch(cpu.pc));
+        };
+        for op in ops {
+            if let Err(stop) = execute(cpu, op, mem) {
+                return (n, stop);
+            }
+            n += 1;
+        }
+        if n == budget {
+            return (n, Stop::Budget);
         }
     }
-    (budget, Stop::Budget)
 }

@@ -480,23 +480,134 @@ fn a_later_run_decodes_changed_code_again() {
     assert_eq!(c.x[4], 2);
 }
 
-/// The cache keeps two instructions per set: a loop over two that share a set decodes each
-/// once; a loop over three of one set evicts on every step and still runs right.
+/// The cache keeps two blocks per set: a loop over two blocks that share a set decodes each
+/// once; a loop over three of one set decodes on every step (dropping the pool when it fills)
+/// and still runs right.
 #[test]
-fn two_instructions_of_one_set_stay_decoded() {
+fn two_blocks_of_one_set_stay_decoded() {
     let mut m = Mock::default();
-    // 0x1000: b 0x1008; 0x1008: b 0x1000 (word indices 0x400 and 0x402: set 0 of 2).
+    // 0x1000: b 0x1008; 0x1008: b 0x1000 (one set: every block shares it).
     m.code_at(0x1000, &[0x1400_0002]);
     m.code_at(0x1008, &[0x17ff_fffe]);
-    let mut cache = DecodeCache::<4>::new(A53);
+    let mut cache = DecodeCache::<32, 2>::new(A53);
     let mut c = cpu();
     assert_eq!(run(&mut c, &mut m, 100, &mut cache), (100, Stop::Budget));
-    assert_eq!((c.pc, cache.decoded), (0x1000, 2));
-    // 0x1000 -> 0x1008 -> 0x1010 -> 0x1000: three of set 0.
+    assert_eq!((c.pc, cache.decoded, cache.flushes), (0x1000, 2, 0));
+    // 0x1000 -> 0x1008 -> 0x1010 -> 0x1000: three blocks of the one set.
     m.code_at(0x1008, &[0x1400_0002]);
     m.code_at(0x1010, &[0x17ff_fffc]);
-    let mut cache = DecodeCache::<4>::new(A53);
+    let mut cache = DecodeCache::<32, 2>::new(A53);
     let mut c = cpu();
     assert_eq!(run(&mut c, &mut m, 99, &mut cache), (99, Stop::Budget));
     assert_eq!((c.pc, cache.decoded), (0x1000, 99));
+    assert!(cache.flushes > 0);
+}
+
+/// A block runs its straight-line instructions in order, stops at the budget between any two
+/// of them, ends before an instruction the interpreter does not take (stopping there), and is
+/// decoded again when a word in its middle changed between runs.
+#[test]
+fn a_block_stops_inside_ends_before_the_unsupported_and_follows_changed_code() {
+    let mut m = Mock::default();
+    // movz w1, #1; movz w2, #2; movz w3, #3; msr daifset, #2 (unsupported)
+    m.code_at(
+        0x1000,
+        &[0x5280_0021, 0x5280_0042, 0x5280_0063, 0xd503_43df],
+    );
+    let mut cache = DecodeCache::<64>::new(A53);
+    let mut c = cpu();
+    assert_eq!(run(&mut c, &mut m, 2, &mut cache), (2, Stop::Budget));
+    assert_eq!((c.pc, c.x[1], c.x[2], c.x[3]), (0x1008, 1, 2, 0));
+    let mut c = cpu();
+    assert_eq!(
+        run(&mut c, &mut m, 100, &mut cache),
+        (3, Stop::Unsupported(0xd503_43df))
+    );
+    assert_eq!((c.pc, c.x[3]), (0x100c, 3));
+    // The middle word becomes movz w2, #7.
+    m.code_at(0x1004, &[0x5280_00e2]);
+    let mut c = cpu();
+    assert_eq!(
+        run(&mut c, &mut m, 100, &mut cache),
+        (3, Stop::Unsupported(0xd503_43df))
+    );
+    assert_eq!(c.x[2], 7);
+}
+
+/// Instruction words the interpreter takes (and some it does not), with random fields: data
+/// processing, branches a few instructions either way, loads and stores of every shape the
+/// console loops use, NOPs and an unsupported system instruction.
+fn word() -> impl Strategy<Value = u32> {
+    let reg = || 0u32..32;
+    prop_oneof![
+        (any::<u32>()).prop_map(|r| 0x9100_0000 | (r & 0x7f_ffff)), // add x, x, #imm (sh)
+        (any::<u32>()).prop_map(|r| 0x7100_0000 | (r & 0x7f_ffff)), // subs w, w, #imm
+        (any::<u32>()).prop_map(|r| 0xaa00_0000 | (r & 0x1f_ffff)), // orr x, x, x
+        (any::<u32>()).prop_map(|r| 0x1200_0000 | (r & 0x7f_ffff)), // and w, w, #mask
+        (any::<u32>()).prop_map(|r| 0xd280_0000 | (r & 0x7f_ffff)), // movz x
+        (0u32..16, -6i32..8).prop_map(|(c, o)| 0x5400_0000 | ((o as u32 & 0x7_ffff) << 5) | c),
+        (-6i32..8).prop_map(|o| 0x1400_0000 | (o as u32 & 0x3ff_ffff)), // b
+        (-6i32..8).prop_map(|o| 0x9400_0000 | (o as u32 & 0x3ff_ffff)), // bl
+        (reg(), -6i32..8).prop_map(|(r, o)| 0xb400_0000 | ((o as u32 & 0x7_ffff) << 5) | r),
+        (reg(), 0u32..64, -6i32..8).prop_map(|(r, b, o)| {
+            0x3600_0000 | (b >> 5) << 31 | (b & 31) << 19 | ((o as u32 & 0x3fff) << 5) | r
+        }),
+        Just(0xd65f_03c0u32), // ret
+        (reg(), reg(), 0u32..64).prop_map(|(t, n, i)| 0xf940_0000 | i << 10 | n << 5 | t), // ldr x
+        (reg(), reg(), 0u32..64).prop_map(|(t, n, i)| 0xb900_0000 | i << 10 | n << 5 | t), // str w
+        (reg(), reg(), 0u32..64).prop_map(|(t, n, i)| 0x3940_0000 | i << 10 | n << 5 | t), // ldrb
+        (reg(), reg(), 0u32..16).prop_map(|(t, n, i)| 0x3840_0400 | i << 12 | n << 5 | t), // ldrb post
+        (reg(), reg(), reg()).prop_map(|(t, n, t2)| 0xa9bf_0000 | t2 << 10 | n << 5 | t), // stp pre
+        (reg(), reg(), reg()).prop_map(|(t, n, t2)| 0xa8c1_0000 | t2 << 10 | n << 5 | t), // ldp post
+        Just(0xd503_201fu32),                                                             // nop
+        Just(0xd503_3bbfu32),                                                             // dmb ish
+        Just(0xd503_43dfu32), // msr daifset, #3 (unsupported)
+    ]
+}
+
+proptest! {
+    /// A run over the block cache does exactly what stepping one instruction at a time does:
+    /// the same instructions, registers, flags, memory, console bytes and stop, also in a
+    /// second run over the same cache after one word of the code changed.
+    #[test]
+    fn a_run_is_the_steps_it_replaces(
+        code in proptest::collection::vec(word(), 12),
+        regs in proptest::collection::vec(0u64..0x180, 31),
+        nzcv in 0u8..16,
+        budget in 1u32..64,
+        changed in (0usize..12, word()),
+    ) {
+        let mut m = Mock::default();
+        m.map(0x8000, 0x200);
+        m.code_at(0x1000, &code);
+        let mut start = cpu();
+        start.nzcv = nzcv;
+        start.sp = 0x8100;
+        for (x, r) in start.x.iter_mut().zip(&regs) {
+            // Most registers point into the data; a few stay small (refused addresses).
+            *x = if r % 5 == 0 { *r } else { 0x8000 + (r & !7) };
+        }
+        let mut cache = DecodeCache::<16, 4>::new(A53);
+        for round in 0..2 {
+            if round == 1 {
+                m.code_at(0x1000 + 4 * changed.0 as u64, &[changed.1]);
+            }
+            let (mut stepped, mut ms) = (start, m.clone());
+            let mut n = 0;
+            let stop = loop {
+                if n == budget {
+                    break Stop::Budget;
+                }
+                if let Err(stop) = step(&mut stepped, A53, &mut ms) {
+                    break stop;
+                }
+                n += 1;
+            };
+            let (mut ran, mut mr) = (start, m.clone());
+            prop_assert_eq!(run(&mut ran, &mut mr, budget, &mut cache), (n, stop));
+            prop_assert_eq!(ran, stepped);
+            prop_assert_eq!(&mr.bytes, &ms.bytes);
+            prop_assert_eq!(&mr.tx, &ms.tx);
+        }
+    }
 }

@@ -89,10 +89,15 @@ impl RunStats {
     }
 }
 
-/// Decoded-instruction slots kept across runs (one set of two without the feature: nothing
-/// runs).
+/// Decoded instructions kept across runs, and their block entries (the least the cache
+/// takes without the feature: nothing runs).
 const DECODED: usize = if cfg!(feature = "console-runs") {
     256
+} else {
+    interp::MAX_BLOCK
+};
+const BLOCKS: usize = if cfg!(feature = "console-runs") {
+    64
 } else {
     2
 };
@@ -101,13 +106,18 @@ const DECODED: usize = if cfg!(feature = "console-runs") {
 pub struct Runs {
     /// The counters.
     pub stats: RunStats,
-    cache: DecodeCache<DECODED>,
+    cache: DecodeCache<DECODED, BLOCKS>,
 }
 
 impl Runs {
     /// Instructions the runs decoded (the decode cache's misses).
     pub fn decoded(&self) -> u64 {
         self.cache.decoded
+    }
+
+    /// Times the decoded-instruction pool was full and dropped.
+    pub fn flushes(&self) -> u64 {
+        self.cache.flushes
     }
 
     /// No run yet.
@@ -358,8 +368,25 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
     }
 }
 
-impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
+    /// The RAM window offset of a data access at `va` when its page is in the window (and,
+    /// for a store, EL1 may write it and not execute it): the fast path of every access.
     #[inline(always)]
+    fn window(&mut self, va: u64, len: u8, store: bool) -> Option<usize> {
+        let i = self.slot(va, len, AccessKind::Data)?;
+        let e = self.tlb.get(i)?;
+        if store && (!e.writable || e.executable) {
+            return None;
+        }
+        match e.target {
+            Target::Ram(off) => Some(off + (va & 0xfff) as usize),
+            _ => None,
+        }
+    }
+}
+
+impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+    #[inline(never)]
     fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
         let refused = Stop::Memory { va, len };
         let e = self.data(va, len)?;
@@ -376,7 +403,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
         Ok(u128::from(lo) | u128::from(hi) << 64)
     }
 
-    #[inline(always)]
+    #[inline(never)]
     fn store(&mut self, va: u64, len: u8, value: u128) -> Result<(), Stop> {
         let refused = Stop::Memory { va, len };
         let e = self.data(va, len)?;
@@ -399,6 +426,28 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
         w.region
             .write_le(off, len.min(8), value as u64)
             .map_err(|_| refused)
+    }
+
+    #[inline(always)]
+    fn load_small(&mut self, va: u64, len: u8) -> Result<u64, Stop> {
+        if let Some(off) = self.window(va, len, false)
+            && let Some(w) = self.ram
+            && let Ok(v) = w.region.read_le(off, len)
+        {
+            return Ok(v);
+        }
+        self.load(va, len).map(|v| v as u64)
+    }
+
+    #[inline(always)]
+    fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
+        if let Some(off) = self.window(va, len, true)
+            && let Some(w) = self.ram
+            && w.region.write_le(off, len, value).is_ok()
+        {
+            return Ok(());
+        }
+        self.store(va, len, u128::from(value))
     }
 
     fn fetch(&mut self, va: u64) -> Result<u32, Stop> {

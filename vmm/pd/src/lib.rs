@@ -1329,11 +1329,12 @@ impl<K: Kernel + Clone> Vmm<K> {
         let r = self.console_runs.stats;
         say!(
             self,
-            "vmm: console runs: runs={} instructions={} decoded={} walks={} unsupported={} \
-             refused={} budget={} skipped={}",
+            "vmm: console runs: runs={} instructions={} decoded={} flushes={} walks={} \
+             unsupported={} refused={} budget={} skipped={}",
             r.runs,
             r.instructions,
             self.console_runs.decoded(),
+            self.console_runs.flushes(),
             r.walks,
             r.unsupported,
             r.refused,
