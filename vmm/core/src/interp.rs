@@ -22,6 +22,7 @@
 //! exclusive and atomic, exception-generating and SIMD instruction.
 
 use crate::insn::{self, Direction, MemInsn, Offset, RegWidth, Writeback, sext};
+use crate::uop::{Kind, Uop, specialize};
 
 /// NZCV bits in [`Cpu::nzcv`].
 pub mod flag {
@@ -967,6 +968,8 @@ const NO_BLOCK: Block = Block {
 #[derive(Debug, Clone)]
 pub struct DecodeCache<const N: usize, const B: usize = 64> {
     ops: [Op; N],
+    /// The same instructions in their specialized forms.
+    uops: [Uop; N],
     words: [u32; N],
     blocks: [Block; B],
     /// Instructions of the pool in use.
@@ -991,6 +994,7 @@ impl<const N: usize, const B: usize> DecodeCache<N, B> {
         };
         DecodeCache {
             ops: [Op::Nop; N],
+            uops: [Uop::GENERIC; N],
             words: [0; N],
             blocks: [NO_BLOCK; B],
             used: 0,
@@ -1131,13 +1135,15 @@ impl<const N: usize, const B: usize> DecodeCache<N, B> {
                 Err(stop) if len == 0 => return Err(stop),
                 Err(_) => break,
             };
-            let (Some(o), Some(word)) = (
+            let (Some(o), Some(u), Some(word)) = (
                 self.ops.get_mut(start + len),
+                self.uops.get_mut(start + len),
                 self.words.get_mut(start + len),
             ) else {
                 break;
             };
             *o = op;
+            *u = specialize(&op, at);
             *word = w;
             len += 1;
             self.decoded = self.decoded.wrapping_add(1);
@@ -1206,22 +1212,142 @@ pub fn run<const N: usize, const B: usize>(
             Err(stop) => return (n, stop),
         };
         // What is left of the budget, at most the block.
-        let room = (budget - n) as usize;
-        let Some(ops) = cache
-            .ops
-            .get(start..start + len.min(room))
-            .filter(|o| !o.is_empty())
+        let end = start + len.min((budget - n) as usize);
+        let (Some(uops), Some(ops)) = (cache.uops.get(start..end), cache.ops.get(start..end))
         else {
             return (n, Stop::Fetch(cpu.pc));
         };
-        for op in ops {
-            if let Err(stop) = execute(cpu, op, mem) {
-                return (n, stop);
-            }
-            n += 1;
+        if uops.is_empty() {
+            return (n, Stop::Fetch(cpu.pc));
+        }
+        if let Err(stop) = exec_block(cpu, mem, uops, ops, &mut n) {
+            return (n, stop);
         }
         if n == budget {
             return (n, Stop::Budget);
         }
     }
+}
+
+/// `x<n>` for a specialized form (whose registers are below 31).
+#[inline(always)]
+fn reg(cpu: &Cpu, n: u8) -> u64 {
+    cpu.x.get(n as usize).copied().unwrap_or(0)
+}
+
+/// Sets `x<n>` for a specialized form (whose registers are below 31).
+#[inline(always)]
+fn set_reg(cpu: &mut Cpu, n: u8, v: u64) {
+    if let Some(r) = cpu.x.get_mut(n as usize) {
+        *r = v;
+    }
+}
+
+/// N and Z of a logical result whose sign bit is `top`; C and V clear.
+#[inline(always)]
+const fn nz(r: u64, top: u32) -> u8 {
+    ((r >> top) as u8 & 1) << 3 | ((r == 0) as u8) << 2
+}
+
+/// Executes the block at `cpu.pc`, `uops` with their `ops`, in order (a branch is only ever the
+/// last), counting each in `n`; on a stop, `cpu` is at the instruction that stopped, with
+/// nothing of it done.
+#[inline(always)]
+fn exec_block(
+    cpu: &mut Cpu,
+    mem: &mut impl Memory,
+    uops: &[Uop],
+    ops: &[Op],
+    n: &mut u32,
+) -> Result<(), Stop> {
+    let base = cpu.pc;
+    let len = uops.len();
+    let mut next = base.wrapping_add(4 * len as u64);
+    for (i, (u, op)) in uops.iter().zip(ops).enumerate() {
+        let here = base.wrapping_add(4 * i as u64);
+        match u.kind {
+            Kind::Generic => {
+                cpu.pc = here;
+                execute(cpu, op, mem)?;
+                if i + 1 == len {
+                    next = cpu.pc;
+                }
+            }
+            Kind::Nop => {}
+            Kind::SetX => set_reg(cpu, u.a, u.imm),
+            Kind::MovX => set_reg(cpu, u.a, reg(cpu, u.b)),
+            Kind::MovW => set_reg(cpu, u.a, reg(cpu, u.b) & 0xffff_ffff),
+            Kind::AddX => set_reg(cpu, u.a, reg(cpu, u.b).wrapping_add(u.imm)),
+            Kind::AddW => set_reg(cpu, u.a, reg(cpu, u.b).wrapping_add(u.imm) & 0xffff_ffff),
+            Kind::CmpX => cpu.nzcv = add_sub(true, true, reg(cpu, u.b), u.imm).1,
+            Kind::CmpW => cpu.nzcv = add_sub(false, true, reg(cpu, u.b), u.imm).1,
+            Kind::CmpRegX => cpu.nzcv = add_sub(true, true, reg(cpu, u.b), reg(cpu, u.c)).1,
+            Kind::CmpRegW => cpu.nzcv = add_sub(false, true, reg(cpu, u.b), reg(cpu, u.c)).1,
+            Kind::And => set_reg(cpu, u.a, reg(cpu, u.b) & u.imm),
+            Kind::TstX => cpu.nzcv = nz(reg(cpu, u.b) & u.imm, 63),
+            Kind::TstW => cpu.nzcv = nz(reg(cpu, u.b) & u.imm & 0xffff_ffff, 31),
+            Kind::B => next = u.imm,
+            Kind::Bl => {
+                set_reg(cpu, 30, here.wrapping_add(4));
+                next = u.imm;
+            }
+            Kind::BCond => {
+                if condition_holds(u.c, cpu.nzcv) {
+                    next = u.imm;
+                }
+            }
+            Kind::Cbz => {
+                let v = mask(u.b == 1, reg(cpu, u.a));
+                if (v != 0) == (u.c == 1) {
+                    next = u.imm;
+                }
+            }
+            Kind::Tbz => {
+                if (reg(cpu, u.a) >> (u.b & 63)) & 1 == u64::from(u.c) {
+                    next = u.imm;
+                }
+            }
+            Kind::Br => {
+                let target = reg(cpu, u.a);
+                if u.c == 1 {
+                    set_reg(cpu, 30, here.wrapping_add(4));
+                }
+                next = target;
+            }
+            Kind::Ldr => {
+                let addr = reg(cpu, u.b).wrapping_add(u.imm);
+                match mem.load_small(addr, u.c) {
+                    Ok(v) => set_reg(cpu, u.a, insn::truncate(v, u.c)),
+                    Err(stop) => {
+                        cpu.pc = here;
+                        return Err(stop);
+                    }
+                }
+            }
+            Kind::Str => {
+                let addr = reg(cpu, u.b).wrapping_add(u.imm);
+                let v = insn::truncate(cpu.xzr(u.a), u.c);
+                if let Err(stop) = mem.store_small(addr, u.c, v) {
+                    cpu.pc = here;
+                    return Err(stop);
+                }
+            }
+            Kind::LdrPost => {
+                let at = reg(cpu, u.b);
+                match mem.load_small(at, u.c) {
+                    Ok(v) => {
+                        set_reg(cpu, u.a, insn::truncate(v, u.c));
+                        set_reg(cpu, u.b, at.wrapping_add(u.imm));
+                    }
+                    Err(stop) => {
+                        cpu.pc = here;
+                        return Err(stop);
+                    }
+                }
+            }
+        }
+        *n += 1;
+    }
+    cpu.pc = next;
+    Ok(())
 }

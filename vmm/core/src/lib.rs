@@ -41,5 +41,6 @@ pub mod psci;
 pub mod stage1;
 pub mod stats;
 pub mod syndrome;
+pub mod uop;
 pub mod vcpu;
 pub mod vgic;

@@ -563,6 +563,76 @@ fn word() -> impl Strategy<Value = u32> {
         Just(0xd503_3bbfu32),                                                             // dmb ish
         Just(0xd503_43dfu32), // msr daifset, #3 (unsupported)
     ]
+    .boxed()
+    .prop_union(specialized().boxed())
+}
+
+/// The forms the blocks specialize ([`vmm_core::uop`]) with random registers (31 included,
+/// where the specialized forms do not apply) and fields.
+fn specialized() -> impl Strategy<Value = u32> {
+    let r = || 0u32..32;
+    prop_oneof![
+        (r(), r(), any::<bool>())
+            .prop_map(|(d, m, w)| if w { 0x2a00_03e0 } else { 0xaa00_03e0 } | m << 16 | d),
+        (0u32..4, any::<u32>()).prop_map(|(k, x)| [
+            0x9100_0000u32,
+            0xd100_0000,
+            0x1100_0000,
+            0x5100_0000
+        ][k as usize]
+            | (x & 0x7f_ffff)),
+        (r(), 0u32..4096, any::<bool>()).prop_map(|(n, i, w)| if w {
+            0x7100_001f
+        } else {
+            0xf100_001f
+        } | i << 10
+            | n << 5),
+        (r(), r(), any::<bool>())
+            .prop_map(|(n, m, w)| if w { 0x6b00_001f } else { 0xeb00_001f } | m << 16 | n << 5),
+        (r(), any::<u32>(), any::<bool>()).prop_map(|(n, x, w)| if w {
+            0x7200_001f | (x & 0x3f_fc00)
+        } else {
+            0xf200_001f | (x & 0x7f_fc00)
+        } | n << 5),
+        (any::<u32>(), any::<bool>()).prop_map(|(x, w)| if w {
+            0x1200_0000 | (x & 0x3f_ffff)
+        } else {
+            0x9200_0000 | (x & 0x7f_ffff)
+        }),
+        (any::<u32>(), 0u32..3).prop_map(|(x, k)| [0x9280_0000u32, 0x5280_0000, 0x1280_0000]
+            [k as usize]
+            | (x & 0x1f_ffff)),
+        (any::<u32>(), any::<bool>())
+            .prop_map(|(x, p)| if p { 0x9000_0000 } else { 0x1000_0000 } | (x & 0x60ff_ffff)),
+        (r(), -6i32..8, 0u32..2).prop_map(|(t, o, k)| [0xb500_0000u32, 0x3400_0000][k as usize]
+            | ((o as u32 & 0x7_ffff) << 5)
+            | t),
+        (r(), 0u32..64, -6i32..8).prop_map(|(t, b, o)| 0x3700_0000
+            | (b >> 5) << 31
+            | (b & 31) << 19
+            | ((o as u32 & 0x3fff) << 5)
+            | t),
+        (r(), any::<bool>()).prop_map(|(n, l)| if l { 0xd63f_0000 } else { 0xd61f_0000 } | n << 5),
+        (r(), r(), 0u32..64, 0u32..6).prop_map(|(t, n, i, k)| [
+            0xb940_0000u32,
+            0x7940_0000,
+            0xf900_0000,
+            0x3900_0000,
+            0x7900_0000,
+            0xb900_0000
+        ][k as usize]
+            | i << 10
+            | n << 5
+            | t),
+        (r(), r(), 0u32..32, 0u32..3).prop_map(|(t, n, i, k)| [
+            0xb840_0400u32,
+            0x7840_0400,
+            0xf840_0400
+        ][k as usize]
+            | i << 12
+            | n << 5
+            | t),
+    ]
 }
 
 proptest! {

@@ -94,7 +94,7 @@ impl RunStats {
 const DECODED: usize = if cfg!(feature = "console-runs") {
     256
 } else {
-    interp::MAX_BLOCK
+    1
 };
 const BLOCKS: usize = if cfg!(feature = "console-runs") {
     64
