@@ -107,13 +107,13 @@ impl SharedRegion {
         // SAFETY: `[offset, offset + n)` lies inside the mapped region (checked; see
         // `from_raw`); each typed load below is aligned to its size (checked first).
         let p = unsafe { self.base.add(offset) };
-        let aligned = (p as usize).is_multiple_of(n.max(1));
+        let a = p as usize;
         Ok(match len {
             // SAFETY: as above, for each arm.
             1 => u64::from(unsafe { p.read_volatile() }),
-            2 if aligned => u64::from(unsafe { (p as *const u16).read_volatile() }),
-            4 if aligned => u64::from(unsafe { (p as *const u32).read_volatile() }),
-            8 if aligned => unsafe { (p as *const u64).read_volatile() },
+            2 if a & 1 == 0 => u64::from(unsafe { (p as *const u16).read_volatile() }),
+            4 if a & 3 == 0 => u64::from(unsafe { (p as *const u32).read_volatile() }),
+            8 if a & 7 == 0 => unsafe { (p as *const u64).read_volatile() },
             _ => {
                 let mut b = [0u8; 8];
                 let b = b.get_mut(..n).ok_or(RegionError::OutOfBounds {
@@ -139,13 +139,13 @@ impl SharedRegion {
         // SAFETY: `[offset, offset + n)` lies inside the mapped read-write region (checked);
         // each typed store below is aligned to its size (checked first).
         let p = unsafe { self.base.add(offset) };
-        let aligned = (p as usize).is_multiple_of(n.max(1));
+        let a = p as usize;
         match len {
             // SAFETY: as above, for each arm.
             1 => unsafe { p.write_volatile(v as u8) },
-            2 if aligned => unsafe { (p as *mut u16).write_volatile(v as u16) },
-            4 if aligned => unsafe { (p as *mut u32).write_volatile(v as u32) },
-            8 if aligned => unsafe { (p as *mut u64).write_volatile(v) },
+            2 if a & 1 == 0 => unsafe { (p as *mut u16).write_volatile(v as u16) },
+            4 if a & 3 == 0 => unsafe { (p as *mut u32).write_volatile(v as u32) },
+            8 if a & 7 == 0 => unsafe { (p as *mut u64).write_volatile(v) },
             _ => {
                 let b = v.to_le_bytes();
                 let b = b.get(..n).ok_or(RegionError::OutOfBounds {
