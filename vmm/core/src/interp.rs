@@ -103,6 +103,16 @@ pub trait Memory {
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
         self.store(va, len, u128::from(value))
     }
+    /// Reads the 16 bytes of a pair of 64-bit registers at `va`: [`Memory::load`] of 16.
+    #[inline]
+    fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
+        self.load(va, 16).map(|v| (v as u64, (v >> 64) as u64))
+    }
+    /// Writes a pair of 64-bit registers at `va`: [`Memory::store`] of 16.
+    #[inline]
+    fn store_pair(&mut self, va: u64, lo: u64, hi: u64) -> Result<(), Stop> {
+        self.store(va, 16, u128::from(lo) | u128::from(hi) << 64)
+    }
 }
 
 /// The logical operations.
@@ -1330,6 +1340,44 @@ fn exec_block(
                 if let Err(stop) = mem.store_small(addr, u.c, v) {
                     cpu.pc = here;
                     return Err(stop);
+                }
+            }
+            Kind::Stp | Kind::StpPre | Kind::StpPost => {
+                let base = cpu.xsp(u.b);
+                if u.b == 31 && base & 15 != 0 {
+                    cpu.pc = here;
+                    return Err(Stop::SpAlignment);
+                }
+                let moved = base.wrapping_add(u.imm);
+                let at = if u.kind == Kind::StpPost { base } else { moved };
+                if let Err(stop) = mem.store_pair(at, cpu.xzr(u.a), cpu.xzr(u.c)) {
+                    cpu.pc = here;
+                    return Err(stop);
+                }
+                if u.kind != Kind::Stp {
+                    cpu.set_xsp(u.b, true, moved);
+                }
+            }
+            Kind::Ldp | Kind::LdpPre | Kind::LdpPost => {
+                let base = cpu.xsp(u.b);
+                if u.b == 31 && base & 15 != 0 {
+                    cpu.pc = here;
+                    return Err(Stop::SpAlignment);
+                }
+                let moved = base.wrapping_add(u.imm);
+                let at = if u.kind == Kind::LdpPost { base } else { moved };
+                match mem.load_pair(at) {
+                    Ok((lo, hi)) => {
+                        set_reg(cpu, u.a, lo);
+                        set_reg(cpu, u.c, hi);
+                    }
+                    Err(stop) => {
+                        cpu.pc = here;
+                        return Err(stop);
+                    }
+                }
+                if u.kind != Kind::Ldp {
+                    cpu.set_xsp(u.b, true, moved);
                 }
             }
             Kind::LdrPost => {

@@ -66,6 +66,20 @@ pub enum Kind {
     /// `x[a] =` the `c` bytes at `x[b]`, zero-extended, then `x[b] += imm` (post-index; a and
     /// b differ).
     LdrPost,
+    /// STP of `x[a]` and `x[c]` (31: the zero register) at base `b` (31: SP) plus `imm`, the
+    /// base unchanged.
+    Stp,
+    /// STP with pre-index: the base becomes the address (the base is no transfer register).
+    StpPre,
+    /// STP with post-index: the base moves by `imm` after the store at it.
+    StpPost,
+    /// LDP into `x[a]` and `x[c]` (both below 31, different) from base `b` (31: SP) plus
+    /// `imm`, the base unchanged.
+    Ldp,
+    /// LDP with pre-index.
+    LdpPre,
+    /// LDP with post-index.
+    LdpPost,
 }
 
 /// One instruction in its specialized form.
@@ -200,7 +214,23 @@ pub fn specialize(op: &Op, pc: u64) -> Uop {
                 RegWidth::W => m.size <= 4,
                 RegWidth::X => m.size == 8,
             };
-            if m.rt2.is_some() || m.signed || !plain || m.rn >= 31 {
+            if let Some(rt2) = m.rt2 {
+                // 64-bit pairs (the frame pushes and pops of every function).
+                if m.size != 8 || m.signed || m.width != RegWidth::X {
+                    return g;
+                }
+                let kind = match (m.dir, m.writeback) {
+                    (Direction::Store, Writeback::None) => Stp,
+                    (Direction::Store, Writeback::Pre) => StpPre,
+                    (Direction::Store, Writeback::Post) => StpPost,
+                    (Direction::Load, _) if m.rt >= 31 || rt2 >= 31 || m.rt == rt2 => return g,
+                    (Direction::Load, Writeback::None) => Ldp,
+                    (Direction::Load, Writeback::Pre) => LdpPre,
+                    (Direction::Load, Writeback::Post) => LdpPost,
+                };
+                return Uop::new(kind, m.rt, m.rn, rt2, offset as u64);
+            }
+            if m.signed || !plain || m.rn >= 31 {
                 return g;
             }
             match (m.dir, m.writeback) {

@@ -632,6 +632,21 @@ fn specialized() -> impl Strategy<Value = u32> {
             | i << 12
             | n << 5
             | t),
+        // STP/LDP of X registers: offset, pre-index, post-index; a random 7-bit offset.
+        (r(), r(), r(), 0u32..128, 0u32..6).prop_map(|(t, n, t2, i, k)| {
+            [
+                0xa900_0000u32,
+                0xa980_0000,
+                0xa880_0000,
+                0xa940_0000,
+                0xa9c0_0000,
+                0xa8c0_0000,
+            ][k as usize]
+                | i << 15
+                | t2 << 10
+                | n << 5
+                | t
+        }),
     ]
 }
 

@@ -440,6 +440,32 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
     }
 
     #[inline(always)]
+    fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
+        // Both halves lie in the page (`slot`), so in the window.
+        if let Some(off) = self.window(va, 16, false)
+            && let Some(w) = self.ram
+            && let (Ok(lo), Ok(hi)) = (w.region.read_le(off, 8), w.region.read_le(off + 8, 8))
+        {
+            return Ok((lo, hi));
+        }
+        self.load(va, 16).map(|v| (v as u64, (v >> 64) as u64))
+    }
+
+    #[inline(always)]
+    fn store_pair(&mut self, va: u64, lo: u64, hi: u64) -> Result<(), Stop> {
+        // The upper half first: a refusal leaves nothing written (the lower half, in the same
+        // page of the window, cannot fail after it).
+        if let Some(off) = self.window(va, 16, true)
+            && let Some(w) = self.ram
+            && w.region.write_le(off + 8, 8, hi).is_ok()
+            && w.region.write_le(off, 8, lo).is_ok()
+        {
+            return Ok(());
+        }
+        self.store(va, 16, u128::from(lo) | u128::from(hi) << 64)
+    }
+
+    #[inline(always)]
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
         if let Some(off) = self.window(va, len, true)
             && let Some(w) = self.ram
