@@ -29,7 +29,7 @@ pub use handler::{Channel, ChannelSet, Child, DeferredAction, FaultReply, Handle
 pub use kernel::{Kernel, KernelError};
 pub use patched::Patched;
 pub use pd_static::PdStatic;
-pub use region::{RegionError, SharedRegion};
+pub use region::{Page, RegionError, SharedRegion};
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub use sel4::Sel4Kernel;
 #[cfg(all(

@@ -20,6 +20,75 @@ pub enum RegionError {
     Unmapped,
 }
 
+/// One 4 KiB page of a [`SharedRegion`], found once ([`SharedRegion::page`]) and then read and
+/// written at offsets inside it with only an alignment check: the guest-RAM page of an
+/// interpreter's TLB entry. It borrows the region, so it cannot outlive the mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    base: *mut u8,
+    _region: core::marker::PhantomData<&'a SharedRegion>,
+}
+
+impl Page<'_> {
+    /// Bytes in a page.
+    pub const SIZE: usize = 4096;
+
+    /// Loads `len` bytes (1, 2, 4 or 8) at `within` as a little-endian value, zero-extended:
+    /// one volatile load when aligned, a copy otherwise; `None` if the access leaves the page
+    /// (or `len` is larger than 8).
+    #[inline]
+    pub fn read_le(self, within: usize, len: u8) -> Option<u64> {
+        let n = usize::from(len);
+        if within >= Self::SIZE || n > 8 || within + n > Self::SIZE {
+            return None;
+        }
+        // SAFETY: `[within, within + n)` lies inside the page (checked), which lies inside a
+        // mapped region that outlives `self` (`SharedRegion::page`); each typed load below is
+        // aligned to its size (checked first).
+        let p = unsafe { self.base.add(within) };
+        let a = p as usize;
+        Some(match len {
+            // SAFETY: as above, for each arm.
+            1 => u64::from(unsafe { p.read_volatile() }),
+            2 if a & 1 == 0 => u64::from(unsafe { (p as *const u16).read_volatile() }),
+            4 if a & 3 == 0 => u64::from(unsafe { (p as *const u32).read_volatile() }),
+            8 if a & 7 == 0 => unsafe { (p as *const u64).read_volatile() },
+            _ => {
+                let mut w = [0u8; 8];
+                // SAFETY: in the page (checked), into a local buffer of 8 >= `n` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), n) };
+                u64::from_le_bytes(w)
+            }
+        })
+    }
+
+    /// Stores the low `len` bytes (1, 2, 4 or 8) of `v` at `within`, little-endian; `false`
+    /// (and nothing written) if the access leaves the page (or `len` is larger than 8).
+    #[inline]
+    pub fn write_le(self, within: usize, len: u8, v: u64) -> bool {
+        let n = usize::from(len);
+        if within >= Self::SIZE || n > 8 || within + n > Self::SIZE {
+            return false;
+        }
+        // SAFETY: as in `read_le`; the region is mapped read-write.
+        let p = unsafe { self.base.add(within) };
+        let a = p as usize;
+        match len {
+            // SAFETY: as above, for each arm.
+            1 => unsafe { p.write_volatile(v as u8) },
+            2 if a & 1 == 0 => unsafe { (p as *mut u16).write_volatile(v as u16) },
+            4 if a & 3 == 0 => unsafe { (p as *mut u32).write_volatile(v as u32) },
+            8 if a & 7 == 0 => unsafe { (p as *mut u64).write_volatile(v) },
+            _ => {
+                let w = v.to_le_bytes();
+                // SAFETY: in the page (checked), from a local buffer of 8 >= `n` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(w.as_ptr(), p, n) };
+            }
+        }
+        true
+    }
+}
+
 /// A mapped memory region `[base, base + size)`.
 #[derive(Debug)]
 pub struct SharedRegion {
@@ -158,6 +227,16 @@ impl SharedRegion {
             }
         }
         Ok(())
+    }
+
+    /// The page of [`Page::SIZE`] bytes at `offset`, if it lies inside the region.
+    pub fn page(&self, offset: usize) -> Option<Page<'_>> {
+        self.check(offset, Page::SIZE).ok()?;
+        Some(Page {
+            // SAFETY: `offset + SIZE <= size` (checked): the pointer stays inside the region.
+            base: unsafe { self.base.add(offset) },
+            _region: core::marker::PhantomData,
+        })
     }
 
     /// Volatile load of the naturally aligned `u64` at `offset`.
@@ -360,6 +439,35 @@ mod tests {
         assert_eq!(r.read_le(16, 3), Ok(0x0b_0c0d));
         assert!(r.read_le(0, 9).is_err());
         assert!(r.write_le(0, 9, 0).is_err());
+    }
+
+    #[test]
+    fn a_page_reads_and_writes_inside_itself_only() {
+        let mut buf = vec![0u8; 3 * 4096];
+        let r = region(&mut buf);
+        assert!(r.page(2 * 4096 + 1).is_none());
+        assert!(r.page(usize::MAX).is_none());
+        let p = r.page(4096 + 8).unwrap();
+        for (at, len) in [(0, 8), (9, 4), (4094, 2), (4088, 8), (4095, 1), (7, 2)] {
+            assert!(p.write_le(at, len, 0x1122_3344_5566_7788));
+            let want = if len == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * len)) - 1
+            } & 0x1122_3344_5566_7788;
+            assert_eq!(p.read_le(at, len), Some(want), "at {at}, {len} bytes");
+            let mut back = [0u8; 8];
+            r.read(4096 + 8 + at, &mut back[..len as usize]).unwrap();
+            assert_eq!(
+                back[..len as usize],
+                0x1122_3344_5566_7788u64.to_le_bytes()[..len as usize]
+            );
+        }
+        assert_eq!(p.read_le(4093, 4), None);
+        assert_eq!(p.read_le(4096, 1), None);
+        assert_eq!(p.read_le(0, 9), None);
+        assert!(!p.write_le(4089, 8, 0));
+        assert!(!p.write_le(usize::MAX, 1, 0));
     }
 
     #[test]

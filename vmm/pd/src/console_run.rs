@@ -21,7 +21,7 @@
 
 use crate::devices::{DeviceId, PlatformCtx};
 use crate::guest_memory::Window;
-use microkit_rt::Kernel;
+use microkit_rt::{Kernel, Page};
 use vmm_core::addr::{GuestPhysAddr, GuestVirtAddr};
 use vmm_core::classify::Platform;
 use vmm_core::handlers::{HandlerKind, HandlerTree, LookupError};
@@ -138,7 +138,7 @@ impl Default for Runs {
 /// A translation the run made, kept for the rest of the run (the guest cannot change its
 /// tables' effect within it: invalidating a TLB entry is an instruction the run does not take).
 #[derive(Clone, Copy)]
-struct TlbEntry {
+struct TlbEntry<'a> {
     /// The VA page, with bit 0 set for an instruction fetch's translation.
     key: u64,
     gpa_page: u64,
@@ -146,6 +146,8 @@ struct TlbEntry {
     executable: bool,
     /// Where the page's accesses go.
     target: Target,
+    /// The page in the RAM window, for a [`Target::Ram`] page: the fast path.
+    page: Option<Page<'a>>,
 }
 
 /// Where the accesses to a page go, found once per page and run.
@@ -193,7 +195,7 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     mem: &'a mut M,
     tree: &'a HandlerTree<DeviceId, N>,
     platform: &'a mut PlatformCtx<'p, K>,
-    tlb: [TlbEntry; TLB],
+    tlb: [TlbEntry<'a>; TLB],
     /// The VA page of the last instruction fetch ([`NO_PAGE`]: none yet) and its
     /// guest-physical page.
     code_page: u64,
@@ -208,15 +210,16 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
 const NO_PAGE: u64 = u64::MAX;
 
 /// An empty TLB slot.
-const NO_ENTRY: TlbEntry = TlbEntry {
+const NO_ENTRY: TlbEntry<'static> = TlbEntry {
     key: NO_PAGE,
     gpa_page: 0,
     writable: false,
     executable: false,
     target: Target::Mixed,
+    page: None,
 };
 
-impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
+impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
     /// The TLB slot that translates `va`'s page for `kind`, walking the guest's tables on a
     /// miss; `None` where the run may not go (the other half of the address space, an access
     /// across a page, no translation).
@@ -246,12 +249,18 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
         let t: Translation =
             stage1::translate(&self.cfg, &*self.mem, GuestVirtAddr(va), kind).ok()?;
         let gpa_page = t.gpa.raw() & !0xfff;
+        let target = self.page_target(gpa_page);
+        let page = match (target, self.ram) {
+            (Target::Ram(off), Some(w)) => w.region.page(off),
+            _ => None,
+        };
         let e = TlbEntry {
             key,
             gpa_page,
             writable: t.el1_writable(),
             executable: t.el1_executable(self.cfg.sctlr),
-            target: self.page_target(gpa_page),
+            target,
+            page,
         };
         let pair = self.tlb.get_mut(set..set + 2)?;
         pair[1] = pair[0];
@@ -261,7 +270,7 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
 
     /// The entry of a data access at `va` (see [`Self::slot`]).
     #[inline(always)]
-    fn data(&mut self, va: u64, len: u8) -> Result<TlbEntry, Stop> {
+    fn data(&mut self, va: u64, len: u8) -> Result<TlbEntry<'a>, Stop> {
         self.slot(va, len, AccessKind::Data)
             .and_then(|i| self.tlb.get(i).copied())
             .ok_or(Stop::Memory { va, len })
@@ -368,24 +377,21 @@ impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
     }
 }
 
-impl<K: Kernel, M: GuestMemory, const N: usize> RunMemory<'_, '_, K, M, N> {
+impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
     /// The RAM window offset of a data access at `va` when its page is in the window (and,
     /// for a store, EL1 may write it and not execute it): the fast path of every access.
     #[inline(always)]
-    fn window(&mut self, va: u64, len: u8, store: bool) -> Option<usize> {
+    fn window(&mut self, va: u64, len: u8, store: bool) -> Option<Page<'a>> {
         let i = self.slot(va, len, AccessKind::Data)?;
         let e = self.tlb.get(i)?;
         if store && (!e.writable || e.executable) {
             return None;
         }
-        match e.target {
-            Target::Ram(off) => Some(off + (va & 0xfff) as usize),
-            _ => None,
-        }
+        e.page
     }
 }
 
-impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_, '_, K, M, N> {
+impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'a, '_, K, M, N> {
     #[inline(never)]
     fn load(&mut self, va: u64, len: u8) -> Result<u128, Stop> {
         let refused = Stop::Memory { va, len };
@@ -430,9 +436,8 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
 
     #[inline(always)]
     fn load_small(&mut self, va: u64, len: u8) -> Result<u64, Stop> {
-        if let Some(off) = self.window(va, len, false)
-            && let Some(w) = self.ram
-            && let Ok(v) = w.region.read_le(off, len)
+        if let Some(p) = self.window(va, len, false)
+            && let Some(v) = p.read_le((va & 0xfff) as usize, len)
         {
             return Ok(v);
         }
@@ -442,9 +447,9 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
     #[inline(always)]
     fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
         // Both halves lie in the page (`slot`), so in the window.
-        if let Some(off) = self.window(va, 16, false)
-            && let Some(w) = self.ram
-            && let (Ok(lo), Ok(hi)) = (w.region.read_le(off, 8), w.region.read_le(off + 8, 8))
+        let within = (va & 0xfff) as usize;
+        if let Some(p) = self.window(va, 16, false)
+            && let (Some(lo), Some(hi)) = (p.read_le(within, 8), p.read_le(within + 8, 8))
         {
             return Ok((lo, hi));
         }
@@ -455,10 +460,10 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
     fn store_pair(&mut self, va: u64, lo: u64, hi: u64) -> Result<(), Stop> {
         // The upper half first: a refusal leaves nothing written (the lower half, in the same
         // page of the window, cannot fail after it).
-        if let Some(off) = self.window(va, 16, true)
-            && let Some(w) = self.ram
-            && w.region.write_le(off + 8, 8, hi).is_ok()
-            && w.region.write_le(off, 8, lo).is_ok()
+        let within = (va & 0xfff) as usize;
+        if let Some(p) = self.window(va, 16, true)
+            && p.write_le(within + 8, 8, hi)
+            && p.write_le(within, 8, lo)
         {
             return Ok(());
         }
@@ -467,9 +472,8 @@ impl<K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'_,
 
     #[inline(always)]
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
-        if let Some(off) = self.window(va, len, true)
-            && let Some(w) = self.ram
-            && w.region.write_le(off, len, value).is_ok()
+        if let Some(p) = self.window(va, len, true)
+            && p.write_le((va & 0xfff) as usize, len, value)
         {
             return Ok(());
         }
