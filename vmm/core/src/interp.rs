@@ -943,7 +943,8 @@ pub fn step(cpu: &mut Cpu, features: Features, mem: &mut impl Memory) -> Result<
 pub const MAX_BLOCK: usize = 32;
 
 /// One block of a [`DecodeCache`]: the decoded instructions from its address on, up to and
-/// including the first branch, to the end of the page, or [`MAX_BLOCK`] of them.
+/// including the first unconditional branch (a conditional one taken leaves the block early),
+/// to the end of the page, or [`MAX_BLOCK`] of them.
 #[derive(Debug, Clone, Copy)]
 struct Block {
     /// Its address plus one (1 modulo 4), 0 for an empty entry.
@@ -1176,16 +1177,19 @@ impl<const N: usize, const B: usize> DecodeCache<N, B> {
 }
 
 impl Op {
-    /// Whether the instruction may go anywhere but the next one: a block ends with it.
+    /// Whether the instruction never goes on to the next one (B, BL, BR, BLR, RET): a block
+    /// ends with it. A conditional branch does not end a block: taken, it leaves it early.
     #[inline]
     pub const fn ends_block(&self) -> bool {
+        matches!(self, Op::Branch { .. } | Op::BranchReg { .. })
+    }
+
+    /// Whether the instruction may leave a block before its end (a conditional branch).
+    #[inline]
+    pub const fn may_leave_block(&self) -> bool {
         matches!(
             self,
-            Op::Branch { .. }
-                | Op::BranchCond { .. }
-                | Op::CompareBranch { .. }
-                | Op::TestBranch { .. }
-                | Op::BranchReg { .. }
+            Op::BranchCond { .. } | Op::CompareBranch { .. } | Op::TestBranch { .. }
         )
     }
 }
@@ -1259,9 +1263,9 @@ const fn nz(r: u64, top: u32) -> u8 {
     ((r >> top) as u8 & 1) << 3 | ((r == 0) as u8) << 2
 }
 
-/// Executes the block at `cpu.pc`, `uops` with their `ops`, in order (a branch is only ever the
-/// last), counting each in `n`; on a stop, `cpu` is at the instruction that stopped, with
-/// nothing of it done.
+/// Executes the block at `cpu.pc`, `uops` with their `ops`, in order (an unconditional branch
+/// is only ever the last; a conditional one taken leaves early), counting each in `n`; on a
+/// stop, `cpu` is at the instruction that stopped, with nothing of it done.
 #[inline(always)]
 fn exec_block(
     cpu: &mut Cpu,
@@ -1281,6 +1285,9 @@ fn exec_block(
                 execute(cpu, op, mem)?;
                 if i + 1 == len {
                     next = cpu.pc;
+                } else if op.may_leave_block() && cpu.pc != here.wrapping_add(4) {
+                    *n += 1;
+                    return Ok(());
                 }
             }
             Kind::Nop => {}
@@ -1301,20 +1308,27 @@ fn exec_block(
                 set_reg(cpu, 30, here.wrapping_add(4));
                 next = u.imm;
             }
+            // A taken conditional branch leaves the block here.
             Kind::BCond => {
                 if condition_holds(u.c, cpu.nzcv) {
-                    next = u.imm;
+                    *n += 1;
+                    cpu.pc = u.imm;
+                    return Ok(());
                 }
             }
             Kind::Cbz => {
                 let v = mask(u.b == 1, reg(cpu, u.a));
                 if (v != 0) == (u.c == 1) {
-                    next = u.imm;
+                    *n += 1;
+                    cpu.pc = u.imm;
+                    return Ok(());
                 }
             }
             Kind::Tbz => {
                 if (reg(cpu, u.a) >> (u.b & 63)) & 1 == u64::from(u.c) {
-                    next = u.imm;
+                    *n += 1;
+                    cpu.pc = u.imm;
+                    return Ok(());
                 }
             }
             Kind::Br => {
