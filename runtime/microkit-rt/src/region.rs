@@ -62,6 +62,27 @@ impl Page<'_> {
         })
     }
 
+    /// [`Page::read_le`] of `L` bytes (1, 2, 4 or 8), a length known when compiled.
+    #[inline(always)]
+    pub fn read_fixed<const L: u8>(self, within: usize) -> Option<u64> {
+        let n = usize::from(L);
+        if n > 8 || within > Self::SIZE - n {
+            return None;
+        }
+        // SAFETY: `[within, within + L)` lies inside the page (checked), which lies inside a
+        // mapped region that outlives `self`; each typed load is aligned to its size (checked).
+        let p = unsafe { self.base.add(within) };
+        let aligned = (p as usize) & (n - 1) == 0;
+        Some(match L {
+            // SAFETY: as above, for each arm.
+            1 => u64::from(unsafe { p.read_volatile() }),
+            2 if aligned => u64::from(unsafe { (p as *const u16).read_volatile() }),
+            4 if aligned => u64::from(unsafe { (p as *const u32).read_volatile() }),
+            8 if aligned => unsafe { (p as *const u64).read_volatile() },
+            _ => return self.read_le(within, L),
+        })
+    }
+
     /// Stores the low `len` bytes (1, 2, 4 or 8) of `v` at `within`, little-endian; `false`
     /// (and nothing written) if the access leaves the page (or `len` is larger than 8).
     #[inline]
@@ -463,6 +484,14 @@ mod tests {
                 0x1122_3344_5566_7788u64.to_le_bytes()[..len as usize]
             );
         }
+        assert!(p.write_le(100, 8, 0x0102_0304_0506_0708));
+        assert_eq!(p.read_fixed::<8>(100), Some(0x0102_0304_0506_0708));
+        assert_eq!(p.read_fixed::<4>(101), Some(0x0405_0607));
+        assert_eq!(p.read_fixed::<2>(102), Some(0x0506));
+        assert_eq!(p.read_fixed::<1>(107), Some(0x01));
+        assert_eq!(p.read_fixed::<8>(4089), None);
+        assert_eq!(p.read_fixed::<1>(4096), None);
+        assert_eq!(p.read_fixed::<3>(0), p.read_le(0, 3));
         assert_eq!(p.read_le(4093, 4), None);
         assert_eq!(p.read_le(4096, 1), None);
         assert_eq!(p.read_le(0, 9), None);

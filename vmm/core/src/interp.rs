@@ -103,6 +103,11 @@ pub trait Memory {
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
         self.store(va, len, u128::from(value))
     }
+    /// [`Memory::load_small`] of `L` bytes (1, 2, 4 or 8), a length known when compiled.
+    #[inline]
+    fn load_fixed<const L: u8>(&mut self, va: u64) -> Result<u64, Stop> {
+        self.load_small(va, L)
+    }
     /// Reads the 16 bytes of a pair of 64-bit registers at `va`: [`Memory::load`] of 16.
     #[inline]
     fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
@@ -1257,6 +1262,23 @@ fn set_reg(cpu: &mut Cpu, n: u8, v: u64) {
     }
 }
 
+/// A specialized load of `L` bytes (the uop at `here`): all or nothing, `cpu.pc` at `here` when
+/// it stops.
+#[inline(always)]
+fn ldr<const L: u8>(cpu: &mut Cpu, mem: &mut impl Memory, u: &Uop, here: u64) -> Result<(), Stop> {
+    let addr = reg(cpu, u.b).wrapping_add(u.imm);
+    match mem.load_fixed::<L>(addr) {
+        Ok(v) => {
+            set_reg(cpu, u.a, insn::truncate(v, L));
+            Ok(())
+        }
+        Err(stop) => {
+            cpu.pc = here;
+            Err(stop)
+        }
+    }
+}
+
 /// N and Z of a logical result whose sign bit is `top`; C and V clear.
 #[inline(always)]
 const fn nz(r: u64, top: u32) -> u8 {
@@ -1338,16 +1360,10 @@ fn exec_block(
                 }
                 next = target;
             }
-            Kind::Ldr => {
-                let addr = reg(cpu, u.b).wrapping_add(u.imm);
-                match mem.load_small(addr, u.c) {
-                    Ok(v) => set_reg(cpu, u.a, insn::truncate(v, u.c)),
-                    Err(stop) => {
-                        cpu.pc = here;
-                        return Err(stop);
-                    }
-                }
-            }
+            Kind::Ldr1 => ldr::<1>(cpu, mem, u, here)?,
+            Kind::Ldr2 => ldr::<2>(cpu, mem, u, here)?,
+            Kind::Ldr4 => ldr::<4>(cpu, mem, u, here)?,
+            Kind::Ldr8 => ldr::<8>(cpu, mem, u, here)?,
             Kind::Str => {
                 let addr = reg(cpu, u.b).wrapping_add(u.imm);
                 let v = insn::truncate(cpu.xzr(u.a), u.c);

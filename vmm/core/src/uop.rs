@@ -58,9 +58,15 @@ pub enum Kind {
     Tbz,
     /// `pc = x[a]` (BR, RET), and `x30 = pc + 4` first if `c` = 1 (BLR).
     Br,
-    /// `x[a] =` the `c` bytes at `x[b] + imm`, zero-extended (LDR, LDRB, LDRH: an immediate
-    /// offset, no writeback).
-    Ldr,
+    /// `x[a] =` the byte at `x[b] + imm`, zero-extended (LDRB: an immediate offset, no
+    /// writeback).
+    Ldr1,
+    /// The same for the halfword (LDRH).
+    Ldr2,
+    /// The same for the word (LDR Wt).
+    Ldr4,
+    /// The same for the doubleword (LDR Xt).
+    Ldr8,
     /// The low `c` bytes of `x[a]` (31: the zero register) to `x[b] + imm` (STR, STRB, STRH).
     Str,
     /// `x[a] =` the `c` bytes at `x[b]`, zero-extended, then `x[b] += imm` (post-index; a and
@@ -235,7 +241,13 @@ pub fn specialize(op: &Op, pc: u64) -> Uop {
             }
             match (m.dir, m.writeback) {
                 (Direction::Load, Writeback::None) if m.rt < 31 => {
-                    Uop::new(Ldr, m.rt, m.rn, m.size, offset as u64)
+                    let kind = match m.size {
+                        1 => Ldr1,
+                        2 => Ldr2,
+                        4 => Ldr4,
+                        _ => Ldr8,
+                    };
+                    Uop::new(kind, m.rt, m.rn, m.size, offset as u64)
                 }
                 (Direction::Store, Writeback::None) => {
                     Uop::new(Str, m.rt, m.rn, m.size, offset as u64)

@@ -445,6 +445,16 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
     }
 
     #[inline(always)]
+    fn load_fixed<const L: u8>(&mut self, va: u64) -> Result<u64, Stop> {
+        if let Some(p) = self.window(va, L, false)
+            && let Some(v) = p.read_fixed::<L>((va & 0xfff) as usize)
+        {
+            return Ok(v);
+        }
+        self.load(va, L).map(|v| v as u64)
+    }
+
+    #[inline(always)]
     fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
         // Both halves lie in the page (`slot`), so in the window.
         let within = (va & 0xfff) as usize;
