@@ -378,17 +378,51 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
 }
 
 impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
-    /// The RAM window offset of a data access at `va` when its page is in the window (and,
-    /// for a store, EL1 may write it and not execute it): the fast path of every access.
+    /// Where a data access at `va` goes on the fast paths: its page in the RAM window, or the
+    /// console's register at this offset (and, for a store, EL1 may write the page and not
+    /// execute it); anything else takes the general path.
     #[inline(always)]
-    fn window(&mut self, va: u64, len: u8, store: bool) -> Option<Page<'a>> {
-        let i = self.slot(va, len, AccessKind::Data)?;
-        let e = self.tlb.get(i)?;
+    fn fast(&mut self, va: u64, len: u8, store: bool) -> Fast<'a> {
+        let Some(e) = self
+            .slot(va, len, AccessKind::Data)
+            .and_then(|i| self.tlb.get(i))
+        else {
+            return Fast::Slow;
+        };
         if store && (!e.writable || e.executable) {
-            return None;
+            return Fast::Slow;
         }
-        e.page
+        if let Some(p) = e.page {
+            return Fast::Page(p);
+        }
+        match e.target {
+            Target::Console(base) if len <= 4 => Fast::Console(base + (va & 0xfff)),
+            _ => Fast::Slow,
+        }
     }
+
+    /// A load from the console's register at `offset` (the access at `va`).
+    #[inline(never)]
+    fn console_load(&mut self, va: u64, offset: u64, len: u8) -> Result<u64, Stop> {
+        self.platform
+            .mmio_read(&DeviceId::Console, offset, len)
+            .map_err(|_| Stop::Memory { va, len })
+    }
+
+    /// A store to the console's register at `offset` (the access at `va`).
+    #[inline(never)]
+    fn console_store(&mut self, va: u64, offset: u64, len: u8, value: u64) -> Result<(), Stop> {
+        self.platform
+            .mmio_write(&DeviceId::Console, offset, len, value)
+            .map_err(|_| Stop::Memory { va, len })
+    }
+}
+
+/// See [`RunMemory::fast`].
+enum Fast<'a> {
+    Page(Page<'a>),
+    Console(u64),
+    Slow,
 }
 
 impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory<'a, '_, K, M, N> {
@@ -436,20 +470,28 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
 
     #[inline(always)]
     fn load_small(&mut self, va: u64, len: u8) -> Result<u64, Stop> {
-        if let Some(p) = self.window(va, len, false)
-            && let Some(v) = p.read_le((va & 0xfff) as usize, len)
-        {
-            return Ok(v);
+        match self.fast(va, len, false) {
+            Fast::Page(p) => {
+                if let Some(v) = p.read_le((va & 0xfff) as usize, len) {
+                    return Ok(v);
+                }
+            }
+            Fast::Console(offset) => return self.console_load(va, offset, len),
+            Fast::Slow => {}
         }
         self.load(va, len).map(|v| v as u64)
     }
 
     #[inline(always)]
     fn load_fixed<const L: u8>(&mut self, va: u64) -> Result<u64, Stop> {
-        if let Some(p) = self.window(va, L, false)
-            && let Some(v) = p.read_fixed::<L>((va & 0xfff) as usize)
-        {
-            return Ok(v);
+        match self.fast(va, L, false) {
+            Fast::Page(p) => {
+                if let Some(v) = p.read_fixed::<L>((va & 0xfff) as usize) {
+                    return Ok(v);
+                }
+            }
+            Fast::Console(offset) => return self.console_load(va, offset, L),
+            Fast::Slow => {}
         }
         self.load(va, L).map(|v| v as u64)
     }
@@ -458,7 +500,7 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
     fn load_pair(&mut self, va: u64) -> Result<(u64, u64), Stop> {
         // Both halves lie in the page (`slot`), so in the window.
         let within = (va & 0xfff) as usize;
-        if let Some(p) = self.window(va, 16, false)
+        if let Fast::Page(p) = self.fast(va, 16, false)
             && let (Some(lo), Some(hi)) = (p.read_le(within, 8), p.read_le(within + 8, 8))
         {
             return Ok((lo, hi));
@@ -471,7 +513,7 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
         // The upper half first: a refusal leaves nothing written (the lower half, in the same
         // page of the window, cannot fail after it).
         let within = (va & 0xfff) as usize;
-        if let Some(p) = self.window(va, 16, true)
+        if let Fast::Page(p) = self.fast(va, 16, true)
             && p.write_le(within + 8, 8, hi)
             && p.write_le(within, 8, lo)
         {
@@ -482,10 +524,14 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
 
     #[inline(always)]
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
-        if let Some(p) = self.window(va, len, true)
-            && p.write_le((va & 0xfff) as usize, len, value)
-        {
-            return Ok(());
+        match self.fast(va, len, true) {
+            Fast::Page(p) => {
+                if p.write_le((va & 0xfff) as usize, len, value) {
+                    return Ok(());
+                }
+            }
+            Fast::Console(offset) => return self.console_store(va, offset, len, value),
+            Fast::Slow => {}
         }
         self.store(va, len, u128::from(value))
     }
