@@ -663,7 +663,7 @@ impl Cpu {
     }
 
     #[inline]
-    fn set_xsp(&mut self, n: u8, sf: bool, v: u64) {
+    pub(crate) fn set_xsp(&mut self, n: u8, sf: bool, v: u64) {
         match self.x.get_mut(n as usize) {
             Some(r) => *r = mask(sf, v),
             None => self.sp = mask(sf, v),
@@ -1318,6 +1318,31 @@ fn exec_block(
             Kind::MovW => set_reg(cpu, u.a, reg(cpu, u.b) & 0xffff_ffff),
             Kind::AddX => set_reg(cpu, u.a, reg(cpu, u.b).wrapping_add(u.imm)),
             Kind::AddW => set_reg(cpu, u.a, reg(cpu, u.b).wrapping_add(u.imm) & 0xffff_ffff),
+            Kind::AddSp => {
+                let v = cpu.xsp(u.b).wrapping_add(u.imm);
+                cpu.set_xsp(u.a, true, v);
+            }
+            Kind::AddRegX => {
+                let v = reg(cpu, u.b).wrapping_add(reg(cpu, u.c).wrapping_shl(u.imm as u32));
+                set_reg(cpu, u.a, v);
+            }
+            Kind::AddRegW => {
+                let v = reg(cpu, u.b).wrapping_add(reg(cpu, u.c).wrapping_shl(u.imm as u32));
+                set_reg(cpu, u.a, v & 0xffff_ffff);
+            }
+            Kind::EorX => set_reg(cpu, u.a, reg(cpu, u.b) ^ reg(cpu, u.c)),
+            Kind::EorW => set_reg(cpu, u.a, (reg(cpu, u.b) ^ reg(cpu, u.c)) & 0xffff_ffff),
+            Kind::LdrReg => {
+                let offset = reg(cpu, u.imm as u8 & 31).wrapping_shl((u.imm >> 8) as u32 & 3);
+                let addr = reg(cpu, u.b).wrapping_add(offset);
+                match mem.load_small(addr, u.c) {
+                    Ok(v) => set_reg(cpu, u.a, insn::truncate(v, u.c)),
+                    Err(stop) => {
+                        cpu.pc = here;
+                        return Err(stop);
+                    }
+                }
+            }
             Kind::CmpX => cpu.nzcv = add_sub(true, true, reg(cpu, u.b), u.imm).1,
             Kind::CmpW => cpu.nzcv = add_sub(false, true, reg(cpu, u.b), u.imm).1,
             Kind::CmpRegX => cpu.nzcv = add_sub(true, true, reg(cpu, u.b), reg(cpu, u.c)).1,

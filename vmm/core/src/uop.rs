@@ -11,8 +11,8 @@
 //! [`Kind::Generic`] and runs through `execute`. The property tests hold a run over uops to the
 //! steps of `execute` it replaces (`vmm/core/tests/interp_spec.rs`).
 
-use crate::insn::{Direction, Offset, RegWidth, Writeback};
-use crate::interp::{Logic, Op};
+use crate::insn::{Direction, Extend, Offset, RegWidth, Writeback};
+use crate::interp::{Logic, Op, Shift};
 
 /// A specialized form. Registers named `a`, `b`, `c` are below 31 unless a form says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,19 @@ pub enum Kind {
     MovW,
     /// `x[a] = x[b] + imm` (ADD/SUB immediate without flags; a subtraction's constant negated).
     AddX,
+    /// The same where `a` or `b` is 31: SP (`mov x29, sp`, `sub sp, sp, #n`).
+    AddSp,
+    /// `x[a] = x[b] + (x[c] << imm)` (ADD shifted register, LSL, without flags), 64-bit.
+    AddRegX,
+    /// The same on 32 bits, zero-extended.
+    AddRegW,
+    /// `x[a] = x[b] ^ x[c]` (EOR register, no shift), 64-bit.
+    EorX,
+    /// The same on 32 bits, zero-extended.
+    EorW,
+    /// `x[a] =` the `c` bytes at `x[b] + (x[imm & 31] << (imm >> 8))`, zero-extended (LDR with a
+    /// register offset, LSL).
+    LdrReg,
     /// `x[a] = (x[b] + imm)` zero-extended from 32 bits.
     AddW,
     /// NZCV of `x[b] - imm` (CMP immediate, 64-bit).
@@ -164,6 +177,14 @@ pub fn specialize(op: &Op, pc: u64) -> Uop {
             Uop::new(if sf { AddX } else { AddW }, rd, rn, 0, imm)
         }
         Op::AddSubImm {
+            sf: true,
+            sub,
+            flags: false,
+            rd,
+            rn,
+            imm,
+        } => Uop::new(AddSp, rd, rn, 0, if sub { imm.wrapping_neg() } else { imm }),
+        Op::AddSubImm {
             sf,
             sub: true,
             flags: true,
@@ -171,6 +192,32 @@ pub fn specialize(op: &Op, pc: u64) -> Uop {
             rn,
             imm,
         } if rn < 31 => Uop::new(if sf { CmpX } else { CmpW }, 0, rn, 0, imm),
+        Op::AddSubReg {
+            sf,
+            sub: false,
+            flags: false,
+            rd,
+            rn,
+            rm,
+            shift: Shift::Lsl,
+            amount,
+        } if rd < 31 && rn < 31 && rm < 31 => Uop::new(
+            if sf { AddRegX } else { AddRegW },
+            rd,
+            rn,
+            rm,
+            amount as u64,
+        ),
+        Op::LogicReg {
+            sf,
+            op: Logic::Eor,
+            invert: false,
+            rd,
+            rn,
+            rm,
+            amount: 0,
+            ..
+        } if rd < 31 && rn < 31 && rm < 31 => Uop::new(if sf { EorX } else { EorW }, rd, rn, rm, 0),
         Op::AddSubReg {
             sf,
             sub: true,
@@ -211,8 +258,28 @@ pub fn specialize(op: &Op, pc: u64) -> Uop {
         } if rt < 31 => Uop::new(Tbz, rt, bit & 63, nonzero as u8, target(offset)),
         Op::BranchReg { link, rn } if rn < 31 => Uop::new(Br, rn, 0, link as u8, 0),
         Op::Mem(m) => {
-            let Offset::Imm(offset) = m.offset else {
-                return g;
+            let offset = match m.offset {
+                Offset::Imm(i) => i,
+                // A register offset shifted left (or not): single zero-extending loads only.
+                Offset::Reg {
+                    rm,
+                    extend: Extend::Lsl,
+                    shift,
+                } if m.dir == Direction::Load
+                    && m.rt2.is_none()
+                    && !m.signed
+                    && m.writeback == Writeback::None
+                    && m.rt < 31
+                    && m.rn < 31
+                    && rm < 31
+                    && matches!(
+                        (m.width, m.size),
+                        (RegWidth::W, 1 | 2 | 4) | (RegWidth::X, 8)
+                    ) =>
+                {
+                    return Uop::new(LdrReg, m.rt, m.rn, m.size, (shift as u64) << 8 | rm as u64);
+                }
+                Offset::Reg { .. } => return g,
             };
             // Zero-extending single-register forms: a W destination of at most 4 bytes, or
             // an X destination of 8.

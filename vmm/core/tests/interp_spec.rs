@@ -632,6 +632,32 @@ fn specialized() -> impl Strategy<Value = u32> {
             | i << 12
             | n << 5
             | t),
+        // ADD (shifted register) and EOR (register), 64 and 32 bits, with random shifts.
+        (r(), r(), r(), 0u32..64, 0u32..4).prop_map(|(d, n, m, a, k)| {
+            [0x8b00_0000u32, 0x0b00_0000, 0xca00_0000, 0x4a00_0000][k as usize]
+                // Half of them unshifted (the specialized forms), the rest with any amount
+                // a form takes.
+                | (if a < 32 { 0 } else if k % 2 == 1 { a & 31 } else { a }) << 10
+                | (a & 1) << 22
+                | m << 16
+                | n << 5
+                | d
+        }),
+        // ADD/SUB immediate with SP (mov x29, sp; sub sp, sp, #n; add sp, sp, #n).
+        (r(), r(), 0u32..256, any::<bool>()).prop_map(|(d, n, i, sub)| {
+            (if sub { 0xd100_0000 } else { 0x9100_0000 }) | i << 10 | n << 5 | d
+        }),
+        Just(0x9100_03fdu32),
+        Just(0xd100_43ffu32),
+        // LDR (register) of every size, every extend option, scaled or not.
+        (r(), r(), r(), 0u32..8, any::<bool>(), 0u32..4).prop_map(|(t, n, m, opt, sc, k)| {
+            [0x3860_0800u32, 0x7860_0800, 0xb860_0800, 0xf860_0800][k as usize]
+                | m << 16
+                | opt << 13
+                | (sc as u32) << 12
+                | n << 5
+                | t
+        }),
         // STP/LDP of X registers: offset, pre-index, post-index; a random 7-bit offset.
         (r(), r(), r(), 0u32..128, 0u32..6).prop_map(|(t, n, t2, i, k)| {
             [
@@ -669,8 +695,13 @@ proptest! {
         start.nzcv = nzcv;
         start.sp = 0x8100;
         for (x, r) in start.x.iter_mut().zip(&regs) {
-            // Most registers point into the data; a few stay small (refused addresses).
-            *x = if r % 5 == 0 { *r } else { 0x8000 + (r & !7) };
+            // Most registers point into the data; a few stay small (refused addresses), a few
+            // have their upper bits set (the 32-bit forms must drop them).
+            *x = match r % 7 {
+                0 => *r,
+                1 => r.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                _ => 0x8000 + (r & !7),
+            };
         }
         let mut cache = DecodeCache::<16, 4>::new(A53);
         for round in 0..2 {
