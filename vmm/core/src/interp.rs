@@ -103,6 +103,21 @@ pub trait Memory {
     fn store_small(&mut self, va: u64, len: u8, value: u64) -> Result<(), Stop> {
         self.store(va, len, u128::from(value))
     }
+    /// Whether `words` are still the instruction words at `va`, `va + 4`, ... (a block's, in
+    /// one page): `Err` when the first one cannot be fetched, `Ok(false)` when a word differs
+    /// or a later one cannot be fetched. An implementation may compare them in bulk.
+    #[inline]
+    fn same_code(&mut self, va: u64, words: &[u32]) -> Result<bool, Stop> {
+        for (k, &w) in words.iter().enumerate() {
+            match self.fetch(va.wrapping_add(4 * k as u64)) {
+                Ok(now) if now == w => {}
+                Ok(_) => return Ok(false),
+                Err(stop) if k == 0 => return Err(stop),
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
     /// [`Memory::load_small`] of `L` bytes (1, 2, 4 or 8), a length known when compiled.
     #[inline]
     fn load_fixed<const L: u8>(&mut self, va: u64) -> Result<u64, Stop> {
@@ -1068,29 +1083,7 @@ impl<const N: usize, const B: usize> DecodeCache<N, B> {
             && let Some(b) = self.blocks.get(i).copied()
         {
             let (start, len) = (b.start as usize, b.len as usize);
-            let mut same = true;
-            for (k, &w) in self
-                .words
-                .get(start..start + len)
-                .unwrap_or(&[])
-                .iter()
-                .enumerate()
-            {
-                match mem.fetch(pc.wrapping_add(4 * k as u64)) {
-                    Ok(now) if now == w => {}
-                    Ok(_) => {
-                        same = false;
-                        break;
-                    }
-                    // The first word is the block's: its fetch failing stops the run; a later
-                    // one's means the block is decoded again (to end before it).
-                    Err(stop) if k == 0 => return Err(stop),
-                    Err(_) => {
-                        same = false;
-                        break;
-                    }
-                }
-            }
+            let same = mem.same_code(pc, self.words.get(start..start + len).unwrap_or(&[]))?;
             if same && len > 0 {
                 let stamp = self.stamp();
                 if let Some(b) = self.blocks.get_mut(i) {

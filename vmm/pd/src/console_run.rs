@@ -202,6 +202,8 @@ struct RunMemory<'a, 'p, K: Kernel, M: GuestMemory, const N: usize> {
     code_gpa: u64,
     /// Where the code page's fetches go.
     code: Target,
+    /// The code page in the RAM window.
+    code_ref: Option<Page<'a>>,
     /// Stage-1 walks made.
     walks: u64,
 }
@@ -536,6 +538,33 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
         self.store(va, len, u128::from(value))
     }
 
+    fn same_code(&mut self, va: u64, words: &[u32]) -> Result<bool, Stop> {
+        // The first word through `fetch` (which finds the code page), the rest straight from
+        // the page when it is in the RAM window.
+        let Some((&first, rest)) = words.split_first() else {
+            return Ok(true);
+        };
+        if self.fetch(va)? != first {
+            return Ok(false);
+        }
+        let within = (va & 0xfff) as usize;
+        match self.code_ref {
+            Some(p) => Ok(rest
+                .iter()
+                .enumerate()
+                .all(|(k, &w)| p.read_fixed::<4>(within + 4 * (k + 1)) == Some(u64::from(w)))),
+            None => {
+                for (k, &w) in rest.iter().enumerate() {
+                    match self.fetch(va.wrapping_add(4 * (k as u64 + 1))) {
+                        Ok(now) if now == w => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
     fn fetch(&mut self, va: u64) -> Result<u32, Stop> {
         let refused = Stop::Fetch(va);
         // The page of the last fetch, already translated and found executable plain RAM.
@@ -550,6 +579,7 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
             self.code_page = va & !0xfff;
             self.code = e.target;
             self.code_gpa = e.gpa_page;
+            self.code_ref = e.page;
         }
         let within = va & 0xfff;
         match (self.code, self.ram) {
@@ -604,6 +634,7 @@ pub fn run<K: Kernel, V: Vcpu, M: GuestMemory, const N: usize>(
         code_page: NO_PAGE,
         code_gpa: 0,
         code: Target::Mixed,
+        code_ref: None,
         walks: 0,
     };
     let mut after = cpu;
