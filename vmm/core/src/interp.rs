@@ -13,6 +13,12 @@
 //! flags, memory, PC) or returns a [`Stop`] and changes nothing, so the caller can always hand
 //! the vCPU back at the stopped instruction and let it run natively.
 //!
+//! [`decode`] and [`execute`] are the reference: plain, one instruction at a time. [`run`] is
+//! the fast path built on them and held to them by property tests: a [`DecodeCache`] keeps
+//! straight-line blocks of decoded code across runs (checked against guest memory once a run),
+//! each instruction also in a specialized form ([`crate::uop`]) that needs no decision at run
+//! time; a block runs without looking each instruction up.
+//!
 //! Supported (A64, general-purpose registers only): ADD/SUB/ADDS/SUBS (immediate, shifted
 //! register, extended register), AND/ORR/EOR/ANDS (immediate) and AND/BIC/ORR/ORN/EOR/EON/ANDS/
 //! BICS (shifted register), MOVZ/MOVN/MOVK, ADR/ADRP, B, BL, B.cond, CBZ/CBNZ, TBZ/TBNZ, BR,

@@ -15,6 +15,12 @@
 //! - the instruction it stops at (unsupported, refused, out of budget) is where the vCPU
 //!   resumes and runs natively; every step is all or nothing, so nothing of it happened yet.
 //!
+//! Speed (vmm/pd/BENCHMARKS.md, "Linux guest"): decoded blocks outlive runs ([`Runs`]); a run's
+//! TLB (two-way, 32 entries) holds, for each page, where its accesses go: a RAM page as a
+//! [`microkit_rt::Page`] read and written directly, the console's page straight to the
+//! console model, anything else through the handler tree; the code page of the last fetch is
+//! kept apart.
+//!
 //! The CPU's features matter for the hint space: [`GUEST_CPU`] says the guest runs on a
 //! Cortex-A53 (the CPU the SDK's qemu_virt_aarch64 kernel is built for), which has neither
 //! FEAT_PAuth nor FEAT_BTI, so PACIASP/AUTIASP and BTI are NOPs there.

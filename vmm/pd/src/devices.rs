@@ -614,7 +614,7 @@ impl Default for Devices {
 }
 
 impl Devices {
-    /// The devices at reset, without the virtio devices (a constant: see [`crate::Vmm::EMPTY`]).
+    /// The devices at reset, without the virtio devices (a constant: see [`crate::Vmm::blank`]).
     pub const EMPTY: Devices = Devices {
         console: Console::new(),
         testdev: TestDev::new(),
