@@ -121,6 +121,9 @@ pub struct Console {
     rx: Option<SerialConsumer<'static>>,
     /// The interrupt line's level the vGIC last saw.
     line_high: bool,
+    /// FR reads since the guest last wrote DR (saturating): a guest that reads FR again and
+    /// again without writing polls for input ([`Console::polling`]).
+    fr_reads: u8,
     /// Bytes dropped because the TX queue was full or corrupted by the driver.
     pub dropped: u64,
     /// Times the driver corrupted the RX queue.
@@ -137,6 +140,9 @@ pub struct Console {
     /// Fault injection: the probe command came and the probe is not sent yet.
     probe_due: bool,
 }
+
+/// FR reads without a DR write that make a guest a poller for input ([`Console::polling`]).
+pub const POLL_READS: u8 = 3;
 
 /// The console input that crashes a VMM built with the `fault-injection` feature (the two-VM
 /// test shows that the other VM runs on).
@@ -227,6 +233,7 @@ impl Console {
             tx: None,
             rx: None,
             line_high: false,
+            fr_reads: 0,
             dropped: 0,
             rx_errors: 0,
             early: heapless::Vec::new(),
@@ -331,6 +338,16 @@ impl Console {
         self.rx_fifo.is_empty() && self.imsc & (pl011::INT_RX | pl011::INT_RT) == 0
     }
 
+    /// Whether the guest, with no input and no RX interrupt, polls FR for input: it read FR
+    /// [`POLL_READS`] times without writing DR in between. A guest writing through the
+    /// polled console reads FR at most twice between its DR writes (TXFF before a byte, BUSY
+    /// after it), and must not publish every byte (each a notification of the serial driver,
+    /// which preempts the VMM): its bytes go out at each newline and at the first exit that
+    /// is not on a register.
+    pub fn polling(&self) -> bool {
+        self.fr_reads >= POLL_READS && self.polled_for_input()
+    }
+
     /// The interrupt line: RIS & IMSC.
     pub fn irq_level(&self) -> bool {
         self.ris() & self.imsc != 0
@@ -428,6 +445,7 @@ impl Console {
         match offset {
             pl011::DR => self.rx_fifo.pop_front().map_or(0, u64::from),
             pl011::FR => {
+                self.fr_reads = self.fr_reads.saturating_add(1);
                 let rx = if self.rx_fifo.is_empty() {
                     pl011::FR_RXFE
                 } else if self.rx_fifo.is_full() {
@@ -452,6 +470,7 @@ impl Console {
         match offset {
             pl011::DR => {
                 self.input_to = InputTo::Pl011;
+                self.fr_reads = 0;
                 self.put_guest(k, value as u8);
             }
             pl011::IMSC => self.imsc = value as u32 & 0x7ff,
@@ -738,6 +757,21 @@ impl<K: Kernel> PlatformCtx<'_, K> {
     }
 
     /// The PL011's line after a change: an edge when it rose.
+    /// A read of the console's register at `offset` (an exit's or a console run's).
+    pub fn console_read(&mut self, offset: u64) -> u64 {
+        let console = &mut self.devices.console;
+        let v = console.read(offset);
+        if offset == pl011::DR {
+            // A byte left the FIFO: refill it from the RX queue; the line may fall.
+            self.console_io();
+        } else if offset == pl011::FR && console.polling() {
+            // A guest polling for input without the RX interrupt waits here: what it wrote
+            // before (a prompt) must show now.
+            console.flush(&mut self.inj.k);
+        }
+        v
+    }
+
     fn console_line(&mut self) {
         if self.devices.console.line_rose() {
             self.raise(layout::PL011_IRQ);
@@ -1022,19 +1056,7 @@ impl<K: Kernel> PlatformCtx<'_, K> {
 impl<K: Kernel> Platform<DeviceId> for PlatformCtx<'_, K> {
     fn mmio_read(&mut self, h: &DeviceId, offset: u64, size: u8) -> Result<u64, BusError> {
         match h {
-            DeviceId::Console => {
-                let console = &mut self.devices.console;
-                let v = console.read(offset);
-                if offset == pl011::DR {
-                    // A byte left the FIFO: refill it from the RX queue; the line may fall.
-                    self.console_io();
-                } else if offset == pl011::FR && console.polled_for_input() {
-                    // A guest polling for input without the RX interrupt waits here: what it
-                    // wrote before (a prompt) must show now.
-                    console.flush(&mut self.inj.k);
-                }
-                Ok(v)
-            }
+            DeviceId::Console => Ok(self.console_read(offset)),
             DeviceId::TestDev => self.devices.testdev.read(offset, size),
             DeviceId::VirtioBlk => match self.devices.blk.as_mut() {
                 Some(d) => d.read(offset, size),
