@@ -1003,7 +1003,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         // through its console loop here (console_run), up to the first instruction the run
         // does not take.
         if console_access
-            && report.action == ExitAction::Resume
+            && matches!(report.action, ExitAction::Resume)
             && matches!(report.class, TrapClass::MmioRead | TrapClass::MmioWrite)
         {
             let view = exit_mem;
@@ -1032,7 +1032,7 @@ impl<K: Kernel + Clone> Vmm<K> {
         let mut idle_calls = 0;
         let mut reply_mrs = None;
         // WFI (and PSCI CPU_SUSPEND) wait for an interrupt; WFE is a hint that returns at once.
-        let park = report.action == ExitAction::WaitForInterrupt
+        let park = matches!(report.action, ExitAction::WaitForInterrupt)
             && report.class != TrapClass::Wfe
             && self.may_park(v, &mut idle_calls);
         let me = VCPUS[v];
