@@ -994,9 +994,10 @@ const NO_BLOCK: Block = Block {
 };
 
 /// Decoded code kept across runs, as blocks of straight-line instructions: a pool of `N`
-/// decoded instructions (at least 1), filled in order and dropped as a whole when full, and `B` block entries (an even number, at least 2) found by their address in sets of
-/// two (a block decoded last goes first in its set, so two blocks of a loop that share a set
-/// both stay).
+/// decoded instructions (at least 1), filled in order and dropped as a whole when full, and
+/// `B` block entries (an even number, at least 2) found by their address in sets of two (a
+/// block decoded last goes first in its set, so two blocks of a loop that share a set both
+/// stay).
 ///
 /// A run executes a block's instructions one after another without looking each up. A block
 /// is trusted without a fetch only in the run that last checked it: a later run fetches its
