@@ -1,7 +1,7 @@
 //! The guest's PL011 (the VMM's `Console`), driven as the VMM drives it: guest reads and writes
 //! at any offset and size through the exit path's `Platform` glue (`PlatformCtx::mmio_read` /
 //! `mmio_write`, which refill the RX FIFO after a DR read and publish a prompt when the guest
-//! polls FR), the serial driver's side of both queues (UART bytes arriving in the RX queue, with
+//! polls FR for input: `POLL_READS` FR reads with no DR write between), the serial driver's side of both queues (UART bytes arriving in the RX queue, with
 //! or without a notification; the TX queue drained a little or not at all, so that it runs
 //! full), the notification path (`console_io` and a flush, as `Vmm::notified`) and exits that
 //! are not MMIO (a flush). Queue capacities and start indices are the input's.
@@ -167,6 +167,7 @@ fn run(w: &World, input: &Input) {
         delivered: VecDeque::new(),
         in_flight: VecDeque::new(),
         imsc: 0,
+        fr_reads: 0,
         uart_tx,
         tx_cap: tx_cap as usize,
         rx_cap,
@@ -236,6 +237,9 @@ struct Model {
     in_flight: VecDeque<u8>,
     /// What the guest last wrote to IMSC.
     imsc: u64,
+    /// FR reads since the last DR write (a writer polls FR between its bytes; a guest that
+    /// reads it `POLL_READS` times without writing polls for input).
+    fr_reads: u32,
     /// The serial driver's end of the TX queue.
     uart_tx: SerialConsumer<'static>,
     tx_cap: usize,
@@ -269,7 +273,11 @@ impl Model {
                 self.refilled(ctx, "after a DR read");
             }
             FR => {
-                if before == 0 && self.imsc & INT_RX_RT == 0 {
+                self.fr_reads += 1;
+                if before == 0
+                    && self.imsc & INT_RX_RT == 0
+                    && self.fr_reads >= u32::from(vmm::devices::POLL_READS)
+                {
                     self.all_published("after FR polled for input");
                 }
                 assert_eq!(v & FR_TXFE, FR_TXFE, "FR: TXFE");
@@ -292,6 +300,7 @@ impl Model {
         let now = ctx.devices.console.dropped;
         match offset {
             DR => {
+                self.fr_reads = 0;
                 let b = value as u8;
                 if now == dropped {
                     self.in_flight.push_back(b);
