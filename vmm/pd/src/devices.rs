@@ -756,7 +756,6 @@ impl<K: Kernel> PlatformCtx<'_, K> {
         }
     }
 
-    /// The PL011's line after a change: an edge when it rose.
     /// A read of the console's register at `offset` (an exit's or a console run's).
     pub fn console_read(&mut self, offset: u64) -> u64 {
         let console = &mut self.devices.console;
@@ -772,6 +771,7 @@ impl<K: Kernel> PlatformCtx<'_, K> {
         v
     }
 
+    /// The PL011's line after a change: an edge when it rose.
     fn console_line(&mut self) {
         if self.devices.console.line_rose() {
             self.raise(layout::PL011_IRQ);
