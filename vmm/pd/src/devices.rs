@@ -1202,3 +1202,39 @@ mod crash_command_tests {
         assert_eq!(matches(&[CRASH_COMMAND, CRASH_COMMAND].concat()), 2);
     }
 }
+
+#[cfg(test)]
+mod polling_tests {
+    use super::{Console, POLL_READS, pl011};
+
+    /// Earlycon's writer (FR, DR, FR per byte) never counts as polling for input; FR read again and again without a DR write
+    /// does, from the `POLL_READS`th read on, and a DR write ends it.
+    #[test]
+    fn a_writer_is_no_poller_and_a_reader_is_one() {
+        let sim = microkit_sim::Sim::from_repo_system("vmm");
+        let mut k = sim.kernel();
+        let mut c = Console::new();
+        for &b in b"early\n" {
+            c.read(pl011::FR);
+            assert!(!c.polling());
+            c.write(&mut k, pl011::DR, u64::from(b));
+            c.read(pl011::FR);
+            assert!(!c.polling(), "a writer's two FR reads");
+        }
+        // The writer's last FR read counts: POLL_READS - 1 more make a poller.
+        for _ in 0..POLL_READS - 2 {
+            c.read(pl011::FR);
+            assert!(!c.polling());
+        }
+        c.read(pl011::FR);
+        assert!(c.polling());
+        c.write(&mut k, pl011::DR, u64::from(b'x'));
+        assert!(!c.polling());
+        // With the RX interrupt on, FR reads are no poll for input at all.
+        c.write(&mut k, pl011::IMSC, u64::from(pl011::INT_RX));
+        for _ in 0..2 * POLL_READS {
+            c.read(pl011::FR);
+        }
+        assert!(!c.polling());
+    }
+}
