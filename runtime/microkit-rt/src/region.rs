@@ -66,7 +66,7 @@ impl Page<'_> {
     #[inline(always)]
     pub fn read_fixed<const L: u8>(self, within: usize) -> Option<u64> {
         let n = usize::from(L);
-        if n > 8 || within > Self::SIZE - n {
+        if n == 0 || n > 8 || within > Self::SIZE - n {
             return None;
         }
         // SAFETY: `[within, within + L)` lies inside the page (checked), which lies inside a
@@ -492,6 +492,7 @@ mod tests {
         assert_eq!(p.read_fixed::<8>(4089), None);
         assert_eq!(p.read_fixed::<1>(4096), None);
         assert_eq!(p.read_fixed::<3>(0), p.read_le(0, 3));
+        assert_eq!(p.read_fixed::<0>(0), None);
         assert_eq!(p.read_le(4093, 4), None);
         assert_eq!(p.read_le(4096, 1), None);
         assert_eq!(p.read_le(0, 9), None);
