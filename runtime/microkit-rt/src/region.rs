@@ -20,6 +20,49 @@ pub enum RegionError {
     Unmapped,
 }
 
+/// Loads `len` bytes (at most 8) at `p` as a little-endian value, zero-extended: one volatile
+/// load when `len` is 1, 2, 4 or 8 and `p` is aligned to it, a copy otherwise.
+///
+/// # Safety
+/// `[p, p + len)` must be mapped and readable, and `len` at most 8.
+#[inline(always)]
+unsafe fn load_le_at(p: *const u8, len: u8) -> u64 {
+    let a = p as usize;
+    // SAFETY (every arm): `[p, p + len)` is readable (the caller's contract) and each typed
+    // load is aligned to its size (checked by its guard).
+    match len {
+        1 => u64::from(unsafe { p.read_volatile() }),
+        2 if a & 1 == 0 => u64::from(unsafe { (p as *const u16).read_volatile() }),
+        4 if a & 3 == 0 => u64::from(unsafe { (p as *const u32).read_volatile() }),
+        8 if a & 7 == 0 => unsafe { (p as *const u64).read_volatile() },
+        _ => {
+            let mut w = [0u8; 8];
+            unsafe { core::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), usize::from(len).min(8)) };
+            u64::from_le_bytes(w)
+        }
+    }
+}
+
+/// Stores the low `len` bytes (at most 8) of `v` at `p`, little-endian, as [`load_le_at`].
+///
+/// # Safety
+/// `[p, p + len)` must be mapped and writable, and `len` at most 8.
+#[inline(always)]
+unsafe fn store_le_at(p: *mut u8, len: u8, v: u64) {
+    let a = p as usize;
+    // SAFETY (every arm): as in `load_le_at`, writable.
+    match len {
+        1 => unsafe { p.write_volatile(v as u8) },
+        2 if a & 1 == 0 => unsafe { (p as *mut u16).write_volatile(v as u16) },
+        4 if a & 3 == 0 => unsafe { (p as *mut u32).write_volatile(v as u32) },
+        8 if a & 7 == 0 => unsafe { (p as *mut u64).write_volatile(v) },
+        _ => {
+            let w = v.to_le_bytes();
+            unsafe { core::ptr::copy_nonoverlapping(w.as_ptr(), p, usize::from(len).min(8)) };
+        }
+    }
+}
+
 /// One 4 KiB page of a [`SharedRegion`], found once ([`SharedRegion::page`]) and then read and
 /// written at offsets inside it with only an alignment check: the guest-RAM page of an
 /// interpreter's TLB entry. It borrows the region, so it cannot outlive the mapping.
@@ -43,23 +86,8 @@ impl Page<'_> {
             return None;
         }
         // SAFETY: `[within, within + n)` lies inside the page (checked), which lies inside a
-        // mapped region that outlives `self` (`SharedRegion::page`); each typed load below is
-        // aligned to its size (checked first).
-        let p = unsafe { self.base.add(within) };
-        let a = p as usize;
-        Some(match len {
-            // SAFETY: as above, for each arm.
-            1 => u64::from(unsafe { p.read_volatile() }),
-            2 if a & 1 == 0 => u64::from(unsafe { (p as *const u16).read_volatile() }),
-            4 if a & 3 == 0 => u64::from(unsafe { (p as *const u32).read_volatile() }),
-            8 if a & 7 == 0 => unsafe { (p as *const u64).read_volatile() },
-            _ => {
-                let mut w = [0u8; 8];
-                // SAFETY: in the page (checked), into a local buffer of 8 >= `n` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(p, w.as_mut_ptr(), n) };
-                u64::from_le_bytes(w)
-            }
-        })
+        // mapped region that outlives `self` (`SharedRegion::page`); `n` is at most 8.
+        Some(unsafe { load_le_at(self.base.add(within), len) })
     }
 
     /// [`Page::read_le`] of `L` bytes (1, 2, 4 or 8), a length known when compiled.
@@ -70,17 +98,9 @@ impl Page<'_> {
             return None;
         }
         // SAFETY: `[within, within + L)` lies inside the page (checked), which lies inside a
-        // mapped region that outlives `self`; each typed load is aligned to its size (checked).
-        let p = unsafe { self.base.add(within) };
-        let aligned = (p as usize) & (n - 1) == 0;
-        Some(match L {
-            // SAFETY: as above, for each arm.
-            1 => u64::from(unsafe { p.read_volatile() }),
-            2 if aligned => u64::from(unsafe { (p as *const u16).read_volatile() }),
-            4 if aligned => u64::from(unsafe { (p as *const u32).read_volatile() }),
-            8 if aligned => unsafe { (p as *const u64).read_volatile() },
-            _ => return self.read_le(within, L),
-        })
+        // mapped region that outlives `self`; `L` is at most 8 (and known when compiled, so the
+        // length's dispatch folds away).
+        Some(unsafe { load_le_at(self.base.add(within), L) })
     }
 
     /// Stores the low `len` bytes (1, 2, 4 or 8) of `v` at `within`, little-endian; `false`
@@ -92,20 +112,7 @@ impl Page<'_> {
             return false;
         }
         // SAFETY: as in `read_le`; the region is mapped read-write.
-        let p = unsafe { self.base.add(within) };
-        let a = p as usize;
-        match len {
-            // SAFETY: as above, for each arm.
-            1 => unsafe { p.write_volatile(v as u8) },
-            2 if a & 1 == 0 => unsafe { (p as *mut u16).write_volatile(v as u16) },
-            4 if a & 3 == 0 => unsafe { (p as *mut u32).write_volatile(v as u32) },
-            8 if a & 7 == 0 => unsafe { (p as *mut u64).write_volatile(v) },
-            _ => {
-                let w = v.to_le_bytes();
-                // SAFETY: in the page (checked), from a local buffer of 8 >= `n` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(w.as_ptr(), p, n) };
-            }
-        }
+        unsafe { store_le_at(self.base.add(within), len, v) };
         true
     }
 }
@@ -194,30 +201,16 @@ impl SharedRegion {
     pub fn read_le(&self, offset: usize, len: u8) -> Result<u64, RegionError> {
         let n = usize::from(len);
         self.check(offset, n)?;
+        if n > 8 {
+            return Err(RegionError::OutOfBounds {
+                offset,
+                len: n,
+                size: self.size,
+            });
+        }
         // SAFETY: `[offset, offset + n)` lies inside the mapped region (checked; see
-        // `from_raw`); each typed load below is aligned to its size (checked first).
-        let p = unsafe { self.base.add(offset) };
-        let a = p as usize;
-        Ok(match len {
-            // SAFETY: as above, for each arm.
-            1 => u64::from(unsafe { p.read_volatile() }),
-            2 if a & 1 == 0 => u64::from(unsafe { (p as *const u16).read_volatile() }),
-            4 if a & 3 == 0 => u64::from(unsafe { (p as *const u32).read_volatile() }),
-            8 if a & 7 == 0 => unsafe { (p as *const u64).read_volatile() },
-            _ => {
-                let mut b = [0u8; 8];
-                let b = b.get_mut(..n).ok_or(RegionError::OutOfBounds {
-                    offset,
-                    len: n,
-                    size: self.size,
-                })?;
-                // SAFETY: in bounds (checked), into a local buffer of `n` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), n) };
-                let mut w = [0u8; 8];
-                w[..n].copy_from_slice(b);
-                u64::from_le_bytes(w)
-            }
-        })
+        // `from_raw`), and `n` is at most 8.
+        Ok(unsafe { load_le_at(self.base.add(offset), len) })
     }
 
     /// Stores the low `len` bytes (1, 2, 4 or 8) of `v` at `offset`, little-endian: one
@@ -226,27 +219,16 @@ impl SharedRegion {
     pub fn write_le(&self, offset: usize, len: u8, v: u64) -> Result<(), RegionError> {
         let n = usize::from(len);
         self.check(offset, n)?;
-        // SAFETY: `[offset, offset + n)` lies inside the mapped read-write region (checked);
-        // each typed store below is aligned to its size (checked first).
-        let p = unsafe { self.base.add(offset) };
-        let a = p as usize;
-        match len {
-            // SAFETY: as above, for each arm.
-            1 => unsafe { p.write_volatile(v as u8) },
-            2 if a & 1 == 0 => unsafe { (p as *mut u16).write_volatile(v as u16) },
-            4 if a & 3 == 0 => unsafe { (p as *mut u32).write_volatile(v as u32) },
-            8 if a & 7 == 0 => unsafe { (p as *mut u64).write_volatile(v) },
-            _ => {
-                let b = v.to_le_bytes();
-                let b = b.get(..n).ok_or(RegionError::OutOfBounds {
-                    offset,
-                    len: n,
-                    size: self.size,
-                })?;
-                // SAFETY: in bounds (checked), from a local buffer of `n` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(b.as_ptr(), p, n) };
-            }
+        if n > 8 {
+            return Err(RegionError::OutOfBounds {
+                offset,
+                len: n,
+                size: self.size,
+            });
         }
+        // SAFETY: `[offset, offset + n)` lies inside the mapped read-write region (checked),
+        // and `n` is at most 8.
+        unsafe { store_le_at(self.base.add(offset), len, v) };
         Ok(())
     }
 

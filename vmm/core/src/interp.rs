@@ -623,8 +623,9 @@ pub const fn add_with_carry(sf: bool, x: u64, y: u64, carry: bool) -> (u64, u8) 
     (result, nzcv)
 }
 
+/// `v` truncated to 32 bits unless `sf` (a 64-bit operation).
 #[inline]
-const fn mask(sf: bool, v: u64) -> u64 {
+pub(crate) const fn mask(sf: bool, v: u64) -> u64 {
     if sf { v } else { v & 0xffff_ffff }
 }
 
@@ -1279,6 +1280,19 @@ fn ldr<const L: u8>(cpu: &mut Cpu, mem: &mut impl Memory, u: &Uop, here: u64) ->
     }
 }
 
+/// A specialized pair's address and its base after writeback (`post`: the kind whose address
+/// is the base itself); SP as the base must be 16-byte aligned (`cpu.pc` at `here` if not).
+#[inline(always)]
+fn pair_address(cpu: &mut Cpu, u: &Uop, post: Kind, here: u64) -> Result<(u64, u64), Stop> {
+    let base = cpu.xsp(u.b);
+    if u.b == 31 && base & 15 != 0 {
+        cpu.pc = here;
+        return Err(Stop::SpAlignment);
+    }
+    let moved = base.wrapping_add(u.imm);
+    Ok((if u.kind == post { base } else { moved }, moved))
+}
+
 /// N and Z of a logical result whose sign bit is `top`; C and V clear.
 #[inline(always)]
 const fn nz(r: u64, top: u32) -> u8 {
@@ -1398,13 +1412,7 @@ fn exec_block(
                 }
             }
             Kind::Stp | Kind::StpPre | Kind::StpPost => {
-                let base = cpu.xsp(u.b);
-                if u.b == 31 && base & 15 != 0 {
-                    cpu.pc = here;
-                    return Err(Stop::SpAlignment);
-                }
-                let moved = base.wrapping_add(u.imm);
-                let at = if u.kind == Kind::StpPost { base } else { moved };
+                let (at, moved) = pair_address(cpu, u, Kind::StpPost, here)?;
                 if let Err(stop) = mem.store_pair(at, cpu.xzr(u.a), cpu.xzr(u.c)) {
                     cpu.pc = here;
                     return Err(stop);
@@ -1414,13 +1422,7 @@ fn exec_block(
                 }
             }
             Kind::Ldp | Kind::LdpPre | Kind::LdpPost => {
-                let base = cpu.xsp(u.b);
-                if u.b == 31 && base & 15 != 0 {
-                    cpu.pc = here;
-                    return Err(Stop::SpAlignment);
-                }
-                let moved = base.wrapping_add(u.imm);
-                let at = if u.kind == Kind::LdpPost { base } else { moved };
+                let (at, moved) = pair_address(cpu, u, Kind::LdpPost, here)?;
                 match mem.load_pair(at) {
                     Ok((lo, hi)) => {
                         set_reg(cpu, u.a, lo);

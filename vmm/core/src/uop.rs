@@ -12,7 +12,7 @@
 //! steps of `execute` it replaces (`vmm/core/tests/interp_spec.rs`).
 
 use crate::insn::{Direction, Extend, Offset, RegWidth, Writeback};
-use crate::interp::{Logic, Op, Shift};
+use crate::interp::{Logic, Op, Shift, mask};
 
 /// A specialized form. Registers named `a`, `b`, `c` are below 31 unless a form says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +123,6 @@ impl Uop {
     const fn new(kind: Kind, a: u8, b: u8, c: u8, imm: u64) -> Uop {
         Uop { kind, a, b, c, imm }
     }
-}
-
-const fn mask(sf: bool, v: u64) -> u64 {
-    if sf { v } else { v & 0xffff_ffff }
 }
 
 /// The specialized form of `op`, the instruction at `pc` ([`Uop::GENERIC`] when it has none).
