@@ -397,6 +397,30 @@ pub fn write_generated(
     }
 }
 
+/// A linker-script fragment that drops the unwind tables from a PD's image (added to the
+/// linker's default layout, not replacing it).
+pub const NO_UNWIND_TABLES_LD: &str =
+    "SECTIONS { /DISCARD/ : { *(.eh_frame) *(.eh_frame_hdr) } } INSERT AFTER .text;\n";
+
+/// Links the PD with [`NO_UNWIND_TABLES_LD`] (written next to `system.rs`), each loadable
+/// segment starting on a page of its own. A PD panics by aborting and never unwinds or prints a
+/// backtrace, yet `core` and `compiler_builtins` come with `.eh_frame` (and the linker adds
+/// `.eh_frame_hdr`): 12 KiB of the VMM's read-only segment, 3 of its pages, counted against its
+/// size goal for nothing. And the linker's default layout starts a segment at the offset within
+/// its page where the previous one ended in the file (addresses congruent to file offsets), so
+/// the Microkit tool, which allocates each segment's pages apart, gave a segment one page more
+/// than its size needs about half the time; `-z separate-loadable-segments` pads the file
+/// instead (the pad is never loaded).
+fn compact_layout(system_rs: &std::path::Path) {
+    let script = system_rs.with_file_name("no-unwind-tables.ld");
+    if let Err(e) = std::fs::write(&script, NO_UNWIND_TABLES_LD) {
+        eprintln!("error: cannot write {}: {e}", script.display());
+        std::process::exit(1);
+    }
+    println!("cargo::rustc-link-arg-bins=-T{}", script.display());
+    println!("cargo::rustc-link-arg-bins=-zseparate-loadable-segments");
+}
+
 /// The whole build script of a PD crate: `fn main() { sdf::codegen::build_script("ping") }`.
 /// Writes `$OUT_DIR/system.rs`; a malformed system.xml stops the build with its error.
 pub fn build_script(pd: &str) {
@@ -427,6 +451,7 @@ pub fn build_script(pd: &str) {
                 for s in required_symbols(&sys, pd) {
                     println!("cargo::rustc-link-arg-bins=--undefined={s}");
                 }
+                compact_layout(&out);
             }
         }
         Err(e) => {
