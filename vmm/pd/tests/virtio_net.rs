@@ -243,6 +243,61 @@ fn kicks(log: &[Invocation]) -> usize {
         .count()
 }
 
+/// The PD's start as `main.rs` makes it (setup, then the block and network cards attached):
+/// every device's window answers, so the handler tree (`vmm::HANDLERS`) holds them all.
+#[test]
+fn with_every_card_attached_each_device_window_answers() {
+    let sim = Sim::from_repo_system("vmm");
+    let region = |n: &str| sim.region(n).unwrap_or_else(|| panic!("vmm maps {n}"));
+    let (ram, wp) = (region("guest_ram"), region("guest_wp_page"));
+    let (ram_view, wp_view) = (Sim::alias(&ram), Sim::alias(&wp));
+    let info = region("blk_storage_info_vmm");
+    let mut si = <sddf_queue::layout::BlkStorageInfo as zerocopy::FromZeros>::new_zeroed();
+    si.capacity = 64;
+    si.block_size = 1;
+    si.sector_size = 512;
+    sddf_queue::blk::StorageInfoWriter::new(Sim::alias(&info).into_atomic_words().unwrap())
+        .unwrap()
+        .publish(&si);
+    let mut vmm = vmm::Vmm::new(sim.kernel(), Ok(ram), Ok(wp), blobs());
+    vmm.attach_block_device(
+        Ok(region("blk_req_queue_vmm")),
+        Ok(region("blk_resp_queue_vmm")),
+        Ok(info),
+        Ok(region("blk_data_vmm")),
+    );
+    vmm.attach_net_device(
+        vmm::mac_of_name(b"vmm"),
+        [
+            Ok(region("net_rx_free_vmm")),
+            Ok(region("net_rx_active_vmm")),
+            Ok(region("net_tx_free_vmm")),
+            Ok(region("net_tx_active_vmm")),
+        ],
+        Ok(region("net_rx_data_vmm")),
+        Ok(region("net_tx_data_vmm")),
+    );
+    let mut h = Harness::running_with(sim, vmm, ram_view, wp_view);
+    // virtio-mmio's MagicValue and DeviceID: console 3, block 2, network 1.
+    for (base, id) in [(0x0a00_3c00, 3), (0x0a00_3e00, 2), (NET, 1)] {
+        h.load(PC0, base, 2, 2);
+        assert_eq!(h.x(2), 0x7472_6976, "magic at {base:#x}");
+        h.load(PC0, base + 8, 2, 2);
+        assert_eq!(h.x(2), id, "device id at {base:#x}");
+    }
+    // GICD_CTLR reads, the PL011's UARTPeriphID0 (0x11), the write-protected page's reads go
+    // to RAM (no exit) but its writes are handled: the guest's PC moves on.
+    h.load(PC0, GICD, 2, 2);
+    h.load(PC0, 0x0900_0fe0, 2, 2);
+    assert_eq!(h.x(2), 0x11, "PL011 UARTPeriphID0");
+    h.store(PC0, 0x5000_0000, 3, 1, 7);
+    assert_eq!(
+        h.pc(),
+        PC0 + 4,
+        "the write-protected page's store was emulated"
+    );
+}
+
 #[test]
 fn the_card_has_the_mac_of_the_vmms_name_and_the_rx_buffers_are_posted() {
     let mut r = rig();
