@@ -94,7 +94,10 @@ GUEST_IMAGE  ?= $(GUEST_DIR)/testguest.Image
 GUEST_DTB    ?= $(GUEST_DIR)/virt.dtb
 GUEST_INITRD ?=
 # Extra cargo features of the VMM (e.g. VMM_FEATURES=broken-handler) and of the test guest.
+# VMM_NO_DEFAULT_FEATURES=1 builds the PDs without their default features (the VMM's is
+# console-runs).
 VMM_FEATURES ?=
+VMM_NO_DEFAULT_FEATURES ?=
 GUEST_FEATURES ?=
 # Extra cargo features of the other PDs (e.g. blk-driver/fault-injection), and the environment
 # their build sees (e.g. BLK_CRASH_EVERY=15): test-qemu-restart's crashing drivers.
@@ -134,7 +137,7 @@ MICROKIT_SDK=<unpacked Microkit $(SDK_VERSION) SDK> (a Microkit release from git
 or built there with build_sdk.py at tag $(SDK_VERSION) with seL4 16.0.0)
 
 .PHONY: all setup setup-toolchains setup-packages setup-sdk guest check-guest-dtb build image qemu test-qemu test-qemu-release \
-	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux bench-net linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
+	test-qemu-hvfault test-qemu-production test-qemu-restart test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux test-linux-without-console-runs bench-net linux-smp-guest bench-smp system-file bench-qemu test-guest-native bench-native test test-host test-steps host-test loom \
 	fuzz fuzz-cmin mutants pd-sizes abi-parity fmt-check clippy check-sdk check-qemu clean linux-guest linux-image linux test-linux linux-smp-image linux-smp bench-linux-idle bench-linux test-sdk-checksum
 SHELL := /bin/bash
 
@@ -223,6 +226,7 @@ build: guest system-file check-guest-dtb
 	GUEST_INITRD=$(if $(GUEST_INITRD),$(abspath $(GUEST_INITRD))) $(PD_ENV) \
 		$(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(SYSTEM_PDS)) \
 		$(if $(VMM_FEATURES),--features vmm/$(VMM_FEATURES)) \
+		$(if $(VMM_NO_DEFAULT_FEATURES),--no-default-features) \
 		$(if $(PD_FEATURES),--features "$(PD_FEATURES)")
 	@mkdir -p $(ELF_DIR)
 	@for pd in $(SYSTEM_PDS); do cp $(PD_TARGET_DIR)/$(TARGET)/release/$$pd $(ELF_DIR)/$$pd.elf; done
@@ -429,15 +433,19 @@ test-linux: check-qemu linux-image
 	guests/linux/check-disk.sh $(LINUX_DISK) \
 		/hello.txt $$(md5sum < guests/linux/disk/hello.txt | cut -d' ' -f1) \
 		/from-guest/seq.txt $$(seq 1 20000 | md5sum | cut -d' ' -f1)
+	$(if $(VMM_NO_DEFAULT_FEATURES),,grep -a 'vmm: console runs: runs=' $(LINUX_BUILD)/qemu.log | \
+		grep -v 'instructions=0 ' || { echo "test-linux: no console run interpreted anything"; exit 1; })
 
-# The same session with console runs (the VMM built with feature console-runs: after an exit on
-# the PL011 the guest's console loop is interpreted in the VMM, vmm/pd/src/console_run.rs): its
-# own build, image and disk; the runs' counters must show instructions interpreted.
-test-linux-console-runs: check-sdk check-qemu
-	@$(MAKE) --no-print-directory test-linux VMM_FEATURES=console-runs \
-		LINUX_BUILD=$(BUILD_DIR)/linux-vm-runs LINUX_PD_TARGET=target/pd-linux-runs-$(MICROKIT_CONFIG)
-	@grep -a 'vmm: console runs: runs=' $(BUILD_DIR)/linux-vm-runs/qemu.log | \
-		grep -v 'instructions=0 ' || { echo "test-linux-console-runs: no console run interpreted anything"; exit 1; }
+# test-linux's session checks that console runs (the default feature console-runs: after an exit
+# on the PL011 the guest's console loop is interpreted in the VMM, vmm/pd/src/console_run.rs)
+# interpreted instructions. The same session with the VMM built without them
+# (--no-default-features): every console register access an exit; its own build, image and
+# disk; its counters must show no run.
+test-linux-without-console-runs: check-sdk check-qemu
+	@$(MAKE) --no-print-directory test-linux VMM_NO_DEFAULT_FEATURES=1 \
+		LINUX_BUILD=$(BUILD_DIR)/linux-vm-exits LINUX_PD_TARGET=target/pd-linux-exits-$(MICROKIT_CONFIG)
+	@grep -a 'vmm: console runs: runs=0 instructions=0 ' $(BUILD_DIR)/linux-vm-exits/qemu.log || \
+		{ echo "test-linux-without-console-runs: console runs ran, or no counters"; exit 1; }
 
 # Two Linux VMs side by side (issue 18): the generated two-VM system with Debian's kernel and the
 # shell initramfs in both VMs, each on its own copy of the ext4 image (a 32 MiB disk: blk_virt
@@ -610,9 +618,9 @@ clippy:
 		$(CARGO) clippy --release --target $(TARGET) $(addprefix -p ,$(PDS) $(TEST_PDS)) -p vmm-core -p vmm-devices -p sddf-queue -p serial-client -p testguest -- -D warnings
 	# The drivers with fault injection (test-qemu-restart's build), host and target.
 	$(CARGO) clippy -p serial-driver -p blk-driver --all-targets --features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
-	$(CARGO) clippy -p vmm --all-targets --features console-runs -- -D warnings
-	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-linux-runs-$(MICROKIT_CONFIG) \
-		$(CARGO) clippy --release --target $(TARGET) -p vmm --features console-runs -- -D warnings
+	$(CARGO) clippy -p vmm --all-targets --no-default-features -- -D warnings
+	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-linux-exits-$(MICROKIT_CONFIG) \
+		$(CARGO) clippy --release --target $(TARGET) -p vmm --no-default-features -- -D warnings
 	MICROKIT_CONFIG=$(MICROKIT_CONFIG) CARGO_TARGET_DIR=target/pd-restart-$(MICROKIT_CONFIG) \
 		$(CARGO) clippy --release --target $(TARGET) -p serial-driver -p blk-driver \
 		--features serial-driver/fault-injection,blk-driver/fault-injection -- -D warnings
@@ -621,8 +629,8 @@ host-test:
 	$(CARGO) test --workspace
 	# The drivers' fault injection (off by default): host builds count the crashes they would make.
 	$(CARGO) test -p serial-driver -p blk-driver --features serial-driver/fault-injection,blk-driver/fault-injection
-	# Console runs (off by default): the VMM's tests with the feature on.
-	$(CARGO) test -p vmm --features console-runs
+	# The VMM's tests without its default feature console-runs.
+	$(CARGO) test -p vmm --no-default-features
 
 # Model checking of the shared-memory queue protocol with loom (its own target dir: --cfg loom
 # changes every crate's build).
@@ -694,7 +702,7 @@ test-sdk-checksum:
 
 # `make test` is these steps in this order; .ci/run runs them one by one and times each.
 HOST_STEPS := fmt-check clippy host-test loom build fuzz
-TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-console-runs test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux
+TEST_STEPS := $(HOST_STEPS) test-sdk-checksum abi-parity test-guest-native test-qemu test-qemu-production test-qemu-release test-qemu-hvfault test-qemu-restart test-linux test-linux-without-console-runs test-linux-restart test-smp test-multivm test-multivm-crash test-multivm-linux
 test: $(TEST_STEPS)
 test-host: $(HOST_STEPS)
 test-steps:
