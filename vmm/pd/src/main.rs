@@ -2,7 +2,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
-// The `Vmm` (about 30 KiB) is a constant in the image (`Vmm::blank`), finished in place by
+// The `Vmm` (about 43 KiB) is a constant in the image (`Vmm::blank`), finished in place by
 // `setup` and attached to its queues by `&mut` steps: the stack holds one event's frames, not
 // the `Vmm` and the temporaries of its construction.
 #[cfg(target_os = "none")]
