@@ -386,9 +386,9 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
 }
 
 impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
-    /// Where a data access at `va` goes on the fast paths: its page in the RAM window, or the
-    /// console's register at this offset (and, for a store, EL1 may write the page and not
-    /// execute it); anything else takes the general path.
+    /// Where a data access at `va` goes on the fast paths: its page in the RAM window (for a
+    /// store, one EL1 may write and not execute), or the console's register at this offset (for
+    /// a store, on a page EL1 may write); anything else takes the general path.
     #[inline(always)]
     fn fast(&mut self, va: u64, len: u8, store: bool) -> Fast<'a> {
         let Some(e) = self
@@ -397,11 +397,15 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> RunMemory<'a, '_, K, M, N> {
         else {
             return Fast::Slow;
         };
-        if store && (!e.writable || e.executable) {
+        if store && !e.writable {
             return Fast::Slow;
         }
         if let Some(p) = e.page {
-            return Fast::Page(p);
+            return if store && e.executable {
+                Fast::Slow
+            } else {
+                Fast::Page(p)
+            };
         }
         match e.target {
             Target::Console(base) if len <= 4 => Fast::Console(base + (va & 0xfff)),
@@ -454,8 +458,10 @@ impl<'a, K: Kernel, M: GuestMemory, const N: usize> interp::Memory for RunMemory
         let refused = Stop::Memory { va, len };
         let e = self.data(va, len)?;
         // Nothing the run stores may be code it already fetched: executable pages are refused
-        // (Linux's text is not writable anyway).
-        if !e.writable || e.executable {
+        // (Linux's text is not writable anyway), unless they are the console's registers (a run
+        // fetches only from RAM). A guest that maps its devices executable (or runs with its MMU
+        // off, where every page is) still writes its console in the run.
+        if !e.writable || (e.executable && !matches!(e.target, Target::Console(_))) {
             return Err(refused);
         }
         let (Target::Ram(off), Some(w)) = (e.target, self.ram) else {
