@@ -285,9 +285,15 @@ fn with_every_card_attached_each_device_window_answers() {
         h.load(PC0, base + 8, 2, 2);
         assert_eq!(h.x(2), id, "device id at {base:#x}");
     }
-    // GICD_CTLR reads, the PL011's UARTPeriphID0 (0x11), the write-protected page's reads go
-    // to RAM (no exit) but its writes are handled: the guest's PC moves on.
+    // The test device's scratch register keeps what was written; GICD_CTLR reads (an access
+    // no handler takes is reflected as an abort: the PC would go to the guest's vector); the
+    // PL011's UARTPeriphID0 is 0x11; the write-protected page's reads go to RAM (no exit) but
+    // its writes are handled: the guest's PC moves on.
+    h.store(PC0, TESTDEV + 0x10, 2, 1, 0x5a5a);
+    h.load(PC0, TESTDEV + 0x10, 2, 2);
+    assert_eq!(h.x(2), 0x5a5a, "test device scratch");
     h.load(PC0, GICD, 2, 2);
+    assert_eq!(h.pc(), PC0 + 4, "GICD_CTLR read emulated");
     h.load(PC0, 0x0900_0fe0, 2, 2);
     assert_eq!(h.x(2), 0x11, "PL011 UARTPeriphID0");
     h.store(PC0, 0x5000_0000, 3, 1, 7);
