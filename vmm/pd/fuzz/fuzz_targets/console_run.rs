@@ -154,6 +154,14 @@ fuzz_target!(|input: Input| {
     let vmm = vmm::Vmm::new(sim.kernel(), Ok(ram), Ok(wp), BLOBS.with(|b| *b));
     assert_eq!(vmm.state(), VmState::Running);
     let mut h = Harness::running_with(sim, vmm, ram_view, wp_view);
+    // The RAM is shared by every input: the table pages and the data and stack a run may have
+    // written start zeroed (the loop's code is written whole below).
+    h.ram
+        .write((TABLES - RAM_GPA) as usize, &[0; 0x2000])
+        .unwrap();
+    h.ram
+        .write((DATA - RAM_GPA) as usize, &vec![0; (STACK - DATA) as usize])
+        .unwrap();
     let mut code = [0u32; 64];
     code[..PROGRAM.len()].copy_from_slice(&PROGRAM);
     for (i, w) in input.edits.iter().take(16) {
