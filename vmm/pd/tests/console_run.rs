@@ -8,80 +8,17 @@
 
 mod common;
 
+use common::console_loop::{self, CODE, DATA, PROGRAM, STACK};
 use common::*;
 use microkit_rt::abi::vcpu_reg;
 
-const CODE: u64 = RAM_GPA + 0x1_0000;
-const TABLES: u64 = RAM_GPA + 0x10_0000;
-const DATA: u64 = RAM_GPA + 0x20_0000;
-const STACK: u64 = RAM_GPA + 0x28_0000;
-
-/// put_string (x0 = string, x1 = length, x2 = UART), putc (w4 to the UART after polling FR),
-/// and at +0x54 the WFI its caller waits in (the caller's `bl` at +0x50).
-const PROGRAM: [u32; 22] = [
-    0xd503_233f, // +0x00 paciasp
-    0xa9bf_7bfd, // +0x04 stp x29, x30, [sp, #-16]!
-    0x9100_03fd, // +0x08 mov x29, sp
-    0xb400_0141, // +0x0c loop: cbz x1, done
-    0x3840_1403, // +0x10 ldrb w3, [x0], #1
-    0x7100_287f, // +0x14 cmp w3, #10
-    0x5400_0061, // +0x18 b.ne 1f
-    0x5280_01a4, // +0x1c movz w4, #13
-    0x9400_0008, // +0x20 bl putc
-    0x2a03_03e4, // +0x24 1: mov w4, w3
-    0x9400_0006, // +0x28 bl putc
-    0xd100_0421, // +0x2c sub x1, x1, #1
-    0x17ff_fff7, // +0x30 b loop
-    0xa8c1_7bfd, // +0x34 done: ldp x29, x30, [sp], #16
-    0xd503_23bf, // +0x38 autiasp
-    0xd65f_03c0, // +0x3c ret
-    0xb940_1845, // +0x40 putc: ldr w5, [x2, #0x18]
-    0x372f_ffe5, // +0x44 tbnz w5, #5, putc
-    0x3900_0044, // +0x48 strb w4, [x2]
-    0xd65f_03c0, // +0x4c ret
-    0x97ff_ffec, // +0x50 bl put_string
-    0xd503_207f, // +0x54 wfi
-];
-
-const AF: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-const RO: u64 = 1 << 7;
-
-fn put_u64(h: &Harness, gpa: u64, v: u64) {
-    h.ram.write_u64((gpa - RAM_GPA) as usize, v).unwrap();
-}
-
-/// The guest inside putc at its FR read, printing "hi\nok": 'h' taken, the call from the
-/// loop's second `bl`, put_string's frame on the stack.
+/// The guest inside putc at its FR read, printing "hi\nok" (`common::console_loop`), with
+/// its MMU on or off.
 fn inside_putc(mmu_on: bool) -> Harness {
     let h = Harness::running();
-    for (i, w) in PROGRAM.iter().enumerate() {
-        h.ram
-            .write_u32((CODE - RAM_GPA) as usize + 4 * i, *w)
-            .unwrap();
-    }
-    h.ram.write((DATA - RAM_GPA) as usize, b"hi\nok").unwrap();
-    // TTBR0: level 1 (T0SZ = 25), then level 2 for the RAM gigabyte.
-    put_u64(&h, TABLES, AF | PXN | UXN | 0b01);
-    put_u64(&h, TABLES + 8, (TABLES + 0x1000) | 0b11);
-    put_u64(&h, TABLES + 0x1000, RAM_GPA | AF | RO | 0b01);
-    put_u64(&h, TABLES + 0x1008, (RAM_GPA + 0x20_0000) | AF | PXN | 0b01);
+    console_loop::inside_putc(&h, &PROGRAM, b"hi\nok", [0; 4]);
     let sctlr = if mmu_on { 0b101 } else { SCTLR_MMU_OFF };
     h.set_reg(vcpu_reg::SCTLR, sctlr);
-    h.set_reg(vcpu_reg::TCR, 25 | (0b101 << 32) | (1 << 23));
-    h.set_reg(vcpu_reg::TTBR0, TABLES);
-    // put_string's frame: the caller's x29 and return address (its WFI).
-    put_u64(&h, STACK - 16, 0x29);
-    put_u64(&h, STACK - 8, CODE + 0x54);
-    h.set_reg(vcpu_reg::SP_EL1, STACK - 16);
-    h.set_x(0, DATA + 1);
-    h.set_x(1, 5);
-    h.set_x(2, PL011);
-    h.set_x(3, u64::from(b'h'));
-    h.set_x(4, u64::from(b'h'));
-    h.set_x(29, STACK - 16);
-    h.set_x(30, CODE + 0x2c);
     h
 }
 

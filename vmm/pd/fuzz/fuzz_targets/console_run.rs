@@ -1,12 +1,12 @@
 //! Console runs (`vmm/pd/src/console_run.rs`, on by default) on hostile guest state, through
 //! the real event loop over `microkit-sim`. Each input starts from a console loop that runs
-//! deep (put_string and putc of `vmm/pd/tests/console_run.rs`: an exit at putc's FR read, the
-//! rest of the string printed in the run, a WFI at the end) and bends it: code words replaced
-//! (raw, or from a list of the encodings a console loop uses: loads and stores at the UART and
-//! the stack, pairs, branches, calls, returns), the four page-table descriptors XORed with the
-//! input's bits and raw words written anywhere in the two table pages, the string, registers,
-//! stack pointer, PSTATE and MMU controls changed, and the exit itself another access. The run
-//! follows whatever the tables and the code say until it stops.
+//! deep (`tests/common/console_loop.rs`, as `tests/console_run.rs` does: an exit at putc's FR
+//! read, the rest of the string printed in the run, a WFI at the end) and bends it: code words
+//! replaced (raw, or from a list of the encodings a console loop uses: loads and stores at the
+//! UART and the stack, pairs, branches, calls, returns), the four page-table descriptors XORed
+//! with the input's bits and raw words written anywhere in the two table pages, the string,
+//! registers, stack pointer, PSTATE and MMU controls changed, and the exit itself another
+//! access. The run follows whatever the tables and the code say until it stops.
 //!
 //! Invariants: no panic; the VMM stays inside its system.xml scope; the exit is answered with
 //! one reply and the VM keeps running, unless the input gave the vCPU a PSTATE the VMM cannot
@@ -18,6 +18,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::console_loop::{self, CODE, DATA, PROGRAM, STACK, TABLES, TCR, put_u64};
 use common::*;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -39,46 +40,6 @@ thread_local! {
     /// reachable here so that the leak checker does not count it for every input.
     static BLOBS: vmm::GuestBlobs = blobs();
 }
-
-/// Where the code goes (in the first 2 MiB block, read-only and executable by default).
-const CODE: u64 = RAM_GPA + 0x1_0000;
-/// The level-1 table and, a page on, the level-2 table of the RAM gigabyte.
-const TABLES: u64 = RAM_GPA + 0x10_0000;
-/// The string, and the stack's top, in the second 2 MiB block (writable, execute-never by
-/// default).
-const DATA: u64 = RAM_GPA + 0x20_0000;
-const STACK: u64 = RAM_GPA + 0x28_0000;
-const AF: u64 = 1 << 10;
-const PXN: u64 = 1 << 53;
-const UXN: u64 = 1 << 54;
-const RO: u64 = 1 << 7;
-
-/// put_string (x0 = string, x1 = length, x2 = UART), putc (w4 to the UART after polling FR),
-/// and at +0x54 the WFI its caller waits in (as `vmm/pd/tests/console_run.rs`).
-const PROGRAM: [u32; 22] = [
-    0xd503_233f, // +0x00 paciasp
-    0xa9bf_7bfd, // +0x04 stp x29, x30, [sp, #-16]!
-    0x9100_03fd, // +0x08 mov x29, sp
-    0xb400_0141, // +0x0c loop: cbz x1, done
-    0x3840_1403, // +0x10 ldrb w3, [x0], #1
-    0x7100_287f, // +0x14 cmp w3, #10
-    0x5400_0061, // +0x18 b.ne 1f
-    0x5280_01a4, // +0x1c movz w4, #13
-    0x9400_0008, // +0x20 bl putc
-    0x2a03_03e4, // +0x24 1: mov w4, w3
-    0x9400_0006, // +0x28 bl putc
-    0xd100_0421, // +0x2c sub x1, x1, #1
-    0x17ff_fff7, // +0x30 b loop
-    0xa8c1_7bfd, // +0x34 done: ldp x29, x30, [sp], #16
-    0xd503_23bf, // +0x38 autiasp
-    0xd65f_03c0, // +0x3c ret
-    0xb940_1845, // +0x40 putc: ldr w5, [x2, #0x18]
-    0x372f_ffe5, // +0x44 tbnz w5, #5, putc
-    0x3900_0044, // +0x48 strb w4, [x2]
-    0xd65f_03c0, // +0x4c ret
-    0x97ff_ffec, // +0x50 bl put_string
-    0xd503_207f, // +0x54 wfi
-];
 
 /// More encodings of console code (x2 holds the UART's address).
 const KNOWN: [u32; 8] = [
@@ -142,10 +103,6 @@ fn word(w: &Word) -> u32 {
     }
 }
 
-fn put_u64(h: &Harness, gpa: u64, v: u64) {
-    h.ram.write_u64((gpa - RAM_GPA) as usize, v).unwrap();
-}
-
 fuzz_target!(|input: Input| {
     let sim = Sim::from_repo_system("vmm");
     let (ram, wp) = (RAM.with(Sim::alias), WP.with(Sim::alias));
@@ -167,28 +124,9 @@ fuzz_target!(|input: Input| {
     for (i, w) in input.edits.iter().take(16) {
         code[usize::from(*i) % code.len()] = word(w);
     }
-    for (i, w) in code.iter().enumerate() {
-        h.ram
-            .write_u32((CODE - RAM_GPA) as usize + 4 * i, *w)
-            .unwrap();
-    }
     let string = input.string.as_deref().unwrap_or(b"hi\nok");
     let string = &string[..string.len().min(256)];
-    h.ram.write((DATA - RAM_GPA) as usize, string).unwrap();
-    // TTBR0: level 1 (T0SZ = 25): the first gigabyte a device block (the UART), the second a
-    // level-2 table of 2 MiB blocks (code and tables read-only; data and stack execute-never).
-    put_u64(&h, TABLES, (AF | PXN | UXN | 0b01) ^ input.bends[0]);
-    put_u64(&h, TABLES + 8, ((TABLES + 0x1000) | 0b11) ^ input.bends[1]);
-    put_u64(
-        &h,
-        TABLES + 0x1000,
-        (RAM_GPA | AF | RO | 0b01) ^ input.bends[2],
-    );
-    put_u64(
-        &h,
-        TABLES + 0x1008,
-        ((RAM_GPA + 0x20_0000) | AF | PXN | 0b01) ^ input.bends[3],
-    );
+    console_loop::inside_putc(&h, &code, string, input.bends);
     for &(i, v) in input.table_words.iter().take(64) {
         put_u64(&h, TABLES + 8 * u64::from(i % 1024), v);
     }
@@ -198,34 +136,16 @@ fuzz_target!(|input: Input| {
         (None, false) => 0b101,
     };
     h.set_reg(vcpu_reg::SCTLR, sctlr);
-    h.set_reg(
-        vcpu_reg::TCR,
-        (25 | (0b101 << 32) | (1 << 23)) ^ input.tcr_bend,
-    );
-    h.set_reg(vcpu_reg::TTBR0, TABLES);
-    // putc's caller's frame on the stack: the caller's x29 and return address (its WFI).
-    put_u64(&h, STACK - 16, 0x29);
-    put_u64(&h, STACK - 8, CODE + 0x54);
+    h.set_reg(vcpu_reg::TCR, TCR ^ input.tcr_bend);
     h.set_reg(
         vcpu_reg::SP_EL1,
         (STACK - 16).wrapping_sub(u64::from(input.sp_bend)),
     );
-    // Inside putc at its FR read, called from the loop's second `bl`, 'h' taken.
-    let regs = [
-        DATA + 1,
-        string.len() as u64,
-        PL011,
-        u64::from(b'h'),
-        u64::from(b'h'),
-        0,
-        0,
-        0,
-    ];
-    for (n, (r, bend)) in regs.iter().zip(input.x).enumerate() {
-        h.set_x(n as u8, r ^ bend);
+    for (n, bend) in input.x.iter().enumerate() {
+        h.set_x(n as u8, h.x(n as u8) ^ bend);
     }
-    h.set_x(29, (STACK - 16) ^ input.frame[0]);
-    h.set_x(30, (CODE + 0x2c) ^ input.frame[1]);
+    h.set_x(29, h.x(29) ^ input.frame[0]);
+    h.set_x(30, h.x(30) ^ input.frame[1]);
     if let Some(spsr) = input.spsr {
         h.sim.with_vcpu(0, |v| v.context[user_context::SPSR] = spsr);
     }

@@ -1,10 +1,11 @@
 //! The guest's PL011 (the VMM's `Console`), driven as the VMM drives it: guest reads and writes
 //! at any offset and size through the exit path's `Platform` glue (`PlatformCtx::mmio_read` /
 //! `mmio_write`, which refill the RX FIFO after a DR read and publish a prompt when the guest
-//! polls FR for input: `POLL_READS` FR reads with no DR write between), the serial driver's side of both queues (UART bytes arriving in the RX queue, with
-//! or without a notification; the TX queue drained a little or not at all, so that it runs
-//! full), the notification path (`console_io` and a flush, as `Vmm::notified`) and exits that
-//! are not MMIO (a flush). Queue capacities and start indices are the input's.
+//! polls FR for input: `POLL_READS` FR reads with no DR write between), the serial driver's
+//! side of both queues (UART bytes arriving in the RX queue, with or without a notification;
+//! the TX queue drained a little or not at all, so that it runs full), the notification path
+//! (`console_io` and a flush, as `Vmm::notified`) and exits that are not MMIO (a flush). Queue
+//! capacities and start indices are the input's.
 //!
 //! Invariants, after every step: no panic; the RX FIFO holds at most 32 bytes; every byte the
 //! UART delivered is in the FIFO or the RX queue, in order (FIFO level + queue level = bytes

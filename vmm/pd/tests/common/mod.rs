@@ -10,6 +10,8 @@ use microkit_rt::{Channel, Child, Kernel, SharedRegion};
 use microkit_sim::{Invocation, Sim, SimKernel, SimTransport};
 use vmm::{GuestBlobs, Vmm};
 
+pub mod console_loop;
+
 /// The VM's only vCPU.
 pub const VCPU: Child = vmm::system::GUEST_VCPU_0;
 
